@@ -1,0 +1,58 @@
+// swift-tools-version:6.0
+// The ETL system: a scheduler, workers, an operator CLI and (later) a web server around one
+// library, `Shared`, which alone talks to the C clients (libpq for Postgres, hiredis for Redis).
+import PackageDescription
+
+let package = Package(
+    name: "swift-etl",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "etlctl", targets: ["etlctl"]),
+        .library(name: "Shared", targets: ["Shared"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+    ],
+    targets: [
+        // C libraries, wrapped once: only `Shared` imports these two modules.
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        .systemLibrary(
+            name: "CHiredis",
+            pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
+        .target(
+            name: "Shared",
+            dependencies: [
+                "CLibPQ",
+                "CHiredis",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .executableTarget(
+            name: "etlctl",
+            dependencies: [
+                "Shared",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Benchmarks live under bench/ so that `swift test` never builds them in release mode twice.
+        .executableTarget(
+            name: "ClientBench",
+            dependencies: ["Shared"],
+            path: "bench/ClientBench"
+        ),
+        .testTarget(
+            name: "SharedTests",
+            dependencies: ["Shared"]
+        ),
+    ]
+)

@@ -1,0 +1,17 @@
+import Crypto
+
+/// A Lua script run by `EVALSHA`, loaded again with `EVAL` when the server answers `NOSCRIPT`
+/// (after a restart or `SCRIPT FLUSH`).
+public struct RedisScript: Sendable {
+    public let source: String
+    /// The SHA-1 of `source` in hex, as Redis names cached scripts.
+    public let sha1: String
+
+    public init(_ source: String) {
+        self.source = source
+        sha1 = Insecure.SHA1.hash(data: Array(source.utf8)).map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+    }
+}
