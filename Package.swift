@@ -34,6 +34,12 @@ let package = Package(
                 "CHiredis",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: [
+                // The Redis encoder and reply paths are per-command hot loops over class state;
+                // runtime exclusivity checks cost ~10% of pipelined throughput there (perf).
+                // Debug builds keep the checks, so tests still catch violations.
+                .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
             ]
         ),
         .executableTarget(

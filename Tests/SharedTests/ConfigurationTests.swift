@@ -131,7 +131,7 @@ struct PureLogicTests {
 
     @Test("commands encode as RESP arrays of bulk strings")
     func respEncoding() {
-        var e = RedisCommandEncoder()
+        let e = RedisCommandEncoder()
         e.encode(["SET", "k", [UInt8]([0, 10]), -12])
         #expect(e.bytes == Array("*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n".utf8) + [0, 10] + Array("\r\n$3\r\n-12\r\n".utf8))
         #expect(e.commandCount == 1)

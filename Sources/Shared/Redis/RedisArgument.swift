@@ -3,88 +3,157 @@ import Foundation
 /// A value that can be one argument of a Redis command. Arguments are length-prefixed, so any
 /// bytes (NUL included) pass through unchanged.
 public protocol RedisArgument {
-    func write(to encoder: inout RedisCommandEncoder)
+    func write(to encoder: RedisCommandEncoder)
 }
 
 /// Builds commands in the Redis protocol (RESP arrays of bulk strings) into one reusable buffer.
-public struct RedisCommandEncoder {
-    public private(set) var bytes: [UInt8] = []
+///
+/// A class over raw memory rather than a `[UInt8]`: the pipelined hot path appends a few bytes at
+/// a time, and this keeps each append to a bounds check and a `memcpy`.
+public final class RedisCommandEncoder {
+    private var storage: UnsafeMutablePointer<UInt8>
+    private var capacity: Int
+    /// Bytes encoded since the last reset.
+    public private(set) var count = 0
     /// Commands encoded since the last reset.
     public private(set) var commandCount = 0
 
-    public init() { bytes.reserveCapacity(256) }
-
-    public mutating func reset() {
-        bytes.removeAll(keepingCapacity: true)
-        commandCount = 0
+    public init(capacity: Int = 4096) {
+        self.capacity = max(capacity, 64)
+        storage = .allocate(capacity: self.capacity)
     }
 
-    /// Encodes one command from its arguments (the first is the command name).
-    public mutating func encode(_ args: [any RedisArgument]) {
-        header(UInt8(ascii: "*"), args.count)
-        for a in args { a.write(to: &self) }
+    deinit { storage.deallocate() }
+
+    /// A copy of the encoded bytes (for tests and debugging).
+    public var bytes: [UInt8] { Array(UnsafeBufferPointer(start: storage, count: count)) }
+
+    /// Calls `body` with the encoded bytes, without copying them.
+    public func withEncoded<R>(_ body: (UnsafePointer<CChar>, Int) throws -> R) rethrows -> R {
+        try storage.withMemoryRebound(to: CChar.self, capacity: count) { try body($0, count) }
+    }
+
+    /// Forgets what was encoded; large buffers left by a big pipeline are given back.
+    public func reset() {
+        count = 0
+        commandCount = 0
+        if capacity > 1 << 20 {
+            storage.deallocate()
+            capacity = 4096
+            storage = .allocate(capacity: capacity)
+        }
+    }
+
+    /// Encodes one command from its arguments (the first is the command name). The generic form
+    /// avoids boxing each argument, which matters on the pipelined hot path.
+    public func encode<each A: RedisArgument>(_ args: repeat each A) {
+        var n = 0
+        for _ in repeat each args { n += 1 }
+        header(UInt8(ascii: "*"), n)
+        for a in repeat each args { a.write(to: self) }
         commandCount += 1
     }
 
-    public mutating func appendBulk(_ raw: UnsafeRawBufferPointer) {
-        header(UInt8(ascii: "$"), raw.count)
-        bytes.append(contentsOf: raw)
-        bytes.append(13); bytes.append(10)
+    /// Encodes one command from a list of arguments built at run time.
+    public func encode(_ args: [any RedisArgument]) {
+        header(UInt8(ascii: "*"), args.count)
+        for a in args { a.write(to: self) }
+        commandCount += 1
     }
 
-    public mutating func appendBulk(_ string: String) {
+    public func appendBulk(_ raw: UnsafeRawBufferPointer) {
+        header(UInt8(ascii: "$"), raw.count)
+        reserve(raw.count + 2)
+        if let base = raw.baseAddress { (storage + count).update(from: base.assumingMemoryBound(to: UInt8.self), count: raw.count) }
+        count += raw.count
+        storage[count] = 13
+        storage[count + 1] = 10
+        count += 2
+    }
+
+    public func appendBulk(_ string: String) {
+        // Native strings expose their UTF-8 in place; only bridged or lazy ones need a copy.
+        if string.utf8.withContiguousStorageIfAvailable({ appendBulk(UnsafeRawBufferPointer($0)) }) != nil { return }
         var s = string
         s.withUTF8 { appendBulk(UnsafeRawBufferPointer($0)) }
     }
 
-    private mutating func header(_ kind: UInt8, _ n: Int) {
-        bytes.append(kind)
+    /// Writes `$123\r\n` or `*3\r\n`.
+    private func header(_ kind: UInt8, _ n: Int) {
+        reserve(24)
+        storage[count] = kind
+        count += 1
         appendDecimal(n)
-        bytes.append(13); bytes.append(10)
+        storage[count] = 13
+        storage[count + 1] = 10
+        count += 2
     }
 
-    mutating func appendDecimal(_ value: Int) {
-        Self.withDecimal(value) { bytes.append(contentsOf: $0) }
+    /// Writes the decimal digits of `value`; the caller has reserved room for them.
+    func appendDecimal(_ value: Int) {
+        reserve(21)
+        if value < 0 { storage[count] = UInt8(ascii: "-"); count += 1 }
+        var v = value.magnitude
+        var digits = 1
+        var t = v
+        while t >= 10 { t /= 10; digits += 1 }
+        var i = count + digits - 1
+        repeat {
+            storage[i] = UInt8(ascii: "0") + UInt8(v % 10)
+            v /= 10
+            i -= 1
+        } while v > 0
+        count += digits
     }
 
-    /// Calls `body` with the ASCII digits of `value`, formatted on the stack (no allocation).
-    static func withDecimal(_ value: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
+    @inline(__always)
+    private func reserve(_ extra: Int) {
+        if count + extra > capacity { grow(count + extra) }
+    }
+
+    private func grow(_ needed: Int) {
+        var newCapacity = capacity * 2
+        while newCapacity < needed { newCapacity *= 2 }
+        let fresh = UnsafeMutablePointer<UInt8>.allocate(capacity: newCapacity)
+        fresh.update(from: storage, count: count)
+        storage.deallocate()
+        storage = fresh
+        capacity = newCapacity
+    }
+}
+
+extension String: RedisArgument {
+    public func write(to encoder: RedisCommandEncoder) { encoder.appendBulk(self) }
+}
+
+extension Substring: RedisArgument {
+    public func write(to encoder: RedisCommandEncoder) { encoder.appendBulk(String(self)) }
+}
+
+extension Int: RedisArgument {
+    public func write(to encoder: RedisCommandEncoder) {
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { d in
-            var v = value.magnitude
+            var v = magnitude
             var i = 24
             repeat {
                 i -= 1
                 d[i] = UInt8(ascii: "0") + UInt8(v % 10)
                 v /= 10
             } while v > 0
-            if value < 0 { i -= 1; d[i] = UInt8(ascii: "-") }
-            body(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(d)[i..<24]))
+            if self < 0 { i -= 1; d[i] = UInt8(ascii: "-") }
+            encoder.appendBulk(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(d)[i..<24]))
         }
     }
 }
 
-extension String: RedisArgument {
-    public func write(to encoder: inout RedisCommandEncoder) { encoder.appendBulk(self) }
-}
-
-extension Substring: RedisArgument {
-    public func write(to encoder: inout RedisCommandEncoder) { encoder.appendBulk(String(self)) }
-}
-
-extension Int: RedisArgument {
-    public func write(to encoder: inout RedisCommandEncoder) {
-        RedisCommandEncoder.withDecimal(self) { encoder.appendBulk($0) }
-    }
-}
-
 extension Double: RedisArgument {
-    public func write(to encoder: inout RedisCommandEncoder) { encoder.appendBulk("\(self)") }
+    public func write(to encoder: RedisCommandEncoder) { encoder.appendBulk("\(self)") }
 }
 
 extension Array: RedisArgument where Element == UInt8 {
-    public func write(to encoder: inout RedisCommandEncoder) { withUnsafeBytes { encoder.appendBulk($0) } }
+    public func write(to encoder: RedisCommandEncoder) { withUnsafeBytes { encoder.appendBulk($0) } }
 }
 
 extension Data: RedisArgument {
-    public func write(to encoder: inout RedisCommandEncoder) { withUnsafeBytes { encoder.appendBulk($0) } }
+    public func write(to encoder: RedisCommandEncoder) { withUnsafeBytes { encoder.appendBulk($0) } }
 }

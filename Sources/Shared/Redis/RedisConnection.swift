@@ -21,7 +21,7 @@ public final class RedisConnection {
     public let config: RedisConfig
     let logger: Logger
     private var context: UnsafeMutablePointer<redisContext>?
-    private var encoder = RedisCommandEncoder()
+    private let encoder = RedisCommandEncoder()
     private var reconnectBackoff = Backoff(base: 0.05, cap: 2, jitter: 0.3)
     /// Times this connection has been re-established after a failure.
     public private(set) var reconnects = 0
@@ -100,11 +100,9 @@ public final class RedisConnection {
 
     /// One command on a bare context, used while connecting.
     private static func roundTrip(_ c: UnsafeMutablePointer<redisContext>, _ args: [any RedisArgument], endpoint: String) throws -> RedisReply {
-        var enc = RedisCommandEncoder()
+        let enc = RedisCommandEncoder(capacity: 256)
         enc.encode(args)
-        let rc = enc.bytes.withUnsafeBufferPointer { b in
-            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { redisAppendFormattedCommand(c, $0, b.count) }
-        }
+        let rc = enc.withEncoded { redisAppendFormattedCommand(c, $0, $1) }
         var raw: UnsafeMutableRawPointer?
         guard rc == REDIS_OK, redisGetReply(c, &raw) == REDIS_OK, let raw else {
             throw RedisError(.connectionFailed, "connection closed during handshake: \(errorString(c))", endpoint: endpoint)
@@ -145,8 +143,14 @@ public final class RedisConnection {
 
     /// Sends one command and returns its reply; an error reply is thrown as `.server`.
     @discardableResult
-    public func command(_ args: any RedisArgument...) throws -> RedisReply {
-        try command(args)
+    public func command<each A: RedisArgument>(_ args: repeat each A) throws -> RedisReply {
+        let c = try liveContext()
+        encoder.reset()
+        encoder.encode(repeat each args)
+        try appendEncoded(c)
+        let reply = try readReply(c)
+        if let e = reply.errorMessage { throw serverError(e) }
+        return reply
     }
 
     /// Sends one command and returns its reply; an error reply is thrown as `.server`.
@@ -180,10 +184,9 @@ public final class RedisConnection {
     /// Sends every command `build` adds in one write, then reads their replies in order. Error
     /// replies are returned in place, not thrown, so one bad command does not hide the others.
     public func pipeline(_ build: (inout RedisPipeline) throws -> Void) throws -> [RedisReply] {
+        encoder.reset()
         var p = RedisPipeline(encoder: encoder)
-        p.encoder.reset()
         try build(&p)
-        encoder = p.encoder
         let n = encoder.commandCount
         guard n > 0 else { return [] }
         let c = try liveContext()
@@ -217,9 +220,7 @@ public final class RedisConnection {
     // MARK: hiredis I/O
 
     private func appendEncoded(_ c: UnsafeMutablePointer<redisContext>) throws {
-        let rc = encoder.bytes.withUnsafeBufferPointer { b in
-            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { redisAppendFormattedCommand(c, $0, b.count) }
-        }
+        let rc = encoder.withEncoded { redisAppendFormattedCommand(c, $0, $1) }
         if rc != REDIS_OK { throw broken(c) }
     }
 
@@ -247,6 +248,8 @@ public final class RedisConnection {
             guard reply.len > 0, let str = reply.str else { return .bulk([]) }
             return .bulk(str.withMemoryRebound(to: UInt8.self, capacity: reply.len) { Array(UnsafeBufferPointer(start: $0, count: reply.len)) })
         case REDIS_REPLY_STATUS:
+            // The commonest reply by far; skip decoding it.
+            if reply.len == 2, let p = reply.str, p[0] == 79, p[1] == 75 { return .status("OK") }
             return .status(text(reply))
         case REDIS_REPLY_ERROR:
             return .error(text(reply))
@@ -274,12 +277,12 @@ public final class RedisConnection {
 
 /// The commands of one pipeline, encoded as they are added.
 public struct RedisPipeline {
-    var encoder: RedisCommandEncoder
+    let encoder: RedisCommandEncoder
 
     /// Adds one command.
-    public mutating func add(_ args: any RedisArgument...) { encoder.encode(args) }
+    public func add<each A: RedisArgument>(_ args: repeat each A) { encoder.encode(repeat each args) }
     /// Adds one command.
-    public mutating func add(_ args: [any RedisArgument]) { encoder.encode(args) }
+    public func add(_ args: [any RedisArgument]) { encoder.encode(args) }
     /// Commands added so far.
     public var count: Int { encoder.commandCount }
 }
