@@ -277,9 +277,10 @@ public final class RedisConnection {
 
 /// The commands of one pipeline, encoded as they are added.
 public struct RedisPipeline {
-    let encoder: RedisCommandEncoder
+    @usableFromInline let encoder: RedisCommandEncoder
 
     /// Adds one command.
+    @inlinable
     public func add<each A: RedisArgument>(_ args: repeat each A) { encoder.encode(repeat each args) }
     /// Adds one command.
     public func add(_ args: [any RedisArgument]) { encoder.encode(args) }

@@ -1,0 +1,123 @@
+import Crypto
+import Foundation
+
+/// Signs and checks task messages: the body is JSON, the signature is HMAC-SHA256 of the body
+/// under `ETL_SECRET_KEY`, in hex. Verification is constant-time.
+///
+/// Every way a message can be refused has its own reason, which goes with the message into the
+/// dead letters.
+public struct MessageCodec: Sendable {
+    /// Bodies above this many bytes are refused unread.
+    public static let maxBodyBytes = 64 * 1024
+
+    private let secret: [UInt8]
+    private var key: SymmetricKey { SymmetricKey(data: secret) }
+
+    public init(secret: String) throws {
+        guard secret.utf8.count >= 16 else {
+            throw ConfigError(variable: "ETL_SECRET_KEY", problem: "the secret is shorter than 16 bytes",
+                              fix: "set ETL_SECRET_KEY to a long random value, e.g. the output of `openssl rand -hex 32`")
+        }
+        self.secret = Array(secret.utf8)
+    }
+
+    /// Reads `ETL_SECRET_KEY`.
+    public init(environment env: Environment) throws {
+        guard let secret = env["ETL_SECRET_KEY"] else {
+            throw ConfigError(variable: "ETL_SECRET_KEY", problem: "it is not set; task messages and web sessions are signed with it",
+                              fix: "set ETL_SECRET_KEY to a long random value, the same for the scheduler, every worker and the web server")
+        }
+        try self.init(secret: secret)
+    }
+
+    /// The JSON body and its hex signature.
+    public func encode(_ message: TaskMessage) throws -> (body: [UInt8], signature: String) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let body = Array(try encoder.encode(message))
+        return (body, sign(body))
+    }
+
+    public func sign(_ body: [UInt8]) -> String {
+        HMAC<SHA256>.authenticationCode(for: body, using: key).map { b in
+            let h = String(b, radix: 16)
+            return b < 16 ? "0" + h : h
+        }.joined()
+    }
+
+    /// Checks the signature, then decodes the body.
+    public func decode(body: [UInt8]?, signature: String?) throws(MessageRejection) -> TaskMessage {
+        guard let body, !body.isEmpty else { throw .malformed("the message has no body") }
+        guard body.count <= Self.maxBodyBytes else { throw .oversized(bytes: body.count) }
+        guard let signature, !signature.isEmpty else { throw .unsigned }
+        guard let mac = Self.hexBytes(signature), mac.count == SHA256.byteCount,
+              HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: key) else {
+            throw .badSignature
+        }
+        // Signed by us, so a decode failure is a version or programming mismatch, not an attack.
+        if let probe = try? JSONDecoder().decode(VersionProbe.self, from: Data(body)), probe.v != TaskMessage.currentVersion {
+            throw .unsupportedVersion(probe.v)
+        }
+        do {
+            return try JSONDecoder().decode(TaskMessage.self, from: Data(body))
+        } catch {
+            throw .malformed("the body is not a version-\(TaskMessage.currentVersion) task message: \(Self.describe(error))")
+        }
+    }
+
+    private struct VersionProbe: Decodable { var v: Int }
+
+    static func hexBytes(_ s: String) -> [UInt8]? {
+        let u = Array(s.utf8)
+        guard u.count % 2 == 0 else { return nil }
+        var out = [UInt8]()
+        out.reserveCapacity(u.count / 2)
+        var i = 0
+        while i < u.count {
+            guard let hi = hexNibble(u[i]), let lo = hexNibble(u[i + 1]) else { return nil }
+            out.append(hi << 4 | lo)
+            i += 2
+        }
+        return out
+    }
+
+    private static func hexNibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 48...57: return c - 48
+        case 97...102: return c - 87
+        case 65...70: return c - 55
+        default: return nil
+        }
+    }
+
+    private static func describe(_ error: Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, _): return "field '\(key.stringValue)' is missing"
+        case DecodingError.typeMismatch(_, let ctx), DecodingError.valueNotFound(_, let ctx):
+            return "field '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))' has the wrong type"
+        case DecodingError.dataCorrupted: return "it is not valid JSON"
+        default: return "\(error)"
+        }
+    }
+}
+
+/// Why a worker refused a message. It goes to the dead letters with this reason.
+public enum MessageRejection: Error, Sendable, Equatable, CustomStringConvertible {
+    case unsigned
+    case badSignature
+    case oversized(bytes: Int)
+    case malformed(String)
+    case unsupportedVersion(Int)
+    case unknownTask(dag: String, task: String)
+
+    public var description: String {
+        switch self {
+        case .unsigned: return "unsigned message: it carries no signature. Fix: enqueue tasks through the scheduler or etlctl, which sign them"
+        case .badSignature: return "bad signature: the message was altered or signed with another key. Fix: give the scheduler and every worker the same ETL_SECRET_KEY"
+        case .oversized(let n): return "oversized message: \(n) bytes, the limit is \(MessageCodec.maxBodyBytes)"
+        case .malformed(let why): return "malformed message: \(why)"
+        case .unsupportedVersion(let v): return "unsupported message version \(v): this worker reads version \(TaskMessage.currentVersion). Fix: run the same release on the scheduler and the workers"
+        case .unknownTask(let dag, let task): return "unknown task \(dag).\(task): no such DAG or task in this worker's build. Fix: deploy the same DAGs to the scheduler and the workers"
+        }
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import Shared
+import Testing
+
+@Suite("Schedules and cron")
+struct ScheduleTests {
+    static func utc(_ y: Int, _ m: Int, _ d: Int, _ h: Int = 0, _ mi: Int = 0) -> Date {
+        Date(timeIntervalSince1970: Double(CivilDate.toDays(year: y, month: m, day: d) * 86_400 + h * 3600 + mi * 60))
+    }
+
+    @Test("presets and cron fields find the next fire time")
+    func nextFire() throws {
+        let at = Self.utc(2024, 2, 28, 23, 59)
+        #expect(try CronExpression("0 0 * * *").next(after: at) == Self.utc(2024, 2, 29))
+        #expect(try CronExpression("*/15 * * * *").next(after: Self.utc(2024, 1, 1, 10, 7)) == Self.utc(2024, 1, 1, 10, 15))
+        #expect(try CronExpression("30 2 * * mon-fri").next(after: Self.utc(2024, 6, 7, 3)) == Self.utc(2024, 6, 10, 2, 30))  // Fri -> Mon
+        #expect(try CronExpression("0 0 29 feb *").next(after: Self.utc(2024, 3, 1)) == Self.utc(2028, 2, 29))
+        #expect(try CronExpression("0 0 1 * *").next(after: Self.utc(2024, 12, 15)) == Self.utc(2025, 1, 1))
+        #expect(try CronExpression("0 12 * * 7").next(after: Self.utc(2024, 6, 10)) == Self.utc(2024, 6, 16, 12))  // 7 = Sunday
+        // Both day fields restricted: either matches (Vixie cron).
+        #expect(try CronExpression("0 0 13 * fri").next(after: Self.utc(2024, 9, 1)) == Self.utc(2024, 9, 6))
+        #expect(try CronExpression("0 0 31 2 *").next(after: Self.utc(2024, 1, 1)) == nil)  // never
+    }
+
+    @Test("bad schedules explain themselves")
+    func badSchedules() {
+        let e1 = #expect(throws: ScheduleError.self) { try Schedule("0 0 * *") }
+        #expect(e1?.description.contains("5 fields") == true)
+        let e2 = #expect(throws: ScheduleError.self) { try Schedule("61 * * * *") }
+        #expect(e2?.description.contains("'61' is not a valid minute") == true)
+        let e3 = #expect(throws: ScheduleError.self) { try Schedule("@fortnightly") }
+        #expect(e3?.description.contains("@daily") == true)
+        let e4 = #expect(throws: ScheduleError.self) { try Schedule("0 0 * * 5-1") }
+        #expect(e4?.description.contains("backwards") == true)
+    }
+
+    @Test("due runs follow Airflow: logical date is the interval start, catchup fills or skips")
+    func dueRuns() throws {
+        let daily = try Schedule("@daily")
+        #expect(daily.description == "@daily")
+        let start = Self.utc(2024, 5, 1)
+        let now = Self.utc(2024, 5, 4, 6)
+        #expect(daily.dueLogicalDates(start: start, lastLogical: nil, now: now, catchup: true)
+                == [Self.utc(2024, 5, 1), Self.utc(2024, 5, 2), Self.utc(2024, 5, 3)])
+        #expect(daily.dueLogicalDates(start: start, lastLogical: nil, now: now, catchup: false) == [Self.utc(2024, 5, 3)])
+        #expect(daily.dueLogicalDates(start: start, lastLogical: Self.utc(2024, 5, 3), now: now, catchup: true).isEmpty)
+        let once = try Schedule("@once")
+        #expect(once.dueLogicalDates(start: start, lastLogical: nil, now: now, catchup: false) == [start])
+        #expect(once.dueLogicalDates(start: start, lastLogical: start, now: now, catchup: false).isEmpty)
+        #expect(try Schedule(nil) == .manual)
+        #expect(try Schedule("@none").dueLogicalDates(start: start, lastLogical: nil, now: now, catchup: true).isEmpty)
+    }
+}
+
+@Suite("Signed task messages")
+struct MessageCodecTests {
+    let codec = try! MessageCodec(secret: "a-test-secret-that-is-long-enough")
+    let message = TaskMessage(dag: "b2b", runID: 7, task: "load_company", logicalDate: "2024-05-01", tryNumber: 2,
+                              queue: "default", timeoutSeconds: 300, arguments: ["file": "company.csv"])
+
+    @Test("a signed message round-trips")
+    func roundTrip() throws {
+        let (body, sig) = try codec.encode(message)
+        #expect(sig.count == 64)
+        #expect(try codec.decode(body: body, signature: sig) == message)
+    }
+
+    @Test("unsigned, tampered, wrongly keyed, truncated, oversized and future messages are refused with reasons")
+    func rejections() throws {
+        let (body, sig) = try codec.encode(message)
+        #expect(throws: MessageRejection.unsigned) { try codec.decode(body: body, signature: nil) }
+        var tampered = body
+        tampered[tampered.count / 2] ^= 1
+        #expect(throws: MessageRejection.badSignature) { try codec.decode(body: tampered, signature: sig) }
+        let other = try MessageCodec(secret: "another-secret-also-long-enough")
+        #expect(throws: MessageRejection.badSignature) { try other.decode(body: body, signature: sig) }
+        #expect(throws: MessageRejection.badSignature) { try codec.decode(body: body, signature: "zz") }
+        let truncated = Array(body.prefix(body.count - 5))
+        #expect(throws: MessageRejection.malformed("the body is not a version-1 task message: it is not valid JSON")) {
+            try codec.decode(body: truncated, signature: codec.sign(truncated))
+        }
+        let huge = [UInt8](repeating: 32, count: MessageCodec.maxBodyBytes + 1)
+        #expect(throws: MessageRejection.oversized(bytes: huge.count)) { try codec.decode(body: huge, signature: sig) }
+        let future = Array(#"{"v":2,"id":"x"}"#.utf8)
+        #expect(throws: MessageRejection.unsupportedVersion(2)) { try codec.decode(body: future, signature: codec.sign(future)) }
+        let missing = Array(#"{"v":1,"id":"x"}"#.utf8)
+        let e = #expect(throws: MessageRejection.self) { try codec.decode(body: missing, signature: codec.sign(missing)) }
+        #expect(e?.description.contains("is missing") == true)
+    }
+
+    @Test("a short or missing secret is a configuration error naming ETL_SECRET_KEY")
+    func secretChecks() {
+        let short = #expect(throws: ConfigError.self) { try MessageCodec(secret: "short") }
+        #expect(short?.variable == "ETL_SECRET_KEY")
+        let missing = #expect(throws: ConfigError.self) { try MessageCodec(environment: Environment([:])) }
+        #expect(missing?.variable == "ETL_SECRET_KEY")
+    }
+}
