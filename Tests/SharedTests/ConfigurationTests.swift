@@ -142,3 +142,15 @@ struct PureLogicTests {
         #expect(RedisScript("return 1").sha1 == "e0e1f9fabfc9d4800c877a703b823ac0578ff8db")
     }
 }
+
+@Suite("Hex")
+struct HexTests {
+    @Test("encodes lower case and decodes either case; rejects odd lengths and non-digits")
+    func hex() {
+        #expect(Hex.encode([0, 15, 16, 255]) == "000f10ff")
+        #expect(Hex.decode("000F10ff") == [0, 15, 16, 255])
+        #expect(Hex.decode("abc") == nil)
+        #expect(Hex.decode("zz") == nil)
+        #expect(Hex.decode("") == [])
+    }
+}

@@ -21,7 +21,7 @@ public final class PostgresConnection {
     private var handle: OpaquePointer?
     /// How many `transaction` blocks are open; a lost connection inside one is not silently replaced.
     private(set) var transactionDepth = 0
-    private var reconnectBackoff = Backoff(base: 0.05, cap: 2, jitter: 0.3)
+    private let reconnectBackoff = Backoff(base: 0.05, cap: 2, jitter: 0.3)
 
     public init(config: PostgresConfig, logger: Logger = Logger(label: "etl.postgres")) throws {
         self.config = config
@@ -96,21 +96,11 @@ public final class PostgresConnection {
     /// `config.reconnectTimeout` has passed.
     public func reconnect() throws {
         close()
-        let deadline = monotonicSeconds() + config.reconnectTimeout
-        var attempt = 0
-        while true {
-            do {
-                handle = try Self.open(config)
-                if attempt > 0 { logger.info("reconnected to Postgres", metadata: ["endpoint": "\(endpoint)", "attempts": "\(attempt + 1)"]) }
-                return
-            } catch let error as PostgresError where error.code == .connectionFailed {
-                let wait = reconnectBackoff.delay(attempt: attempt)
-                if monotonicSeconds() + wait > deadline { throw error }
-                logger.debug("Postgres not reachable yet, retrying", metadata: ["endpoint": "\(endpoint)", "in": "\(wait)"])
-                sleepSeconds(wait)
-                attempt += 1
-            }
-        }
+        let config = config
+        handle = try reconnectBackoff.retry(
+            timeout: config.reconnectTimeout, server: "Postgres", endpoint: endpoint, logger: logger,
+            isRetryable: { ($0 as? PostgresError)?.code == .connectionFailed }
+        ) { try Self.open(config) }
     }
 
     /// A healthy handle: reconnects first if the last call found the connection broken, unless a

@@ -142,26 +142,9 @@ extension Data: PostgresEncodable, PostgresTextDecodable {
 enum PostgresByteaText {
     /// Decodes the hex form `\x...` that servers since 9.0 send by default.
     static func decode(_ text: String) -> [UInt8]? {
-        let u = Array(text.utf8)
-        guard u.count >= 2, u[0] == UInt8(ascii: "\\"), u[1] == UInt8(ascii: "x"), u.count % 2 == 0 else { return nil }
-        var out = [UInt8]()
-        out.reserveCapacity((u.count - 2) / 2)
-        var i = 2
-        while i < u.count {
-            guard let hi = hexValue(u[i]), let lo = hexValue(u[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
-        }
-        return out
-    }
-
-    private static func hexValue(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-        default: return nil
-        }
+        let u = text.utf8
+        guard u.count >= 2, u.first == UInt8(ascii: "\\"), u.dropFirst().first == UInt8(ascii: "x") else { return nil }
+        return Hex.decode(u.dropFirst(2))
     }
 }
 

@@ -39,10 +39,7 @@ public struct MessageCodec: Sendable {
     }
 
     public func sign(_ body: [UInt8]) -> String {
-        HMAC<SHA256>.authenticationCode(for: body, using: key).map { b in
-            let h = String(b, radix: 16)
-            return b < 16 ? "0" + h : h
-        }.joined()
+        Hex.encode(HMAC<SHA256>.authenticationCode(for: body, using: key))
     }
 
     /// Checks the signature, then decodes the body.
@@ -50,7 +47,7 @@ public struct MessageCodec: Sendable {
         guard let body, !body.isEmpty else { throw .malformed("the message has no body") }
         guard body.count <= Self.maxBodyBytes else { throw .oversized(bytes: body.count) }
         guard let signature, !signature.isEmpty else { throw .unsigned }
-        guard let mac = Self.hexBytes(signature), mac.count == SHA256.byteCount,
+        guard let mac = Hex.decode(signature), mac.count == SHA256.byteCount,
               HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: key) else {
             throw .badSignature
         }
@@ -66,29 +63,6 @@ public struct MessageCodec: Sendable {
     }
 
     private struct VersionProbe: Decodable { var v: Int }
-
-    static func hexBytes(_ s: String) -> [UInt8]? {
-        let u = Array(s.utf8)
-        guard u.count % 2 == 0 else { return nil }
-        var out = [UInt8]()
-        out.reserveCapacity(u.count / 2)
-        var i = 0
-        while i < u.count {
-            guard let hi = hexNibble(u[i]), let lo = hexNibble(u[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
-        }
-        return out
-    }
-
-    private static func hexNibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 48...57: return c - 48
-        case 97...102: return c - 87
-        case 65...70: return c - 55
-        default: return nil
-        }
-    }
 
     private static func describe(_ error: Error) -> String {
         switch error {

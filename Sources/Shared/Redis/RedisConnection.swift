@@ -22,7 +22,7 @@ public final class RedisConnection {
     let logger: Logger
     private var context: UnsafeMutablePointer<redisContext>?
     private let encoder = RedisCommandEncoder()
-    private var reconnectBackoff = Backoff(base: 0.05, cap: 2, jitter: 0.3)
+    private let reconnectBackoff = Backoff(base: 0.05, cap: 2, jitter: 0.3)
     /// Times this connection has been re-established after a failure.
     public private(set) var reconnects = 0
 
@@ -115,22 +115,12 @@ public final class RedisConnection {
     /// `config.reconnectTimeout` has passed.
     public func reconnect() throws {
         close()
-        let deadline = monotonicSeconds() + config.reconnectTimeout
-        var attempt = 0
-        while true {
-            do {
-                context = try Self.open(config)
-                reconnects += 1
-                logger.info("reconnected to Redis", metadata: ["endpoint": "\(endpoint)", "attempts": "\(attempt + 1)"])
-                return
-            } catch let error as RedisError where error.code == .connectionFailed {
-                let wait = reconnectBackoff.delay(attempt: attempt)
-                if monotonicSeconds() + wait > deadline { throw error }
-                logger.debug("Redis not reachable yet, retrying", metadata: ["endpoint": "\(endpoint)", "in": "\(wait)"])
-                sleepSeconds(wait)
-                attempt += 1
-            }
-        }
+        let config = config
+        context = try reconnectBackoff.retry(
+            timeout: config.reconnectTimeout, server: "Redis", endpoint: endpoint, logger: logger,
+            isRetryable: { ($0 as? RedisError)?.code == .connectionFailed }
+        ) { try Self.open(config) }
+        reconnects += 1
     }
 
     private func liveContext() throws -> UnsafeMutablePointer<redisContext> {
