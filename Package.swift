@@ -8,6 +8,8 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "etlctl", targets: ["etlctl"]),
+        .executable(name: "scheduler", targets: ["Scheduler"]),
+        .executable(name: "worker", targets: ["Worker"]),
         .library(name: "Shared", targets: ["Shared"]),
     ],
     dependencies: [
@@ -42,6 +44,26 @@ let package = Package(
                 .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
             ]
         ),
+        .target(
+            name: "Tasks",
+            dependencies: ["Shared"]
+        ),
+        .executableTarget(
+            name: "Worker",
+            dependencies: [
+                "Shared", "Tasks",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "Scheduler",
+            dependencies: [
+                "Shared", "Tasks",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "etlctl",
             dependencies: [
@@ -56,9 +78,10 @@ let package = Package(
             dependencies: ["Shared"],
             path: "bench/ClientBench"
         ),
+        // Tests/SharedTests/Queue starts the real scheduler and worker executables.
         .testTarget(
             name: "SharedTests",
-            dependencies: ["Shared"]
+            dependencies: ["Shared", "Tasks", "Scheduler", "Worker"]
         ),
     ]
 )

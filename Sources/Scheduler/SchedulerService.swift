@@ -1,0 +1,190 @@
+import Foundation
+import Logging
+import Shared
+import Tasks
+
+nonisolated(unsafe) var stopRequested: Int32 = 0
+
+/// The scheduler: one leads (through a lease in Postgres), others wait to take over.
+///
+/// 1. Creates runs when their schedules are due.
+/// 2. Advances runs: enqueues every task whose upstream tasks (and upstream DAGs) succeeded,
+///    marks what an upstream failure blocks, fails attempts past their timeout, re-enqueues due
+///    retries, and closes finished runs.
+/// 3. Reacts to completion events at once (event-driven: no sleep between a task and its downstream),
+///    with a one-second tick for schedules, retries and timeouts.
+/// 4. On taking the lead, re-enqueues queued tasks whose message a crash lost.
+final class SchedulerService {
+    let env: Environment
+    let registry: Registry
+    let logger: Logger
+    let id: String
+    let schema: String
+    let leaseTTL: Double
+    let codec: MessageCodec
+    private var store: MetadataStore!
+    private var queue: TaskQueue!
+    private var leading = false
+    private var lastRenew = 0.0
+    private var lastTick = 0.0
+
+    init(env: Environment, registry: Registry, logger: Logger) throws {
+        self.env = env
+        self.registry = registry
+        self.logger = logger
+        id = env["ETL_SCHEDULER_NAME"] ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+        schema = env["ETL_SCHEMA"] ?? "etl"
+        leaseTTL = try env.seconds("ETL_SCHEDULER_LEASE", default: 5, range: 1...600)
+        codec = try MessageCodec(environment: env)
+    }
+
+    func run() throws {
+        let pg = try PostgresConnection(config: PostgresConfig(environment: env))
+        try Migrator.run(pg, schema: schema)
+        store = MetadataStore(pg: pg, schema: schema)
+        try store.sync(dags: registry.dags)
+        queue = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: RedisKeys(environment: env))
+        try queue.ensureGroups(queues: registry.queues.isEmpty ? ["default"] : registry.queues)
+        logger.info("scheduler started", metadata: ["scheduler": "\(id)", "dags": "\(registry.dags.count)"])
+        while stopRequested == 0 {
+            do {
+                try step()
+            } catch let e as RedisError where e.isConnectionProblem {
+                logger.warning("Redis: \(e); retrying")
+                sleepSeconds(0.5)
+            } catch let e as PostgresError where e.isConnectionProblem {
+                logger.warning("Postgres: \(e); retrying")
+                leading = false
+                sleepSeconds(0.5)
+            }
+        }
+        if leading { try? store.releaseLease(holder: id) }
+        logger.info("scheduler stopped", metadata: ["scheduler": "\(id)"])
+    }
+
+    private func step() throws {
+        let now = monotonicSeconds()
+        if !leading || now - lastRenew > leaseTTL / 3 {
+            let token = try store.acquireLease(holder: id, ttl: leaseTTL)
+            lastRenew = now
+            if token != nil && !leading {
+                leading = true
+                logger.info("leading the scheduling", metadata: ["scheduler": "\(id)", "fencing_token": "\(token!)"])
+                try reconcile()
+            } else if token == nil {
+                if leading { logger.warning("lost the lease; standing by") }
+                leading = false
+                sleepSeconds(min(1, leaseTTL / 3))
+                return
+            }
+        }
+        if now - lastTick >= 1 {
+            lastTick = now
+            try tick()
+        }
+        let events = try queue.readEvents(consumer: id, block: 0.25)
+        var runs = Set<Int64>()
+        for e in events { if let ev = e.event { runs.insert(ev.runID) } }
+        for r in runs.sorted() { if let run = try store.run(r) { try advance(run) } }
+        try queue.ackEvents(events.map(\.id))
+    }
+
+    /// Due scheduled runs, then every active run.
+    private func tick() throws {
+        let paused = try store.pausedDAGs()
+        for dag in registry.dags where !paused.contains(dag.id) {
+            let last = try store.lastScheduledLogicalDate(dag.id)
+            for date in dag.schedule.dueLogicalDates(start: dag.startDate, lastLogical: last, now: Date(), catchup: dag.catchup) {
+                if let run = try store.createRun(dag, logicalDate: date, type: "scheduled") {
+                    logger.info("created run", metadata: ["dag": "\(dag.id)", "run": "\(run)", "logical_date": "\(PostgresTimestamp.format(date))"])
+                }
+            }
+        }
+        for run in try store.activeRuns() { try advance(run, paused: paused) }
+    }
+
+    private func advance(_ run: MetadataStore.Run, paused: Set<String>? = nil) throws {
+        guard run.state == "queued" || run.state == "running" else { return }
+        guard let dag = registry.dag(run.dag) else { return }
+        if try (paused ?? store.pausedDAGs()).contains(dag.id) { return }
+        // Waiting on another DAG holds no worker: the tasks are simply not enqueued yet.
+        guard try store.upstreamDAGsSucceeded(dag.upstreamDAGs, logicalDate: run.logicalDate) else { return }
+        var instances = try store.instances(run: run.id)
+
+        // Attempts past their timeout fail (fenced by try number: a late worker cannot undo it).
+        for (task, inst) in instances where inst.state == .running {
+            guard let spec = dag.task(task), spec.timeout > 0, let started = inst.startedAt,
+                  Date().timeIntervalSince(started) > spec.timeout else { continue }
+            let retry = inst.tryNumber <= spec.retries
+            let state: TaskState = retry ? .upForRetry : .failed
+            let retryAt = retry ? Date().addingTimeInterval(spec.retryBackoff.delay(attempt: inst.tryNumber - 1)) : nil
+            if try store.finishAttempt(run: run.id, task: task, tryNumber: inst.tryNumber, state: state,
+                                       error: "timed out after \(spec.timeout) s", retryAt: retryAt,
+                                       log: "--- failed by the scheduler: execution timeout of \(spec.timeout) s ---\n") {
+                logger.warning("task timed out", metadata: ["dag": "\(dag.id)", "task": "\(task)", "run": "\(run.id)"])
+            }
+        }
+        instances = try store.instances(run: run.id)
+        var states = instances.mapValues(\.state)
+
+        let blocked = dag.blockedTasks(states: states)
+        if !blocked.isEmpty {
+            try store.markUpstreamFailed(run: run.id, tasks: blocked)
+            for b in blocked { states[b] = .upstreamFailed }
+        }
+        var ready = dag.readyTasks(states: states)
+        let now = Date()
+        for (task, inst) in instances where inst.state == .upForRetry && (inst.nextTryAt ?? now) <= now {
+            if dag.task(task)!.upstream.allSatisfy({ states[$0] == .success }) { ready.append(task) }
+        }
+        for task in ready { try enqueue(dag: dag, run: run, task: task) }
+
+        if states.values.allSatisfy(\.isFinished) {
+            let ok = states.values.allSatisfy { $0 == .success }
+            try store.setRunState(run.id, ok ? "success" : "failed")
+            logger.info("run finished", metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "state": "\(ok ? "success" : "failed")"])
+            // Runs of other DAGs waiting on this one can go now.
+            for other in registry.dags where other.upstreamDAGs.contains(dag.id) {
+                for r in try store.activeRuns() where r.dag == other.id { try advance(r) }
+            }
+        } else if run.state == "queued" && states.values.contains(where: { $0 != .scheduled }) {
+            try store.setRunState(run.id, "running")
+        }
+    }
+
+    private func enqueue(dag: DAG, run: MetadataStore.Run, task: String) throws {
+        let spec = dag.task(task)!
+        let messageID = UUID().uuidString.lowercased()
+        guard let tryNumber = try store.markQueued(run: run.id, task: task, messageID: messageID) else { return }
+        let message = TaskMessage(id: messageID, dag: dag.id, runID: run.id, task: task,
+                                  logicalDate: PostgresTimestamp.format(run.logicalDate), tryNumber: tryNumber,
+                                  queue: spec.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
+        try queue.enqueue(message, codec: codec)
+    }
+
+    /// After a crash between marking a task queued and adding its message, the message is missing:
+    /// find queued tasks whose message is in no stream and add it again (same try, same id).
+    private func reconcile() throws {
+        let queued = try store.queuedInstances()
+        guard !queued.isEmpty else { return }
+        var present = Set<String>()
+        for q in Set(queued.map(\.queue)) {
+            for entry in try queue.redis.command("XRANGE", queue.keys.queue(q), "-", "+").array ?? [] {
+                guard let fields = entry.array?.last?.array, let body = TaskQueue.field("body", in: fields)?.bytes,
+                      let obj = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
+                      let mid = obj["id"] as? String else { continue }
+                present.insert(mid)
+            }
+        }
+        var fixed = 0
+        for q in queued where !(q.messageID.map(present.contains) ?? false) {
+            guard let dag = registry.dag(q.dag), let spec = dag.task(q.task) else { continue }
+            let message = TaskMessage(id: q.messageID ?? UUID().uuidString.lowercased(), dag: q.dag, runID: q.run, task: q.task,
+                                      logicalDate: PostgresTimestamp.format(q.logicalDate), tryNumber: q.tryNumber,
+                                      queue: q.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
+            try queue.enqueue(message, codec: codec)
+            fixed += 1
+        }
+        if fixed > 0 { logger.warning("re-enqueued \(fixed) queued task(s) whose message was lost") }
+    }
+}

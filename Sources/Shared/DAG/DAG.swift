@@ -1,0 +1,146 @@
+import Foundation
+
+/// The states of a task instance, as in Airflow.
+public enum TaskState: String, Sendable, Codable, CaseIterable {
+    case scheduled, queued, running, success, failed
+    case upForRetry = "up_for_retry"
+    case upstreamFailed = "upstream_failed"
+
+    /// No further attempt will happen without an operator.
+    public var isFinished: Bool { self == .success || self == .failed || self == .upstreamFailed }
+}
+
+/// One task of a DAG: what runs (`operation`, looked up in the worker's registry), after what,
+/// and how it is retried.
+public struct TaskSpec: Sendable {
+    public let id: String
+    public var upstream: [String]
+    public var operation: String
+    public var arguments: [String: String]
+    /// Attempts after the first one.
+    public var retries: Int
+    public var retryBackoff: Backoff
+    /// Seconds an attempt may run before it is failed; 0 for no limit.
+    public var timeout: Double
+    public var queue: String
+
+    public init(_ id: String, operation: String, upstream: [String] = [], arguments: [String: String] = [:],
+                retries: Int = 0, retryBackoff: Backoff = Backoff(base: 5, cap: 300, jitter: 0.5),
+                timeout: Double = 0, queue: String = "default") {
+        self.id = id
+        self.operation = operation
+        self.upstream = upstream
+        self.arguments = arguments
+        self.retries = retries
+        self.retryBackoff = retryBackoff
+        self.timeout = timeout
+        self.queue = queue
+    }
+}
+
+/// A DAG: tasks with dependencies, a schedule, and DAGs it waits for (same logical date).
+public struct DAG: Sendable {
+    public let id: String
+    public var schedule: Schedule
+    public var startDate: Date
+    public var catchup: Bool
+    public var tags: [String]
+    /// New DAGs start paused, as in the original; `ETL_DAGS_ARE_PAUSED_AT_CREATION=false` overrides.
+    public var pausedOnCreation: Bool
+    /// DAGs whose run for the same logical date must have succeeded before this one's tasks start.
+    /// Waiting costs no worker: the scheduler just does not enqueue yet.
+    public var upstreamDAGs: [String]
+    public private(set) var tasks: [TaskSpec]
+    private var index: [String: Int]
+
+    public init(_ id: String, schedule: Schedule, startDate: Date, catchup: Bool = false, tags: [String] = [],
+                pausedOnCreation: Bool = true, upstreamDAGs: [String] = [], tasks: [TaskSpec]) throws {
+        self.id = id
+        self.schedule = schedule
+        self.startDate = startDate
+        self.catchup = catchup
+        self.tags = tags
+        self.pausedOnCreation = pausedOnCreation
+        self.upstreamDAGs = upstreamDAGs
+        self.tasks = tasks
+        index = [:]
+        for (i, t) in tasks.enumerated() {
+            guard index[t.id] == nil else { throw DAGError(dag: id, problem: "task \(t.id) is defined twice") }
+            index[t.id] = i
+        }
+        for t in tasks {
+            for u in t.upstream where index[u] == nil {
+                throw DAGError(dag: id, problem: "task \(t.id) depends on \(u), which is not a task of this DAG")
+            }
+        }
+        _ = try topologicalOrder()
+    }
+
+    public func task(_ id: String) -> TaskSpec? { index[id].map { tasks[$0] } }
+
+    /// Tasks in an order where each comes after its upstream tasks; throws on a cycle.
+    public func topologicalOrder() throws -> [String] {
+        var indegree = tasks.map { $0.upstream.count }
+        var downstream = [[Int]](repeating: [], count: tasks.count)
+        for (i, t) in tasks.enumerated() { for u in t.upstream { downstream[index[u]!].append(i) } }
+        var ready = indegree.indices.filter { indegree[$0] == 0 }
+        var order: [String] = []
+        while let i = ready.first {
+            ready.removeFirst()
+            order.append(tasks[i].id)
+            for d in downstream[i] {
+                indegree[d] -= 1
+                if indegree[d] == 0 { ready.append(d) }
+            }
+        }
+        guard order.count == tasks.count else {
+            let stuck = tasks.indices.filter { indegree[$0] > 0 }.map { tasks[$0].id }
+            throw DAGError(dag: id, problem: "the dependencies form a cycle through \(stuck.joined(separator: ", "))")
+        }
+        return order
+    }
+
+    /// Tasks that should be enqueued now given the current states: scheduled, with every upstream
+    /// task succeeded.
+    public func readyTasks(states: [String: TaskState]) -> [String] {
+        tasks.filter { t in
+            states[t.id] == .scheduled && t.upstream.allSatisfy { states[$0] == .success }
+        }.map(\.id)
+    }
+
+    /// Tasks that can never run because an upstream task failed (directly or transitively).
+    public func blockedTasks(states: [String: TaskState]) -> [String] {
+        var blocked = Set<String>()
+        for id in (try? topologicalOrder()) ?? [] {
+            let t = task(id)!
+            guard states[id] == .scheduled || states[id] == .upstreamFailed else { continue }
+            if t.upstream.contains(where: { states[$0] == .failed || states[$0] == .upstreamFailed || blocked.contains($0) }) {
+                blocked.insert(id)
+            }
+        }
+        return tasks.map(\.id).filter { blocked.contains($0) && states[$0] == .scheduled }
+    }
+
+    /// Every task downstream of `ids` (not including them).
+    public func downstream(of ids: Set<String>) -> Set<String> {
+        var result = Set<String>()
+        var changed = true
+        while changed {
+            changed = false
+            for t in tasks where !result.contains(t.id) && !ids.contains(t.id) {
+                if t.upstream.contains(where: { ids.contains($0) || result.contains($0) }) {
+                    result.insert(t.id)
+                    changed = true
+                }
+            }
+        }
+        return result
+    }
+}
+
+/// A DAG definition that cannot work, with the reason.
+public struct DAGError: Error, CustomStringConvertible, Sendable {
+    public let dag: String
+    public let problem: String
+    public var description: String { "DAG \(dag): \(problem)" }
+}

@@ -1,0 +1,229 @@
+import Foundation
+
+/// The truth about DAGs, runs and task instances, in Postgres. Every state change is one
+/// conditional UPDATE, so that two processes racing (a redelivered message, a late worker, a
+/// second scheduler) cannot both win: the condition names the attempt (`try_number`) and the
+/// state it must still be in.
+public final class MetadataStore {
+    public let pg: PostgresConnection
+    /// The schema holding the tables (`etl`; tests use their own).
+    public let schema: String
+
+    public init(pg: PostgresConnection, schema: String = "etl") {
+        self.pg = pg
+        self.schema = schema
+    }
+
+    private var s: String { schema }
+
+    // MARK: DAGs
+
+    /// Records the DAGs this build defines: new ones start paused unless told otherwise.
+    public func sync(dags: [DAG]) throws {
+        for d in dags {
+            try pg.query("""
+                INSERT INTO \(s).dag (dag_id, is_paused, schedule, tags) VALUES ($1, $2, $3, $4)
+                ON CONFLICT (dag_id) DO UPDATE SET schedule = EXCLUDED.schedule, tags = EXCLUDED.tags, last_seen = now()
+                """, [d.id, d.pausedOnCreation, d.schedule.description, "{" + d.tags.map { "\"\($0)\"" }.joined(separator: ",") + "}"])
+        }
+    }
+
+    public func pausedDAGs() throws -> Set<String> {
+        Set(try pg.query("SELECT dag_id FROM \(s).dag WHERE is_paused").rows.map { try $0.decode(String.self, 0) })
+    }
+
+    /// Pauses or unpauses; false when no such DAG is recorded.
+    @discardableResult
+    public func setPaused(_ dag: String, _ paused: Bool) throws -> Bool {
+        try pg.query("UPDATE \(s).dag SET is_paused = $2 WHERE dag_id = $1", [dag, paused]).affectedRows == 1
+    }
+
+    // MARK: Runs
+
+    /// Creates a run with every task `scheduled`; nil if the DAG already has a run for that date.
+    @discardableResult
+    public func createRun(_ dag: DAG, logicalDate: Date, type: String) throws -> Int64? {
+        try pg.transaction { tx -> Int64? in
+            guard let row = try tx.query("""
+                INSERT INTO \(s).dag_run (dag_id, logical_date, run_type, state) VALUES ($1, $2, $3, 'queued')
+                ON CONFLICT (dag_id, logical_date) DO NOTHING RETURNING run_id
+                """, [dag.id, logicalDate, type]).first else { return nil }
+            let runID = try row.decode(Int64.self, 0)
+            for t in dag.tasks {
+                try tx.query("""
+                    INSERT INTO \(s).task_instance (run_id, task_id, state, max_tries, queue) VALUES ($1, $2, 'scheduled', $3, $4)
+                    """, [runID, t.id, t.retries + 1, t.queue])
+            }
+            return runID
+        }
+    }
+
+    public func lastScheduledLogicalDate(_ dag: String) throws -> Date? {
+        try pg.query("SELECT max(logical_date) FROM \(s).dag_run WHERE dag_id = $1 AND run_type = 'scheduled'", [dag])
+            .rows[0].decode(Date?.self, 0)
+    }
+
+    public struct Run: Sendable {
+        public let id: Int64
+        public let dag: String
+        public let logicalDate: Date
+        public let state: String
+    }
+
+    public func activeRuns() throws -> [Run] {
+        try pg.query("SELECT run_id, dag_id, logical_date, state FROM \(s).dag_run WHERE state IN ('queued', 'running') ORDER BY run_id")
+            .rows.map { Run(id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1), logicalDate: try $0.decode(Date.self, 2), state: try $0.decode(String.self, 3)) }
+    }
+
+    public func run(_ id: Int64) throws -> Run? {
+        try pg.query("SELECT run_id, dag_id, logical_date, state FROM \(s).dag_run WHERE run_id = $1", [id])
+            .rows.first.map { Run(id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1), logicalDate: try $0.decode(Date.self, 2), state: try $0.decode(String.self, 3)) }
+    }
+
+    /// True when every DAG in `upstream` has a successful run for `logicalDate`.
+    public func upstreamDAGsSucceeded(_ upstream: [String], logicalDate: Date) throws -> Bool {
+        guard !upstream.isEmpty else { return true }
+        let n = try pg.query("""
+            SELECT count(DISTINCT dag_id) FROM \(s).dag_run WHERE dag_id = ANY($1::text[]) AND logical_date = $2 AND state = 'success'
+            """, ["{" + upstream.joined(separator: ",") + "}", logicalDate]).rows[0].decode(Int.self, 0)
+        return n == upstream.count
+    }
+
+    public func setRunState(_ run: Int64, _ state: String) throws {
+        let ended = state == "success" || state == "failed"
+        try pg.query("""
+            UPDATE \(s).dag_run SET state = $2,
+              started_at = CASE WHEN $2 = 'running' AND started_at IS NULL THEN now() ELSE started_at END,
+              ended_at = CASE WHEN $3 THEN now() ELSE NULL END
+            WHERE run_id = $1 AND state <> $2
+            """, [run, state, ended])
+    }
+
+    // MARK: Task instances
+
+    public struct Instance: Sendable {
+        public let task: String
+        public let state: TaskState
+        public let tryNumber: Int
+        public let maxTries: Int
+        public let startedAt: Date?
+        public let nextTryAt: Date?
+        public let messageID: String?
+    }
+
+    public func instances(run: Int64) throws -> [String: Instance] {
+        var out: [String: Instance] = [:]
+        for r in try pg.query("""
+            SELECT task_id, state, try_number, max_tries, started_at, next_try_at, message_id FROM \(s).task_instance WHERE run_id = $1
+            """, [run]).rows {
+            let id = try r.decode(String.self, 0)
+            out[id] = Instance(task: id, state: TaskState(rawValue: try r.decode(String.self, 1)) ?? .failed,
+                               tryNumber: try r.decode(Int.self, 2), maxTries: try r.decode(Int.self, 3),
+                               startedAt: try r.decode(Date?.self, 4), nextTryAt: try r.decode(Date?.self, 5),
+                               messageID: try r.decode(String?.self, 6))
+        }
+        return out
+    }
+
+    /// Moves a scheduled (or due retry) task to `queued` with a new try number; nil if another
+    /// process got there first.
+    public func markQueued(run: Int64, task: String, messageID: String) throws -> Int? {
+        try pg.query("""
+            UPDATE \(s).task_instance SET state = 'queued', try_number = try_number + 1, queued_at = now(),
+              message_id = $3, worker = NULL, started_at = NULL, ended_at = NULL, next_try_at = NULL
+            WHERE run_id = $1 AND task_id = $2
+              AND (state = 'scheduled' OR (state = 'up_for_retry' AND next_try_at <= now()))
+            RETURNING try_number
+            """, [run, task, messageID]).first.map { try $0.decode(Int.self, 0) }
+    }
+
+    public func markUpstreamFailed(run: Int64, tasks: [String]) throws {
+        for t in tasks {
+            try pg.query("UPDATE \(s).task_instance SET state = 'upstream_failed', ended_at = now() WHERE run_id = $1 AND task_id = $2 AND state = 'scheduled'", [run, t])
+        }
+    }
+
+    /// Worker side: the attempt starts. False when this attempt is no longer the current one or
+    /// already finished (a redelivered or stale message): the caller acknowledges without running.
+    public func startAttempt(run: Int64, task: String, tryNumber: Int, worker: String) throws -> Bool {
+        try pg.transaction { tx -> Bool in
+            let ok = try tx.query("""
+                UPDATE \(s).task_instance SET state = 'running', worker = $4, started_at = now()
+                WHERE run_id = $1 AND task_id = $2 AND try_number = $3 AND state IN ('queued', 'running')
+                """, [run, task, tryNumber, worker]).affectedRows == 1
+            if ok {
+                try tx.query("""
+                    INSERT INTO \(s).task_attempt (run_id, task_id, try_number, worker, state) VALUES ($1, $2, $3, $4, 'running')
+                    ON CONFLICT (run_id, task_id, try_number) DO UPDATE SET worker = EXCLUDED.worker, started_at = now(),
+                      state = 'running', log = \(s).task_attempt.log || E'\\n--- delivered again to ' || EXCLUDED.worker || E' ---\\n'
+                    """, [run, task, tryNumber, worker])
+                try tx.query("UPDATE \(s).dag_run SET state = 'running', started_at = coalesce(started_at, now()) WHERE run_id = $1 AND state = 'queued'", [run])
+            }
+            return ok
+        }
+    }
+
+    /// Ends an attempt that is still running: `success`, or a failure that becomes `up_for_retry`
+    /// (with `retryAt`) or `failed`. False when the attempt was superseded (timed out, cleared, or
+    /// a newer try exists), so a late worker never overwrites a newer state. `inTransaction` lets a
+    /// task commit its ETL writes together with its success.
+    @discardableResult
+    public func finishAttempt(run: Int64, task: String, tryNumber: Int, state: TaskState, error: String?,
+                              retryAt: Date?, log: String, on conn: PostgresConnection? = nil) throws -> Bool {
+        let c = conn ?? pg
+        let ok = try c.query("""
+            UPDATE \(s).task_instance SET state = $4, ended_at = now(), error = $5, next_try_at = $6
+            WHERE run_id = $1 AND task_id = $2 AND try_number = $3 AND state = 'running'
+            """, [run, task, tryNumber, state.rawValue, error, retryAt]).affectedRows == 1
+        try c.query("""
+            UPDATE \(s).task_attempt SET state = $4, ended_at = now(), error = $5, log = log || $6
+            WHERE run_id = $1 AND task_id = $2 AND try_number = $3
+            """, [run, task, tryNumber, ok ? state.rawValue : "superseded", error, log])
+        return ok
+    }
+
+    /// Resets failed (and upstream-failed) tasks of a run, and everything downstream of them, to
+    /// `scheduled`, and reopens the run. Returns the tasks reset.
+    public func clear(run: Int64, tasks: Set<String>) throws -> Int {
+        guard !tasks.isEmpty else { return 0 }
+        return try pg.transaction { tx in
+            let n = try tx.query("""
+                UPDATE \(s).task_instance SET state = 'scheduled', next_try_at = NULL, error = NULL, ended_at = NULL,
+                  max_tries = try_number + (max_tries - least(try_number, max_tries)) + 1
+                WHERE run_id = $1 AND task_id = ANY($2::text[]) AND state NOT IN ('queued', 'running')
+                """, [run, "{" + tasks.sorted().joined(separator: ",") + "}"]).affectedRows
+            if n > 0 { try tx.query("UPDATE \(s).dag_run SET state = 'running', ended_at = NULL WHERE run_id = $1", [run]) }
+            return n
+        }
+    }
+}
+
+extension MetadataStore {
+    /// Takes or renews the scheduler lease for `ttl` seconds. Returns the fencing token when this
+    /// holder leads (it grows each time leadership changes hands), nil when another holder does.
+    public func acquireLease(holder: String, ttl: Double) throws -> Int64? {
+        try pg.query("""
+            INSERT INTO \(schema).scheduler_lease AS l (name, holder, fencing_token, expires_at)
+            VALUES ('scheduler', $1, 1, now() + make_interval(secs => $2))
+            ON CONFLICT (name) DO UPDATE SET holder = $1, expires_at = now() + make_interval(secs => $2),
+              fencing_token = l.fencing_token + CASE WHEN l.holder = $1 THEN 0 ELSE 1 END
+            WHERE l.holder = $1 OR l.expires_at < now()
+            RETURNING fencing_token
+            """, [holder, ttl]).first.map { try $0.decode(Int64.self, 0) }
+    }
+
+    public func releaseLease(holder: String) throws {
+        try pg.query("UPDATE \(schema).scheduler_lease SET expires_at = now() WHERE holder = $1", [holder])
+    }
+
+    /// Queued task instances (with their message id) of active runs.
+    public func queuedInstances() throws -> [(run: Int64, dag: String, logicalDate: Date, task: String, tryNumber: Int, queue: String, messageID: String?)] {
+        try pg.query("""
+            SELECT t.run_id, r.dag_id, r.logical_date, t.task_id, t.try_number, t.queue, t.message_id
+            FROM \(schema).task_instance t JOIN \(schema).dag_run r USING (run_id) WHERE t.state = 'queued'
+            """).rows.map { r in
+            (try r.decode(Int64.self, 0), try r.decode(String.self, 1), try r.decode(Date.self, 2), try r.decode(String.self, 3),
+             try r.decode(Int.self, 4), try r.decode(String.self, 5), try r.decode(String?.self, 6))
+        }
+    }
+}

@@ -1,0 +1,105 @@
+import Foundation
+
+/// The metadata schema (DAGs, runs, task instances, attempts' logs), built by numbered
+/// migrations. `Migrator.run` applies the missing ones under an advisory lock, so any number of
+/// processes may call it at start-up, and a second call changes nothing.
+public enum Migrations {
+    public static let all: [(version: Int, name: String, sql: String)] = [
+        (1, "task queue metadata", """
+        CREATE SCHEMA IF NOT EXISTS @S;
+
+        CREATE TABLE @S.dag (
+            dag_id      text PRIMARY KEY,
+            is_paused   boolean NOT NULL,
+            schedule    text NOT NULL,
+            tags        text[] NOT NULL DEFAULT '{}',
+            first_seen  timestamptz NOT NULL DEFAULT now(),
+            last_seen   timestamptz NOT NULL DEFAULT now()
+        );
+
+        CREATE TABLE @S.dag_run (
+            run_id        bigserial PRIMARY KEY,
+            dag_id        text NOT NULL REFERENCES @S.dag,
+            logical_date  timestamptz NOT NULL,
+            run_type      text NOT NULL CHECK (run_type IN ('scheduled', 'manual')),
+            state         text NOT NULL CHECK (state IN ('queued', 'running', 'success', 'failed')),
+            created_at    timestamptz NOT NULL DEFAULT now(),
+            started_at    timestamptz,
+            ended_at      timestamptz,
+            UNIQUE (dag_id, logical_date)
+        );
+        CREATE INDEX dag_run_active ON @S.dag_run (state) WHERE state IN ('queued', 'running');
+
+        CREATE TABLE @S.task_instance (
+            run_id        bigint NOT NULL REFERENCES @S.dag_run ON DELETE CASCADE,
+            task_id       text NOT NULL,
+            state         text NOT NULL CHECK (state IN ('scheduled', 'queued', 'running', 'success', 'failed',
+                                                         'up_for_retry', 'upstream_failed')),
+            try_number    int NOT NULL DEFAULT 0,
+            max_tries     int NOT NULL,
+            queue         text NOT NULL,
+            worker        text,
+            message_id    text,
+            queued_at     timestamptz,
+            started_at    timestamptz,
+            ended_at      timestamptz,
+            next_try_at   timestamptz,
+            error         text,
+            PRIMARY KEY (run_id, task_id)
+        );
+        CREATE INDEX task_instance_retry ON @S.task_instance (next_try_at) WHERE state = 'up_for_retry';
+        CREATE INDEX task_instance_live ON @S.task_instance (state) WHERE state IN ('queued', 'running');
+
+        CREATE TABLE @S.task_attempt (
+            run_id        bigint NOT NULL,
+            task_id       text NOT NULL,
+            try_number    int NOT NULL,
+            worker        text,
+            state         text NOT NULL,
+            started_at    timestamptz NOT NULL DEFAULT now(),
+            ended_at      timestamptz,
+            error         text,
+            log           text NOT NULL DEFAULT '',
+            PRIMARY KEY (run_id, task_id, try_number),
+            FOREIGN KEY (run_id, task_id) REFERENCES @S.task_instance ON DELETE CASCADE
+        );
+
+        CREATE TABLE @S.scheduler_lease (
+            name          text PRIMARY KEY,
+            holder        text NOT NULL,
+            fencing_token bigint NOT NULL,
+            expires_at    timestamptz NOT NULL
+        );
+        """),
+    ]
+}
+
+/// Applies `Migrations.all` to a database, into the schema `schema` (default `etl`; tests use
+/// one schema each).
+public enum Migrator {
+    /// Applies the migrations not yet recorded in `<schema>.schema_migrations`; returns the
+    /// versions applied now (empty when the schema was already current).
+    @discardableResult
+    public static func run(_ pg: PostgresConnection, schema: String = "etl") throws -> [Int] {
+        guard schema.allSatisfy({ $0 == "_" || ($0.isASCII && ($0.isLowercase || $0.isNumber)) }), !schema.isEmpty else {
+            throw ConfigError(variable: "ETL_SCHEMA", problem: "'\(schema)' is not a plain schema name", fix: "use lower-case letters, digits and underscores")
+        }
+        return try pg.transaction { tx in
+            // One migrator at a time across every process; released at commit.
+            try tx.query("SELECT pg_advisory_xact_lock(727274)")
+            try tx.execute(script: """
+                CREATE SCHEMA IF NOT EXISTS \(schema);
+                CREATE TABLE IF NOT EXISTS \(schema).schema_migrations (
+                    version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
+                """)
+            let done = Set(try tx.query("SELECT version FROM \(schema).schema_migrations").rows.map { try $0.decode(Int.self, 0) })
+            var applied: [Int] = []
+            for m in Migrations.all where !done.contains(m.version) {
+                try tx.execute(script: m.sql.replacingOccurrences(of: "@S", with: schema))
+                try tx.query("INSERT INTO \(schema).schema_migrations (version, name) VALUES ($1, $2)", [m.version, m.name])
+                applied.append(m.version)
+            }
+            return applied
+        }
+    }
+}

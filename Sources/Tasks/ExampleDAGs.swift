@@ -1,0 +1,91 @@
+import Foundation
+import Shared
+
+/// Example DAGs, like Airflow's `example_*` DAGs: they exercise the queue's features (fan-out and
+/// fan-in, waiting on another DAG, retries, timeouts, slow tasks, long chains) with tasks that do
+/// little, so the tests and benchmarks can watch the scheduler and workers themselves. Loaded
+/// when `ETL_EXAMPLE_DAGS=true`.
+public enum ExampleDAGs {
+    public static func dags(chainLength: Int = 200) throws -> [DAG] {
+        let start = Date(timeIntervalSince1970: 1_704_067_200)  // 2024-01-01
+        let quickRetry = Backoff(base: 0.2, cap: 1, jitter: 0.2)
+        func noop(_ id: String, _ up: [String] = []) -> TaskSpec { TaskSpec(id, operation: "record", upstream: up) }
+        return [
+            try DAG("example_diamond", schedule: .manual, startDate: start, tags: ["example"], tasks: [
+                noop("extract"),
+                noop("clean", ["extract"]), noop("enrich", ["extract"]), noop("score", ["extract"]),
+                noop("join", ["clean", "enrich", "score"]),
+                noop("publish", ["join"]),
+            ]),
+            try DAG("example_upstream", schedule: .manual, startDate: start, tags: ["example"], tasks: [
+                TaskSpec("produce", operation: "sleep", arguments: ["seconds": "1"]), noop("announce", ["produce"]),
+            ]),
+            try DAG("example_downstream", schedule: .manual, startDate: start, tags: ["example"],
+                    upstreamDAGs: ["example_upstream"], tasks: [noop("consume")]),
+            try DAG("example_retry", schedule: .manual, startDate: start, tags: ["example"], tasks: [
+                TaskSpec("flaky", operation: "fail_until", arguments: ["succeed_on_try": "3"], retries: 3, retryBackoff: quickRetry),
+                noop("after", ["flaky"]),
+            ]),
+            try DAG("example_timeout", schedule: .manual, startDate: start, tags: ["example"], tasks: [
+                TaskSpec("stuck", operation: "sleep", arguments: ["seconds": "60"], timeout: 1),
+                noop("never", ["stuck"]),
+            ]),
+            try DAG("example_slow", schedule: .manual, startDate: start, tags: ["example"], tasks: [
+                TaskSpec("slow", operation: "record", arguments: ["sleep": "3"]),
+            ]),
+            try DAG("example_chain", schedule: .manual, startDate: start, tags: ["example", "bench"],
+                    tasks: (0..<chainLength).map { i in TaskSpec("t\(i)", operation: "noop", upstream: i == 0 ? [] : ["t\(i - 1)"]) }),
+        ]
+    }
+
+    public static let operations: [String: TaskOperation] = [
+        "noop": { _ in },
+        "sleep": { ctx in
+            let s = Double(ctx.message.arguments["seconds"] ?? "1") ?? 1
+            ctx.log("sleeping \(s) s")
+            try ctx.sleep(s)
+        },
+        "fail_until": { ctx in
+            let n = Int(ctx.message.arguments["succeed_on_try"] ?? "2") ?? 2
+            if ctx.message.tryNumber < n {
+                ctx.log("failing on purpose on try \(ctx.message.tryNumber)")
+                throw ExampleFailure(message: "try \(ctx.message.tryNumber) fails on purpose (succeeds on try \(n))")
+            }
+            ctx.log("succeeded on try \(ctx.message.tryNumber)")
+        },
+        // Writes one row per successful attempt in the attempt's transaction: the test of
+        // "applied once in effect" counts these rows.
+        "record": { ctx in
+            if let s = ctx.message.arguments["sleep"], let secs = Double(s) { try ctx.sleep(secs) }
+            try ctx.pg.query("""
+                CREATE TABLE IF NOT EXISTS \(ctx.schema).example_effect (
+                  run_id bigint, task_id text, try_number int, at timestamptz DEFAULT clock_timestamp())
+                """)
+            try ctx.pg.query("INSERT INTO \(ctx.schema).example_effect (run_id, task_id, try_number) VALUES ($1, $2, $3)",
+                             [ctx.message.runID, ctx.message.task, ctx.message.tryNumber])
+            ctx.log("recorded \(ctx.message.dag).\(ctx.message.task) try \(ctx.message.tryNumber)")
+        },
+    ]
+}
+
+struct ExampleFailure: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}
+
+/// The registry every process loads: the pipelines (issue 4) and, when asked, the examples.
+public enum Catalog {
+    public static func registry(environment env: Environment) throws -> Registry {
+        var dags: [DAG] = []
+        var ops: [String: TaskOperation] = [:]
+        if env["ETL_EXAMPLE_DAGS"]?.lowercased() == "true" {
+            let length = try env.integer("ETL_EXAMPLE_CHAIN_LENGTH", default: 200, range: 1...100_000)
+            dags += try ExampleDAGs.dags(chainLength: length)
+            ops.merge(ExampleDAGs.operations) { a, _ in a }
+        }
+        if env["ETL_DAGS_ARE_PAUSED_AT_CREATION"]?.lowercased() == "false" {
+            dags = dags.map { var d = $0; d.pausedOnCreation = false; return d }
+        }
+        return Registry(dags: dags, operations: ops)
+    }
+}

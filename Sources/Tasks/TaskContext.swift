@@ -1,0 +1,68 @@
+import Foundation
+import Shared
+
+/// What a running task sees: its message, a Postgres connection (inside the attempt's
+/// transaction), its deadline, and a log that is saved with the attempt.
+public final class TaskContext {
+    public let message: TaskMessage
+    public let pg: PostgresConnection
+    /// The metadata schema (tables of the example DAGs live there too).
+    public let schema: String
+    /// Monotonic time after which the attempt has timed out, if it has a timeout.
+    public let deadline: Double?
+    private(set) var lines: [String] = []
+
+    public init(message: TaskMessage, pg: PostgresConnection, schema: String, deadline: Double?) {
+        self.message = message
+        self.pg = pg
+        self.schema = schema
+        self.deadline = deadline
+    }
+
+    /// Appends a line to the attempt's log.
+    public func log(_ line: String) {
+        lines.append("\(PostgresTimestamp.format(Date())) \(line)")
+    }
+
+    public var logText: String { lines.isEmpty ? "" : lines.joined(separator: "\n") + "\n" }
+
+    /// Throws once the attempt is past its timeout; long tasks call it between chunks of work.
+    public func checkDeadline() throws {
+        if let deadline, monotonicSeconds() > deadline { throw TaskTimeout() }
+    }
+
+    /// Sleeps in short steps, checking the deadline.
+    public func sleep(_ seconds: Double) throws {
+        let end = monotonicSeconds() + seconds
+        while monotonicSeconds() < end {
+            try checkDeadline()
+            sleepSeconds(min(0.05, end - monotonicSeconds()))
+        }
+    }
+}
+
+/// Thrown when a task runs past its execution timeout.
+public struct TaskTimeout: Error, CustomStringConvertible {
+    public var description: String { "timed out: the task ran past its execution timeout" }
+}
+
+/// An operation a task runs, by name.
+public typealias TaskOperation = @Sendable (TaskContext) throws -> Void
+
+/// The DAGs and operations of this build. The scheduler and every worker load the same one.
+public struct Registry: Sendable {
+    public let dags: [DAG]
+    public let operations: [String: TaskOperation]
+    private let byID: [String: DAG]
+
+    public init(dags: [DAG], operations: [String: TaskOperation]) {
+        self.dags = dags
+        self.operations = operations
+        byID = Dictionary(uniqueKeysWithValues: dags.map { ($0.id, $0) })
+    }
+
+    public func dag(_ id: String) -> DAG? { byID[id] }
+
+    /// Every queue some task uses.
+    public var queues: [String] { Array(Set(dags.flatMap { $0.tasks.map(\.queue) })).sorted() }
+}

@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Shared
+import Tasks
+
+/// `worker`: takes task messages from Redis and runs them against Postgres. Run any number.
+@main
+struct WorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run ETL tasks from the Redis queues.",
+        discussion: """
+            Run as many as you like, on any machines that reach the same Redis and Postgres. SIGTERM \
+            stops fetching and lets running tasks finish within ETL_WORKER_GRACE seconds (default 30). Example:
+              worker --concurrency 4 --queues default
+            """
+    )
+
+    @Option(help: "Tasks run at once by this process.")
+    var concurrency: Int = 1
+
+    @Option(help: "Comma-separated queues to take tasks from (default: every queue the DAGs use).")
+    var queues: String?
+
+    func validate() throws {
+        guard (1...256).contains(concurrency) else { throw ValidationError("--concurrency must be from 1 to 256, got \(concurrency)") }
+    }
+
+    func run() throws {
+        ProcessSignals.install()
+        let env = try failing { try Environment.load() }
+        try failing { try LoggingSetup.bootstrap(env) }
+        let registry = try failing { try Catalog.registry(environment: env) }
+        let qs = queues?.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            ?? (registry.queues.isEmpty ? ["default"] : registry.queues)
+        let service = try failing {
+            try WorkerService(env: env, registry: registry, queues: qs, concurrency: concurrency, logger: Logger(label: "etl.worker"))
+        }
+        try failing { try service.run() }
+    }
+}
+
+func failing<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch {
+        FileHandle.standardError.write(Data("worker: \(error)\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+enum ProcessSignals {
+    /// A parent (a test runner, a shell) may have blocked signals; we rely on SIGTERM and SIGINT.
+    static func install() {
+        var all = sigset_t()
+        sigfillset(&all)
+        pthread_sigmask(SIG_UNBLOCK, &all, nil)
+        signal(SIGTERM) { _ in stopRequested = 1 }
+        signal(SIGINT) { _ in stopRequested = 1 }
+        signal(SIGPIPE, SIG_IGN)
+    }
+}

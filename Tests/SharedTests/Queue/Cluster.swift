@@ -1,0 +1,126 @@
+import Foundation
+import Shared
+import Tasks
+
+/// Real scheduler and worker processes for one test, isolated by a Postgres schema and a Redis
+/// key prefix of their own, with the example DAGs loaded and unpaused.
+final class Cluster {
+    let schema: String
+    let prefix: String
+    let env: [String: String]
+    let logDir: URL
+    let store: MetadataStore
+    let queue: TaskQueue
+    let registry: Registry
+    private(set) var workers: [Process] = []
+    private(set) var schedulers: [Process] = []
+
+    static var binDir: URL { TestServices.repoRoot.appendingPathComponent(".build/debug") }
+
+    init(name: String = #function, extra: [String: String] = [:]) throws {
+        let tag = String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(24)) + "_" + TestServices.randomSuffix()
+        schema = "q_" + tag
+        prefix = "test:\(tag):"
+        var e = TestServices.environment.values
+        e["ETL_SCHEMA"] = schema
+        e["ETL_REDIS_PREFIX"] = prefix
+        e["ETL_EXAMPLE_DAGS"] = "true"
+        e["ETL_EXAMPLE_CHAIN_LENGTH"] = "20"
+        e["ETL_DAGS_ARE_PAUSED_AT_CREATION"] = "false"
+        e["ETL_WORKER_DEAD_AFTER"] = "2"
+        e["ETL_LOG_LEVEL"] = "info"
+        e["ETL_ENV_FILE"] = nil
+        e.merge(extra) { _, x in x }
+        env = e
+        logDir = FileManager.default.temporaryDirectory.appendingPathComponent("etl-cluster-\(tag)")
+        try FileManager.default.createDirectory(at: logDir, withIntermediateDirectories: true)
+        let environment = Environment(e)
+        let pg = try PostgresConnection(config: PostgresConfig(environment: environment))
+        try Migrator.run(pg, schema: schema)
+        store = MetadataStore(pg: pg, schema: schema)
+        registry = try Catalog.registry(environment: environment)
+        try store.sync(dags: registry.dags)
+        queue = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: environment)), keys: RedisKeys(prefix: prefix))
+        try queue.ensureGroups(queues: ["default"])
+    }
+
+    @discardableResult
+    func startWorker(_ args: [String] = [], name: String? = nil) throws -> Process {
+        let n = name ?? "w\(workers.count)-\(TestServices.randomSuffix())"
+        let p = try spawn("worker", args, log: "worker-\(n).log", extra: ["ETL_WORKER_NAME": n])
+        workers.append(p)
+        return p
+    }
+
+    @discardableResult
+    func startScheduler(name: String? = nil) throws -> Process {
+        let n = name ?? "s\(schedulers.count)"
+        let p = try spawn("scheduler", [], log: "scheduler-\(n).log", extra: ["ETL_SCHEDULER_NAME": n])
+        schedulers.append(p)
+        return p
+    }
+
+    private func spawn(_ binary: String, _ args: [String], log: String, extra: [String: String]) throws -> Process {
+        let path = Self.binDir.appendingPathComponent(binary).path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw TestSetupError(message: "\(path) is missing: build it first (scripts/test does `swift build --build-tests`)")
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        p.environment = env.merging(extra) { _, x in x }
+        let logURL = logDir.appendingPathComponent(log)
+        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        let fh = try FileHandle(forWritingTo: logURL)
+        p.standardOutput = fh
+        p.standardError = fh
+        try p.run()
+        return p
+    }
+
+    /// Creates a manual run and wakes the scheduler, as `etlctl dags trigger` does.
+    func trigger(_ dagID: String, date: Date = Date(timeIntervalSince1970: 1_717_200_000)) throws -> Int64 {
+        guard let dag = registry.dag(dagID), let run = try store.createRun(dag, logicalDate: date, type: "manual") else {
+            throw TestSetupError(message: "could not create a run of \(dagID)")
+        }
+        try queue.redis.command("XADD", queue.keys.events, "*", "event",
+                                #"{"dag":"\#(dagID)","runID":\#(run),"task":"","tryNumber":0,"state":"triggered","worker":"test","finishedAt":0}"#)
+        return run
+    }
+
+    /// Waits for the run to end; returns its final state.
+    func wait(run: Int64, timeout: Double = 60) throws -> String {
+        let end = monotonicSeconds() + timeout
+        while monotonicSeconds() < end {
+            if let r = try store.run(run), r.state == "success" || r.state == "failed" { return r.state }
+            usleep(50_000)
+        }
+        throw TestSetupError(message: "run \(run) did not finish within \(timeout) s; logs in \(logDir.path):\n\(logs())")
+    }
+
+    func logs() -> String {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: logDir.path)) ?? []
+        return files.sorted().map { f in
+            "== \(f)\n" + ((try? String(contentsOfFile: logDir.appendingPathComponent(f).path, encoding: .utf8))?.suffix(3000) ?? "")
+        }.joined(separator: "\n")
+    }
+
+    func effects(run: Int64) throws -> [(task: String, tryNumber: Int, at: Date)] {
+        try store.pg.query("SELECT task_id, try_number, at FROM \(schema).example_effect WHERE run_id = $1 ORDER BY at", [run]).rows.map {
+            (try $0.decode(String.self, 0), try $0.decode(Int.self, 1), try $0.decode(Date.self, 2))
+        }
+    }
+
+    func stopAll() {
+        for p in workers + schedulers where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        for p in workers + schedulers { p.waitUntilExit() }
+    }
+
+    deinit {
+        stopAll()
+        _ = try? store.pg.execute(script: "DROP SCHEMA IF EXISTS \(schema) CASCADE")
+        if let keys = try? queue.redis.command("KEYS", prefix + "*").array?.compactMap(\.string), !keys.isEmpty {
+            _ = try? queue.redis.command(["DEL"] + keys.map { $0 as any RedisArgument })
+        }
+    }
+}
