@@ -24,6 +24,14 @@ struct ConfigurationTests {
         #expect(v["EMPTY"] == "")
     }
 
+    @Test("dotenv: CRLF line ends, and a value missing its '=' is not echoed")
+    func dotenvCRLFAndSecrets() throws {
+        let v = try DotEnv.parse("A=1\r\nB=two\r\nC= # only a comment\r\n")
+        #expect(v == ["A": "1", "B": "two", "C": ""])
+        let e = #expect(throws: ConfigError.self) { try DotEnv.parse("DATABASE_URL postgres://u:hunter22@h/db?sslmode=x") }
+        #expect(e?.description.contains("hunter22") == false)
+    }
+
     @Test("dotenv errors name the file and line")
     func dotenvErrors() {
         let noEquals = #expect(throws: ConfigError.self) { try DotEnv.parse("A=1\nJUSTTEXT\n", file: "local.env") }
@@ -61,6 +69,9 @@ struct ConfigurationTests {
         #expect(bad?.variable == "DATABASE_URL")
         #expect(bad?.description.contains("hunter22") == false)
         #expect(bad?.description.contains("postgres://USER:PASSWORD@HOST:5432/DATABASE") == true)
+        #expect(try PostgresConfig(url: "postgres://u:a%2541@h/db").password == "a%41")  // decoded once
+        let odd = #expect(throws: ConfigError.self) { try RedisConfig(url: "redis://:12/ab@h/0") }
+        #expect(odd?.description.contains("12/ab") == false)
         let noDB = #expect(throws: ConfigError.self) { try PostgresConfig(url: "postgres://u:pw@h:5432") }
         #expect(noDB?.problem.contains("no database") == true)
         let neither = #expect(throws: ConfigError.self) { try PostgresConfig(environment: Environment([:])) }

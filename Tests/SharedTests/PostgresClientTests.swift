@@ -188,6 +188,23 @@ struct PostgresClientTests {
         #expect(pg.backendPID != oldPID)
     }
 
+    @Test("a connection lost inside a transaction fails the transaction, even if the body swallowed the error")
+    func lostInsideTransaction() throws {
+        let (pg, schema) = try TestServices.isolatedPostgres()
+        let killer = try PostgresConnection(config: TestServices.postgres)
+        defer { TestServices.dropSchema(killer, schema) }
+        try pg.execute(script: "CREATE TABLE t (id int)")
+        let e = #expect(throws: PostgresError.self) {
+            try pg.transaction { tx in
+                try tx.query("INSERT INTO \(schema).t VALUES (1)")
+                try killer.query("SELECT pg_terminate_backend($1)", [tx.backendPID])
+                _ = try? tx.query("SELECT 1")  // the body ignores the failure and returns normally
+            }
+        }
+        #expect(e?.code == .connectionLost)
+        #expect(try killer.query("SELECT count(*) FROM \(schema).t").rows[0].decode(Int.self, 0) == 0)
+    }
+
     @Test("a wrong password gives a clear error that does not contain the password")
     func wrongPassword() throws {
         var config = try TestServices.postgres

@@ -5,7 +5,8 @@ public enum DotEnv {
     public static func parse(_ text: String, file: String = "local.env") throws -> [String: String] {
         var values: [String: String] = [:]
         var lineNumber = 0
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // "\r\n" is one Character in Swift, so split on both forms of line end.
+        for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             lineNumber += 1
             var line = Substring(rawLine.hasSuffix("\r") ? rawLine.dropLast() : rawLine)
             line = line.drop(while: { $0 == " " || $0 == "\t" })
@@ -18,9 +19,10 @@ public enum DotEnv {
             }
             let key = line[..<eq].trimmingSpaces()
             guard isValidName(key) else {
+                // The text is not echoed: it may be a value (a URL with a password) missing its '='.
                 throw ConfigError(
-                    variable: "\(file):\(lineNumber)", problem: "'\(key)' is not a variable name",
-                    fix: "use letters, digits and underscores, not starting with a digit")
+                    variable: "\(file):\(lineNumber)", problem: "the text before '=' is not a variable name",
+                    fix: "write NAME=value, with letters, digits and underscores in NAME, not starting with a digit")
             }
             let rest = line[line.index(after: eq)...].drop(while: { $0 == " " || $0 == "\t" })
             values[String(key)] = try parseValue(rest, file: file, line: lineNumber, key: String(key))
@@ -37,6 +39,7 @@ public enum DotEnv {
         guard let quote = rest.first, quote == "\"" || quote == "'" else {
             // Unquoted: up to an inline comment (" #"), trailing blanks trimmed.
             var value = rest
+            if value.hasPrefix("#") { return "" }
             if let hash = value.range(of: " #") { value = value[..<hash.lowerBound] }
             return String(value.trimmingSpaces())
         }

@@ -88,7 +88,7 @@ public struct PostgresConfig: Sendable, CustomStringConvertible {
             ("host", host), ("port", String(port)), ("user", user), ("dbname", database),
             ("connect_timeout", String(connectTimeout)), ("application_name", applicationName),
             // Text results in a fixed shape whatever the server's defaults are.
-            ("options", "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3 -c client_min_messages=warning"),
+            ("options", "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3 -c client_min_messages=warning -c bytea_output=hex"),
             ("client_encoding", "UTF8"),
         ]
         if let password { p.append(("password", password)) }

@@ -14,24 +14,25 @@ struct URLParts {
     init?(_ text: String) {
         guard let comps = URLComponents(string: text), let scheme = comps.scheme else { return nil }
         self.scheme = scheme.lowercased()
-        user = comps.user.map { $0.removingPercentEncoding ?? $0 }
-        password = comps.password.map { $0.removingPercentEncoding ?? $0 }
+        // Decode once, from the encoded forms (`user`/`password` are already decoded).
+        user = comps.percentEncodedUser.map { $0.removingPercentEncoding ?? $0 }
+        password = comps.percentEncodedPassword.map { $0.removingPercentEncoding ?? $0 }
         host = comps.host ?? ""
         port = comps.port
-        path = comps.path.removingPercentEncoding ?? comps.path
+        path = comps.percentEncodedPath.removingPercentEncoding ?? comps.percentEncodedPath
         query = (comps.queryItems ?? []).map { ($0.name, $0.value ?? "") }
     }
 
     /// `text` with any password replaced by `***`, fit to show in an error.
     static func redacted(_ text: String) -> String {
-        guard var comps = URLComponents(string: text) else {
-            // Not parseable: hide everything between "://" and "@" to be safe.
-            if let at = text.lastIndex(of: "@"), let s = text.range(of: "://"), s.upperBound < at {
+        // Whatever the parser makes of it, everything between "://" and the last "@" may be a
+        // user and password: hide it all.
+        if let at = text.lastIndex(of: "@") {
+            if let s = text.range(of: "://"), s.upperBound <= at {
                 return String(text[..<s.upperBound]) + "***" + String(text[at...])
             }
-            return text.contains("@") ? "(hidden: it may contain a password)" : text
+            return "(hidden: it may contain a password)"
         }
-        if comps.password != nil { comps.password = "***" }
-        return comps.string ?? "(hidden)"
+        return text
     }
 }

@@ -122,7 +122,8 @@ extension PostgresConnection {
             producerError = error
         }
         if !writer.serverEnded {
-            let reason = producerError.map { "aborted by the client: \($0)" }
+            // Only the error's type goes to the server (and its log), not its text.
+            let reason = producerError.map { "aborted by the client (\(type(of: $0)))" }
             let rc = reason.map { PQputCopyEnd(h, $0) } ?? PQputCopyEnd(h, nil)
             if rc != 1 && producerError == nil {
                 throw lostOrFailed(message: String(cString: PQerrorMessage(h)), sql: sql)
@@ -131,20 +132,24 @@ extension PostgresConnection {
         // Drain every result so the connection is ready for the next statement.
         var failure: PostgresError?
         var rows = 0
-        while let r = PQgetResult(h) {
+        while isConnected, let r = PQgetResult(h) {
             defer { PQclear(r) }
             switch PQresultStatus(r) {
             case PGRES_COMMAND_OK:
                 rows = Int(String(cString: PQcmdTuples(r))) ?? 0
-            case PGRES_COPY_IN:
-                // Still in COPY (the end was not accepted): force it closed.
-                _ = PQputCopyEnd(h, "client gave up")
+            case PGRES_COPY_IN, PGRES_COPY_OUT, PGRES_COPY_BOTH:
+                // Still in COPY (the end was not accepted): the session cannot recover; drop it.
+                if failure == nil { failure = lostOrFailed(message: "COPY could not be ended", sql: sql) }
+                close()
             default:
                 if failure == nil { failure = error(from: r, sql: sql, code: .copyFailed) }
             }
         }
         if let producerError { throw producerError }
         if let failure { throw failure }
+        if writer.serverEnded {
+            throw PostgresError(code: .copyFailed, message: "the server ended the COPY without a result", endpoint: endpoint, query: sql)
+        }
         return rows
     }
 }

@@ -144,8 +144,8 @@ public final class PostgresConnection {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
             return copyOut(result)
         case PGRES_COPY_IN, PGRES_COPY_OUT, PGRES_COPY_BOTH:
-            // Leave the connection usable: abandon the COPY the statement started.
-            if let h = handle { _ = PQputCopyEnd(h, "COPY must go through copyIn"); while let r = PQgetResult(h) { PQclear(r) } }
+            // The session is mid-COPY and cannot run anything else: drop it (the next call reconnects).
+            close()
             throw PostgresError(code: .misuse, message: "COPY statements go through copyIn(_:_:)", endpoint: endpoint, query: sql)
         default:
             throw error(from: result, sql: sql)
@@ -252,23 +252,38 @@ public final class PostgresConnection {
     public func transaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
         let savepoint = transactionDepth > 0 ? "etl_sp_\(transactionDepth)" : nil
         try query(savepoint.map { "SAVEPOINT \($0)" } ?? "BEGIN")
+        // The depth stays up until COMMIT has gone through, so a connection lost meanwhile is
+        // reported instead of silently replaced (a COMMIT on a fresh session would "succeed").
         transactionDepth += 1
+        defer { transactionDepth -= 1 }
         let value: T
         do {
             value = try body(self)
         } catch {
-            transactionDepth -= 1
             if isConnected {
-                // Roll back; if even that fails the session is unusable, so drop it.
-                do { try query(savepoint.map { "ROLLBACK TO SAVEPOINT \($0)" } ?? "ROLLBACK") } catch { close() }
+                // Roll back (and free the savepoint); if even that fails the session is unusable.
+                do {
+                    if let savepoint {
+                        try query("ROLLBACK TO SAVEPOINT \(savepoint)")
+                        try query("RELEASE SAVEPOINT \(savepoint)")
+                    } else {
+                        try query("ROLLBACK")
+                    }
+                } catch { close() }
             }
             throw error
         }
-        transactionDepth -= 1
         do {
             try query(savepoint.map { "RELEASE SAVEPOINT \($0)" } ?? "COMMIT")
         } catch {
-            if savepoint == nil, isConnected { _ = try? query("ROLLBACK") }
+            if isConnected {
+                if let savepoint {
+                    _ = try? query("ROLLBACK TO SAVEPOINT \(savepoint)")
+                    _ = try? query("RELEASE SAVEPOINT \(savepoint)")
+                } else {
+                    _ = try? query("ROLLBACK")
+                }
+            }
             throw error
         }
         return value

@@ -27,12 +27,16 @@ public final class RedisConnection {
     public private(set) var reconnects = 0
 
     public init(config: RedisConfig, logger: Logger = Logger(label: "etl.redis")) throws {
+        // hiredis writes with write(2): a reset socket must give EPIPE, not kill the process.
+        _ = Self.ignoreSIGPIPE
         self.config = config
         self.logger = logger
         context = try Self.open(config)
     }
 
     deinit { close() }
+
+    private static let ignoreSIGPIPE: Void = { signal(SIGPIPE, SIG_IGN) }()
 
     /// Closes the connection; safe to call more than once.
     public func close() {
@@ -88,6 +92,10 @@ public final class RedisConnection {
             if let e = reply.errorMessage {
                 if e.hasPrefix("NOAUTH") {
                     throw RedisError(.authenticationFailed, "the server requires a password and REDIS_URL has none", endpoint: config.description)
+                }
+                if e.hasPrefix("LOADING") {
+                    // A restarting server still reading its AOF: retryable, like a refused connection.
+                    throw RedisError(.connectionFailed, "the server is still loading its data", endpoint: config.description)
                 }
                 throw RedisError(.server, e, endpoint: config.description)
             }
@@ -224,8 +232,9 @@ public final class RedisConnection {
     /// Turns a failed context into an error and drops it: after an I/O error or a timeout the
     /// reply stream is out of step, so the context cannot be used again.
     private func broken(_ c: UnsafeMutablePointer<redisContext>) -> RedisError {
+        let savedErrno = errno  // before anything else can change it
         let message = Self.errorString(c)
-        let timedOut = c.pointee.err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)
+        let timedOut = c.pointee.err == REDIS_ERR_IO && (savedErrno == EAGAIN || savedErrno == EWOULDBLOCK)
         close()
         if timedOut { return RedisError(.timeout, "no reply within the timeout; connection dropped", endpoint: endpoint) }
         return RedisError(.connectionLost, "connection lost (\(message.isEmpty ? "closed by the server" : message))", endpoint: endpoint)
