@@ -67,7 +67,7 @@ let package = Package(
         .executableTarget(
             name: "etlctl",
             dependencies: [
-                "Shared",
+                "Shared", "Tasks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -40,7 +40,7 @@ final class SchedulerService {
 
     func run() throws {
         let pg = try PostgresConnection(config: PostgresConfig(environment: env))
-        try Migrator.run(pg, schema: schema)
+        try Migrator.run(pg, schema: schema, setup: registry.setup)
         store = MetadataStore(pg: pg, schema: schema)
         try store.sync(dags: registry.dags)
         queue = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: RedisKeys(environment: env))

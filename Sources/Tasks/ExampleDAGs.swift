@@ -38,6 +38,10 @@ public enum ExampleDAGs {
         ]
     }
 
+    public static let setup = [
+        "CREATE TABLE IF NOT EXISTS @S.example_effect (run_id bigint, task_id text, try_number int, at timestamptz DEFAULT clock_timestamp())",
+    ]
+
     public static let operations: [String: TaskOperation] = [
         "noop": { _ in },
         "sleep": { ctx in
@@ -57,10 +61,6 @@ public enum ExampleDAGs {
         // "applied once in effect" counts these rows.
         "record": { ctx in
             if let s = ctx.message.arguments["sleep"], let secs = Double(s) { try ctx.sleep(secs) }
-            try ctx.pg.query("""
-                CREATE TABLE IF NOT EXISTS \(ctx.schema).example_effect (
-                  run_id bigint, task_id text, try_number int, at timestamptz DEFAULT clock_timestamp())
-                """)
             try ctx.pg.query("INSERT INTO \(ctx.schema).example_effect (run_id, task_id, try_number) VALUES ($1, $2, $3)",
                              [ctx.message.runID, ctx.message.task, ctx.message.tryNumber])
             ctx.log("recorded \(ctx.message.dag).\(ctx.message.task) try \(ctx.message.tryNumber)")
@@ -78,14 +78,16 @@ public enum Catalog {
     public static func registry(environment env: Environment) throws -> Registry {
         var dags: [DAG] = []
         var ops: [String: TaskOperation] = [:]
+        var setup: [String] = []
         if env["ETL_EXAMPLE_DAGS"]?.lowercased() == "true" {
             let length = try env.integer("ETL_EXAMPLE_CHAIN_LENGTH", default: 200, range: 1...100_000)
             dags += try ExampleDAGs.dags(chainLength: length)
             ops.merge(ExampleDAGs.operations) { a, _ in a }
+            setup += ExampleDAGs.setup
         }
         if env["ETL_DAGS_ARE_PAUSED_AT_CREATION"]?.lowercased() == "false" {
             dags = dags.map { var d = $0; d.pausedOnCreation = false; return d }
         }
-        return Registry(dags: dags, operations: ops)
+        return Registry(dags: dags, operations: ops, setup: setup)
     }
 }

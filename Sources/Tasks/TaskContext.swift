@@ -53,11 +53,15 @@ public typealias TaskOperation = @Sendable (TaskContext) throws -> Void
 public struct Registry: Sendable {
     public let dags: [DAG]
     public let operations: [String: TaskOperation]
+    /// Idempotent DDL the DAGs' tasks need, with `@S` for the metadata schema; applied by
+    /// `Migrator.run(pg, schema:, setup:)` when a process starts.
+    public let setup: [String]
     private let byID: [String: DAG]
 
-    public init(dags: [DAG], operations: [String: TaskOperation]) {
+    public init(dags: [DAG], operations: [String: TaskOperation], setup: [String] = []) {
         self.dags = dags
         self.operations = operations
+        self.setup = setup
         byID = Dictionary(uniqueKeysWithValues: dags.map { ($0.id, $0) })
     }
 

@@ -45,7 +45,7 @@ final class WorkerService: @unchecked Sendable {
         let setup = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: keys)
         try setup.ensureGroups(queues: queues)
         let pg = try PostgresConnection(config: PostgresConfig(environment: env))
-        try Migrator.run(pg, schema: schema)
+        try Migrator.run(pg, schema: schema, setup: registry.setup)
         pg.close()
         logger.info("worker started", metadata: ["worker": "\(id)", "queues": "\(queues.joined(separator: ","))", "concurrency": "\(concurrency)"])
 

@@ -8,13 +8,13 @@ import Shared
 struct ETLCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "etlctl",
-        abstract: "Operate the ETL system: check servers, and (as they arrive) DAGs, runs, tasks and queues.",
+        abstract: "Operate the ETL system: DAGs, runs, tasks, queues, workers and dead letters.",
         discussion: """
             Configuration comes from the environment, with ./local.env as fallback (ETL_ENV_FILE names \
             another file). Example:
               etlctl check
             """,
-        subcommands: [Check.self]
+        subcommands: [Check.self, Dags.self, Runs.self, TasksCmd.self, Queues.self, Workers.self, DeadLetters.self, Logs.self]
     )
 }
 

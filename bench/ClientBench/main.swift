@@ -55,7 +55,7 @@ do {
         let a = Array(args)
         guard a.count > 1 else { fail("gen-copy needs FILE ROWS") }
         let rows = number(2)
-        FileManager.default.createFile(atPath: a[1], contents: nil)
+        _ = FileManager.default.createFile(atPath: a[1], contents: nil)
         guard let fh = FileHandle(forWritingAtPath: a[1]) else { fail("cannot write \(a[1])") }
         let devices = ["iPhone", "Samsung SM-G991B", "Windows PC", "Mac", "iPad", "Pixel 7"]
         let countries = ["AR", "BR", "US", "DE", "ES", "MX"]

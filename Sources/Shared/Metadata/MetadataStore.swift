@@ -227,3 +227,74 @@ extension MetadataStore {
         }
     }
 }
+
+// MARK: Operator queries (etlctl, web UI)
+
+extension MetadataStore {
+    public struct DAGRow: Sendable { public let id: String; public let paused: Bool; public let schedule: String; public let tags: [String] }
+
+    public func dagRows() throws -> [DAGRow] {
+        try pg.query("SELECT dag_id, is_paused, schedule, array_to_string(tags, ',') FROM \(schema).dag ORDER BY dag_id").rows.map {
+            DAGRow(id: try $0.decode(String.self, 0), paused: try $0.decode(Bool.self, 1), schedule: try $0.decode(String.self, 2),
+                   tags: try $0.decode(String.self, 3).split(separator: ",").map(String.init))
+        }
+    }
+
+    public struct RunRow: Sendable {
+        public let id: Int64; public let dag: String; public let logicalDate: Date; public let type: String; public let state: String
+        public let startedAt: Date?; public let endedAt: Date?
+    }
+
+    public func runRows(dag: String?, limit: Int) throws -> [RunRow] {
+        try pg.query("""
+            SELECT run_id, dag_id, logical_date, run_type, state, started_at, ended_at FROM \(schema).dag_run
+            WHERE $1::text IS NULL OR dag_id = $1 ORDER BY run_id DESC LIMIT $2
+            """, [dag, limit]).rows.map {
+            RunRow(id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1), logicalDate: try $0.decode(Date.self, 2),
+                   type: try $0.decode(String.self, 3), state: try $0.decode(String.self, 4),
+                   startedAt: try $0.decode(Date?.self, 5), endedAt: try $0.decode(Date?.self, 6))
+        }
+    }
+
+    public struct TaskRow: Sendable {
+        public let task: String; public let state: String; public let tryNumber: Int; public let maxTries: Int
+        public let worker: String?; public let startedAt: Date?; public let endedAt: Date?; public let error: String?
+    }
+
+    public func taskRows(run: Int64) throws -> [TaskRow] {
+        try pg.query("""
+            SELECT task_id, state, try_number, max_tries, worker, started_at, ended_at, error FROM \(schema).task_instance
+            WHERE run_id = $1 ORDER BY coalesce(started_at, 'infinity'), task_id
+            """, [run]).rows.map {
+            TaskRow(task: try $0.decode(String.self, 0), state: try $0.decode(String.self, 1), tryNumber: try $0.decode(Int.self, 2),
+                    maxTries: try $0.decode(Int.self, 3), worker: try $0.decode(String?.self, 4), startedAt: try $0.decode(Date?.self, 5),
+                    endedAt: try $0.decode(Date?.self, 6), error: try $0.decode(String?.self, 7))
+        }
+    }
+
+    /// Runs (optionally of one DAG) that have failed or upstream-failed tasks, with those tasks.
+    public func failedTasks(dag: String?) throws -> [(run: Int64, dag: String, tasks: [String])] {
+        var byRun: [Int64: (String, [String])] = [:]
+        for r in try pg.query("""
+            SELECT t.run_id, r.dag_id, t.task_id FROM \(schema).task_instance t JOIN \(schema).dag_run r USING (run_id)
+            WHERE t.state IN ('failed', 'upstream_failed') AND ($1::text IS NULL OR r.dag_id = $1) ORDER BY t.run_id
+            """, [dag]).rows {
+            let run = try r.decode(Int64.self, 0)
+            let dag = try r.decode(String.self, 1), task = try r.decode(String.self, 2)
+            byRun[run, default: (dag, [])].1.append(task)
+        }
+        return byRun.keys.sorted().map { (run: $0, dag: byRun[$0]!.0, tasks: byRun[$0]!.1) }
+    }
+
+    public func attemptLogs(run: Int64, task: String) throws -> [(tryNumber: Int, worker: String?, state: String, error: String?, log: String)] {
+        try pg.query("""
+            SELECT try_number, worker, state, error, log FROM \(schema).task_attempt WHERE run_id = $1 AND task_id = $2 ORDER BY try_number
+            """, [run, task]).rows.map {
+            (try $0.decode(Int.self, 0), try $0.decode(String?.self, 1), try $0.decode(String.self, 2), try $0.decode(String?.self, 3), try $0.decode(String.self, 4))
+        }
+    }
+
+    public func retryingCount() throws -> Int {
+        try pg.query("SELECT count(*) FROM \(schema).task_instance WHERE state = 'up_for_retry'").rows[0].decode(Int.self, 0)
+    }
+}

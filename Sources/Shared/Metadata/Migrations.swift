@@ -80,7 +80,7 @@ public enum Migrator {
     /// Applies the migrations not yet recorded in `<schema>.schema_migrations`; returns the
     /// versions applied now (empty when the schema was already current).
     @discardableResult
-    public static func run(_ pg: PostgresConnection, schema: String = "etl") throws -> [Int] {
+    public static func run(_ pg: PostgresConnection, schema: String = "etl", setup: [String] = []) throws -> [Int] {
         guard schema.allSatisfy({ $0 == "_" || ($0.isASCII && ($0.isLowercase || $0.isNumber)) }), !schema.isEmpty else {
             throw ConfigError(variable: "ETL_SCHEMA", problem: "'\(schema)' is not a plain schema name", fix: "use lower-case letters, digits and underscores")
         }
@@ -99,6 +99,9 @@ public enum Migrator {
                 try tx.query("INSERT INTO \(schema).schema_migrations (version, name) VALUES ($1, $2)", [m.version, m.name])
                 applied.append(m.version)
             }
+            // Idempotent DDL the loaded DAGs need (CREATE ... IF NOT EXISTS), under the same lock so
+            // processes starting together do not race on it.
+            for sql in setup { try tx.execute(script: sql.replacingOccurrences(of: "@S", with: schema)) }
             return applied
         }
     }

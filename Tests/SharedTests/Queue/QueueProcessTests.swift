@@ -117,3 +117,104 @@ struct QueueProcessTests {
         #expect(try c.queue.redis.command("XLEN", c.queue.keys.queue("default")) == .integer(0))
     }
 }
+
+@Suite("Scheduler restarts, SIGTERM and etlctl", .serialized)
+struct QueueOperatorTests {
+    @Test("SIGTERM during a task: the worker finishes it within the grace period, then exits cleanly")
+    func sigtermDuringTask() throws {
+        let c = try Cluster()
+        try c.startScheduler()
+        let w = try c.startWorker(name: "graceful")
+        let run = try c.trigger("example_slow")
+        let end = monotonicSeconds() + 20
+        while monotonicSeconds() < end, try c.store.instances(run: run)["slow"]?.state != .running { usleep(50_000) }
+        kill(w.processIdentifier, SIGTERM)
+        w.waitUntilExit()
+        #expect(w.terminationStatus == 0)
+        #expect(try c.store.run(run)?.state == "success" || c.wait(run: run) == "success")
+        #expect(try c.effects(run: run).count == 1)
+        #expect(try c.store.instances(run: run)["slow"]?.tryNumber == 1)
+    }
+
+    @Test("the scheduler killed mid-run and started again: the run completes, nothing lost or doubled")
+    func schedulerRestart() throws {
+        let c = try Cluster()
+        let s = try c.startScheduler(name: "first")
+        try c.startWorker(["--concurrency", "2"])
+        let run = try c.trigger("example_upstream")  // produce sleeps 1 s, then announce
+        let end = monotonicSeconds() + 20
+        while monotonicSeconds() < end, try c.store.instances(run: run)["produce"]?.state != .running { usleep(20_000) }
+        kill(s.processIdentifier, SIGKILL)
+        s.waitUntilExit()
+        usleep(1_500_000)  // produce finishes while no scheduler runs; its event waits in the stream
+        try c.startScheduler(name: "second")
+        #expect(try c.wait(run: run) == "success", "\(c.logs())")
+        let effects = try c.effects(run: run)
+        #expect(effects.map(\.task) == ["announce"])
+        #expect(try c.store.instances(run: run).values.allSatisfy { $0.tryNumber == 1 })
+    }
+
+    @Test("two schedulers: the standby takes over when the leader dies")
+    func standbyTakesOver() throws {
+        let c = try Cluster(extra: ["ETL_SCHEDULER_LEASE": "2"])
+        let a = try c.startScheduler(name: "a")
+        usleep(800_000)
+        let b = try c.startScheduler(name: "b")
+        try c.startWorker()
+        let first = try c.trigger("example_diamond", date: Date(timeIntervalSince1970: 1_717_200_000))
+        #expect(try c.wait(run: first) == "success")
+        let leader = try c.store.pg.query("SELECT holder FROM \(c.schema).scheduler_lease").rows[0].decode(String.self, 0)
+        let victim = leader == "a" ? a : b
+        kill(victim.processIdentifier, SIGKILL)
+        victim.waitUntilExit()
+        let second = try c.trigger("example_diamond", date: Date(timeIntervalSince1970: 1_717_286_400))
+        #expect(try c.wait(run: second, timeout: 30) == "success", "\(c.logs())")
+        let now = try c.store.pg.query("SELECT holder, fencing_token FROM \(c.schema).scheduler_lease").rows[0]
+        #expect(try now.decode(String.self, 0) != leader)
+        #expect(try now.decode(Int.self, 1) >= 2)
+    }
+
+    @Test("migrations run safely twice")
+    func migrationsTwice() throws {
+        let (pg, schema) = try TestServices.isolatedPostgres()
+        defer { TestServices.dropSchema(pg, schema) }
+        #expect(try Migrator.run(pg, schema: schema + "_m") == Migrations.all.map(\.version))
+        #expect(try Migrator.run(pg, schema: schema + "_m") == [])
+        try pg.execute(script: "DROP SCHEMA \(schema)_m CASCADE")
+    }
+
+    @Test("etlctl: trigger --wait, failures, clear --failed, and clear errors for bad input")
+    func etlctl() throws {
+        let c = try Cluster()
+        try c.startScheduler()
+        try c.startWorker()
+        let bin = Cluster.binDir.appendingPathComponent("etlctl").path
+        func ctl(_ args: String...) throws -> TestServices.Output { try TestServices.run(bin, args, environment: c.env) }
+
+        let ok = try ctl("dags", "trigger", "example_diamond", "--date", "2024-05-01", "--wait")
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(ok.stdout.contains("success"))
+        let failed = try ctl("dags", "trigger", "example_timeout", "--date", "2024-05-01", "--wait")
+        #expect(failed.status == 1)
+        #expect(failed.stderr.contains("failed. See: etlctl tasks list example_timeout"))
+        let tasks = try ctl("tasks", "list", "example_timeout", "--json")
+        let parsed = try JSONSerialization.jsonObject(with: Data(tasks.stdout.utf8)) as? [[String: Any]]
+        #expect(parsed?.first { $0["task"] as? String == "never" }?["state"] as? String == "upstream_failed")
+        let cleared = try ctl("tasks", "clear", "--failed", "example_timeout")
+        #expect(cleared.stdout.contains("cleared 2 task(s)"))
+        let unknown = try ctl("dags", "trigger", "no_such_dag")
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr.hasPrefix("etlctl: no DAG named 'no_such_dag'. Fix:"))
+        let badDate = try ctl("dags", "trigger", "example_diamond", "--date", "2024-02-30x")
+        #expect(badDate.status == 1)
+        #expect(badDate.stderr.contains("is not a date"))
+        var unreachable = c.env
+        unreachable["REDIS_URL"] = "redis://127.0.0.1:\(TestServices.freePort())/0"
+        let down = try TestServices.run(bin, ["queues"], environment: unreachable)
+        #expect(down.status == 1)
+        #expect(down.stderr.contains("cannot connect"))
+        let queues = try ctl("queues", "--json")
+        #expect(queues.status == 0)
+        #expect(try JSONSerialization.jsonObject(with: Data(queues.stdout.utf8)) is [String: Any])
+    }
+}

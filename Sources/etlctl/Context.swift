@@ -1,0 +1,97 @@
+import ArgumentParser
+import Foundation
+import Shared
+import Tasks
+
+/// What every subcommand needs: configuration, the registry, and connections made on first use.
+final class Context {
+    let env: Environment
+    let registry: Registry
+    let schema: String
+
+    init() throws {
+        let env = try failing { try Environment.load() }
+        try failing { try LoggingSetup.bootstrap(env) }
+        registry = try failing { try Catalog.registry(environment: env) }
+        schema = env["ETL_SCHEMA"] ?? "etl"
+        self.env = env
+    }
+
+    private func connectPG() throws -> PostgresConnection {
+        var config = try PostgresConfig(environment: env)
+        config.reconnectTimeout = 0  // an operator wants an answer now, not a retry loop
+        return try PostgresConnection(config: config)
+    }
+
+    func store() throws -> MetadataStore {
+        let pg = try failing { try connectPG() }
+        _ = try failing { try Migrator.run(pg, schema: schema, setup: registry.setup) }
+        let store = MetadataStore(pg: pg, schema: schema)
+        try failing { try store.sync(dags: registry.dags) }
+        return store
+    }
+
+    func queue() throws -> TaskQueue {
+        var config = try failing { try RedisConfig(environment: env) }
+        config.reconnectTimeout = 0
+        let redis = try failing { try RedisConnection(config: config) }
+        return TaskQueue(redis: redis, keys: RedisKeys(environment: env))
+    }
+
+    func dag(_ id: String) throws -> DAG {
+        guard let d = registry.dag(id) else {
+            let known = registry.dags.map(\.id).joined(separator: ", ")
+            throw fail("no DAG named '\(id)'. Fix: use one of: \(known.isEmpty ? "(none loaded)" : known) (etlctl dags list)")
+        }
+        return d
+    }
+
+    /// The run `id`, or the DAG's latest run.
+    func runID(dag: String, run: Int64?, store: MetadataStore) throws -> Int64 {
+        if let run { return run }
+        guard let latest = try failing({ try store.runRows(dag: dag, limit: 1) }).first else {
+            throw fail("DAG '\(dag)' has no runs yet. Fix: etlctl dags trigger \(dag)")
+        }
+        return latest.id
+    }
+}
+
+/// Prints `message` as the one-line reason and returns the exit code to throw.
+func fail(_ message: String) -> ExitCode {
+    FileHandle.standardError.write(Data("etlctl: \(message)\n".utf8))
+    return ExitCode(1)
+}
+
+/// Aligned columns for a terminal; JSON for scripts.
+enum Output {
+    static func table(_ headers: [String], _ rows: [[String]]) {
+        var widths = headers.map(\.count)
+        for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ")
+        }
+        print(line(headers))
+        for r in rows { print(line(r)) }
+    }
+
+    static func json(_ value: Any) {
+        let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("null".utf8)
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    static func time(_ d: Date?) -> String { d.map { String(PostgresTimestamp.format($0).prefix(19)) } ?? "-" }
+    static func duration(_ a: Date?, _ b: Date?) -> String {
+        guard let a else { return "-" }
+        return String(format: "%.2fs", (b ?? Date()).timeIntervalSince(a))
+    }
+    static func jsonTime(_ d: Date?) -> Any { d.map { PostgresTimestamp.format($0) } ?? NSNull() }
+}
+
+/// Parses `YYYY-MM-DD` as midnight UTC.
+func parseDate(_ text: String) throws -> Date {
+    guard text.count == 10, let d = PostgresTimestamp.parse(text) else {
+        throw fail("'\(text)' is not a date. Fix: write it as YYYY-MM-DD, e.g. --date 2024-05-01")
+    }
+    return d
+}

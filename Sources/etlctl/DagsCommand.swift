@@ -1,0 +1,100 @@
+import ArgumentParser
+import Foundation
+import Shared
+
+struct Dags: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dags", abstract: "List, pause, unpause and trigger DAGs.",
+        subcommands: [List.self, Pause.self, Unpause.self, Trigger.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the DAGs with their schedule, tags and last run.",
+                                                        discussion: "Example:\n  etlctl dags list --json")
+        @Flag(help: "One JSON array instead of a table.") var json = false
+        func run() throws {
+            let ctx = try Context()
+            let store = try ctx.store()
+            let rows = try failing { try store.dagRows() }
+            let last = try failing { () -> [String: MetadataStore.RunRow] in
+                var m: [String: MetadataStore.RunRow] = [:]
+                for r in try store.runRows(dag: nil, limit: 10_000) where m[r.dag] == nil { m[r.dag] = r }
+                return m
+            }
+            let dags = rows.filter { ctx.registry.dag($0.id) != nil }
+            if json {
+                Output.json(dags.map { d -> [String: Any] in
+                    ["dag": d.id, "paused": d.paused, "schedule": d.schedule, "tags": d.tags,
+                     "upstream_dags": ctx.registry.dag(d.id)?.upstreamDAGs ?? [],
+                     "last_run": last[d.id].map { ["run": $0.id, "state": $0.state, "logical_date": PostgresTimestamp.format($0.logicalDate)] as [String: Any] } ?? NSNull()]
+                })
+            } else {
+                Output.table(["DAG", "PAUSED", "SCHEDULE", "TAGS", "LAST RUN"], dags.map { d in
+                    [d.id, d.paused ? "yes" : "no", d.schedule, d.tags.joined(separator: ","),
+                     last[d.id].map { "\($0.id) \($0.state)" } ?? "-"]
+                })
+            }
+        }
+    }
+
+    struct Pause: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Pause a DAG: no new runs, no new tasks.", discussion: "Example:\n  etlctl dags pause b2b")
+        @Argument(help: "The DAG id.") var dag: String
+        func run() throws { try setPaused(dag, true) }
+    }
+
+    struct Unpause: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Unpause a DAG.", discussion: "Example:\n  etlctl dags unpause b2b")
+        @Argument(help: "The DAG id.") var dag: String
+        func run() throws { try setPaused(dag, false) }
+    }
+
+    struct Trigger: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start a run of a DAG now.",
+            discussion: "With --wait, exits 0 only when the run succeeded. Example:\n  etlctl dags trigger monthly-sales --date 2024-05-01 --wait")
+        @Argument(help: "The DAG id.") var dag: String
+        @Option(help: "Logical date, YYYY-MM-DD (default: today).") var date: String?
+        @Flag(help: "Wait for the run to finish; exit 1 if it failed.") var wait = false
+        @Option(help: "Seconds to wait with --wait.") var timeout: Double = 3600
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func run() throws {
+            let ctx = try Context()
+            let d = try ctx.dag(dag)
+            let logical = try date.map(parseDate) ?? parseDate(String(PostgresTimestamp.format(Date()).prefix(10)))
+            let store = try ctx.store()
+            guard let run = try failing({ try store.createRun(d, logicalDate: logical, type: "manual") }) else {
+                throw fail("DAG '\(dag)' already has a run for \(PostgresTimestamp.format(logical).prefix(10)). Fix: pick another --date, or retry its tasks with etlctl tasks clear --failed \(dag)")
+            }
+            let queue = try ctx.queue()
+            // Wake the scheduler at once instead of at its next tick.
+            let wake = CompletionEvent(dag: dag, runID: run, task: "", tryNumber: 0, state: "triggered", worker: "etlctl")
+            _ = try failing { try queue.redis.command("XADD", queue.keys.events, "*", "event", String(decoding: try JSONEncoder().encode(wake), as: UTF8.self)) }
+            if try failing({ try store.pausedDAGs() }).contains(dag) {
+                FileHandle.standardError.write(Data("etlctl: note: DAG '\(dag)' is paused; the run waits until: etlctl dags unpause \(dag)\n".utf8))
+            }
+            guard wait else {
+                if json { Output.json(["dag": dag, "run": run, "state": "queued"]) } else { print("triggered \(dag) run \(run) for \(PostgresTimestamp.format(logical).prefix(10))") }
+                return
+            }
+            let end = monotonicSeconds() + timeout
+            while monotonicSeconds() < end {
+                if let r = try failing({ try store.run(run) }), r.state == "success" || r.state == "failed" {
+                    if json { Output.json(["dag": dag, "run": run, "state": r.state]) } else { print("\(dag) run \(run): \(r.state)") }
+                    if r.state == "failed" { throw fail("\(dag) run \(run) failed. See: etlctl tasks list \(dag) --run \(run)") }
+                    return
+                }
+                sleepSeconds(0.1)
+            }
+            throw fail("\(dag) run \(run) did not finish within \(Int(timeout)) s. Fix: check that a scheduler and workers run (etlctl workers)")
+        }
+    }
+}
+
+private func setPaused(_ dag: String, _ paused: Bool) throws {
+    let ctx = try Context()
+    _ = try ctx.dag(dag)
+    let store = try ctx.store()
+    _ = try failing { try store.setPaused(dag, paused) }
+    print("\(dag) \(paused ? "paused" : "unpaused")")
+}

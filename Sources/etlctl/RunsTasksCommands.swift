@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import Shared
+
+struct Runs: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "runs", abstract: "List DAG runs.", subcommands: [List.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List recent runs, newest first.", discussion: "Example:\n  etlctl runs list b2b --limit 5")
+        @Argument(help: "Only this DAG.") var dag: String?
+        @Option(help: "How many runs.") var limit: Int = 20
+        @Flag(help: "One JSON array instead of a table.") var json = false
+        func run() throws {
+            let ctx = try Context()
+            if let dag { _ = try ctx.dag(dag) }
+            let rows = try failing { try ctx.store().runRows(dag: dag, limit: max(1, limit)) }
+            if json {
+                Output.json(rows.map { ["run": $0.id, "dag": $0.dag, "logical_date": PostgresTimestamp.format($0.logicalDate), "type": $0.type,
+                                        "state": $0.state, "started_at": Output.jsonTime($0.startedAt), "ended_at": Output.jsonTime($0.endedAt)] as [String: Any] })
+            } else {
+                Output.table(["RUN", "DAG", "LOGICAL DATE", "TYPE", "STATE", "STARTED", "DURATION"], rows.map {
+                    [String($0.id), $0.dag, String(PostgresTimestamp.format($0.logicalDate).prefix(10)), $0.type, $0.state,
+                     Output.time($0.startedAt), Output.duration($0.startedAt, $0.endedAt)]
+                })
+            }
+        }
+    }
+}
+
+struct TasksCmd: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tasks", abstract: "List, retry and clear task instances.",
+                                                    subcommands: [List.self, Retry.self, Clear.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The tasks of a run (default: the DAG's latest run).",
+                                                        discussion: "Example:\n  etlctl tasks list b2b --run 12")
+        @Argument(help: "The DAG id.") var dag: String
+        @Option(name: .customLong("run"), help: "The run id.") var runID: Int64?
+        @Flag(help: "One JSON array instead of a table.") var json = false
+        func run() throws {
+            let ctx = try Context()
+            _ = try ctx.dag(dag)
+            let store = try ctx.store()
+            let id = try ctx.runID(dag: dag, run: runID, store: store)
+            let rows = try failing { try store.taskRows(run: id) }
+            if json {
+                Output.json(rows.map { ["run": id, "task": $0.task, "state": $0.state, "try": $0.tryNumber, "max_tries": $0.maxTries,
+                                        "worker": $0.worker ?? NSNull(), "started_at": Output.jsonTime($0.startedAt),
+                                        "ended_at": Output.jsonTime($0.endedAt), "error": $0.error ?? NSNull()] as [String: Any] })
+            } else {
+                print("run \(id)")
+                Output.table(["TASK", "STATE", "TRY", "WORKER", "STARTED", "DURATION", "ERROR"], rows.map {
+                    [$0.task, $0.state, "\($0.tryNumber)/\($0.maxTries)", $0.worker ?? "-", Output.time($0.startedAt),
+                     Output.duration($0.startedAt, $0.endedAt), String(($0.error ?? "").prefix(60))]
+                })
+            }
+        }
+    }
+
+    struct Retry: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Run a finished task again, and everything downstream of it.",
+                                                        discussion: "Example:\n  etlctl tasks retry b2b load_company --run 12")
+        @Argument(help: "The DAG id.") var dag: String
+        @Argument(help: "The task id.") var task: String
+        @Option(name: .customLong("run"), help: "The run id (default: the latest).") var runID: Int64?
+        func run() throws {
+            let ctx = try Context()
+            let d = try ctx.dag(dag)
+            guard d.task(task) != nil else {
+                throw fail("DAG '\(dag)' has no task '\(task)'. Fix: use one of: \(d.tasks.map(\.id).joined(separator: ", "))")
+            }
+            let store = try ctx.store()
+            let id = try ctx.runID(dag: dag, run: runID, store: store)
+            let n = try failing { try store.clear(run: id, tasks: d.downstream(of: [task]).union([task])) }
+            try wake(ctx, dag: dag, run: id)
+            print("cleared \(n) task(s) of \(dag) run \(id); the scheduler runs them again")
+        }
+    }
+
+    struct Clear: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Restart failed tasks and what depends on them.",
+                                                        discussion: "Example:\n  etlctl tasks clear --failed weblog")
+        @Flag(help: "Clear failed and upstream-failed tasks (required, so nothing else is cleared by mistake).") var failed = false
+        @Argument(help: "Only this DAG.") var dag: String?
+        func validate() throws {
+            guard failed else { throw ValidationError("say which tasks: --failed. Example: etlctl tasks clear --failed b2b") }
+        }
+        func run() throws {
+            let ctx = try Context()
+            if let dag { _ = try ctx.dag(dag) }
+            let store = try ctx.store()
+            var total = 0
+            for f in try failing({ try store.failedTasks(dag: dag) }) {
+                guard let d = ctx.registry.dag(f.dag) else { continue }
+                let set = Set(f.tasks)
+                total += try failing { try store.clear(run: f.run, tasks: d.downstream(of: set).union(set)) }
+                try wake(ctx, dag: f.dag, run: f.run)
+            }
+            print("cleared \(total) task(s)")
+        }
+    }
+}
+
+func wake(_ ctx: Context, dag: String, run: Int64) throws {
+    let queue = try ctx.queue()
+    let e = CompletionEvent(dag: dag, runID: run, task: "", tryNumber: 0, state: "cleared", worker: "etlctl")
+    _ = try failing { try queue.redis.command("XADD", queue.keys.events, "*", "event", String(decoding: try JSONEncoder().encode(e), as: UTF8.self)) }
+}
+
+struct Logs: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the log of every attempt of a task.",
+                                                    discussion: "Example:\n  etlctl logs weblog load --run 12")
+    @Argument(help: "The DAG id.") var dag: String
+    @Argument(help: "The task id.") var task: String
+    @Option(name: .customLong("run"), help: "The run id (default: the latest).") var runID: Int64?
+    @Flag(help: "One JSON array instead of text.") var json = false
+    func run() throws {
+        let ctx = try Context()
+        let d = try ctx.dag(dag)
+        guard d.task(task) != nil else { throw fail("DAG '\(dag)' has no task '\(task)'. Fix: use one of: \(d.tasks.map(\.id).joined(separator: ", "))") }
+        let store = try ctx.store()
+        let id = try ctx.runID(dag: dag, run: runID, store: store)
+        let logs = try failing { try store.attemptLogs(run: id, task: task) }
+        if json {
+            Output.json(logs.map { ["try": $0.tryNumber, "worker": $0.worker ?? NSNull(), "state": $0.state, "error": $0.error ?? NSNull(), "log": $0.log] as [String: Any] })
+            return
+        }
+        if logs.isEmpty { print("no attempts of \(dag).\(task) in run \(id) yet") }
+        for l in logs {
+            print("=== try \(l.tryNumber) on \(l.worker ?? "-"): \(l.state)\(l.error.map { " (\($0))" } ?? "")")
+            print(l.log, terminator: l.log.hasSuffix("\n") ? "" : "\n")
+        }
+    }
+}
