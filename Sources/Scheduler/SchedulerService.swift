@@ -83,15 +83,53 @@ final class SchedulerService {
             try tick()
         }
         let events = try queue.readEvents(consumer: id, block: 0.25)
-        var runs = Set<Int64>()
-        for e in events { if let ev = e.event { runs.insert(ev.runID) } }
-        for r in runs.sorted() { if let run = try store.run(r) { try advance(run) } }
+        var byRun: [Int64: [CompletionEvent]] = [:]
+        for e in events { if let ev = e.event { byRun[ev.runID, default: []].append(ev) } }
+        for (runID, evs) in byRun.sorted(by: { $0.key < $1.key }) {
+            guard let run = try store.run(runID) else { continue }
+            if evs.allSatisfy({ $0.state == TaskState.success.rawValue }) {
+                try advanceAfterSuccess(run, finished: evs.map(\.task))
+            } else {
+                try advance(run)
+            }
+        }
         try queue.ackEvents(events.map(\.id))
+    }
+
+    /// The fast path for the common event: tasks succeeded. Only their direct downstream tasks
+    /// can have become ready, so only those (and their upstream tasks) are read, instead of the
+    /// whole run; a 20,000-task run costs the same per event as a 3-task one.
+    private func advanceAfterSuccess(_ run: MetadataStore.Run, finished: [String]) throws {
+        guard run.state == "queued" || run.state == "running", let dag = registry.dag(run.dag) else { return }
+        if pausedCache.contains(dag.id) { return }
+        let candidates = Array(Set(finished.flatMap { dag.directDownstream(of: $0) }))
+        if !candidates.isEmpty {
+            let needed = Set(candidates + candidates.flatMap { dag.task($0)?.upstream ?? [] })
+            let states = try store.states(run: run.id, tasks: Array(needed))
+            let ready = candidates.filter { c in
+                states[c] == .scheduled && (dag.task(c)?.upstream.allSatisfy { states[$0] == .success } ?? false)
+            }.sorted()
+            try enqueue(dag: dag, run: run, tasks: ready)
+        }
+        let progress = try store.progress(run: run.id)
+        if progress.unfinished == 0 { try finish(dag: dag, run: run, ok: progress.unsuccessful == 0) }
+    }
+
+    private var pausedCache = Set<String>()
+
+    private func finish(dag: DAG, run: MetadataStore.Run, ok: Bool) throws {
+        try store.setRunState(run.id, ok ? "success" : "failed")
+        logger.info("run finished", metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "state": "\(ok ? "success" : "failed")"])
+        // Runs of other DAGs waiting on this one can go now.
+        for other in registry.dags where other.upstreamDAGs.contains(dag.id) {
+            for r in try store.activeRuns() where r.dag == other.id { try advance(r) }
+        }
     }
 
     /// Due scheduled runs, then every active run.
     private func tick() throws {
         let paused = try store.pausedDAGs()
+        pausedCache = paused
         for dag in registry.dags where !paused.contains(dag.id) {
             let last = try store.lastScheduledLogicalDate(dag.id)
             for date in dag.schedule.dueLogicalDates(start: dag.startDate, lastLogical: last, now: Date(), catchup: dag.catchup) {
@@ -137,29 +175,40 @@ final class SchedulerService {
         for (task, inst) in instances where inst.state == .upForRetry && (inst.nextTryAt ?? now) <= now {
             if dag.task(task)!.upstream.allSatisfy({ states[$0] == .success }) { ready.append(task) }
         }
-        for task in ready { try enqueue(dag: dag, run: run, task: task) }
+        try enqueue(dag: dag, run: run, tasks: ready)
 
         if states.values.allSatisfy(\.isFinished) {
-            let ok = states.values.allSatisfy { $0 == .success }
-            try store.setRunState(run.id, ok ? "success" : "failed")
-            logger.info("run finished", metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "state": "\(ok ? "success" : "failed")"])
-            // Runs of other DAGs waiting on this one can go now.
-            for other in registry.dags where other.upstreamDAGs.contains(dag.id) {
-                for r in try store.activeRuns() where r.dag == other.id { try advance(r) }
-            }
+            try finish(dag: dag, run: run, ok: states.values.allSatisfy { $0 == .success })
         } else if run.state == "queued" && states.values.contains(where: { $0 != .scheduled }) {
             try store.setRunState(run.id, "running")
         }
     }
 
-    private func enqueue(dag: DAG, run: MetadataStore.Run, task: String) throws {
-        let spec = dag.task(task)!
-        let messageID = UUID().uuidString.lowercased()
-        guard let tryNumber = try store.markQueued(run: run.id, task: task, messageID: messageID) else { return }
-        let message = TaskMessage(id: messageID, dag: dag.id, runID: run.id, task: task,
-                                  logicalDate: PostgresTimestamp.format(run.logicalDate), tryNumber: tryNumber,
-                                  queue: spec.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
-        try queue.enqueue(message, codec: codec)
+    /// Marks `tasks` queued in one statement, then adds their signed messages in one pipeline.
+    private func enqueue(dag: DAG, run: MetadataStore.Run, tasks: [String]) throws {
+        guard !tasks.isEmpty else { return }
+        let ids = tasks.map { _ in UUID().uuidString.lowercased() }
+        let moved = try store.markQueued(run: run.id, tasks: tasks, messageIDs: ids)
+        guard !moved.isEmpty else { return }
+        let date = PostgresTimestamp.format(run.logicalDate)
+        var encoded: [(queue: String, body: [UInt8], sig: String)] = []
+        for m in moved {
+            let spec = dag.task(m.task)!
+            let message = TaskMessage(id: m.messageID, dag: dag.id, runID: run.id, task: m.task, logicalDate: date,
+                                      tryNumber: m.tryNumber, queue: spec.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
+            let (body, sig) = try codec.encode(message)
+            encoded.append((spec.queue, body, sig))
+        }
+        for chunk in stride(from: 0, to: encoded.count, by: 1000) {
+            let replies = try queue.redis.pipeline { p in
+                for e in encoded[chunk..<min(chunk + 1000, encoded.count)] {
+                    p.add("XADD", queue.keys.queue(e.queue), "*", "body", e.body, "sig", e.sig)
+                }
+            }
+            if let bad = replies.first(where: { $0.errorMessage != nil }) {
+                throw RedisError(.server, bad.errorMessage ?? "XADD failed", endpoint: queue.redis.endpoint)
+            }
+        }
     }
 
     /// After a crash between marking a task queued and adding its message, the message is missing:

@@ -6,7 +6,7 @@ import Shared
 /// little, so the tests and benchmarks can watch the scheduler and workers themselves. Loaded
 /// when `ETL_EXAMPLE_DAGS=true`.
 public enum ExampleDAGs {
-    public static func dags(chainLength: Int = 200) throws -> [DAG] {
+    public static func dags(chainLength: Int = 200, fanoutSize: Int = 1000) throws -> [DAG] {
         let start = Date(timeIntervalSince1970: 1_704_067_200)  // 2024-01-01
         let quickRetry = Backoff(base: 0.2, cap: 1, jitter: 0.2)
         func noop(_ id: String, _ up: [String] = []) -> TaskSpec { TaskSpec(id, operation: "record", upstream: up) }
@@ -35,6 +35,8 @@ public enum ExampleDAGs {
             ]),
             try DAG("example_chain", schedule: .manual, startDate: start, tags: ["example", "bench"],
                     tasks: (0..<chainLength).map { i in TaskSpec("t\(i)", operation: "noop", upstream: i == 0 ? [] : ["t\(i - 1)"]) }),
+            try DAG("example_fanout", schedule: .manual, startDate: start, tags: ["example", "bench"],
+                    tasks: (0..<fanoutSize).map { i in TaskSpec("n\(i)", operation: "noop") }),
         ]
     }
 
@@ -81,7 +83,8 @@ public enum Catalog {
         var setup: [String] = []
         if env["ETL_EXAMPLE_DAGS"]?.lowercased() == "true" {
             let length = try env.integer("ETL_EXAMPLE_CHAIN_LENGTH", default: 200, range: 1...100_000)
-            dags += try ExampleDAGs.dags(chainLength: length)
+            let fanout = try env.integer("ETL_EXAMPLE_FANOUT_SIZE", default: 1000, range: 1...1_000_000)
+            dags += try ExampleDAGs.dags(chainLength: length, fanoutSize: fanout)
             ops.merge(ExampleDAGs.operations) { a, _ in a }
             setup += ExampleDAGs.setup
         }

@@ -117,6 +117,7 @@ final class WorkerService: @unchecked Sendable {
                 defer { lock.withLock { running -= 1; current[slot] = nil } }
                 try handle(d, slot: slot, codec: codec, queue: queue, store: store)
             } catch let e as RedisError where e.isConnectionProblem {
+                queue.mayOwnPending = true  // a delivery may have been made whose reply we lost
                 logger.warning("Redis: \(e); retrying")
                 sleepSeconds(0.5)
             } catch let e as PostgresError where e.isConnectionProblem {

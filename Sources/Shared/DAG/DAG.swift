@@ -52,6 +52,7 @@ public struct DAG: Sendable {
     public var upstreamDAGs: [String]
     public private(set) var tasks: [TaskSpec]
     private var index: [String: Int]
+    private var children: [String: [String]] = [:]
 
     public init(_ id: String, schedule: Schedule, startDate: Date, catchup: Bool = false, tags: [String] = [],
                 pausedOnCreation: Bool = true, upstreamDAGs: [String] = [], tasks: [TaskSpec]) throws {
@@ -74,7 +75,11 @@ public struct DAG: Sendable {
             }
         }
         _ = try topologicalOrder()
+        for t in tasks { for u in t.upstream { children[u, default: []].append(t.id) } }
     }
+
+    /// Tasks that depend directly on `task`.
+    public func directDownstream(of task: String) -> [String] { children[task] ?? [] }
 
     public func task(_ id: String) -> TaskSpec? { index[id].map { tasks[$0] } }
 

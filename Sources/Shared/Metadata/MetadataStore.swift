@@ -137,6 +137,48 @@ public final class MetadataStore {
             """, [run, task, messageID]).first.map { try $0.decode(Int.self, 0) }
     }
 
+    /// `markQueued` for many tasks of one run in one statement; returns (task, try number) for
+    /// those this call moved.
+    public func markQueued(run: Int64, tasks: [String], messageIDs: [String]) throws -> [(task: String, tryNumber: Int, messageID: String)] {
+        guard !tasks.isEmpty else { return [] }
+        return try pg.query("""
+            UPDATE \(s).task_instance t SET state = 'queued', try_number = t.try_number + 1, queued_at = clock_timestamp(),
+              message_id = m.mid, worker = NULL, started_at = NULL, ended_at = NULL, next_try_at = NULL
+            FROM unnest($2::text[], $3::text[]) AS m(task, mid)
+            WHERE t.run_id = $1 AND t.task_id = m.task
+              AND (t.state = 'scheduled' OR (t.state = 'up_for_retry' AND t.next_try_at <= now()))
+            RETURNING t.task_id, t.try_number, t.message_id
+            """, [run, Self.textArray(tasks), Self.textArray(messageIDs)]).rows.map {
+            (try $0.decode(String.self, 0), try $0.decode(Int.self, 1), try $0.decode(String.self, 2))
+        }
+    }
+
+    /// States of some tasks of a run.
+    public func states(run: Int64, tasks: [String]) throws -> [String: TaskState] {
+        var out: [String: TaskState] = [:]
+        for r in try pg.query("SELECT task_id, state FROM \(s).task_instance WHERE run_id = $1 AND task_id = ANY($2::text[])",
+                              [run, Self.textArray(tasks)]).rows {
+            out[try r.decode(String.self, 0)] = TaskState(rawValue: try r.decode(String.self, 1))
+        }
+        return out
+    }
+
+    /// How many tasks of a run are not finished, and how many finished without success.
+    public func progress(run: Int64) throws -> (unfinished: Int, unsuccessful: Int) {
+        let r = try pg.query("""
+            SELECT count(*) FILTER (WHERE state NOT IN ('success', 'failed', 'upstream_failed')),
+                   count(*) FILTER (WHERE state IN ('failed', 'upstream_failed'))
+            FROM \(s).task_instance WHERE run_id = $1
+            """, [run]).rows[0]
+        return (try r.decode(Int.self, 0), try r.decode(Int.self, 1))
+    }
+
+    /// A Postgres text-array literal, each element quoted and escaped.
+    static func textArray(_ items: [String]) -> String {
+        "{" + items.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+            .joined(separator: ",") + "}"
+    }
+
     public func markUpstreamFailed(run: Int64, tasks: [String]) throws {
         for t in tasks {
             try pg.query("UPDATE \(s).task_instance SET state = 'upstream_failed', ended_at = now() WHERE run_id = $1 AND task_id = $2 AND state = 'scheduled'", [run, t])
@@ -146,21 +188,24 @@ public final class MetadataStore {
     /// Worker side: the attempt starts. False when this attempt is no longer the current one or
     /// already finished (a redelivered or stale message): the caller acknowledges without running.
     public func startAttempt(run: Int64, task: String, tryNumber: Int, worker: String) throws -> Bool {
-        try pg.transaction { tx -> Bool in
-            let ok = try tx.query("""
-                UPDATE \(s).task_instance SET state = 'running', worker = $4, started_at = now()
-                WHERE run_id = $1 AND task_id = $2 AND try_number = $3 AND state IN ('queued', 'running')
-                """, [run, task, tryNumber, worker]).affectedRows == 1
-            if ok {
-                try tx.query("""
-                    INSERT INTO \(s).task_attempt (run_id, task_id, try_number, worker, state) VALUES ($1, $2, $3, $4, 'running')
-                    ON CONFLICT (run_id, task_id, try_number) DO UPDATE SET worker = EXCLUDED.worker, started_at = now(),
-                      state = 'running', log = \(s).task_attempt.log || E'\\n--- delivered again to ' || EXCLUDED.worker || E' ---\\n'
-                    """, [run, task, tryNumber, worker])
-                try tx.query("UPDATE \(s).dag_run SET state = 'running', started_at = coalesce(started_at, now()) WHERE run_id = $1 AND state = 'queued'", [run])
-            }
-            return ok
-        }
+        // One statement (one round trip, one implicit transaction) for the three changes.
+        try pg.query("""
+            WITH ti AS (
+              UPDATE \(s).task_instance SET state = 'running', worker = $4, started_at = clock_timestamp()
+              WHERE run_id = $1 AND task_id = $2 AND try_number = $3 AND state IN ('queued', 'running')
+              RETURNING run_id
+            ), attempt AS (
+              INSERT INTO \(s).task_attempt (run_id, task_id, try_number, worker, state, started_at)
+              SELECT $1, $2, $3, $4, 'running', clock_timestamp() FROM ti
+              ON CONFLICT (run_id, task_id, try_number) DO UPDATE SET worker = EXCLUDED.worker, started_at = clock_timestamp(),
+                state = 'running', log = \(s).task_attempt.log || E'\\n--- delivered again to ' || EXCLUDED.worker || E' ---\\n'
+              RETURNING 1
+            ), run AS (
+              UPDATE \(s).dag_run SET state = 'running', started_at = coalesce(started_at, clock_timestamp())
+              WHERE run_id IN (SELECT run_id FROM ti) AND state = 'queued' RETURNING 1
+            )
+            SELECT count(*) FROM ti
+            """, [run, task, tryNumber, worker]).rows[0].decode(Int.self, 0) == 1
     }
 
     /// Ends an attempt that is still running: `success`, or a failure that becomes `up_for_retry`
@@ -172,13 +217,18 @@ public final class MetadataStore {
                               retryAt: Date?, log: String, on conn: PostgresConnection? = nil) throws -> Bool {
         let c = conn ?? pg
         let ok = try c.query("""
-            UPDATE \(s).task_instance SET state = $4, ended_at = now(), error = $5, next_try_at = $6
-            WHERE run_id = $1 AND task_id = $2 AND try_number = $3 AND state = 'running'
-            """, [run, task, tryNumber, state.rawValue, error, retryAt]).affectedRows == 1
-        try c.query("""
-            UPDATE \(s).task_attempt SET state = $4, ended_at = now(), error = $5, log = log || $6
-            WHERE run_id = $1 AND task_id = $2 AND try_number = $3
-            """, [run, task, tryNumber, ok ? state.rawValue : "superseded", error, log])
+            WITH ti AS (
+              UPDATE \(s).task_instance SET state = $4, ended_at = clock_timestamp(), error = $5, next_try_at = $6
+              WHERE run_id = $1 AND task_id = $2 AND try_number = $3 AND state = 'running'
+              RETURNING 1
+            ), attempt AS (
+              UPDATE \(s).task_attempt SET state = CASE WHEN EXISTS (SELECT 1 FROM ti) THEN $4 ELSE 'superseded' END,
+                ended_at = clock_timestamp(), error = $5, log = log || $7
+              WHERE run_id = $1 AND task_id = $2 AND try_number = $3
+              RETURNING 1
+            )
+            SELECT count(*) FROM ti
+            """, [run, task, tryNumber, state.rawValue, error, retryAt, log]).rows[0].decode(Int.self, 0) == 1
         return ok
     }
 

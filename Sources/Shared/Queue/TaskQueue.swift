@@ -65,9 +65,17 @@ public final class TaskQueue {
     /// Waits up to `block` seconds for one message on any of `queues`, first returning messages this
     /// consumer already owns but has not acknowledged (after a reclaim or a restart).
     public func fetch(queues: [String], consumer: String, block: Double) throws -> Delivery? {
-        if let own = try read(queues: queues, consumer: consumer, id: "0", block: nil) { return own }
+        // Owned-but-unacknowledged messages exist only after a start or a reclaim; skip the extra
+        // round trip otherwise.
+        if mayOwnPending {
+            if let own = try read(queues: queues, consumer: consumer, id: "0", block: nil) { return own }
+            mayOwnPending = false
+        }
         return try read(queues: queues, consumer: consumer, id: ">", block: block)
     }
+
+    /// Set when this consumer may own pending messages (at start, after a reclaim or a reconnect).
+    public var mayOwnPending = true
 
     private func read(queues: [String], consumer: String, id: String, block: Double?) throws -> Delivery? {
         var args: [any RedisArgument] = ["XREADGROUP", "GROUP", Self.workerGroup, consumer, "COUNT", "1"]
@@ -177,7 +185,9 @@ public final class TaskQueue {
                 let ids = pending.compactMap { $0.array?.first?.string }
                 if !ids.isEmpty {
                     let claimed = try redis.command(["XCLAIM", stream, Self.workerGroup, consumer, Int(deadAfter * 1000)] + ids.map { $0 as any RedisArgument })
-                    taken += claimed.array?.count ?? 0
+                    let n = claimed.array?.count ?? 0
+                    taken += n
+                    if n > 0 { mayOwnPending = true }
                 }
                 // Only a consumer with nothing pending may go: DELCONSUMER drops its pending list.
                 let left = try redis.command("XPENDING", stream, Self.workerGroup, "-", "+", 1, name).array ?? []

@@ -26,7 +26,7 @@ public struct RedisError: Error, CustomStringConvertible, Sendable {
     /// `host:port/db`, never the password.
     public let endpoint: String
 
-    init(_ code: Code, _ message: String, endpoint: String) {
+    public init(_ code: Code, _ message: String, endpoint: String) {
         self.code = code
         self.message = message
         self.endpoint = endpoint
