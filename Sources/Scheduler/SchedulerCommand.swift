@@ -18,12 +18,7 @@ struct SchedulerCommand: ParsableCommand {
     )
 
     func run() throws {
-        var all = sigset_t()
-        sigfillset(&all)
-        pthread_sigmask(SIG_UNBLOCK, &all, nil)
-        signal(SIGTERM) { _ in stopRequested = 1 }
-        signal(SIGINT) { _ in stopRequested = 1 }
-        signal(SIGPIPE, SIG_IGN)
+        ProcessSignals.install()
         do {
             let env = try Environment.load()
             try LoggingSetup.bootstrap(env)

@@ -3,7 +3,6 @@ import Logging
 import Shared
 import Tasks
 
-nonisolated(unsafe) var stopRequested: Int32 = 0
 
 /// The scheduler: one leads (through a lease in Postgres), others wait to take over.
 ///

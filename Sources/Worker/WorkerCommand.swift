@@ -47,15 +47,3 @@ func failing<T>(_ body: () throws -> T) throws -> T {
         throw ExitCode(1)
     }
 }
-
-enum ProcessSignals {
-    /// A parent (a test runner, a shell) may have blocked signals; we rely on SIGTERM and SIGINT.
-    static func install() {
-        var all = sigset_t()
-        sigfillset(&all)
-        pthread_sigmask(SIG_UNBLOCK, &all, nil)
-        signal(SIGTERM) { _ in stopRequested = 1 }
-        signal(SIGINT) { _ in stopRequested = 1 }
-        signal(SIGPIPE, SIG_IGN)
-    }
-}

@@ -3,8 +3,6 @@ import Logging
 import Shared
 import Tasks
 
-/// Set by SIGTERM/SIGINT; read by every slot between messages.
-nonisolated(unsafe) var stopRequested: Int32 = 0
 
 /// One worker process: `concurrency` slots, each a thread with its own Redis and Postgres
 /// connections, plus a heartbeat thread.

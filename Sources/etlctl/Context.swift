@@ -46,6 +46,14 @@ final class Context {
         return d
     }
 
+    /// The task `task` of DAG `dag`, or a one-line error listing the DAG's tasks.
+    func task(_ dag: DAG, _ task: String) throws -> TaskSpec {
+        guard let t = dag.task(task) else {
+            throw fail("DAG '\(dag.id)' has no task '\(task)'. Fix: use one of: \(dag.tasks.map(\.id).joined(separator: ", "))")
+        }
+        return t
+    }
+
     /// The run `id`, or the DAG's latest run.
     func runID(dag: String, run: Int64?, store: MetadataStore) throws -> Int64 {
         if let run { return run }

@@ -66,9 +66,7 @@ struct TasksCmd: ParsableCommand {
         func run() throws {
             let ctx = try Context()
             let d = try ctx.dag(dag)
-            guard d.task(task) != nil else {
-                throw fail("DAG '\(dag)' has no task '\(task)'. Fix: use one of: \(d.tasks.map(\.id).joined(separator: ", "))")
-            }
+            _ = try ctx.task(d, task)
             let store = try ctx.store()
             let id = try ctx.runID(dag: dag, run: runID, store: store)
             let n = try failing { try store.clear(run: id, tasks: d.downstream(of: [task]).union([task])) }
@@ -116,8 +114,7 @@ struct Logs: ParsableCommand {
     @Flag(help: "One JSON array instead of text.") var json = false
     func run() throws {
         let ctx = try Context()
-        let d = try ctx.dag(dag)
-        guard d.task(task) != nil else { throw fail("DAG '\(dag)' has no task '\(task)'. Fix: use one of: \(d.tasks.map(\.id).joined(separator: ", "))") }
+        _ = try ctx.task(try ctx.dag(dag), task)
         let store = try ctx.store()
         let id = try ctx.runID(dag: dag, run: runID, store: store)
         let logs = try failing { try store.attemptLogs(run: id, task: task) }
