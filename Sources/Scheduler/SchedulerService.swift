@@ -110,8 +110,7 @@ final class SchedulerService {
             }.sorted()
             try enqueue(dag: dag, run: run, tasks: ready)
         }
-        let progress = try store.progress(run: run.id)
-        if progress.unfinished == 0 { try finish(dag: dag, run: run, ok: progress.unsuccessful == 0) }
+        if let succeeded = try store.allFinished(run: run.id) { try finish(dag: dag, run: run, ok: succeeded) }
     }
 
     private var pausedCache = Set<String>()

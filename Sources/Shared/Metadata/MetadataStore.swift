@@ -164,13 +164,15 @@ public final class MetadataStore {
     }
 
     /// How many tasks of a run are not finished, and how many finished without success.
-    public func progress(run: Int64) throws -> (unfinished: Int, unsuccessful: Int) {
+    /// Nil while some task of the run is unfinished (an index probe, cheap for huge runs); once
+    /// all are finished, whether every one succeeded.
+    public func allFinished(run: Int64) throws -> Bool? {
         let r = try pg.query("""
-            SELECT count(*) FILTER (WHERE state NOT IN ('success', 'failed', 'upstream_failed')),
-                   count(*) FILTER (WHERE state IN ('failed', 'upstream_failed'))
-            FROM \(s).task_instance WHERE run_id = $1
+            SELECT EXISTS (SELECT 1 FROM \(s).task_instance WHERE run_id = $1 AND state IN ('scheduled', 'queued', 'running', 'up_for_retry')),
+                   NOT EXISTS (SELECT 1 FROM \(s).task_instance WHERE run_id = $1 AND state IN ('failed', 'upstream_failed'))
             """, [run]).rows[0]
-        return (try r.decode(Int.self, 0), try r.decode(Int.self, 1))
+        if try r.decode(Bool.self, 0) { return nil }
+        return try r.decode(Bool.self, 1)
     }
 
     /// A Postgres text-array literal, each element quoted and escaped.

@@ -71,6 +71,11 @@ public enum Migrations {
             expires_at    timestamptz NOT NULL
         );
         """),
+        (2, "index task states by run", """
+        -- The scheduler asks after every batch of events whether a run has unfinished tasks: an
+        -- index lookup instead of a scan of a run with thousands of tasks.
+        CREATE INDEX task_instance_run_state ON @S.task_instance (run_id, state);
+        """),
     ]
 }
 

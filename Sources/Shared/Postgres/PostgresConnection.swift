@@ -37,6 +37,7 @@ public final class PostgresConnection {
             PQfinish(h)
             handle = nil
         }
+        prepared.removeAll()  // prepared statements die with the session
     }
 
     /// True while the connection is open and healthy as far as libpq knows.
@@ -121,10 +122,33 @@ public final class PostgresConnection {
     public func query(_ sql: String, _ parameters: [any PostgresEncodable] = []) throws -> PostgresResult {
         let h = try liveHandle()
         let params = parameters.map(\.postgresParameter)
+        // Statements run with parameters are the repeated ones (the queue's state changes run once
+        // per task): prepare each once per session, so the server parses and plans it once.
+        if !params.isEmpty, let name = try preparedName(sql, params, h) {
+            let result = Self.withCParameters(params) { _, values, lengths, formats in
+                PQexecPrepared(h, name, Int32(params.count), values, lengths, formats, 0)
+            }
+            return try consume(result, sql: sql)
+        }
         let result = Self.withCParameters(params) { types, values, lengths, formats in
             PQexecParams(h, sql, Int32(params.count), types, values, lengths, formats, 0)
         }
         return try consume(result, sql: sql)
+    }
+
+    /// Prepared statement names by SQL text, for this session only.
+    private var prepared: [String: String] = [:]
+    private static let maxPrepared = 512
+
+    private func preparedName(_ sql: String, _ params: [PostgresParameter], _ h: OpaquePointer) throws -> String? {
+        if let name = prepared[sql] { return name }
+        guard prepared.count < Self.maxPrepared else { return nil }
+        let name = "etl_\(prepared.count)"
+        var types = params.map { p -> Oid in if case .bytes = p { return 17 } else { return 0 } }
+        let result = types.withUnsafeMutableBufferPointer { PQprepare(h, name, sql, Int32(params.count), $0.baseAddress) }
+        _ = try consume(result, sql: sql)
+        prepared[sql] = name
+        return name
     }
 
     /// Runs one or more `;`-separated statements without parameters (DDL, migrations).
