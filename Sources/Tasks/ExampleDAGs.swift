@@ -35,6 +35,8 @@ public enum ExampleDAGs {
             ]),
             try DAG("example_chain", schedule: .manual, startDate: start, tags: ["example", "bench"],
                     tasks: (0..<chainLength).map { i in TaskSpec("t\(i)", operation: "noop", upstream: i == 0 ? [] : ["t\(i - 1)"]) }),
+            // Scheduled, without catchup: the scheduler creates one run for the latest full hour.
+            try DAG("example_hourly", schedule: try Schedule("@hourly"), startDate: start, tags: ["example"], tasks: [noop("tick")]),
             try DAG("example_fanout", schedule: .manual, startDate: start, tags: ["example", "bench"],
                     tasks: (0..<fanoutSize).map { i in TaskSpec("n\(i)", operation: "noop") }),
         ]

@@ -174,6 +174,26 @@ struct QueueOperatorTests {
         #expect(try now.decode(Int.self, 1) >= 2)
     }
 
+    @Test("a scheduled DAG gets a run for its latest interval, created and run by the scheduler alone")
+    func scheduledRun() throws {
+        let c = try Cluster()
+        try c.startScheduler()
+        try c.startWorker()
+        let end = monotonicSeconds() + 20
+        var run: MetadataStore.RunRow?
+        while monotonicSeconds() < end {
+            run = try c.store.runRows(dag: "example_hourly", limit: 5).first
+            if run?.state == "success" { break }
+            usleep(100_000)
+        }
+        #expect(run?.state == "success", "\(c.logs())")
+        #expect(run?.type == "scheduled")
+        // Airflow semantics: the logical date is the start of the last full hour.
+        let hour = floor(Date().timeIntervalSince1970 / 3600) * 3600
+        #expect(run?.logicalDate.timeIntervalSince1970 == hour - 3600 || run?.logicalDate.timeIntervalSince1970 == hour - 7200)
+        #expect(try c.store.runRows(dag: "example_hourly", limit: 5).count == 1)  // no catchup
+    }
+
     @Test("migrations run safely twice")
     func migrationsTwice() throws {
         let (pg, schema) = try TestServices.isolatedPostgres()
