@@ -20,7 +20,11 @@ final class SchedulerService {
     let id: String
     let schema: String
     let leaseTTL: Double
+    /// Seconds between sweeps for queued tasks whose message is gone (a Redis restart can lose
+    /// the last second of writes under `appendfsync everysec`).
+    let reconcileEvery: Double
     let codec: MessageCodec
+    private var lastReconcile = 0.0
     private var store: MetadataStore!
     private var queue: TaskQueue!
     private var leading = false
@@ -34,6 +38,7 @@ final class SchedulerService {
         id = env["ETL_SCHEDULER_NAME"] ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
         schema = env["ETL_SCHEMA"] ?? "etl"
         leaseTTL = try env.seconds("ETL_SCHEDULER_LEASE", default: 5, range: 1...600)
+        reconcileEvery = try env.seconds("ETL_SCHEDULER_RECONCILE", default: 15, range: 0.5...3600)
         codec = try MessageCodec(environment: env)
     }
 
@@ -69,7 +74,8 @@ final class SchedulerService {
             if token != nil && !leading {
                 leading = true
                 logger.info("leading the scheduling", metadata: ["scheduler": "\(id)", "fencing_token": "\(token!)"])
-                try reconcile()
+                try reconcile(olderThan: 0)
+                lastReconcile = monotonicSeconds()
             } else if token == nil {
                 if leading { logger.warning("lost the lease; standing by") }
                 leading = false
@@ -80,6 +86,11 @@ final class SchedulerService {
         if now - lastTick >= 1 {
             lastTick = now
             try tick()
+        }
+        if now - lastReconcile >= reconcileEvery {
+            lastReconcile = now
+            // Only tasks queued a while ago: a message added a moment ago is surely still there.
+            try reconcile(olderThan: min(10, reconcileEvery))
         }
         let events = try queue.readEvents(consumer: id, block: 0.25)
         var byRun: [Int64: [CompletionEvent]] = [:]
@@ -211,8 +222,8 @@ final class SchedulerService {
 
     /// After a crash between marking a task queued and adding its message, the message is missing:
     /// find queued tasks whose message is in no stream and add it again (same try, same id).
-    private func reconcile() throws {
-        let queued = try store.queuedInstances()
+    private func reconcile(olderThan seconds: Double) throws {
+        let queued = try store.queuedInstances(olderThan: seconds)
         guard !queued.isEmpty else { return }
         var present = Set<String>()
         for q in Set(queued.map(\.queue)) {

@@ -269,11 +269,12 @@ extension MetadataStore {
     }
 
     /// Queued task instances (with their message id) of active runs.
-    public func queuedInstances() throws -> [(run: Int64, dag: String, logicalDate: Date, task: String, tryNumber: Int, queue: String, messageID: String?)] {
+    public func queuedInstances(olderThan seconds: Double = 0) throws -> [(run: Int64, dag: String, logicalDate: Date, task: String, tryNumber: Int, queue: String, messageID: String?)] {
         try pg.query("""
             SELECT t.run_id, r.dag_id, r.logical_date, t.task_id, t.try_number, t.queue, t.message_id
-            FROM \(schema).task_instance t JOIN \(schema).dag_run r USING (run_id) WHERE t.state = 'queued'
-            """).rows.map { r in
+            FROM \(schema).task_instance t JOIN \(schema).dag_run r USING (run_id)
+            WHERE t.state = 'queued' AND t.queued_at < clock_timestamp() - make_interval(secs => $1)
+            """, [seconds]).rows.map { r in
             (try r.decode(Int64.self, 0), try r.decode(String.self, 1), try r.decode(Date.self, 2), try r.decode(String.self, 3),
              try r.decode(Int.self, 4), try r.decode(String.self, 5), try r.decode(String?.self, 6))
         }

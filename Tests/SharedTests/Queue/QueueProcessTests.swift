@@ -194,6 +194,22 @@ struct QueueOperatorTests {
         #expect(try c.store.runRows(dag: "example_hourly", limit: 5).count == 1)  // no catchup
     }
 
+    @Test("queued tasks whose messages were lost (as after a Redis restart) are enqueued again")
+    func lostMessagesReenqueued() throws {
+        let c = try Cluster(extra: ["ETL_SCHEDULER_RECONCILE": "1"])
+        try c.startScheduler()
+        let run = try c.trigger("example_diamond")
+        let end = monotonicSeconds() + 10
+        while monotonicSeconds() < end, try c.store.instances(run: run)["extract"]?.state != .queued { usleep(20_000) }
+        // Lose every message, as a crash of Redis before its AOF was written would.
+        try c.queue.redis.command("XTRIM", c.queue.keys.queue("default"), "MAXLEN", 0)
+        usleep(1_200_000)
+        try c.startWorker()
+        #expect(try c.wait(run: run, timeout: 40) == "success", "\(c.logs())")
+        #expect(try c.effects(run: run).count == 6)
+        #expect(c.logs().contains("re-enqueued"))
+    }
+
     @Test("migrations run safely twice")
     func migrationsTwice() throws {
         let (pg, schema) = try TestServices.isolatedPostgres()
