@@ -3,6 +3,13 @@
 // library, `Shared`, which alone talks to the C clients (libpq for Postgres, hiredis for Redis).
 import PackageDescription
 
+/// The scheduler, the worker and etlctl are command-line programs over the same libraries.
+let commandDependencies: [Target.Dependency] = [
+    "Shared", "Tasks",
+    .product(name: "ArgumentParser", package: "swift-argument-parser"),
+    .product(name: "Logging", package: "swift-log"),
+]
+
 let package = Package(
     name: "swift-etl",
     platforms: [.macOS(.v13)],
@@ -48,30 +55,9 @@ let package = Package(
             name: "Tasks",
             dependencies: ["Shared"]
         ),
-        .executableTarget(
-            name: "Worker",
-            dependencies: [
-                "Shared", "Tasks",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-            ]
-        ),
-        .executableTarget(
-            name: "Scheduler",
-            dependencies: [
-                "Shared", "Tasks",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-            ]
-        ),
-        .executableTarget(
-            name: "etlctl",
-            dependencies: [
-                "Shared", "Tasks",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-            ]
-        ),
+        .executableTarget(name: "Worker", dependencies: commandDependencies),
+        .executableTarget(name: "Scheduler", dependencies: commandDependencies),
+        .executableTarget(name: "etlctl", dependencies: commandDependencies),
         // Benchmarks live under bench/ so that `swift test` never builds them in release mode twice.
         .executableTarget(
             name: "ClientBench",

@@ -130,9 +130,9 @@ final class SchedulerService {
         try store.setRunState(run.id, ok ? "success" : "failed")
         logger.info("run finished", metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "state": "\(ok ? "success" : "failed")"])
         // Runs of other DAGs waiting on this one can go now.
-        for other in registry.dags where other.upstreamDAGs.contains(dag.id) {
-            for r in try store.activeRuns() where r.dag == other.id { try advance(r) }
-        }
+        let waiting = Set(registry.dags.filter { $0.upstreamDAGs.contains(dag.id) }.map(\.id))
+        guard !waiting.isEmpty else { return }
+        for r in try store.activeRuns() where waiting.contains(r.dag) { try advance(r) }
     }
 
     /// Due scheduled runs, then every active run.
@@ -147,18 +147,21 @@ final class SchedulerService {
                 }
             }
         }
-        for run in try store.activeRuns() { try advance(run, paused: paused) }
+        for run in try store.activeRuns() { try advance(run) }
     }
 
-    private func advance(_ run: MetadataStore.Run, paused: Set<String>? = nil) throws {
+    /// The full pass over one run (events other than success, the tick, a trigger). Paused DAGs
+    /// come from the tick's read, at most a second old.
+    private func advance(_ run: MetadataStore.Run) throws {
         guard run.state == "queued" || run.state == "running" else { return }
         guard let dag = registry.dag(run.dag) else { return }
-        if try (paused ?? store.pausedDAGs()).contains(dag.id) { return }
+        if pausedCache.contains(dag.id) { return }
         // Waiting on another DAG holds no worker: the tasks are simply not enqueued yet.
         guard try store.upstreamDAGsSucceeded(dag.upstreamDAGs, logicalDate: run.logicalDate) else { return }
         var instances = try store.instances(run: run.id)
 
         // Attempts past their timeout fail (fenced by try number: a late worker cannot undo it).
+        var timedOut = false
         for (task, inst) in instances where inst.state == .running {
             guard let spec = dag.task(task), spec.timeout > 0, let started = inst.startedAt,
                   Date().timeIntervalSince(started) > spec.timeout else { continue }
@@ -169,9 +172,10 @@ final class SchedulerService {
                                        error: "timed out after \(spec.timeout) s", retryAt: retryAt,
                                        log: "--- failed by the scheduler: execution timeout of \(spec.timeout) s ---\n") {
                 logger.warning("task timed out", metadata: ["dag": "\(dag.id)", "task": "\(task)", "run": "\(run.id)"])
+                timedOut = true
             }
         }
-        instances = try store.instances(run: run.id)
+        if timedOut { instances = try store.instances(run: run.id) }
         var states = instances.mapValues(\.state)
 
         let blocked = dag.blockedTasks(states: states)

@@ -66,10 +66,8 @@ struct Dags: ParsableCommand {
             guard let run = try failing({ try store.createRun(d, logicalDate: logical, type: "manual") }) else {
                 throw fail("DAG '\(dag)' already has a run for \(PostgresTimestamp.format(logical).prefix(10)). Fix: pick another --date, or retry its tasks with etlctl tasks clear --failed \(dag)")
             }
-            let queue = try ctx.queue()
             // Wake the scheduler at once instead of at its next tick.
-            let wake = CompletionEvent(dag: dag, runID: run, task: "", tryNumber: 0, state: "triggered", worker: "etlctl")
-            _ = try failing { try queue.redis.command("XADD", queue.keys.events, "*", "event", String(decoding: try JSONEncoder().encode(wake), as: UTF8.self)) }
+            try wake(ctx, dag: dag, run: run, reason: "triggered")
             if try failing({ try store.pausedDAGs() }).contains(dag) {
                 FileHandle.standardError.write(Data("etlctl: note: DAG '\(dag)' is paused; the run waits until: etlctl dags unpause \(dag)\n".utf8))
             }

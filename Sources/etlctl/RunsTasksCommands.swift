@@ -99,10 +99,10 @@ struct TasksCmd: ParsableCommand {
     }
 }
 
-func wake(_ ctx: Context, dag: String, run: Int64) throws {
+/// Tells the scheduler a run changed (triggered, cleared) so it acts now rather than at its tick.
+func wake(_ ctx: Context, dag: String, run: Int64, reason: String = "cleared") throws {
     let queue = try ctx.queue()
-    let e = CompletionEvent(dag: dag, runID: run, task: "", tryNumber: 0, state: "cleared", worker: "etlctl")
-    _ = try failing { try queue.redis.command("XADD", queue.keys.events, "*", "event", String(decoding: try JSONEncoder().encode(e), as: UTF8.self)) }
+    try failing { try queue.publish(CompletionEvent(dag: dag, runID: run, task: "", tryNumber: 0, state: reason, worker: "etlctl")) }
 }
 
 struct Logs: ParsableCommand {

@@ -125,20 +125,8 @@ public final class MetadataStore {
         return out
     }
 
-    /// Moves a scheduled (or due retry) task to `queued` with a new try number; nil if another
-    /// process got there first.
-    public func markQueued(run: Int64, task: String, messageID: String) throws -> Int? {
-        try pg.query("""
-            UPDATE \(s).task_instance SET state = 'queued', try_number = try_number + 1, queued_at = now(),
-              message_id = $3, worker = NULL, started_at = NULL, ended_at = NULL, next_try_at = NULL
-            WHERE run_id = $1 AND task_id = $2
-              AND (state = 'scheduled' OR (state = 'up_for_retry' AND next_try_at <= now()))
-            RETURNING try_number
-            """, [run, task, messageID]).first.map { try $0.decode(Int.self, 0) }
-    }
-
-    /// `markQueued` for many tasks of one run in one statement; returns (task, try number) for
-    /// those this call moved.
+    /// Moves scheduled (or due retry) tasks of one run to `queued` with a new try number, in one
+    /// statement; returns those this call moved (another process may have moved the rest).
     public func markQueued(run: Int64, tasks: [String], messageIDs: [String]) throws -> [(task: String, tryNumber: Int, messageID: String)] {
         guard !tasks.isEmpty else { return [] }
         return try pg.query("""

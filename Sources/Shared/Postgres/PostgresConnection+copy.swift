@@ -101,7 +101,7 @@ extension PostgresConnection {
     /// ```
     @discardableResult
     public func copyIn(_ sql: String, chunkSize: Int = 256 * 1024, _ produce: (PostgresCopyWriter) throws -> Void) throws -> Int {
-        let h = try requireHandle()
+        let h = try liveHandle()
         guard let start = PQexec(h, sql) else { throw lostOrFailed(message: String(cString: PQerrorMessage(h)), sql: sql) }
         let startStatus = PQresultStatus(start)
         guard startStatus == PGRES_COPY_IN else {

@@ -106,7 +106,7 @@ public final class PostgresConnection {
 
     /// A healthy handle: reconnects first if the last call found the connection broken, unless a
     /// transaction is open (its work is gone with the old session, so that must be an error).
-    private func liveHandle() throws -> OpaquePointer {
+    func liveHandle() throws -> OpaquePointer {
         if let h = handle, PQstatus(h) == CONNECTION_OK { return h }
         if transactionDepth > 0 {
             throw PostgresError(code: .connectionLost, message: "the connection broke inside a transaction; its work was rolled back", endpoint: endpoint)
@@ -313,8 +313,4 @@ public final class PostgresConnection {
         return value
     }
 
-    // MARK: Internals shared with COPY
-
-    func requireHandle() throws -> OpaquePointer { try liveHandle() }
-    var rawHandle: OpaquePointer? { handle }
 }

@@ -52,14 +52,19 @@ public struct MessageCodec: Sendable {
             throw .badSignature
         }
         // Signed by us, so a decode failure is a version or programming mismatch, not an attack.
-        if let probe = try? JSONDecoder().decode(VersionProbe.self, from: Data(body)), probe.v != TaskMessage.currentVersion {
-            throw .unsupportedVersion(probe.v)
-        }
+        // One decode on the common path; the version is probed only to explain a failure.
+        let data = Data(body)
+        let message: TaskMessage
         do {
-            return try JSONDecoder().decode(TaskMessage.self, from: Data(body))
+            message = try JSONDecoder().decode(TaskMessage.self, from: data)
         } catch {
+            if let probe = try? JSONDecoder().decode(VersionProbe.self, from: data), probe.v != TaskMessage.currentVersion {
+                throw .unsupportedVersion(probe.v)
+            }
             throw .malformed("the body is not a version-\(TaskMessage.currentVersion) task message: \(Self.describe(error))")
         }
+        guard message.version == TaskMessage.currentVersion else { throw .unsupportedVersion(message.version) }
+        return message
     }
 
     private struct VersionProbe: Decodable { var v: Int }

@@ -74,7 +74,8 @@ public final class TaskQueue {
         return try read(queues: queues, consumer: consumer, id: ">", block: block)
     }
 
-    /// Set when this consumer may own pending messages (at start, after a reclaim or a reconnect).
+    /// Set when this consumer may own pending messages or events (at start, after a reclaim or a
+    /// reconnect); while false, reads skip the extra round trip for them.
     public var mayOwnPending = true
 
     private func read(queues: [String], consumer: String, id: String, block: Double?) throws -> Delivery? {
@@ -225,7 +226,7 @@ public final class TaskQueue {
     /// Waits up to `block` seconds for completion events; pending ones of this consumer come first.
     public func readEvents(consumer: String, block: Double, count: Int = 100) throws -> [(id: String, event: CompletionEvent?)] {
         var out: [(String, CompletionEvent?)] = []
-        for id in ["0", ">"] {
+        for id in mayOwnPending ? ["0", ">"] : [">"] {
             var args: [any RedisArgument] = ["XREADGROUP", "GROUP", Self.schedulerGroup, consumer, "COUNT", count]
             if id == ">" { args += ["BLOCK", max(1, Int(block * 1000))] }
             args += ["STREAMS", keys.events, id]
@@ -238,8 +239,16 @@ public final class TaskQueue {
                 }
             }
             if !out.isEmpty { break }
+            if id == "0" { mayOwnPending = false }
         }
         return out
+    }
+
+    /// Publishes an event on the event stream outside a completion: `etlctl` wakes the scheduler
+    /// this way after a trigger or a clear, instead of waiting for its next tick.
+    public func publish(_ event: CompletionEvent) throws {
+        let json = try JSONEncoder().encode(event)
+        try redis.command("XADD", keys.events, "MAXLEN", "~", 100_000, "*", "event", Array(json))
     }
 
     /// Acknowledges and deletes handled events.

@@ -70,7 +70,7 @@ final class Cluster {
         p.arguments = args
         p.environment = env.merging(extra) { _, x in x }
         let logURL = logDir.appendingPathComponent(log)
-        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
         let fh = try FileHandle(forWritingTo: logURL)
         p.standardOutput = fh
         p.standardError = fh
@@ -83,8 +83,7 @@ final class Cluster {
         guard let dag = registry.dag(dagID), let run = try store.createRun(dag, logicalDate: date, type: "manual") else {
             throw TestSetupError(message: "could not create a run of \(dagID)")
         }
-        try queue.redis.command("XADD", queue.keys.events, "*", "event",
-                                #"{"dag":"\#(dagID)","runID":\#(run),"task":"","tryNumber":0,"state":"triggered","worker":"test","finishedAt":0}"#)
+        try queue.publish(CompletionEvent(dag: dagID, runID: run, task: "", tryNumber: 0, state: "triggered", worker: "test"))
         return run
     }
 
