@@ -1,0 +1,214 @@
+import Foundation
+
+/// What a user agent says about the device: uap-core's device family, brand and model, the OS
+/// family, and a label a person understands ("iPhone", "Samsung SM-G991B", "Windows PC", "Mac").
+public struct Device: Sendable, Hashable {
+    public var family: String
+    public var brand: String?
+    public var model: String?
+    public var os: String
+    public var label: String
+}
+
+/// An error in the rule file, naming the file and the rule.
+public struct DeviceRulesError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// uap-core's rules (`regexes.yaml`: `device_parsers` and `os_parsers`), applied as the uap-core
+/// specification says: the first rule whose regex matches wins, `$1`…`$9` in a replacement are that
+/// match's groups, a family without replacement is group 1.
+///
+/// Speed: a rule's regex runs only when the user agent contains the literal text every match of
+/// that regex must contain (found by `RequiredLiteral`, all rules searched at once by one
+/// Aho–Corasick pass); the answer for each distinct user agent is cached (bounded).
+public final class DeviceRules: @unchecked Sendable {
+    struct Rule {
+        let regex: NSRegularExpression
+        let replacements: [String: String]
+        let literal: Int?  // index into the literal table, nil = always tried
+    }
+
+    struct RuleSet {
+        let rules: [Rule]
+        let matcher: LiteralMatcher
+        let literalCount: Int
+
+        init(_ entries: [RuleFile.Entry], file: String, section: String) throws {
+            var literals: [[UInt8]: Int] = [:]
+            var rules: [Rule] = []
+            for (n, e) in entries.enumerated() {
+                guard let pattern = e["regex"] else {
+                    throw DeviceRulesError(description: "\(file): rule \(n + 1) of \(section) has no regex")
+                }
+                var options: NSRegularExpression.Options = []
+                if e["regex_flag"] == "i" { options.insert(.caseInsensitive) }
+                let regex: NSRegularExpression
+                do { regex = try NSRegularExpression(pattern: pattern, options: options) } catch {
+                    throw DeviceRulesError(description: "\(file): rule \(n + 1) of \(section) does not compile: \(pattern)")
+                }
+                var lit: Int?
+                if let l = RequiredLiteral.longest(in: pattern) {
+                    if let i = literals[l] { lit = i } else { lit = literals.count; literals[l] = literals.count }
+                }
+                rules.append(Rule(regex: regex, replacements: e, literal: lit))
+            }
+            var table = [[UInt8]](repeating: [], count: literals.count)
+            for (l, i) in literals { table[i] = l }
+            self.rules = rules
+            matcher = LiteralMatcher(table)
+            literalCount = table.count
+        }
+
+        /// The first matching rule and its groups.
+        func firstMatch(_ ua: String, lowered: [UInt8], prefilter: Bool) -> (Rule, [String?])? {
+            var present = [Bool](repeating: !prefilter, count: literalCount)
+            if prefilter { lowered.withUnsafeBufferPointer { matcher.scan($0, found: &present) } }
+            let ns = ua as NSString
+            let range = NSRange(location: 0, length: ns.length)
+            for r in rules {
+                if let l = r.literal, !present[l] { continue }
+                guard let m = r.regex.firstMatch(in: ua, options: [], range: range) else { continue }
+                var groups: [String?] = []
+                for g in 1..<max(m.numberOfRanges, 1) {
+                    let gr = m.range(at: g)
+                    groups.append(gr.location == NSNotFound ? nil : ns.substring(with: gr))
+                }
+                return (r, groups)
+            }
+            return nil
+        }
+    }
+
+    let devices: RuleSet
+    let systems: RuleSet
+    public let ruleCount: Int
+
+    /// The Debian package's rule file.
+    public static let defaultPath = "/usr/share/uap-core/regexes.yaml"
+
+    public init(path: String = DeviceRules.defaultPath) throws {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw DeviceRulesError(description: "cannot read the user-agent rules \(path): install uap-core (apt-get install uap-core) or set ETL_UAP_REGEXES to its regexes.yaml")
+        }
+        let sections = try RuleFile.sections(of: text, file: path)
+        guard let d = sections["device_parsers"], let o = sections["os_parsers"] else {
+            throw DeviceRulesError(description: "\(path) has no device_parsers or os_parsers section; is it uap-core's regexes.yaml?")
+        }
+        devices = try RuleSet(d, file: path, section: "device_parsers")
+        systems = try RuleSet(o, file: path, section: "os_parsers")
+        ruleCount = d.count + o.count
+    }
+
+    /// Rule files are read once per process and per path.
+    nonisolated(unsafe) private static var loaded: [String: DeviceRules] = [:]
+    private static let lock = NSLock()
+    public static func shared(path: String = DeviceRules.defaultPath) throws -> DeviceRules {
+        try lock.withLock {
+            if let r = loaded[path] { return r }
+            let r = try DeviceRules(path: path)
+            loaded[path] = r
+            return r
+        }
+    }
+
+    /// Classifies one user agent (uncached; see `DeviceCache`).
+    public func classify(_ ua: String) -> Device { classify(ua, prefilter: true) }
+
+    /// The same without skipping any rule: the reference the prefilter is tested against.
+    public func classifyWithoutPrefilter(_ ua: String) -> Device { classify(ua, prefilter: false) }
+
+    func classify(_ ua: String, prefilter: Bool) -> Device {
+        var lowered = Array(ua.utf8)
+        for i in lowered.indices where lowered[i] >= 65 && lowered[i] <= 90 { lowered[i] += 32 }
+        var family = "Other"
+        var brand: String?
+        var model: String?
+        if let (rule, groups) = devices.firstMatch(ua, lowered: lowered, prefilter: prefilter) {
+            let r = rule.replacements
+            family = Self.fill(r["device_replacement"], groups, default: 1) ?? "Other"
+            brand = Self.fill(r["brand_replacement"], groups, default: nil)
+            model = Self.fill(r["model_replacement"], groups, default: 1)
+        }
+        var os = "Other"
+        if let (rule, groups) = systems.firstMatch(ua, lowered: lowered, prefilter: prefilter) {
+            os = Self.fill(rule.replacements["os_replacement"], groups, default: 1) ?? "Other"
+        }
+        return Device(family: family, brand: brand, model: model, os: os,
+                      label: Self.label(family: family, brand: brand, model: model, os: os))
+    }
+
+    /// A replacement with `$n` filled in, or group `default` when there is no replacement; trimmed,
+    /// nil when empty.
+    static func fill(_ replacement: String?, _ groups: [String?], default group: Int?) -> String? {
+        var out: String
+        if let replacement {
+            guard replacement.contains("$") else { return replacement.isEmpty ? nil : replacement }
+            out = ""
+            var it = replacement.makeIterator()
+            var pending: Character? = it.next()
+            while let c = pending {
+                pending = it.next()
+                if c == "$", let d = pending, let n = d.wholeNumberValue, n >= 1 {
+                    if n <= groups.count, let g = groups[n - 1] { out += g }
+                    pending = it.next()
+                } else {
+                    out.append(c)
+                }
+            }
+        } else if let group, group <= groups.count, let g = groups[group - 1] {
+            out = g
+        } else {
+            return nil
+        }
+        let t = out.trimmingCharacters(in: .whitespaces)
+        return t.isEmpty ? nil : t
+    }
+
+    /// The readable label: the device family where uap-core knows the device; for desktops (family
+    /// "Other") the kind of computer, from the OS, so desktop traffic is never one big "Other".
+    static func label(family: String, brand: String?, model: String?, os: String) -> String {
+        switch family {
+        case "Spider": return "Bot"
+        case "Other":
+            switch os {
+            case "Windows": return "Windows PC"
+            case "Mac OS X", "macOS": return "Mac"
+            case "Chrome OS": return "Chromebook"
+            case "Linux", "Ubuntu", "Debian", "Fedora", "Red Hat", "SUSE", "openSUSE", "Mint", "Arch Linux",
+                 "FreeBSD", "OpenBSD", "NetBSD", "Solaris", "Slackware", "Gentoo", "Mageia", "CentOS":
+                return "Linux PC"
+            case "iOS": return "iPhone"
+            case "Android": return "Android device"
+            case "Other": return "Other"
+            default: return "Other (\(os))"
+            }
+        default:
+            return family
+        }
+    }
+}
+
+/// A bounded cache of classified user agents, one per loader (not shared between threads).
+public struct DeviceCache {
+    private let rules: DeviceRules
+    private var entries: [String: Device] = [:]
+    private let limit: Int
+    public private(set) var hits = 0
+    public private(set) var misses = 0
+
+    public init(rules: DeviceRules, limit: Int = 50_000) {
+        self.rules = rules
+        self.limit = limit
+    }
+
+    public mutating func device(_ ua: String) -> Device {
+        if let d = entries[ua] { hits += 1; return d }
+        misses += 1
+        let d = rules.classify(ua)
+        if entries.count >= limit { entries.removeAll(keepingCapacity: true) }
+        entries[ua] = d
+        return d
+    }
+}

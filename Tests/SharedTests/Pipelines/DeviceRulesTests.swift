@@ -1,0 +1,69 @@
+import Foundation
+import Tasks
+import Testing
+
+@Suite("User agent to device (uap-core rules)")
+struct DeviceRulesTests {
+    static let testFile = "/usr/share/uap-core/tests/test_device.yaml"
+
+    @Test("uap-core's own device test suite: at least 99% agreement on the family")
+    func uapCoreSuite() throws {
+        let rules = try DeviceRules.shared()
+        let text = try String(contentsOfFile: Self.testFile, encoding: .utf8)
+        let cases = try RuleFile.sections(of: text, file: Self.testFile)["test_cases"] ?? []
+        #expect(cases.count > 15_000)
+        var agree = 0, brandAgree = 0, modelAgree = 0
+        var misses: [String] = []
+        for c in cases {
+            guard let ua = c["user_agent_string"] else { continue }
+            let d = rules.classify(ua)
+            if d.family == (c["family"] ?? "Other") { agree += 1 } else if misses.count < 10 {
+                misses.append("\(ua) -> \(d.family), expected \(c["family"] ?? "Other")")
+            }
+            if d.brand == c["brand"] { brandAgree += 1 }
+            if d.model == c["model"] { modelAgree += 1 }
+        }
+        let share = Double(agree) / Double(cases.count)
+        print("uap-core test_device.yaml: family \(agree)/\(cases.count) = \(share), brand \(brandAgree), model \(modelAgree); first misses: \(misses)")
+        #expect(share >= 0.99, "family agreement \(share); first misses: \(misses)")
+    }
+
+    @Test("readable labels for phones, tablets and desktops")
+    func labels() throws {
+        let rules = try DeviceRules.shared()
+        let cases: [(String, String)] = [
+            ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1", "iPhone"),
+            ("Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 Mobile/15E148 Safari/604.1", "iPad"),
+            ("Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Mobile Safari/537.36", "Samsung SM-G991B"),
+            ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Safari/537.36", "Windows PC"),
+            ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15", "Mac"),
+            ("Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0", "Linux PC"),
+            ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "Bot"),
+        ]
+        for (ua, label) in cases {
+            #expect(rules.classify(ua).label == label, "\(ua)")
+        }
+    }
+
+    @Test("the required-literal prefilter never hides a match")
+    func prefilterIsSafe() throws {
+        // Every rule's literal must occur in every UA the rule matches: compare against brute force
+        // on a slice of the suite.
+        let rules = try DeviceRules.shared()
+        let text = try String(contentsOfFile: Self.testFile, encoding: .utf8)
+        let cases = (try RuleFile.sections(of: text, file: Self.testFile)["test_cases"] ?? []).prefix(3000)
+        for c in cases {
+            guard let ua = c["user_agent_string"] else { continue }
+            #expect(rules.classify(ua) == rules.classifyWithoutPrefilter(ua), "\(ua)")
+        }
+    }
+
+    @Test("the rule-file reader names the line of a malformed entry")
+    func ruleFileErrors() {
+        #expect(throws: RuleFile.FormatError.self) { try RuleFile.sections(of: "s:\n  - regex: 'open\n", file: "x.yaml") }
+        let e = try? RuleFile.sections(of: "s:\n  - regex: 'a''b'\n    device_replacement: \"q\\\"x\"\n    model:\n", file: "x.yaml")
+        #expect(e?["s"]?.first?["regex"] == "a'b")
+        #expect(e?["s"]?.first?["device_replacement"] == "q\"x")
+        #expect(e?["s"]?.first?["model"] == nil)
+    }
+}
