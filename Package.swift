@@ -53,7 +53,7 @@ let package = Package(
         ),
         .target(
             name: "Tasks",
-            dependencies: ["Shared"]
+            dependencies: ["Shared", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .executableTarget(name: "Worker", dependencies: commandDependencies),
         .executableTarget(name: "Scheduler", dependencies: commandDependencies),

@@ -83,6 +83,11 @@ public enum Catalog {
         var dags: [DAG] = []
         var ops: [String: TaskOperation] = [:]
         var setup: [String] = []
+        if env["ETL_PIPELINE_DAGS"]?.lowercased() != "false" {
+            let settings = try PipelineSettings(environment: env)
+            dags += try PipelineDAGs.dags(settings: settings)
+            ops.merge(PipelineDAGs.operations(settings: settings, environment: env)) { a, _ in a }
+        }
         if env["ETL_EXAMPLE_DAGS"]?.lowercased() == "true" {
             let length = try env.integer("ETL_EXAMPLE_CHAIN_LENGTH", default: 200, range: 1...100_000)
             let fanout = try env.integer("ETL_EXAMPLE_FANOUT_SIZE", default: 1000, range: 1...1_000_000)

@@ -17,7 +17,7 @@ final class Context {
         self.env = env
     }
 
-    private func connectPG() throws -> PostgresConnection {
+    func connectPG() throws -> PostgresConnection {
         var config = try PostgresConfig(environment: env)
         config.reconnectTimeout = 0  // an operator wants an answer now, not a retry loop
         return try PostgresConnection(config: config)

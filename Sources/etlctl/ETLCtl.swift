@@ -14,7 +14,8 @@ struct ETLCtl: ParsableCommand {
             another file). Example:
               etlctl check
             """,
-        subcommands: [Check.self, Dags.self, Runs.self, TasksCmd.self, Queues.self, Workers.self, DeadLetters.self, Logs.self]
+        subcommands: [Check.self, Dags.self, Runs.self, TasksCmd.self, Queues.self, Workers.self, DeadLetters.self, Logs.self,
+                      Generate.self, WeblogCmd.self, Loads.self]
     )
 }
 

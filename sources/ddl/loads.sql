@@ -39,6 +39,7 @@ CREATE INDEX IF NOT EXISTS reject_load ON reject (load_id);
 CREATE TABLE IF NOT EXISTS weblog_file (
     id            bigserial PRIMARY KEY,
     name          text NOT NULL,
+    path          text NOT NULL,
     size          bigint NOT NULL,
     checksum      text NOT NULL UNIQUE,
     lines         bigint NOT NULL,

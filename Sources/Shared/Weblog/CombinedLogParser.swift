@@ -20,6 +20,7 @@ public struct WeblogRecord: Sendable, Equatable {
 public struct WeblogRejection: Error, Sendable, Equatable, CustomStringConvertible {
     public let reason: String
     public var description: String { reason }
+    public init(reason: String) { self.reason = reason }
 }
 
 /// Parses `%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"` from raw bytes: quoted fields

@@ -62,6 +62,22 @@ public struct IPRangeTable: Sendable {
 
     public func country(of ip: String) -> Country? { Self.ipv4(ip).flatMap { country(of: $0) } }
 
+    /// Every range, for generators that draw addresses from anywhere.
+    public var allRanges: [ClosedRange<UInt32>] { starts.indices.map { starts[$0]...ends[$0] } }
+
+    /// Adds a range after the last one (ranges come sorted, e.g. from the ip2geo table).
+    public mutating func append(from lo: UInt32, to hi: UInt32, code: String, name: String) {
+        precondition(lo <= hi && (ends.last.map { lo > $0 } ?? true), "ranges must be added in ascending order without overlap")
+        let index: UInt16
+        if let known = countries.firstIndex(where: { $0.code == code }) { index = UInt16(known) } else {
+            index = UInt16(countries.count)
+            countries.append(Country(code: code, name: name))
+        }
+        starts.append(lo)
+        ends.append(hi)
+        countryIndex.append(index)
+    }
+
     /// Every range of a country, for generators that draw addresses from it.
     public func ranges(of code: String) -> [ClosedRange<UInt32>] {
         guard let c = countries.firstIndex(where: { $0.code == code }) else { return [] }

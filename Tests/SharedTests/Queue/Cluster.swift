@@ -25,6 +25,7 @@ final class Cluster {
         e["ETL_SCHEMA"] = schema
         e["ETL_REDIS_PREFIX"] = prefix
         e["ETL_EXAMPLE_DAGS"] = "true"
+        e["ETL_PIPELINE_DAGS"] = "false"
         e["ETL_EXAMPLE_CHAIN_LENGTH"] = "20"
         e["ETL_DAGS_ARE_PAUSED_AT_CREATION"] = "false"
         e["ETL_WORKER_DEAD_AFTER"] = "2"
