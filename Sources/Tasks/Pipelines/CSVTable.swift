@@ -145,30 +145,24 @@ public struct CSVValidator {
     public mutating func run(path: String, accept: ([String]) throws -> Void) throws {
         let reader = try LineReader(path: path)
         var lineNumber: Int64 = 0
-        var pending: [UInt8] = []  // a record whose quoted field spans lines
-        var pendingLine: Int64 = 0
         var header: [String]?
+        // A record is one line: no column of these tables holds a line break, so a quote left open
+        // is an error of that line rather than the start of a record that swallows the next ones.
         try reader.forEachLine { bytes, _, cut in
             lineNumber += 1
-            if pending.isEmpty { pendingLine = lineNumber }
-            pending.append(contentsOf: bytes)
-            var text = String(decoding: pending, as: UTF8.self)
-            if cut {
-                let r = Rejection(line: pendingLine, raw: text, reason: "row longer than 1 MiB")
-                pending.removeAll()
-                if header != nil { read += 1; rejects.append(r) }
-                return true
-            }
+            var text = String(decoding: bytes, as: UTF8.self)
             while text.last == "\n" || text.last == "\r" { text.removeLast() }
-            guard let fields = CSVLine.split(Substring(text)) else {
-                if pending.count < 1 << 20 { return true }  // an open quote: the record goes on
-                read += 1
-                rejects.append(Rejection(line: pendingLine, raw: text, reason: "a quoted field is never closed"))
-                pending.removeAll()
+            if header != nil && text.isEmpty { return true }  // blank lines are not rows
+            if header != nil { read += 1 }
+            if cut {
+                rejects.append(Rejection(line: lineNumber, raw: text, reason: "row longer than 1 MiB"))
                 return true
             }
-            pending.removeAll()
-            guard let h = header else {
+            guard let fields = CSVLine.split(Substring(text)) else {
+                rejects.append(Rejection(line: lineNumber, raw: text, reason: "a quoted field is not closed on its line"))
+                return true
+            }
+            guard header != nil else {
                 let expected = spec.columns.map(\.name)
                 let got = fields.map { $0.trimmingCharacters(in: .whitespaces) }
                 guard got == expected else {
@@ -177,21 +171,14 @@ public struct CSVValidator {
                 header = got
                 return true
             }
-            _ = h
-            if text.isEmpty { return true }  // blank lines are not rows
-            read += 1
-            switch check(fields, line: pendingLine) {
+            switch check(fields, line: lineNumber) {
             case .success(let values):
                 accepted += 1
                 try accept(values)
             case .failure(let e):
-                rejects.append(Rejection(line: pendingLine, raw: text, reason: e.description))
+                rejects.append(Rejection(line: lineNumber, raw: text, reason: e.description))
             }
             return true
-        }
-        if !pending.isEmpty {
-            read += 1
-            rejects.append(Rejection(line: pendingLine, raw: String(decoding: pending, as: UTF8.self), reason: "a quoted field is never closed"))
         }
         if header == nil { throw PipelineError("\(path) is empty: it needs at least the header line \(spec.columns.map(\.name).joined(separator: ","))") }
     }

@@ -6,7 +6,7 @@ import Shared
 public enum PipelineDAGs {
     public static func dags(settings s: PipelineSettings) throws -> [DAG] {
         let start = Date(timeIntervalSince1970: 1_704_067_200)  // 2024-01-01
-        let daily = try Schedule("@daily")
+        let daily = try s.schedule()
         let retry = Backoff(base: 10, cap: 300, jitter: 0.3)
         func task(_ id: String, _ op: String, _ up: [String] = [], args: [String: String] = [:], retries: Int = 2) -> TaskSpec {
             TaskSpec(id, operation: op, upstream: up, arguments: args, retries: retries, retryBackoff: retry)

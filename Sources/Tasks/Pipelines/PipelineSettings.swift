@@ -33,6 +33,15 @@ public struct PipelineSettings: Sendable {
     public var weblogLines: Int
     /// `ETL_SEED` (default 42): generators are deterministic under it.
     public var seed: UInt64
+    /// `ETL_PIPELINE_SCHEDULE` (default `@daily`): the six DAGs' schedule; `none` for manual runs only.
+    public var scheduleText: String
+
+    public func schedule() throws -> Schedule {
+        do { return try Schedule(scheduleText == "none" ? nil : scheduleText) } catch {
+            throw ConfigError(variable: "ETL_PIPELINE_SCHEDULE", problem: "\"\(scheduleText)\" is not a schedule",
+                              fix: "use @daily, @hourly, @weekly, @monthly, @once, a 5-field cron expression, or none")
+        }
+    }
 
     public init(environment env: Environment) throws {
         sourcesDir = env["ETL_SOURCES_DIR"] ?? "sources"
@@ -51,6 +60,7 @@ public struct PipelineSettings: Sendable {
         orders = try env.integer("ETL_ORDERS", default: 5_000, range: 0...1_000_000_000)
         weblogLines = try env.integer("ETL_WEBLOG_LINES", default: 50_000, range: 0...10_000_000_000)
         seed = UInt64(try env.integer("ETL_SEED", default: 42, range: 0...Int.max))
+        scheduleText = env["ETL_PIPELINE_SCHEDULE"] ?? "@daily"
     }
 
     static func identifier(_ env: Environment, _ name: String, _ fallback: String) throws -> String {

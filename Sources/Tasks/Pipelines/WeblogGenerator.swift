@@ -204,20 +204,20 @@ public struct WeblogGenerator {
         return out
     }
 
-    /// Malformed lines, one kind per `kind`.
+    /// Malformed lines, one kind per `kind` (the time piece ends with the request's opening quote).
     static func appendBad(_ b: inout [UInt8], kind: Int, prefix: [UInt8], time: inout TimeFormatter, t: Int64) {
         switch kind {
         case 0:  // cut short inside the request
             b.append(contentsOf: prefix)
             time.append(t, to: &b)
-            b.append(contentsOf: Array("\"GET /products/1".utf8))
+            b.append(contentsOf: Array("GET /products/1".utf8))
         case 1:  // an impossible date
             b.append(contentsOf: prefix)
             b.append(contentsOf: Array("32/Foo/2024:25:61:00 +0000] \"GET / HTTP/1.1\" 200 512 \"-\" \"curl/8.4.0\"".utf8))
         case 2:  // status that is not a number
             b.append(contentsOf: prefix)
             time.append(t, to: &b)
-            b.append(contentsOf: Array("\"GET / HTTP/1.1\" OK 512 \"-\" \"curl/8.4.0\"".utf8))
+            b.append(contentsOf: Array("GET / HTTP/1.1\" OK 512 \"-\" \"curl/8.4.0\"".utf8))
         case 3:  // binary garbage
             b.append(contentsOf: [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0xFF, 0xFE, 0x80, 0x41])
         case 4:  // empty line
@@ -225,7 +225,7 @@ public struct WeblogGenerator {
         default:  // the user agent is missing its closing quote
             b.append(contentsOf: prefix)
             time.append(t, to: &b)
-            b.append(contentsOf: Array("\"GET / HTTP/1.1\" 200 512 \"-\" \"Mozilla/5.0 (Windows NT 10.0".utf8))
+            b.append(contentsOf: Array("GET / HTTP/1.1\" 200 512 \"-\" \"Mozilla/5.0 (Windows NT 10.0".utf8))
         }
         b.append(10)
     }

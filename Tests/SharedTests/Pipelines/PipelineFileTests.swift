@@ -1,0 +1,197 @@
+import Crypto
+import Foundation
+import Shared
+import Testing
+@testable import Tasks
+
+@Suite("Pipeline files: CSV checks, generators, line reading")
+struct PipelineFileTests {
+    func validate(_ table: String, _ csv: String, known: [String: Set<String>] = [:]) throws -> (accepted: [[String]], rejects: [Rejection]) {
+        let fx = try PipelineFixture(database: false)
+        let path = try fx.write("\(table).csv", csv)
+        var v = CSVValidator(spec: B2B.tables.first { $0.table == table }!, known: known)
+        var accepted: [[String]] = []
+        try v.run(path: path) { accepted.append($0) }
+        #expect(v.read == Int64(accepted.count + v.rejects.count))
+        return (accepted, v.rejects)
+    }
+
+    @Test("a corpus of bad CSV rows, each rejected with its line and reason")
+    func csvCorpus() throws {
+        let companies = try validate("company", """
+            cuit,name,is_supplier
+            30-71234567-1,Good S.A.,true
+            30-7123456-1,Short CUIT,true
+            30-71234567-2,,false
+            30-71234567-3,Not a bool,maybe
+            30-71234567-1,Duplicate,false
+            30-71234567-4,Too,many,columns
+            "30-71234567-5,Unclosed quote,false
+
+            30-71234567-6,"Comma, Inc.",false
+            """)
+        #expect(companies.accepted.map { $0[0] } == ["30-71234567-1", "30-71234567-6"])
+        let reasons = companies.rejects.map { "\($0.line): \($0.reason)" }
+        #expect(reasons == [
+            "3: cuit \"30-7123456-1\" is not a CUIT like 30-71234567-1",
+            "4: name is empty",
+            "5: is_supplier \"maybe\" is not true or false",
+            "6: duplicate key cuit=30-71234567-1, first on line 2",
+            "7: wrong column count: 4 instead of 3 (cuit,name,is_supplier)",
+            "8: a quoted field is not closed on its line",
+        ])
+        let known = ["company": Set(["30-71234567-1"]), "product": Set(["1"])]
+        let sales = try validate("product", """
+            id,supplier_cuit,name,default_price
+            1,30-71234567-1,Tea,2.50
+            2,30-71234567-9,Unknown supplier,1.00
+            3,30-71234567-1,Bad price,1.234
+            4,30-71234567-1,Negative,-1
+            x,30-71234567-1,Bad id,1
+            0,30-71234567-1,Zero id,1
+            """, known: known)
+        #expect(sales.accepted.count == 1)
+        #expect(sales.rejects.map(\.reason) == [
+            "unknown company: supplier_cuit 30-71234567-9 is not a loaded company",
+            "default_price \"1.234\" has more than 2 decimals",
+            "default_price \"-1\" is not a non-negative decimal number like 12.50",
+            "id \"x\" is not a whole number",
+            "id 0 is below 1",
+        ])
+        let lines = try validate("sales", """
+            order_id,line,product_id,quantity,unit_price,total
+            1,1,1,3,2.50,7.50
+            1,2,1,3,2.50,7.00
+            1,3,1,0,2.50,0
+            """, known: ["orders": ["1"], "product": ["1"]])
+        #expect(lines.rejects.map(\.reason) == ["total 7.00 is not quantity 3 × unit price 2.50", "quantity 0 is below 1"])
+        let customers = try validate("customer", """
+            document_number,full_name,date_of_birth,address,country_code,username
+            1,Ana,1990-02-30,Somewhere,AR,ana
+            2,Ana,1990-02-28,Somewhere,ar,ana2
+            3,Ana,1990-02-28,Somewhere,AR,Ana Three
+            """)
+        #expect(customers.rejects.map(\.reason) == [
+            "date_of_birth \"1990-02-30\" is not a date (YYYY-MM-DD)",
+            "country_code \"ar\" is not a two-letter country code like AR",
+            "username \"Ana Three\" is not a user name of lower-case letters, digits, '.', '_' or '-'",
+        ])
+    }
+
+    @Test("a wrong header stops the load with the file and the fix")
+    func wrongHeader() throws {
+        #expect(throws: PipelineError.self) { try validate("company", "id,name\n1,x\n") }
+    }
+
+    @Test("the weblog generator: deterministic, parseable, and every malformed line it injects is rejected")
+    func weblogGenerator() throws {
+        let fx = try PipelineFixture(database: false)
+        func make(_ seed: UInt64, _ folder: String) throws -> WeblogGenerator.Summary {
+            let g = try WeblogGenerator(options: .init(lines: 20_000, seed: seed, end: 1_717_200_000, badRate: 0.02),
+                                        b2bDir: fx.settings.b2bDir, ip2geoCSV: "\(fx.settings.sourcesDir)/data/ip2geo.csv")
+            return try g.write(to: "\(fx.path)/\(folder)")
+        }
+        let a = try make(7, "a"), b = try make(7, "b"), c = try make(8, "c")
+        let bytes = { (p: String) in try Data(contentsOf: URL(fileURLWithPath: p)) }
+        #expect(try bytes(a.path) == bytes(b.path))
+        #expect(try bytes(a.path) != bytes(c.path))
+        #expect(a.path.hasSuffix("access_log_20240601T000000.log"))
+        let rules = try DeviceRules.shared()
+        var e = WeblogEnricher(rules: rules, ranges: try WeblogEnricher.ranges(pg: nil, settings: fx.settings), cacheSize: 1000)
+        var good = 0, bad = 0, lines = 0, loginOK = 0, withCountry = 0
+        var reasons = Set<String>()
+        // Each customer's country, to check that IPs are coherent with it.
+        var countryOf: [String: String] = [:]
+        var v = CSVValidator(spec: B2B.tables[3], known: [:])
+        try v.run(path: "\(fx.settings.b2bDir)/customer.csv") { countryOf[$0[5]] = $0[4] }
+        try LineReader(path: a.path).forEachLine { line, _, cut in
+            lines += 1
+            switch e.enrich(line, cut: cut) {
+            case .success(let r):
+                good += 1
+                if let user = r.record.user {
+                    #expect(r.country == countryOf[user], "user \(user) logged from \(r.country ?? "-")")
+                }
+                if r.record.method == "POST" && r.record.path == "/login" && r.record.status == 200 { loginOK += 1 }
+                if r.country != nil { withCountry += 1 }
+            case .failure(let why):
+                bad += 1
+                reasons.insert(why.reason.count > 40 ? String(why.reason.prefix(40)) : why.reason)
+            }
+            return true
+        }
+        #expect(lines == 20_000)
+        #expect(bad == a.badLines && bad > 0)
+        #expect(good == 20_000 - a.badLines)
+        #expect(loginOK > 100)
+        #expect(withCountry == good)
+        print("weblog generator rejects: \(reasons)")
+        #expect(reasons.count >= 5, "\(reasons)")
+    }
+
+    @Test("orders: deterministic, inside the 12 months before the date, prices from the buyer's catalog")
+    func ordersGenerator() throws {
+        let fx = try PipelineFixture(database: false)
+        let day = Day("2024-06-15")!
+        _ = try OrdersGenerator.generate(orders: 2000, date: day, seed: 3, b2bDir: fx.settings.b2bDir, outDir: "\(fx.path)/a")
+        _ = try OrdersGenerator.generate(orders: 2000, date: day, seed: 3, b2bDir: fx.settings.b2bDir, outDir: "\(fx.path)/b")
+        let read = { (p: String) in try String(contentsOfFile: p, encoding: .utf8) }
+        #expect(try read("\(fx.path)/a/sales.csv") == read("\(fx.path)/b/sales.csv"))
+        var catalog: [String: String] = [:]
+        for line in try read("\(fx.settings.b2bDir)/inventory.csv").split(separator: "\n").dropFirst() {
+            let f = line.split(separator: ",")
+            catalog["\(f[0])/\(f[1])"] = String(f[2])
+        }
+        var buyer: [String: String] = [:]
+        for line in try read("\(fx.path)/a/orders.csv").split(separator: "\n").dropFirst() {
+            let f = line.split(separator: ",")
+            buyer[String(f[0])] = String(f[1])
+            #expect(f[3] >= "2023-06-01" && f[3] < "2024-06-01", "\(line)")
+        }
+        #expect(buyer.count == 2000)
+        for line in try read("\(fx.path)/a/sales.csv").split(separator: "\n").dropFirst() {
+            let f = line.split(separator: ",")
+            #expect(catalog["\(buyer[String(f[0])]!)/\(f[2])"] == String(f[4]), "\(line)")
+        }
+    }
+
+    @Test("a file's scan: checksum, line count and ranges that start at line starts and cover it")
+    func scanRanges() throws {
+        let fx = try PipelineFixture(database: false)
+        var text = ""
+        for i in 1...5000 { text += "line \(i) " + String(repeating: "x", count: i % 97) + "\n" }
+        text += "last line without newline"
+        let path = try fx.write("f.log", text)
+        let scan = try WeblogLoad.scanFile(path: path, rangeBytes: 10_000)
+        #expect(scan.lines == 5001)
+        #expect(scan.checksum == SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined())
+        #expect(scan.ranges.count > 10)
+        let bytes = Array(text.utf8)
+        var expectedStart: Int64 = 0
+        for r in scan.ranges {
+            #expect(r.start == expectedStart)
+            #expect(r.start == 0 || bytes[Int(r.start) - 1] == 10)
+            let linesBefore = bytes[0..<Int(r.start)].filter { $0 == 10 }.count
+            #expect(r.firstLine == Int64(linesBefore + 1))
+            expectedStart = r.end
+        }
+        #expect(expectedStart == Int64(bytes.count))
+        // Reading each range yields every line exactly once.
+        var seen = 0
+        for r in scan.ranges {
+            try LineReader(path: path, from: r.start, end: r.end, bufferSize: 4096).forEachLine { _, _, _ in seen += 1; return true }
+        }
+        #expect(seen == 5001)
+    }
+
+    @Test("the line reader cuts a line longer than its buffer and goes on with the next")
+    func longLine() throws {
+        let fx = try PipelineFixture(database: false)
+        let path = try fx.write("l.log", "short\n" + String(repeating: "y", count: 20_000) + "\nafter\n")
+        var got: [(Int, Int64, Bool)] = []
+        try LineReader(path: path, bufferSize: 4096).forEachLine { line, start, cut in got.append((line.count, start, cut)); return true }
+        #expect(got.map(\.0) == [6, 4096, 6])
+        #expect(got.map(\.2) == [false, true, false])
+        #expect(got[2].1 == 6 + 20_001)
+    }
+}

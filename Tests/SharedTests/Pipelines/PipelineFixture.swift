@@ -1,0 +1,63 @@
+import Foundation
+import Shared
+@testable import Tasks
+
+/// Folders and schemas of their own for one pipeline test: the repo's DDL, a temporary folder for
+/// generated files, logs and reports, and datalake/loads/datamart schemas with a unique suffix.
+final class PipelineFixture {
+    let dir: URL
+    let tag: String
+    let values: [String: String]
+    let settings: PipelineSettings
+    let pg: PostgresConnection?
+
+    init(name: String = #function, b2bDir: String? = nil, extra: [String: String] = [:], database: Bool = true) throws {
+        tag = String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(20)) + "_" + TestServices.randomSuffix()
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("etl-pipe-\(tag)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let sources = TestServices.repoRoot.appendingPathComponent("sources").path
+        var v: [String: String] = [
+            "ETL_SOURCES_DIR": sources,
+            "ETL_B2B_DIR": b2bDir ?? "\(sources)/data",
+            "ETL_GENERATED_DIR": dir.appendingPathComponent("generated").path,
+            "ETL_WEBLOG_DIR": dir.appendingPathComponent("apache-logs").path,
+            "ETL_REPORTS_DIR": dir.appendingPathComponent("reports").path,
+            "ETL_DATALAKE_SCHEMA": "dl_\(tag)",
+            "ETL_LOADS_SCHEMA": "ld_\(tag)",
+            "ETL_DATAMART_SCHEMA": "dm_\(tag)",
+        ]
+        v.merge(extra) { _, x in x }
+        values = v
+        settings = try PipelineSettings(environment: Environment(v))
+        if database {
+            let conn = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
+            try PipelineSchemas.ensure(conn, settings)
+            pg = conn
+        } else {
+            pg = nil
+        }
+    }
+
+    var path: String { dir.path }
+
+    /// Writes `text` to `name` under the fixture folder and returns its path.
+    @discardableResult
+    func write(_ name: String, _ text: String) throws -> String {
+        let url = dir.appendingPathComponent(name)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try text.write(to: url, atomically: true, encoding: .utf8)
+        return url.path
+    }
+
+    func count(_ sql: String, _ params: [any PostgresEncodable] = []) throws -> Int64 {
+        try pg!.query(sql, params).rows[0].decode(Int64.self, 0)
+    }
+
+    deinit {
+        if let pg {
+            for s in [settings.datalake, settings.loads, settings.datamart] { _ = try? pg.execute(script: "DROP SCHEMA IF EXISTS \(s) CASCADE") }
+            pg.close()
+        }
+        try? FileManager.default.removeItem(at: dir)
+    }
+}
