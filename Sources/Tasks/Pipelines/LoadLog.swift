@@ -49,20 +49,25 @@ public struct Rejection: Sendable, Equatable {
 
     public init(line: Int64, raw: String, reason: String) {
         self.line = line
-        self.raw = raw.utf8.count > Self.rawLimit ? String(decoding: raw.utf8.prefix(Self.rawLimit), as: UTF8.self) + "…" : raw
-        self.reason = reason
+        let cut = raw.utf8.count > Self.rawLimit ? String(decoding: raw.utf8.prefix(Self.rawLimit), as: UTF8.self) + "…" : raw
+        self.raw = Self.storable(cut)
+        self.reason = Self.storable(reason)
+    }
+
+    /// Postgres text cannot hold NUL: it is shown as ␀.
+    static func storable(_ s: String) -> String {
+        s.utf8.contains(0) ? String(s.map { $0 == "\0" ? "\u{2400}" : $0 }) : s
     }
 
     public init(line: Int64, raw: UnsafeBufferPointer<UInt8>, reason: String) {
         var end = raw.count
         while end > 0 && (raw[end - 1] == 10 || raw[end - 1] == 13) { end -= 1 }
         let cut = min(end, Self.rawLimit)
-        // Bytes that are not UTF-8 become U+FFFD; NUL (which Postgres text cannot hold) becomes a space.
-        var text = String(decoding: UnsafeBufferPointer(rebasing: raw[0..<cut]), as: UTF8.self)
-        if text.utf8.contains(0) { text = String(text.map { $0 == "\0" ? " " : $0 }) }
+        // Bytes that are not UTF-8 become U+FFFD; NUL (which Postgres text cannot hold) becomes ␀.
+        let text = Self.storable(String(decoding: UnsafeBufferPointer(rebasing: raw[0..<cut]), as: UTF8.self))
         self.line = line
         self.raw = cut < end ? text + "…" : text
-        self.reason = reason
+        self.reason = Self.storable(reason)
     }
 
     /// COPYs rejections into `<schema>.reject` for one load and source.

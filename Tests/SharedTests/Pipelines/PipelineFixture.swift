@@ -11,14 +11,15 @@ final class PipelineFixture {
     let settings: PipelineSettings
     let pg: PostgresConnection?
 
-    init(name: String = #function, b2bDir: String? = nil, extra: [String: String] = [:], database: Bool = true) throws {
+    /// `ownB2B`: the B2B CSVs are read from `<fixture>/b2b` (written by the test).
+    init(name: String = #function, ownB2B: Bool = false, extra: [String: String] = [:], database: Bool = true) throws {
         tag = String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(20)) + "_" + TestServices.randomSuffix()
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("etl-pipe-\(tag)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let sources = TestServices.repoRoot.appendingPathComponent("sources").path
         var v: [String: String] = [
             "ETL_SOURCES_DIR": sources,
-            "ETL_B2B_DIR": b2bDir ?? "\(sources)/data",
+            "ETL_B2B_DIR": ownB2B ? dir.appendingPathComponent("b2b").path : "\(sources)/data",
             "ETL_GENERATED_DIR": dir.appendingPathComponent("generated").path,
             "ETL_WEBLOG_DIR": dir.appendingPathComponent("apache-logs").path,
             "ETL_REPORTS_DIR": dir.appendingPathComponent("reports").path,

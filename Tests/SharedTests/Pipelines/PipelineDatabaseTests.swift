@@ -1,0 +1,242 @@
+import Foundation
+import Shared
+import Testing
+@testable import Tasks
+
+/// The loads and reports against a real Postgres, on a small dataset whose answers are worked out
+/// by hand below.
+@Suite("Pipelines against Postgres", .serialized)
+struct PipelineDatabaseTests {
+    /// Companies, products, catalogs and customers; orders and sales with a few bad rows.
+    static func writeB2B(_ fx: PipelineFixture) throws -> String {
+        try fx.write("b2b/company.csv", """
+            cuit,name,is_supplier
+            30-11111111-1,Supplier One,true
+            30-22222222-2,Buyer Two,false
+            """)
+        try fx.write("b2b/product.csv", """
+            id,supplier_cuit,name,default_price
+            1,30-11111111-1,Tea,1.00
+            2,30-11111111-1,Coffee,2.00
+            3,30-11111111-1,Mate,3.00
+            """)
+        try fx.write("b2b/inventory.csv", """
+            company_cuit,product_id,price,stock
+            30-22222222-2,1,1.50,10
+            30-22222222-2,2,2.50,10
+            30-22222222-2,3,3.50,10
+            """)
+        try fx.write("b2b/customer.csv", """
+            document_number,full_name,date_of_birth,address,country_code,username
+            1,Ana,1990-01-01,"Calle 1, BA",AR,ana
+            2,Bob,1990-01-01,Calle 2,AR,bob
+            3,Caio,1990-01-01,Rua 3,BR,caio
+            4,Duda,1990-01-01,Rua 4,BR,duda
+            5,Eva,1990-01-01,Rua 5,BR,eva
+            6,Fay,1990-01-01,Calle 6,UY,fay
+            7,Gus,1990-01-01,Calle 7,UY,gus
+            8,Bad,1990-13-01,Calle 8,UY,bad
+            """)
+        try fx.write("generated/orders.csv", """
+            id,company_cuit,customer_document,ordered_at
+            1,30-22222222-2,1,2023-05-31 23:00:00
+            2,30-22222222-2,1,2023-06-01 00:00:00
+            3,30-22222222-2,3,2024-01-10 12:00:00
+            4,30-22222222-2,4,2024-01-20 12:00:00
+            5,30-22222222-2,2,2024-05-31 23:59:59
+            6,30-22222222-2,5,2024-06-01 00:00:00
+            7,30-22222222-2,3,2023-09-05 08:00:00
+            8,30-22222222-2,8,2024-02-01 00:00:00
+            """)
+        try fx.write("generated/sales.csv", """
+            order_id,line,product_id,quantity,unit_price,total
+            1,1,1,10,1.50,15.00
+            2,1,1,2,1.50,3.00
+            2,2,2,1,2.50,2.50
+            3,1,3,4,3.50,14.00
+            4,1,2,4,2.50,10.00
+            4,2,1,1,1.50,1.50
+            5,1,1,5,1.50,7.50
+            6,1,3,100,3.50,350.00
+            99,1,1,1,1.50,1.50
+            8,1,1,1,1.50,1.50
+            """)
+        return fx.dir.appendingPathComponent("b2b").path
+    }
+
+    func loadB2B(_ fx: PipelineFixture) throws -> [B2B.TableResult] {
+        let meta = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
+        defer { meta.close() }
+        return try B2B.load(tx: fx.pg!, meta: meta, settings: fx.settings, runID: 1, logicalDate: "2024-06-15", log: { _ in })
+    }
+
+    func fixture(_ name: String = #function) throws -> PipelineFixture {
+        let fx = try PipelineFixture(name: name, ownB2B: true)
+        _ = try Self.writeB2B(fx)
+        return fx
+    }
+
+    @Test("b2b: bad rows rejected with reasons, good rows loaded, counts add up, and a broken load keeps the old data")
+    func b2bLoad() throws {
+        let fx = try fixture()
+        let results = try loadB2B(fx)
+        let byTable = Dictionary(uniqueKeysWithValues: results.map { ($0.table, $0) })
+        #expect(byTable["customer"]?.loaded == 7 && byTable["customer"]?.rejected == 1)
+        #expect(byTable["orders"]?.loaded == 7 && byTable["orders"]?.rejected == 1)   // order 8's customer was rejected
+        #expect(byTable["sales"]?.loaded == 8 && byTable["sales"]?.rejected == 2)     // order 99 unknown, order 8 rejected
+        let s = fx.settings
+        #expect(try fx.count("SELECT count(*) FROM \(s.datalake).sales") == 8)
+        let reasons = try fx.pg!.query("SELECT r.line_number, r.reason FROM \(s.loads).reject r JOIN \(s.loads).load l ON l.id = r.load_id WHERE l.source LIKE '%sales.csv' ORDER BY 1").rows
+            .map { "\(try $0.decode(Int64.self, 0)): \(try $0.decode(String.self, 1))" }
+        #expect(reasons == ["10: unknown orders: order_id 99 is not a loaded orders", "11: unknown orders: order_id 8 is not a loaded orders"])
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE state = 'finished' AND rows_read = rows_loaded + rows_rejected") == 6)
+        // A second load that breaks (sales.csv gone) leaves the first load's rows whole.
+        try FileManager.default.removeItem(atPath: "\(fx.settings.generatedDir)/sales.csv")
+        #expect(throws: PipelineError.self) { try loadB2B(fx) }
+        #expect(try fx.count("SELECT count(*) FROM \(s.datalake).sales") == 8)
+        #expect(try fx.count("SELECT count(*) FROM \(s.datalake).orders") == 7)
+        let broken = try fx.pg!.query("SELECT count(*), min(error) FROM \(s.loads).load WHERE state = 'broken' AND broke_at IS NOT NULL").rows[0]
+        #expect(try broken.decode(Int64.self, 0) == 6)
+        #expect(try broken.decode(String.self, 1).contains("sales.csv does not exist"))
+    }
+
+    /// The access log of the hand-worked example (times before the cut-off of 2024-06-16).
+    static func weblog(_ fx: PipelineFixture) throws -> String {
+        let table = try IPRangeTable(csv: String(contentsOfFile: "\(fx.settings.sourcesDir)/data/ip2geo.csv", encoding: .utf8))
+        let ip = { (c: String) in IPRangeTable.dottedQuad(table.ranges(of: c)[0].lowerBound + 1) }
+        let (ar, br, uy) = (ip("AR"), ip("BR"), ip("UY"))
+        let win = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1"
+        let mac = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15"
+        let samsung = "Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36"
+        let pixel = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36"
+        let linux = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
+        let ipad = "Mozilla/5.0 (iPad; CPU OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1"
+        func line(_ ip: String, _ user: String, _ request: String, _ status: Int, _ ua: String, day: String = "10/Jun/2024") -> String {
+            "\(ip) - \(user) [\(day):10:00:00 +0000] \"\(request) HTTP/1.1\" \(status) 100 \"-\" \"\(ua)\""
+        }
+        let lines = [
+            line(ar, "ana", "POST /login", 200, win), line(ar, "ana", "GET /products/1", 200, win), line(ar, "ana", "GET /products/2", 200, win),
+            line(ar, "bob", "POST /login", 200, iphone), line(ar, "bob", "GET /cart", 200, iphone),
+            line(ar, "eva", "POST /login", 200, mac),
+            line(br, "caio", "POST /login", 401, win), line(br, "caio", "POST /login", 200, iphone),
+            line(br, "duda", "POST /login", 200, samsung),
+            line(br, "duda", "GET /products/3", 200, samsung), line(br, "duda", "GET /products/3", 200, samsung), line(br, "duda", "GET /products/3", 200, samsung),
+            line(br, "x1", "POST /login", 401, pixel), line(br, "x2", "POST /login", 401, pixel), line(br, "x3", "POST /login", 401, pixel),
+            line(br, "zed", "GET /", 200, pixel),
+            line(br, "-", "POST /login", 200, linux),
+            line(uy, "gus", "GET /", 200, linux), line(uy, "fay", "GET /", 200, ipad),
+            line(ar, "ana", "POST /login", 200, pixel, day: "20/Jun/2024"),
+            "this is not a log line",
+        ]
+        return try fx.write("apache-logs/access_log_20240611T000000.log", lines.joined(separator: "\n") + "\n")
+    }
+
+    func loadWeblogs(_ fx: PipelineFixture, run: Int64 = 1) throws -> WeblogLoad.PartResult {
+        let pg = fx.pg!
+        _ = try WeblogLoad.register(pg: pg, settings: fx.settings, runID: run, logicalDate: "2024-06-15", log: { _ in })
+        let r = try WeblogLoad.loadPart(pg: pg, settings: fx.settings, owner: "run \(run)/load_part_0", checkDeadline: {}, log: { _ in })
+        let f = try WeblogLoad.finalize(pg: pg, settings: fx.settings, runID: run)
+        #expect(f.unfinished == 0 && f.unfinishedOwn == 0)
+        return r
+    }
+
+    @Test("the three reports on the hand-worked dataset")
+    func reports() throws {
+        let fx = try fixture()
+        _ = try loadB2B(fx)
+        let meta = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
+        defer { meta.close() }
+        _ = try IP2Geo.load(tx: fx.pg!, meta: meta, settings: fx.settings, runID: 1, logicalDate: nil)
+        _ = try Self.weblog(fx)
+        let loaded = try loadWeblogs(fx)
+        #expect(loaded.read == 21 && loaded.loaded == 20 && loaded.rejected == 1)
+        let day = Day("2024-06-15")!
+
+        let sales = try Reports.run(Reports.monthlySales, date: day, tx: fx.pg!, settings: fx.settings)
+        var expected: [[String]] = (0..<12).map { i in [Day("2023-06-01")!.monthStart(offset: i).description, "0", "0", "0.00"] }
+        expected[0] = ["2023-06-01", "1", "3", "5.50"]     // order 2: 2 tea + 1 coffee
+        expected[3] = ["2023-09-01", "1", "0", "0.00"]     // order 7 has no lines
+        expected[7] = ["2024-01-01", "2", "9", "25.50"]    // orders 3 and 4
+        expected[11] = ["2024-05-01", "1", "5", "7.50"]    // order 5, one second before the window ends
+        #expect(sales.rows == expected)
+
+        let devices = try Reports.run(Reports.popularDevices, date: day, tx: fx.pg!, settings: fx.settings)
+        #expect(devices.rows == [
+            ["1", "Windows PC", "2", "4"],          // ana ×3, caio ×1
+            ["2", "iPhone", "2", "3"],              // bob ×2, caio ×1
+            ["3", "Samsung SM-G991B", "1", "4"],    // duda
+            ["4", "Linux PC", "1", "1"],            // gus; ties by name: Linux PC < Mac < iPad
+            ["5", "Mac", "1", "1"],                 // eva
+        ])
+
+        // Successful logins by the login IP's country: AR has ana, bob, eva (3); BR has caio and
+        // duda (2; its failed logins and the anonymous one do not count). Products sold over the 12
+        // months to AR customers (ana, bob): tea 2 + 5, coffee 1.
+        let products = try Reports.run(Reports.popularProducts, date: day, tx: fx.pg!, settings: fx.settings)
+        #expect(products.rows == [
+            ["Argentina", "1", "Tea", "7", "10.50"],
+            ["Argentina", "2", "Coffee", "1", "2.50"],
+        ])
+        let csv = try String(contentsOfFile: products.path, encoding: .utf8)
+        #expect(csv == "country,rank,product,units,revenue\nArgentina,1,Tea,7,10.50\nArgentina,2,Coffee,1,2.50\n")
+        #expect(products.path.hasSuffix("reports/popular-products/date=2024-06-15/report.csv"))
+        // Running a report again replaces its rows.
+        _ = try Reports.run(Reports.popularDevices, date: day, tx: fx.pg!, settings: fx.settings)
+        #expect(try fx.count("SELECT count(*) FROM \(fx.settings.datamart).popular_devices") == 5)
+    }
+
+    @Test("a file offered twice, or copied under another name, is loaded once; rows read = loaded + rejected")
+    func fileLoadedOnce() throws {
+        let fx = try fixture()
+        let path = try Self.weblog(fx)
+        let first = try loadWeblogs(fx)
+        #expect(first.read == 21)
+        let again = try loadWeblogs(fx, run: 2)
+        #expect(again.read == 0)
+        try FileManager.default.copyItem(atPath: path, toPath: path.replacingOccurrences(of: "20240611", with: "20240612"))
+        let copy = try loadWeblogs(fx, run: 3)
+        #expect(copy.read == 0)
+        let s = fx.settings
+        #expect(try fx.count("SELECT count(*) FROM \(s.datalake).weblogs") == 20)
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).weblog_file") == 1)
+        let load = try fx.pg!.query("SELECT rows_read, rows_loaded, rows_rejected, state FROM \(s.loads).load WHERE pipeline = 'weblog'").rows
+        #expect(load.count == 1)
+        #expect(try load[0].decode(Int64.self, 0) == 21 && load[0].decode(Int64.self, 1) == 20 && load[0].decode(Int64.self, 2) == 1)
+        #expect(try load[0].decode(String.self, 3) == "finished")
+        let reject = try fx.pg!.query("SELECT line_number, raw, reason FROM \(s.loads).reject").rows
+        #expect(reject.count == 1)
+        #expect(try reject[0].decode(Int64.self, 0) == 21)
+        #expect(try reject[0].decode(String.self, 1) == "this is not a log line")
+    }
+
+    @Test("a load that stops between chunks resumes from its last committed chunk, without duplicates")
+    func resumeFromChunk() throws {
+        let fx = try PipelineFixture(extra: ["ETL_WEBLOG_CHUNK_LINES": "1000", "ETL_WEBLOG_RANGE_MB": "1"])
+        let g = try WeblogGenerator(options: .init(lines: 12_000, seed: 5, end: 1_717_200_000, badRate: 0.01),
+                                    b2bDir: fx.settings.b2bDir, ip2geoCSV: "\(fx.settings.sourcesDir)/data/ip2geo.csv")
+        let file = try g.write(to: fx.settings.weblogDir)
+        _ = try WeblogLoad.register(pg: fx.pg!, settings: fx.settings, runID: 1, logicalDate: nil, log: { _ in })
+        // The loader's deadline fires after 3 chunks: the attempt stops as a killed one would.
+        var chunks = 0
+        #expect(throws: TaskTimeout.self) {
+            _ = try WeblogLoad.loadPart(pg: fx.pg!, settings: fx.settings, owner: "run 1/load_part_0",
+                                        checkDeadline: { chunks += 1; if chunks > 3 { throw TaskTimeout() } }, log: { _ in })
+        }
+        let s = fx.settings
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE state = 'broken'") == 1)
+        let partial = try fx.count("SELECT count(*) FROM \(s.datalake).weblogs")
+        #expect(partial > 0 && partial < 12_000)
+        let committedRead = try fx.count("SELECT sum(rows_read)::bigint FROM \(s.loads).weblog_range")
+        #expect(committedRead == 2000)  // the deadline is checked once before claiming, then before each chunk
+        // The next attempt of the same task resumes.
+        let rest = try WeblogLoad.loadPart(pg: fx.pg!, settings: fx.settings, owner: "run 1/load_part_0", checkDeadline: {}, log: { _ in })
+        _ = try WeblogLoad.finalize(pg: fx.pg!, settings: fx.settings, runID: 1)
+        #expect(try fx.count("SELECT count(*) FROM \(s.datalake).weblogs") == Int64(file.lines - file.badLines))
+        #expect(try fx.count("SELECT count(DISTINCT line_number) FROM \(s.datalake).weblogs") == Int64(file.lines - file.badLines))
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).reject") == Int64(file.badLines))
+        #expect(try fx.count("SELECT rows_read FROM \(s.loads).load") == 12_000)
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE state = 'finished' AND rows_loaded + rows_rejected = 12000") == 1)
+        #expect(rest.read == 12_000 - committedRead)  // the resumed attempt read only what was not committed
+    }
+}
