@@ -36,6 +36,12 @@ let package = Package(
             pkgConfig: "hiredis",
             providers: [.apt(["libhiredis-dev"])]
         ),
+        // ICU's regular expressions (apt libicu-dev) behind a narrow C face, for the uap-core
+        // user-agent rules (Tasks only).
+        .target(
+            name: "CRegex",
+            linkerSettings: [.linkedLibrary("icui18n"), .linkedLibrary("icuuc")]
+        ),
         .target(
             name: "Shared",
             dependencies: [
@@ -53,7 +59,7 @@ let package = Package(
         ),
         .target(
             name: "Tasks",
-            dependencies: ["Shared", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["Shared", "CRegex", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .executableTarget(name: "Worker", dependencies: commandDependencies),
         .executableTarget(name: "Scheduler", dependencies: commandDependencies),

@@ -54,6 +54,7 @@ public enum PipelineDAGs {
                 ctx.log("schemas \(s.datalake), \(s.loads), \(s.datamart) are up to date with \(s.sourcesDir)/ddl")
             },
             "b2b.generate_orders": { ctx in
+                guard s.orders > 0 else { ctx.log("ETL_ORDERS=0: no orders generated; loading \(s.generatedDir)/orders.csv as it is"); return }
                 let day = try logicalDay(ctx)
                 let r = try OrdersGenerator.generate(orders: s.orders, date: day, seed: s.seed &+ UInt64(day.daysSince1970),
                                                      b2bDir: s.b2bDir, outDir: s.generatedDir)
@@ -73,6 +74,7 @@ public enum PipelineDAGs {
                 ctx.log("ip2geo: read \(r.read), loaded \(r.loaded), rejected \(r.rejected)")
             },
             "weblog.generate": { ctx in
+                guard s.weblogLines > 0 else { ctx.log("ETL_WEBLOG_LINES=0: no traces generated; loading what is in \(s.weblogDir)"); return }
                 let day = try logicalDay(ctx)
                 let end = day.epochSeconds + 86_400
                 let path = "\(s.weblogDir)/\(WeblogGenerator.fileName(end: end))"

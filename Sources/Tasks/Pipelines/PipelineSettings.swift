@@ -21,7 +21,7 @@ public struct PipelineSettings: Sendable {
     public var uapRegexes: String
     /// `ETL_WEBLOG_PARTS` (default 4): parallel load tasks of the weblog DAG.
     public var weblogParts: Int
-    /// `ETL_WEBLOG_RANGE_MB` (default 32): a file is split into byte ranges of about this size.
+    /// `ETL_WEBLOG_RANGE_MB` (default 8): a file is split into byte ranges of about this size.
     public var rangeBytes: Int
     /// `ETL_WEBLOG_CHUNK_LINES` (default 20000): lines per committed chunk.
     public var chunkLines: Int
@@ -54,7 +54,7 @@ public struct PipelineSettings: Sendable {
         loads = try Self.identifier(env, "ETL_LOADS_SCHEMA", "loads")
         uapRegexes = env["ETL_UAP_REGEXES"] ?? DeviceRules.defaultPath
         weblogParts = try env.integer("ETL_WEBLOG_PARTS", default: 4, range: 1...256)
-        rangeBytes = try env.integer("ETL_WEBLOG_RANGE_MB", default: 32, range: 1...4096) << 20
+        rangeBytes = try env.integer("ETL_WEBLOG_RANGE_MB", default: 8, range: 1...4096) << 20
         chunkLines = try env.integer("ETL_WEBLOG_CHUNK_LINES", default: 20_000, range: 1...10_000_000)
         deviceCache = try env.integer("ETL_DEVICE_CACHE", default: 50_000, range: 0...10_000_000)
         orders = try env.integer("ETL_ORDERS", default: 5_000, range: 0...1_000_000_000)

@@ -4,7 +4,7 @@ import Shared
 /// One access-log line made ready for the datalake: parsed, its user agent turned into a device,
 /// its IP into a country. Used by the loader and by `etlctl weblog check`.
 public struct WeblogEnricher {
-    public var devices: DeviceCache?
+    public var devices: DeviceCache
     let rules: DeviceRules
     let ranges: IPRangeTable
     private var lastSecond: Int64 = .min
@@ -13,7 +13,7 @@ public struct WeblogEnricher {
     public init(rules: DeviceRules, ranges: IPRangeTable, cacheSize: Int) {
         self.rules = rules
         self.ranges = ranges
-        devices = cacheSize > 0 ? DeviceCache(rules: rules, limit: cacheSize) : nil
+        devices = DeviceCache(rules: rules, limit: cacheSize)
     }
 
     public struct Row {
@@ -30,7 +30,7 @@ public struct WeblogEnricher {
         do { record = try CombinedLogParser.parse(line) } catch { return .failure(error) }
         var device = "Unknown", os = "Other"
         if let ua = record.userAgent {
-            let d = devices != nil ? devices!.device(ua) : rules.classify(ua)
+            let d = devices.device(ua)
             device = d.label
             os = d.os
         }

@@ -24,9 +24,13 @@ public struct DeviceRulesError: Error, CustomStringConvertible {
 /// Aho–Corasick pass); the answer for each distinct user agent is cached (bounded).
 public final class DeviceRules: @unchecked Sendable {
     struct Rule {
-        let regex: NSRegularExpression
+        let regex: ICURegex
         let replacements: [String: String]
-        let literal: Int?  // index into the literal table, nil = always tried
+        /// Each requirement: indexes into the literal table, one of which must be present. Empty =
+        /// always tried.
+        let requirements: [[Int]]
+        /// For rules anchored at the start: the subject starts with one of these (lower-cased).
+        let prefixes: [[UInt8]]?
     }
 
     struct RuleSet {
@@ -41,17 +45,19 @@ public final class DeviceRules: @unchecked Sendable {
                 guard let pattern = e["regex"] else {
                     throw DeviceRulesError(description: "\(file): rule \(n + 1) of \(section) has no regex")
                 }
-                var options: NSRegularExpression.Options = []
-                if e["regex_flag"] == "i" { options.insert(.caseInsensitive) }
-                let regex: NSRegularExpression
-                do { regex = try NSRegularExpression(pattern: pattern, options: options) } catch {
-                    throw DeviceRulesError(description: "\(file): rule \(n + 1) of \(section) does not compile: \(pattern)")
+                let regex: ICURegex
+                do { regex = try ICURegex(pattern, caseInsensitive: e["regex_flag"] == "i") } catch {
+                    throw DeviceRulesError(description: "\(file): rule \(n + 1) of \(section) does not compile: \(error)")
                 }
-                var lit: Int?
-                if let l = RequiredLiteral.longest(in: pattern) {
-                    if let i = literals[l] { lit = i } else { lit = literals.count; literals[l] = literals.count }
+                let reqs = RequiredLiteral.requirements(in: pattern).map { req in
+                    req.map { l in
+                        if let i = literals[l] { return i }
+                        literals[l] = literals.count
+                        return literals.count - 1
+                    }
                 }
-                rules.append(Rule(regex: regex, replacements: e, literal: lit))
+                rules.append(Rule(regex: regex, replacements: e, requirements: reqs,
+                                  prefixes: RequiredLiteral.anchoredPrefixes(in: pattern)))
             }
             var table = [[UInt8]](repeating: [], count: literals.count)
             for (l, i) in literals { table[i] = l }
@@ -60,20 +66,27 @@ public final class DeviceRules: @unchecked Sendable {
             literalCount = table.count
         }
 
-        /// The first matching rule and its groups.
-        func firstMatch(_ ua: String, lowered: [UInt8], prefilter: Bool) -> (Rule, [String?])? {
+        @inline(__always) static func satisfied(_ requirements: [[Int]], _ present: [Bool]) -> Bool {
+            for req in requirements {
+                var any = false
+                for l in req where present[l] { any = true; break }
+                if !any { return false }
+            }
+            return true
+        }
+
+        /// The first matching rule (its index) and its groups; `regexes` are the caller's own clones.
+        func firstMatch(_ text: UnsafeBufferPointer<UInt16>, lowered: [UInt8], prefilter: Bool,
+                        regexes: inout [ICURegex?]) -> (Rule, [String?])? {
             var present = [Bool](repeating: !prefilter, count: literalCount)
             if prefilter { lowered.withUnsafeBufferPointer { matcher.scan($0, found: &present) } }
-            let ns = ua as NSString
-            let range = NSRange(location: 0, length: ns.length)
-            for r in rules {
-                if let l = r.literal, !present[l] { continue }
-                guard let m = r.regex.firstMatch(in: ua, options: [], range: range) else { continue }
-                var groups: [String?] = []
-                for g in 1..<max(m.numberOfRanges, 1) {
-                    let gr = m.range(at: g)
-                    groups.append(gr.location == NSNotFound ? nil : ns.substring(with: gr))
+            for (i, r) in rules.enumerated() {
+                if prefilter {
+                    if !Self.satisfied(r.requirements, present) { continue }
+                    if let pre = r.prefixes, !pre.contains(where: { lowered.starts(with: $0) }) { continue }
                 }
+                if regexes[i] == nil { regexes[i] = r.regex.clone() }
+                guard let groups = regexes[i]!.firstMatch(text) else { continue }
                 return (r, groups)
             }
             return nil
@@ -82,6 +95,7 @@ public final class DeviceRules: @unchecked Sendable {
 
     let devices: RuleSet
     let systems: RuleSet
+
     public let ruleCount: Int
 
     /// The Debian package's rule file.
@@ -113,31 +127,14 @@ public final class DeviceRules: @unchecked Sendable {
         }
     }
 
-    /// Classifies one user agent (uncached; see `DeviceCache`).
-    public func classify(_ ua: String) -> Device { classify(ua, prefilter: true) }
+    /// Classifies one user agent (uncached; serialized: loaders use their own `DeviceClassifier`).
+    public func classify(_ ua: String) -> Device { lock.withLock { shared.classify(ua, prefilter: true) } }
 
     /// The same without skipping any rule: the reference the prefilter is tested against.
-    public func classifyWithoutPrefilter(_ ua: String) -> Device { classify(ua, prefilter: false) }
+    public func classifyWithoutPrefilter(_ ua: String) -> Device { lock.withLock { shared.classify(ua, prefilter: false) } }
 
-    func classify(_ ua: String, prefilter: Bool) -> Device {
-        var lowered = Array(ua.utf8)
-        for i in lowered.indices where lowered[i] >= 65 && lowered[i] <= 90 { lowered[i] += 32 }
-        var family = "Other"
-        var brand: String?
-        var model: String?
-        if let (rule, groups) = devices.firstMatch(ua, lowered: lowered, prefilter: prefilter) {
-            let r = rule.replacements
-            family = Self.fill(r["device_replacement"], groups, default: 1) ?? "Other"
-            brand = Self.fill(r["brand_replacement"], groups, default: nil)
-            model = Self.fill(r["model_replacement"], groups, default: 1)
-        }
-        var os = "Other"
-        if let (rule, groups) = systems.firstMatch(ua, lowered: lowered, prefilter: prefilter) {
-            os = Self.fill(rule.replacements["os_replacement"], groups, default: 1) ?? "Other"
-        }
-        return Device(family: family, brand: brand, model: model, os: os,
-                      label: Self.label(family: family, brand: brand, model: model, os: os))
-    }
+    private let lock = NSLock()
+    private lazy var shared = DeviceClassifier(rules: self)
 
     /// A replacement with `$n` filled in, or group `default` when there is no replacement; trimmed,
     /// nil when empty.
@@ -190,23 +187,62 @@ public final class DeviceRules: @unchecked Sendable {
     }
 }
 
+/// Applies the rules with regex objects of its own: one per thread.
+public final class DeviceClassifier {
+    let rules: DeviceRules
+    private var deviceRegexes: [ICURegex?]
+    private var osRegexes: [ICURegex?]
+
+    public init(rules: DeviceRules) {
+        self.rules = rules
+        deviceRegexes = Array(repeating: nil, count: rules.devices.rules.count)
+        osRegexes = Array(repeating: nil, count: rules.systems.rules.count)
+    }
+
+    public func classify(_ ua: String) -> Device { classify(ua, prefilter: true) }
+
+    func classify(_ ua: String, prefilter: Bool) -> Device {
+        var lowered = Array(ua.utf8)
+        for i in lowered.indices where lowered[i] >= 65 && lowered[i] <= 90 { lowered[i] += 32 }
+        let utf16 = Array(ua.utf16)
+        return utf16.withUnsafeBufferPointer { text in
+            var family = "Other"
+            var brand: String?
+            var model: String?
+            if let (rule, groups) = rules.devices.firstMatch(text, lowered: lowered, prefilter: prefilter, regexes: &deviceRegexes) {
+                let r = rule.replacements
+                family = DeviceRules.fill(r["device_replacement"], groups, default: 1) ?? "Other"
+                brand = DeviceRules.fill(r["brand_replacement"], groups, default: nil)
+                model = DeviceRules.fill(r["model_replacement"], groups, default: 1)
+            }
+            var os = "Other"
+            if let (rule, groups) = rules.systems.firstMatch(text, lowered: lowered, prefilter: prefilter, regexes: &osRegexes) {
+                os = DeviceRules.fill(rule.replacements["os_replacement"], groups, default: 1) ?? "Other"
+            }
+            return Device(family: family, brand: brand, model: model, os: os,
+                          label: DeviceRules.label(family: family, brand: brand, model: model, os: os))
+        }
+    }
+}
+
 /// A bounded cache of classified user agents, one per loader (not shared between threads).
 public struct DeviceCache {
-    private let rules: DeviceRules
+    private let classifier: DeviceClassifier
     private var entries: [String: Device] = [:]
     private let limit: Int
     public private(set) var hits = 0
     public private(set) var misses = 0
 
     public init(rules: DeviceRules, limit: Int = 50_000) {
-        self.rules = rules
+        classifier = DeviceClassifier(rules: rules)
         self.limit = limit
     }
 
     public mutating func device(_ ua: String) -> Device {
         if let d = entries[ua] { hits += 1; return d }
         misses += 1
-        let d = rules.classify(ua)
+        let d = classifier.classify(ua)
+        guard limit > 0 else { return d }
         if entries.count >= limit { entries.removeAll(keepingCapacity: true) }
         entries[ua] = d
         return d

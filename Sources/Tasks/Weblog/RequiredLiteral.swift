@@ -1,27 +1,122 @@
-/// Finds a piece of text that every match of a regular expression must contain, so that a user
-/// agent can skip the (costly) regex of every rule whose piece it lacks.
+/// Finds text that every match of a regular expression must contain, so that a user agent can skip
+/// the (costly) regex of every rule whose required text it lacks.
 ///
-/// Only what is certain is returned: literals at the pattern's top level or inside groups that are
-/// neither optional nor alternations, lower-cased ASCII (the caller lower-cases the subject too, so a
-/// case-insensitive rule is covered). When unsure (alternation at the top, classes, escapes it
-/// does not know), a run ends; a pattern with no run of two or more bytes gets `nil` and is always
-/// tried.
+/// The answer is a list of requirements that must all hold; each requirement is a set of literals
+/// of which at least one must occur (an alternation like `(?: Build|\) AppleWebKit)` gives the set
+/// {" build", ") applewebkit"}). Only what is certain is kept: literals at the pattern's top level or
+/// in groups that are not optional, lower-cased ASCII (the caller lower-cases the subject, so
+/// case-insensitive rules are covered). Classes, escapes it does not know and non-ASCII bytes end a
+/// literal; a pattern with no requirement is always tried.
 enum RequiredLiteral {
-    static func longest(in pattern: String) -> [UInt8]? {
+    typealias Requirement = [[UInt8]]
+
+    /// At most `limit` requirements, the most selective first.
+    static func requirements(in pattern: String, limit: Int = 6) -> [Requirement] {
         let p = Array(pattern.utf8)
-        var runs: [[UInt8]] = []
-        guard scan(p, 0, p.count, into: &runs) else { return nil }
-        let best = runs.max { $0.count < $1.count }
-        guard let best, best.count >= 2 else { return nil }
-        return best
+        let all = alternatives(p, 0, p.count)
+        return Array(all.sorted { score($0) > score($1) }.prefix(limit))
     }
 
-    /// Scans `p[from..<to]` (one level of the pattern); false when the level has a top-level `|`,
-    /// which makes nothing in it required.
-    private static func scan(_ p: [UInt8], _ from: Int, _ to: Int, into runs: inout [[UInt8]]) -> Bool {
-        var found: [[UInt8]] = []
+    /// For a pattern anchored at the start (`^abc…` or `^(abc|def|…)`): the texts one of which the
+    /// subject must start with (lower-cased; a branch contributes its plain prefix, up to the first
+    /// character that is not a literal). Nil when the pattern is not of that shape.
+    static func anchoredPrefixes(in pattern: String) -> [[UInt8]]? {
+        let p = Array(pattern.utf8)
+        guard p.first == UInt8(ascii: "^"), p.count > 2 else { return nil }
+        var branches: [ArraySlice<UInt8>] = []
+        if p[1] == UInt8(ascii: "(") {
+            guard let close = matching(p, 1, p.count) else { return nil }
+            var body = 2
+            if p[body] == UInt8(ascii: "?") {
+                guard p[body + 1] == UInt8(ascii: ":") else { return nil }
+                body += 2
+            }
+            if close + 1 < p.count && [UInt8(ascii: "?"), UInt8(ascii: "*"), UInt8(ascii: "{")].contains(p[close + 1]) { return nil }
+            var depth = 0, start = body
+            var i = body
+            while i < close {
+                switch p[i] {
+                case UInt8(ascii: "\\"): i += 1
+                case UInt8(ascii: "("): depth += 1
+                case UInt8(ascii: ")"): depth -= 1
+                case UInt8(ascii: "|") where depth == 0: branches.append(p[start..<i]); start = i + 1
+                default: break
+                }
+                i += 1
+            }
+            branches.append(p[start..<close])
+        } else {
+            branches = [p[1...]]
+        }
+        var prefixes: [[UInt8]] = []
+        for b in branches {
+            var out: [UInt8] = []
+            var i = b.startIndex
+            loop: while i < b.endIndex {
+                let c = b[i]
+                let next = i + 1 < b.endIndex ? b[i + 1] : 0
+                let quantified = [UInt8(ascii: "?"), UInt8(ascii: "*"), UInt8(ascii: "{"), UInt8(ascii: "+")].contains
+                if c == UInt8(ascii: "\\") {
+                    guard i + 1 < b.endIndex, isEscapedLiteral(b[i + 1]) else { break loop }
+                    if i + 2 < b.endIndex && quantified(b[i + 2]) { break loop }
+                    out.append(lower(b[i + 1]))
+                    i += 2
+                    continue
+                }
+                let plain = (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122)
+                    || c == UInt8(ascii: " ") || c == UInt8(ascii: "-") || c == UInt8(ascii: "_") || c == UInt8(ascii: "/")
+                    || c == UInt8(ascii: ";") || c == UInt8(ascii: ":") || c == UInt8(ascii: ",")
+                guard plain, !quantified(next) else { break loop }
+                out.append(lower(c))
+                i += 1
+            }
+            guard out.count >= 2 else { return nil }
+            prefixes.append(out)
+        }
+        return prefixes.isEmpty ? nil : prefixes
+    }
+
+    /// Longer literals are rarer; among equals, fewer alternatives.
+    static func score(_ r: Requirement) -> Int {
+        (r.map(\.count).min() ?? 0) * 1000 - r.count
+    }
+
+    /// The requirements of `p[from..<to]`, which may be an alternation.
+    private static func alternatives(_ p: [UInt8], _ from: Int, _ to: Int) -> [Requirement] {
+        var branches: [(Int, Int)] = []
+        var depth = 0, start = from, i = from
+        while i < to {
+            switch p[i] {
+            case UInt8(ascii: "\\"): i += 1
+            case UInt8(ascii: "["): if let e = classEnd(p, i, to) { i = e } else { return [] }
+            case UInt8(ascii: "("): depth += 1
+            case UInt8(ascii: ")"): depth -= 1
+            case UInt8(ascii: "|") where depth == 0:
+                branches.append((start, i))
+                start = i + 1
+            default: break
+            }
+            i += 1
+        }
+        branches.append((start, to))
+        if branches.count == 1 { return sequence(p, from, to) }
+        // One of the branches matches: the union of each branch's best requirement is required.
+        var union: Requirement = []
+        for (a, b) in branches {
+            guard let best = sequence(p, a, b).max(by: { score($0) < score($1) }) else { return [] }
+            union += best
+        }
+        return [Array(Set(union)).sorted { $0.lexicographicallyPrecedes($1) }]
+    }
+
+    /// The requirements of a branch without a top-level `|`.
+    private static func sequence(_ p: [UInt8], _ from: Int, _ to: Int) -> [Requirement] {
+        var found: [Requirement] = []
         var run: [UInt8] = []
-        func endRun() { if !run.isEmpty { found.append(run); run = [] } }
+        func endRun() {
+            if run.count >= 2 { found.append([run]) }
+            run = []
+        }
         /// What follows an atom ending before `i`: 0 = nothing, 1 = optional (`?`, `*`, `{0`),
         /// 2 = repeated at least once (`+`, `{n`); and the index after the quantifier.
         func quantifier(_ i: Int) -> (Int, Int) {
@@ -47,11 +142,9 @@ enum RequiredLiteral {
         while i < to {
             let c = p[i]
             switch c {
-            case UInt8(ascii: "|"):
-                return false
             case UInt8(ascii: "("):
                 endRun()
-                guard let close = matching(p, i, to) else { return false }
+                guard let close = matching(p, i, to) else { return found }
                 let (q, next) = quantifier(close + 1)
                 var bodyStart = i + 1
                 var usable = q != 1
@@ -65,17 +158,14 @@ enum RequiredLiteral {
                         usable = false  // negative look-around, inline flags, named groups: skip
                     }
                 }
-                if usable {
-                    var inner: [[UInt8]] = []
-                    if scan(p, bodyStart, close, into: &inner) { found += inner }
-                }
+                if usable { found += alternatives(p, bodyStart, close) }
                 i = next
             case UInt8(ascii: "["):
                 endRun()
-                guard let close = classEnd(p, i, to) else { return false }
+                guard let close = classEnd(p, i, to) else { return found }
                 i = quantifier(close + 1).1
             case UInt8(ascii: "\\"):
-                guard i + 1 < to else { return false }
+                guard i + 1 < to else { endRun(); return found }
                 let e = p[i + 1]
                 let literal = isEscapedLiteral(e)
                 let (q, next) = quantifier(i + 2)
@@ -97,8 +187,7 @@ enum RequiredLiteral {
             }
         }
         endRun()
-        runs += found
-        return true
+        return found
     }
 
     private static func lower(_ c: UInt8) -> UInt8 { c >= 65 && c <= 90 ? c + 32 : c }
