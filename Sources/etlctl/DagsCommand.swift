@@ -75,16 +75,7 @@ struct Dags: ParsableCommand {
                 if json { Output.json(["dag": dag, "run": run, "state": "queued"]) } else { print("triggered \(dag) run \(run) for \(PostgresTimestamp.format(logical).prefix(10))") }
                 return
             }
-            let end = monotonicSeconds() + timeout
-            while monotonicSeconds() < end {
-                if let r = try failing({ try store.run(run) }), r.state == "success" || r.state == "failed" {
-                    if json { Output.json(["dag": dag, "run": run, "state": r.state]) } else { print("\(dag) run \(run): \(r.state)") }
-                    if r.state == "failed" { throw fail("\(dag) run \(run) failed. See: etlctl tasks list \(dag) --run \(run)") }
-                    return
-                }
-                sleepSeconds(0.1)
-            }
-            throw fail("\(dag) run \(run) did not finish within \(Int(timeout)) s. Fix: check that a scheduler and workers run (etlctl workers)")
+            try waitForRun(store: store, dag: dag, run: run, timeout: timeout, json: json)
         }
     }
 }
@@ -95,4 +86,18 @@ private func setPaused(_ dag: String, _ paused: Bool) throws {
     let store = try ctx.store()
     _ = try failing { try store.setPaused(dag, paused) }
     print("\(dag) \(paused ? "paused" : "unpaused")")
+}
+
+/// Waits for a run to end; exit 0 only when it succeeded.
+func waitForRun(store: MetadataStore, dag: String, run: Int64, timeout: Double, json: Bool) throws {
+    let end = monotonicSeconds() + timeout
+    while monotonicSeconds() < end {
+        if let r = try failing({ try store.run(run) }), r.state == "success" || r.state == "failed" {
+            if json { Output.json(["dag": dag, "run": run, "state": r.state]) } else { print("\(dag) run \(run): \(r.state)") }
+            if r.state == "failed" { throw fail("\(dag) run \(run) failed. See: etlctl tasks list \(dag) --run \(run)") }
+            return
+        }
+        sleepSeconds(0.1)
+    }
+    throw fail("\(dag) run \(run) did not finish within \(Int(timeout)) s. Fix: check that a scheduler and workers run (etlctl workers)")
 }

@@ -257,3 +257,63 @@ func day(_ text: String?) throws -> Day {
 }
 
 func nullable(_ s: String?) -> Any { s.map { $0 as Any } ?? NSNull() }
+
+extension ETLCtl {
+    struct Summary: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "What the six DAGs did for a date: each run's state and duration, rows loaded and rejected, the reports.",
+            discussion: "Example:\n  etlctl summary --date 2024-06-01"
+        )
+        @Option(help: "Logical date, YYYY-MM-DD (default: today).") var date: String?
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            let when = try day(date)
+            let ctx = try Context()
+            let s = try settings()
+            let store = try ctx.store()
+            let pipelines = ["b2b", "ip2geo", "weblog", "monthly-sales", "popular-devices", "popular-products"]
+            var runs: [[String: Any]] = []
+            var runIDs: [Int64] = []
+            for dag in pipelines {
+                let r = try failing { try store.runRows(dag: dag, limit: 1000) }.first { PostgresTimestamp.format($0.logicalDate).hasPrefix(when.description) }
+                if let r { runIDs.append(r.id) }
+                runs.append(["dag": dag, "run": r.map { $0.id as Any } ?? NSNull(), "state": r?.state ?? "no run",
+                             "seconds": r.flatMap { run in run.startedAt.map { (run.endedAt ?? Date()).timeIntervalSince($0) } } ?? NSNull()])
+            }
+            let pg = try ctx.connectPG()
+            var loads: [[String: Any]] = []
+            if !runIDs.isEmpty, (try? pg.query("SELECT 1 FROM \(s.loads).load LIMIT 1")) != nil {
+                loads = try failing {
+                    try pg.query("""
+                        SELECT pipeline, count(*), sum(rows_read)::bigint, sum(rows_loaded)::bigint, sum(rows_rejected)::bigint,
+                               count(*) FILTER (WHERE state <> 'finished')
+                        FROM \(s.loads).load WHERE run_id = ANY($1::bigint[]) GROUP BY pipeline ORDER BY pipeline
+                        """, ["{\(runIDs.map(String.init).joined(separator: ","))}"]).rows.map { r in
+                        ["pipeline": try r.decode(String.self, 0), "loads": try r.decode(Int64.self, 1), "read": try r.decode(Int64.self, 2),
+                         "loaded": try r.decode(Int64.self, 3), "rejected": try r.decode(Int64.self, 4), "unfinished": try r.decode(Int64.self, 5)] as [String: Any]
+                    }
+                }
+            }
+            let reports = Reports.all.map { r -> [String: Any] in
+                let path = "\(s.reportsDir)/\(r.name)/date=\(when)/report.csv"
+                return ["report": r.name, "path": path, "exists": FileManager.default.fileExists(atPath: path)]
+            }
+            if json {
+                Output.json(["date": when.description, "runs": runs, "loads": loads, "reports": reports])
+                return
+            }
+            print("DAG runs for \(when):")
+            Output.table(["DAG", "RUN", "STATE", "DURATION"], runs.map { r in
+                [r["dag"] as! String, (r["run"] as? Int64).map(String.init) ?? "-", r["state"] as! String,
+                 (r["seconds"] as? Double).map { String(format: "%.1fs", $0) } ?? "-"]
+            })
+            print("\nLoads of these runs (rows read = loaded + rejected; etlctl loads list shows each file or table):")
+            Output.table(["PIPELINE", "LOADS", "READ", "LOADED", "REJECTED", "UNFINISHED"], loads.map { l in
+                [l["pipeline"] as! String, "\(l["loads"]!)", "\(l["read"]!)", "\(l["loaded"]!)", "\(l["rejected"]!)", "\(l["unfinished"]!)"]
+            })
+            print("\nReports:")
+            for r in reports { print("  \(r["report"]!): \(r["path"]!)\((r["exists"] as! Bool) ? "" : "  (not written)")") }
+        }
+    }
+}

@@ -3,7 +3,33 @@ import Foundation
 import Shared
 
 struct Runs: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "runs", abstract: "List DAG runs.", subcommands: [List.self])
+    static let configuration = CommandConfiguration(commandName: "runs", abstract: "List DAG runs, or wait for one.", subcommands: [List.self, Wait.self])
+
+    struct Wait: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Wait for a run to end; exit 0 only when it succeeded.",
+            discussion: "Example:\n  etlctl runs wait weblog --date 2024-06-01 --timeout 600")
+        @Argument(help: "The DAG id.") var dag: String
+        @Option(name: .customLong("run"), help: "The run id (default: the run for --date, else the latest run).") var runID: Int64?
+        @Option(help: "The run's logical date, YYYY-MM-DD.") var date: String?
+        @Option(help: "Seconds to wait.") var timeout: Double = 3600
+        @Flag(help: "Print the result as JSON.") var json = false
+        func run() throws {
+            let ctx = try Context()
+            _ = try ctx.dag(dag)
+            let store = try ctx.store()
+            var id = runID
+            if id == nil, let date {
+                let day = String(PostgresTimestamp.format(try parseDate(date)).prefix(10))
+                let runs = try failing { try store.runRows(dag: dag, limit: 1000) }
+                guard let r = runs.first(where: { PostgresTimestamp.format($0.logicalDate).hasPrefix(day) }) else {
+                    throw fail("DAG '\(dag)' has no run for \(day). Fix: etlctl dags trigger \(dag) --date \(day)")
+                }
+                id = r.id
+            }
+            try waitForRun(store: store, dag: dag, run: try ctx.runID(dag: dag, run: id, store: store), timeout: timeout, json: json)
+        }
+    }
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List recent runs, newest first.", discussion: "Example:\n  etlctl runs list b2b --limit 5")
