@@ -29,17 +29,15 @@ public final class DeviceRules: @unchecked Sendable {
         /// Each requirement: indexes into the literal table, one of which must be present. Empty =
         /// always tried.
         let requirements: [[Int]]
-        /// For rules anchored at the start: the subject starts with one of these (lower-cased).
-        let prefixes: [[UInt8]]?
+        /// Where the match must begin and the texts one of which must follow there.
+        let lead: (anchor: RequiredLiteral.Anchor, prefixes: [[UInt8]])?
     }
 
     struct RuleSet {
         let rules: [Rule]
-        let matcher: LiteralMatcher
-        let literalCount: Int
 
-        init(_ entries: [RuleFile.Entry], file: String, section: String) throws {
-            var literals: [[UInt8]: Int] = [:]
+        /// `literals` numbers the required texts of every rule set (one scan finds them all).
+        init(_ entries: [RuleFile.Entry], file: String, section: String, literals: inout [[UInt8]: Int]) throws {
             var rules: [Rule] = []
             for (n, e) in entries.enumerated() {
                 guard let pattern = e["regex"] else {
@@ -56,14 +54,9 @@ public final class DeviceRules: @unchecked Sendable {
                         return literals.count - 1
                     }
                 }
-                rules.append(Rule(regex: regex, replacements: e, requirements: reqs,
-                                  prefixes: RequiredLiteral.anchoredPrefixes(in: pattern)))
+                rules.append(Rule(regex: regex, replacements: e, requirements: reqs, lead: RequiredLiteral.lead(in: pattern)))
             }
-            var table = [[UInt8]](repeating: [], count: literals.count)
-            for (l, i) in literals { table[i] = l }
             self.rules = rules
-            matcher = LiteralMatcher(table)
-            literalCount = table.count
         }
 
         @inline(__always) static func satisfied(_ requirements: [[Int]], _ present: [Bool]) -> Bool {
@@ -75,26 +68,47 @@ public final class DeviceRules: @unchecked Sendable {
             return true
         }
 
-        /// The first matching rule (its index) and its groups; `regexes` are the caller's own clones.
-        func firstMatch(_ text: UnsafeBufferPointer<UInt16>, lowered: [UInt8], prefilter: Bool,
-                        regexes: inout [ICURegex?]) -> (Rule, [String?])? {
-            var present = [Bool](repeating: !prefilter, count: literalCount)
-            if prefilter { lowered.withUnsafeBufferPointer { matcher.scan($0, found: &present) } }
+        /// The first matching rule and its groups. `subject` is the user agent as scanned once by the
+        /// classifier; `regexes` are the caller's own clones.
+        func firstMatch(_ subject: Subject, prefilter: Bool, regexes: inout [ICURegex?]) -> (Rule, [String?])? {
             for (i, r) in rules.enumerated() {
                 if prefilter {
-                    if !Self.satisfied(r.requirements, present) { continue }
-                    if let pre = r.prefixes, !pre.contains(where: { lowered.starts(with: $0) }) { continue }
+                    if !Self.satisfied(r.requirements, subject.present) { continue }
+                    if let lead = r.lead, !subject.hasLead(lead) { continue }
                 }
                 if regexes[i] == nil { regexes[i] = r.regex.clone() }
-                guard let groups = regexes[i]!.firstMatch(text) else { continue }
+                guard let groups = regexes[i]!.firstMatch(subject.text) else { continue }
                 return (r, groups)
             }
             return nil
         }
     }
 
+    /// A user agent prepared for the rules: UTF-16 for ICU, which required texts it contains, and
+    /// where text can follow a `;` (and up to two spaces).
+    struct Subject {
+        let text: UnsafeBufferPointer<UInt16>
+        let lowered: [UInt8]
+        let present: [Bool]
+        let afterSemicolon: [Int]
+
+        func hasLead(_ lead: (anchor: RequiredLiteral.Anchor, prefixes: [[UInt8]])) -> Bool {
+            switch lead.anchor {
+            case .start:
+                return lead.prefixes.contains { lowered.starts(with: $0) }
+            case .afterSemicolon:
+                for at in afterSemicolon {
+                    for p in lead.prefixes where at + p.count <= lowered.count && lowered[at..<(at + p.count)].elementsEqual(p) { return true }
+                }
+                return false
+            }
+        }
+    }
+
     let devices: RuleSet
     let systems: RuleSet
+    /// Every required text of both rule sets, found in one pass.
+    let matcher: LiteralMatcher
 
     public let ruleCount: Int
 
@@ -110,8 +124,12 @@ public final class DeviceRules: @unchecked Sendable {
         guard let d = sections["device_parsers"], let o = sections["os_parsers"] else {
             throw DeviceRulesError(description: "\(path) has no device_parsers or os_parsers section; is it uap-core's regexes.yaml?")
         }
-        devices = try RuleSet(d, file: path, section: "device_parsers")
-        systems = try RuleSet(o, file: path, section: "os_parsers")
+        var literals: [[UInt8]: Int] = [:]
+        devices = try RuleSet(d, file: path, section: "device_parsers", literals: &literals)
+        systems = try RuleSet(o, file: path, section: "os_parsers", literals: &literals)
+        var table = [[UInt8]](repeating: [], count: literals.count)
+        for (l, i) in literals { table[i] = l }
+        matcher = LiteralMatcher(table)
         ruleCount = d.count + o.count
     }
 
@@ -204,19 +222,31 @@ public final class DeviceClassifier {
     func classify(_ ua: String, prefilter: Bool) -> Device {
         var lowered = Array(ua.utf8)
         for i in lowered.indices where lowered[i] >= 65 && lowered[i] <= 90 { lowered[i] += 32 }
+        var present = [Bool](repeating: false, count: rules.matcher.count)
+        if prefilter { lowered.withUnsafeBufferPointer { rules.matcher.scan($0, found: &present) } }
+        var after: [Int] = []
+        for i in lowered.indices where lowered[i] == UInt8(ascii: ";") {
+            var at = i + 1
+            after.append(at)
+            for _ in 0..<2 where at < lowered.count && lowered[at] == UInt8(ascii: " ") {
+                at += 1
+                after.append(at)
+            }
+        }
         let utf16 = Array(ua.utf16)
         return utf16.withUnsafeBufferPointer { text in
+            let subject = DeviceRules.Subject(text: text, lowered: lowered, present: present, afterSemicolon: after)
             var family = "Other"
             var brand: String?
             var model: String?
-            if let (rule, groups) = rules.devices.firstMatch(text, lowered: lowered, prefilter: prefilter, regexes: &deviceRegexes) {
+            if let (rule, groups) = rules.devices.firstMatch(subject, prefilter: prefilter, regexes: &deviceRegexes) {
                 let r = rule.replacements
                 family = DeviceRules.fill(r["device_replacement"], groups, default: 1) ?? "Other"
                 brand = DeviceRules.fill(r["brand_replacement"], groups, default: nil)
                 model = DeviceRules.fill(r["model_replacement"], groups, default: 1)
             }
             var os = "Other"
-            if let (rule, groups) = rules.systems.firstMatch(text, lowered: lowered, prefilter: prefilter, regexes: &osRegexes) {
+            if let (rule, groups) = rules.systems.firstMatch(subject, prefilter: prefilter, regexes: &osRegexes) {
                 os = DeviceRules.fill(rule.replacements["os_replacement"], groups, default: 1) ?? "Other"
             }
             return Device(family: family, brand: brand, model: model, os: os,

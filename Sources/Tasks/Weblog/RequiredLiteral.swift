@@ -17,18 +17,38 @@ enum RequiredLiteral {
         return Array(all.sorted { score($0) > score($1) }.prefix(limit))
     }
 
-    /// For a pattern anchored at the start (`^abc…` or `^(abc|def|…)`): the texts one of which the
-    /// subject must start with (lower-cased; a branch contributes its plain prefix, up to the first
-    /// character that is not a literal). Nil when the pattern is not of that shape.
-    static func anchoredPrefixes(in pattern: String) -> [[UInt8]]? {
+    /// Where a rule's match must begin, when the pattern says so.
+    enum Anchor: Equatable {
+        /// `^…`: at the start of the subject.
+        case start
+        /// `; {0,2}…` (a third of uap-core's device rules): right after a `;` and up to two spaces.
+        case afterSemicolon
+    }
+
+    /// For a pattern of the shape `^X…` or `; {0,2}X…` where X is plain text or a group of plain
+    /// alternatives: the anchor and the texts one of which must follow it (lower-cased; each
+    /// alternative contributes its plain prefix, up to the first character that is not a literal;
+    /// `[Aa]` counts as `a`). Nil otherwise.
+    static func lead(in pattern: String) -> (anchor: Anchor, prefixes: [[UInt8]])? {
         let p = Array(pattern.utf8)
-        guard p.first == UInt8(ascii: "^"), p.count > 2 else { return nil }
+        let anchor: Anchor
+        var at: Int
+        if p.first == UInt8(ascii: "^") {
+            anchor = .start
+            at = 1
+        } else if p.starts(with: Array("; {0,2}".utf8)) {
+            anchor = .afterSemicolon
+            at = 7
+        } else {
+            return nil
+        }
+        guard at < p.count else { return nil }
         var branches: [ArraySlice<UInt8>] = []
-        if p[1] == UInt8(ascii: "(") {
-            guard let close = matching(p, 1, p.count) else { return nil }
-            var body = 2
+        if p[at] == UInt8(ascii: "(") {
+            guard let close = matching(p, at, p.count) else { return nil }
+            var body = at + 1
             if p[body] == UInt8(ascii: "?") {
-                guard p[body + 1] == UInt8(ascii: ":") else { return nil }
+                guard body + 1 < close, p[body + 1] == UInt8(ascii: ":") else { return nil }
                 body += 2
             }
             if close + 1 < p.count && [UInt8(ascii: "?"), UInt8(ascii: "*"), UInt8(ascii: "{")].contains(p[close + 1]) { return nil }
@@ -37,6 +57,7 @@ enum RequiredLiteral {
             while i < close {
                 switch p[i] {
                 case UInt8(ascii: "\\"): i += 1
+                case UInt8(ascii: "["): if let e = classEnd(p, i, close) { i = e } else { return nil }
                 case UInt8(ascii: "("): depth += 1
                 case UInt8(ascii: ")"): depth -= 1
                 case UInt8(ascii: "|") where depth == 0: branches.append(p[start..<i]); start = i + 1
@@ -46,34 +67,101 @@ enum RequiredLiteral {
             }
             branches.append(p[start..<close])
         } else {
-            branches = [p[1...]]
+            branches = [p[at...]]
         }
         var prefixes: [[UInt8]] = []
         for b in branches {
-            var out: [UInt8] = []
-            var i = b.startIndex
-            loop: while i < b.endIndex {
-                let c = b[i]
-                let next = i + 1 < b.endIndex ? b[i + 1] : 0
-                let quantified = [UInt8(ascii: "?"), UInt8(ascii: "*"), UInt8(ascii: "{"), UInt8(ascii: "+")].contains
-                if c == UInt8(ascii: "\\") {
-                    guard i + 1 < b.endIndex, isEscapedLiteral(b[i + 1]) else { break loop }
-                    if i + 2 < b.endIndex && quantified(b[i + 2]) { break loop }
-                    out.append(lower(b[i + 1]))
-                    i += 2
-                    continue
-                }
-                let plain = (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122)
-                    || c == UInt8(ascii: " ") || c == UInt8(ascii: "-") || c == UInt8(ascii: "_") || c == UInt8(ascii: "/")
-                    || c == UInt8(ascii: ";") || c == UInt8(ascii: ":") || c == UInt8(ascii: ",")
-                guard plain, !quantified(next) else { break loop }
-                out.append(lower(c))
-                i += 1
-            }
-            guard out.count >= 2 else { return nil }
-            prefixes.append(out)
+            let expanded = plainPrefixes(Array(b))
+            guard !expanded.isEmpty, expanded.allSatisfy({ $0.count >= 2 }) else { return nil }
+            prefixes += expanded
         }
-        return prefixes.isEmpty ? nil : prefixes
+        return prefixes.isEmpty ? nil : (anchor, Array(Set(prefixes)))
+    }
+
+    /// The literal texts a branch can start with, lower-cased: literal characters extend every
+    /// prefix; a small class (`[BLRQ]`, `[34]`) or a group of plain alternatives (`(?:7|8|10)`)
+    /// forks them; anything else (a quantifier, `.`, `\d`, a large class) ends them. Forks stop past
+    /// 64 prefixes. A match of the branch certainly begins with one of the returned prefixes.
+    private static func plainPrefixes(_ b: [UInt8]) -> [[UInt8]] {
+        var prefixes: [[UInt8]] = [[]]
+        var i = 0
+        let quantifiers: [UInt8] = [UInt8(ascii: "?"), UInt8(ascii: "*"), UInt8(ascii: "{"), UInt8(ascii: "+")]
+        func quantified(_ j: Int) -> Bool { j < b.count && quantifiers.contains(b[j]) }
+        func isPlain(_ c: UInt8) -> Bool {
+            (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122)
+                || c == UInt8(ascii: " ") || c == UInt8(ascii: "-") || c == UInt8(ascii: "_") || c == UInt8(ascii: "/")
+                || c == UInt8(ascii: ";") || c == UInt8(ascii: ":") || c == UInt8(ascii: ",")
+        }
+        func fork(_ choices: [[UInt8]]) -> Bool {
+            guard !choices.isEmpty, choices.allSatisfy({ !$0.isEmpty }), prefixes.count * choices.count <= 64 else { return false }
+            prefixes = prefixes.flatMap { p in choices.map { p + $0 } }
+            return true
+        }
+        while i < b.count {
+            let c = b[i]
+            if c == UInt8(ascii: "\\") {
+                guard i + 1 < b.count, isEscapedLiteral(b[i + 1]), !quantified(i + 2) else { break }
+                prefixes = prefixes.map { $0 + [lower(b[i + 1])] }
+                i += 2
+                continue
+            }
+            if c == UInt8(ascii: "[") {
+                guard let e = classEnd(b, i, b.count), !quantified(e + 1), b[i + 1] != UInt8(ascii: "^") else { break }
+                // Members: plain characters and short ranges like 0-9 or A-C.
+                var members = Set<UInt8>()
+                var j = i + 1
+                var ok = true
+                while j < e {
+                    let m = b[j]
+                    if j + 2 < e && b[j + 1] == UInt8(ascii: "-") {
+                        let hi = b[j + 2]
+                        guard isPlain(m), isPlain(hi), hi >= m, Int(hi - m) < 12 else { ok = false; break }
+                        for x in m...hi { members.insert(lower(x)) }
+                        j += 3
+                    } else {
+                        guard isPlain(m) else { ok = false; break }
+                        members.insert(lower(m))
+                        j += 1
+                    }
+                }
+                guard ok, members.count <= 12, fork(members.sorted().map { [$0] }) else { break }
+                i = e + 1
+                continue
+            }
+            if c == UInt8(ascii: "(") {
+                guard let close = matching(b, i, b.count), !quantified(close + 1) else { break }
+                var body = i + 1
+                if b[body] == UInt8(ascii: "?") {
+                    guard body + 1 < close, b[body + 1] == UInt8(ascii: ":") else { break }
+                    body += 2
+                }
+                // The group's alternatives, each entirely plain.
+                var choices: [[UInt8]] = []
+                var current: [UInt8] = []
+                var j = body
+                var ok = true
+                while j < close {
+                    let m = b[j]
+                    if m == UInt8(ascii: "|") { choices.append(current); current = []; j += 1; continue }
+                    if m == UInt8(ascii: "\\"), j + 1 < close, isEscapedLiteral(b[j + 1]), !(j + 2 < close && quantifiers.contains(b[j + 2])) {
+                        current.append(lower(b[j + 1]))
+                        j += 2
+                        continue
+                    }
+                    guard isPlain(m), !(j + 1 < close && quantifiers.contains(b[j + 1])) else { ok = false; break }
+                    current.append(lower(m))
+                    j += 1
+                }
+                choices.append(current)
+                guard ok, fork(choices) else { break }
+                i = close + 1
+                continue
+            }
+            guard isPlain(c), !quantified(i + 1) else { break }
+            prefixes = prefixes.map { $0 + [lower(c)] }
+            i += 1
+        }
+        return prefixes
     }
 
     /// Longer literals are rarer; among equals, fewer alternatives.
