@@ -4,8 +4,12 @@ import Shared
 /// The B2B platform's sources: hand-made CSVs (company, product, inventory, customer) and the
 /// generated orders and sales, checked row by row and loaded together.
 public enum B2B {
-    static let cuit = CSVColumn.Kind.text(pattern: "^[0-9]{2}-[0-9]{8}-[0-9]$", what: "a CUIT like 30-71234567-1")
-    static let name = CSVColumn.Kind.text(pattern: nil, what: "")
+    /// NN-NNNNNNNN-N.
+    static let cuit = CSVColumn.Kind.text(valid: { s in
+        let u = Array(s.utf8)
+        return u.count == 13 && u[2] == 45 && u[11] == 45 && u.enumerated().allSatisfy { i, c in i == 2 || i == 11 || (c >= 48 && c <= 57) }
+    }, what: "a CUIT like 30-71234567-1")
+    static let name = CSVColumn.Kind.text(valid: nil, what: "")
     static let money = CSVColumn.Kind.decimal(scale: 2, digits: 12)
 
     /// In load order: every reference points at a table loaded before it.
@@ -25,9 +29,12 @@ public enum B2B {
         ]),
         CSVTableSpec(table: "customer", file: "customer.csv", columns: [
             CSVColumn("document_number", name), CSVColumn("full_name", name), CSVColumn("date_of_birth", .date),
-            CSVColumn("address", .text(pattern: nil, what: "")),
-            CSVColumn("country_code", .text(pattern: "^[A-Z]{2}$", what: "a two-letter country code like AR")),
-            CSVColumn("username", .text(pattern: "^[a-z0-9._-]+$", what: "a user name of lower-case letters, digits, '.', '_' or '-'")),
+            CSVColumn("address", .text(valid: nil, what: "")),
+            CSVColumn("country_code", .text(valid: { s in s.utf8.count == 2 && s.utf8.allSatisfy { $0 >= 65 && $0 <= 90 } },
+                                            what: "a two-letter country code like AR")),
+            CSVColumn("username", .text(valid: { s in
+                s.utf8.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 46 || $0 == 95 || $0 == 45 }
+            }, what: "a user name of lower-case letters, digits, '.', '_' or '-'")),
         ], key: ["document_number"]),
         CSVTableSpec(table: "orders", file: "orders.csv", columns: [
             CSVColumn("id", .integer(min: 1)), CSVColumn("company_cuit", cuit), CSVColumn("customer_document", name),
@@ -40,9 +47,9 @@ public enum B2B {
             CSVColumn("quantity", .integer(min: 1)), CSVColumn("unit_price", money), CSVColumn("total", .decimal(scale: 2, digits: 14)),
         ], key: ["order_id", "line"], references: [
             .init(columns: ["order_id"], table: "orders"), .init(columns: ["product_id"], table: "product"),
-        ], rowCheck: { v in
-            guard let q = Int64(v["quantity"]!), let p = cents(v["unit_price"]!), let t = cents(v["total"]!) else { return nil }
-            return q * p == t ? nil : "total \(v["total"]!) is not quantity \(q) × unit price \(v["unit_price"]!)"
+        ], rowCheck: { v in  // order_id, line, product_id, quantity, unit_price, total
+            guard let q = Int64(v[3]), let p = cents(v[4]), let t = cents(v[5]) else { return nil }
+            return q * p == t ? nil : "total \(v[5]) is not quantity \(q) × unit price \(v[4])"
         }),
     ]
 

@@ -4,7 +4,8 @@ import Shared
 /// A column of a CSV source: its name (the CSV header and the table column) and what a valid value is.
 public struct CSVColumn: Sendable {
     public enum Kind: Sendable {
-        case text(pattern: String?, what: String)
+        /// Non-empty text; `valid` (when given) says whether it has the right shape, described by `what`.
+        case text(valid: (@Sendable (String) -> Bool)?, what: String)
         case integer(min: Int64)
         case decimal(scale: Int, digits: Int)
         case date
@@ -23,11 +24,9 @@ public struct CSVColumn: Sendable {
     func check(_ raw: String) -> Result<String, CSVRowError> {
         let v = raw.trimmingCharacters(in: .whitespaces)
         switch kind {
-        case .text(let pattern, let what):
+        case .text(let valid, let what):
             if v.isEmpty { return .failure(.init("\(name) is empty")) }
-            if let pattern, v.range(of: pattern, options: .regularExpression) == nil {
-                return .failure(.init("\(name) \"\(v)\" is not \(what)"))
-            }
+            if let valid, !valid(v) { return .failure(.init("\(name) \"\(v)\" is not \(what)")) }
             return .success(v)
         case .integer(let min):
             guard let n = Int64(v) else { return .failure(.init("\(name) \"\(v)\" is not a whole number")) }
@@ -104,11 +103,12 @@ public struct CSVTableSpec: Sendable {
     public let columns: [CSVColumn]
     public let key: [String]
     public let references: [Reference]
-    /// A check across columns (e.g. total = quantity × unit price), given the checked values.
-    public let rowCheck: (@Sendable ([String: String]) -> String?)?
+    /// A check across columns (e.g. total = quantity × unit price), given the checked values in
+    /// column order.
+    public let rowCheck: (@Sendable ([String]) -> String?)?
 
     public init(table: String, file: String, columns: [CSVColumn], key: [String], references: [Reference] = [],
-                rowCheck: (@Sendable ([String: String]) -> String?)? = nil) {
+                rowCheck: (@Sendable ([String]) -> String?)? = nil) {
         self.table = table
         self.file = file
         self.columns = columns
@@ -195,11 +195,7 @@ public struct CSVValidator {
             case .failure(let e): return .failure(e)
             }
         }
-        if let rowCheck = spec.rowCheck {
-            var named: [String: String] = [:]
-            for (c, v) in zip(spec.columns, values) { named[c.name] = v }
-            if let problem = rowCheck(named) { return .failure(.init(problem)) }
-        }
+        if let rowCheck = spec.rowCheck, let problem = rowCheck(values) { return .failure(.init(problem)) }
         for (cols, table) in refIndex {
             let k = cols.map { values[$0] }.joined(separator: "\u{1F}")
             if known[table]?.contains(k) != true {

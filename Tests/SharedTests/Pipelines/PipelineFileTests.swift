@@ -195,3 +195,15 @@ struct PipelineFileTests {
         #expect(got[2].1 == 6 + 20_001)
     }
 }
+
+@Suite("CSV record splitting")
+struct CSVLineTests {
+    @Test("quoted fields, doubled quotes, empty fields, an unclosed quote, UTF-8")
+    func split() {
+        #expect(CSVLine.split(#"a,"b,c","d""e",,"""#) == ["a", "b,c", "d\"e", "", ""])
+        #expect(CSVLine.split(#"x"y,z"#) == ["x\"y", "z"])
+        #expect(CSVLine.split(#""open,field"#) == nil)
+        #expect(CSVLine.split("María,Córdoba,\"São Paulo, BR\"") == ["María", "Córdoba", "São Paulo, BR"])
+        #expect(CSVLine.split("") == [""])
+    }
+}
