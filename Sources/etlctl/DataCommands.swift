@@ -317,3 +317,25 @@ extension ETLCtl {
         }
     }
 }
+
+extension ETLCtl {
+    struct Migrate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create or upgrade the metadata tables and the pipelines' schemas, then exit.",
+            discussion: """
+                Safe to run any number of times, also while schedulers and workers run (the compose file's \
+                one-shot migrate service runs it before they start). Example:
+                  etlctl migrate
+                """
+        )
+        func run() throws {
+            let ctx = try Context()
+            let store = try ctx.store()  // metadata migrations, then the DAGs registered
+            let s = try settings()
+            if ctx.env["ETL_PIPELINE_DAGS"]?.lowercased() != "false" {
+                try failing { try PipelineSchemas.ensure(store.pg, s) }
+            }
+            print("migrated: metadata schema \(ctx.schema) and \(ctx.registry.dags.count) DAGs; data schemas \(s.datalake), \(s.loads), \(s.datamart)")
+        }
+    }
+}

@@ -15,7 +15,7 @@ struct ETLCtl: ParsableCommand {
               etlctl check
             """,
         subcommands: [Check.self, Dags.self, Runs.self, TasksCmd.self, Queues.self, Workers.self, DeadLetters.self, Logs.self,
-                      Generate.self, WeblogCmd.self, Loads.self, Summary.self]
+                      Generate.self, WeblogCmd.self, Loads.self, Summary.self, Migrate.self]
     )
 }
 

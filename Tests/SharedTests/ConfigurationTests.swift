@@ -94,6 +94,11 @@ struct ConfigurationTests {
         #expect(db?.description.contains("topsecret") == false)
         let tls = #expect(throws: ConfigError.self) { try RedisConfig(url: "rediss://h:6379") }
         #expect(tls?.description.contains("TLS") == true)
+        // docker-compose.yaml names the host in REDIS_URL; the password comes from local.env.
+        let split = try RedisConfig(environment: Environment(["REDIS_URL": "redis://redis:6379/0", "ETL_REDIS_PASSWORD": "s3cret"]))
+        #expect(split.host == "redis" && split.password == "s3cret" && !split.description.contains("s3cret"))
+        let urlWins = try RedisConfig(environment: Environment(["REDIS_URL": "redis://:inurl@redis:6379/0", "ETL_REDIS_PASSWORD": "other"]))
+        #expect(urlWins.password == "inurl")
         let timeout = #expect(throws: ConfigError.self) {
             try RedisConfig(environment: Environment(["ETL_REDIS_TIMEOUT": "soon"]))
         }

@@ -51,9 +51,11 @@ public struct RedisConfig: Sendable, CustomStringConvertible {
     }
 
     /// Reads `REDIS_URL` (default `redis://127.0.0.1:6379/0`), `ETL_REDIS_TIMEOUT` and
-    /// `ETL_REDIS_RECONNECT_TIMEOUT`.
+    /// `ETL_REDIS_RECONNECT_TIMEOUT`. A URL without a password takes `ETL_REDIS_PASSWORD` when set,
+    /// so that docker-compose.yaml can name the host while the password stays in local.env.
     public init(environment env: Environment) throws {
         try self.init(url: env["REDIS_URL"] ?? "redis://127.0.0.1:6379/0")
+        if password == nil, let p = env["ETL_REDIS_PASSWORD"], !p.isEmpty { password = p }
         commandTimeout = try env.seconds("ETL_REDIS_TIMEOUT", default: commandTimeout, range: 0.05...600)
         reconnectTimeout = try env.seconds("ETL_REDIS_RECONNECT_TIMEOUT", default: reconnectTimeout, range: 0...3600)
     }

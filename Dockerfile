@@ -1,0 +1,31 @@
+# One image for every role (scheduler, worker, etlctl; webserver once it exists).
+# Build stage: the Swift toolchain and the C libraries' headers.
+ARG SWIFT_VERSION=6.3
+FROM swift:${SWIFT_VERSION}-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libpq-dev libhiredis-dev libicu-dev pkg-config \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# Dependencies first, so that a source change does not fetch them again.
+COPY Package.swift ./
+RUN swift package resolve
+COPY Sources Sources
+COPY Tests Tests
+COPY bench/ClientBench bench/ClientBench
+# The Swift runtime is linked statically: the runtime image needs only the C libraries.
+RUN for p in scheduler worker etlctl; do swift build -c release --static-swift-stdlib --product "$p"; done \
+ && mkdir /out && cp "$(swift build -c release --show-bin-path)"/scheduler "$(swift build -c release --show-bin-path)"/worker \
+    "$(swift build -c release --show-bin-path)"/etlctl /out/
+
+# Runtime stage: slim Debian with libpq, hiredis, ICU, the uap-core rules, tor-geoipdb and iso-codes.
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libpq5 libhiredis0.14 libicu72 libstdc++6 uap-core tor-geoipdb iso-codes ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --create-home --home-dir /app etl
+WORKDIR /app
+COPY --from=build /out/ /usr/local/bin/
+COPY --chown=etl sources /app/sources
+RUN mkdir -p /app/reports /app/apache-logs && chown etl /app/reports /app/apache-logs
+USER etl
+CMD ["worker"]
