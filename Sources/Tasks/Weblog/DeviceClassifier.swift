@@ -35,6 +35,11 @@ public final class DeviceRules: @unchecked Sendable {
 
     struct RuleSet {
         let rules: [Rule]
+        /// For each literal, the rules whose first (most selective) requirement names it; a rule
+        /// can only match when one of those literals is present.
+        var byLiteral: [[Int32]] = []
+        /// Rules without a requirement: always tried.
+        var unconditional: [Int32] = []
 
         /// `literals` numbers the required texts of every rule set (one scan finds them all).
         init(_ entries: [RuleFile.Entry], file: String, section: String, literals: inout [[UInt8]: Int]) throws {
@@ -59,6 +64,17 @@ public final class DeviceRules: @unchecked Sendable {
             self.rules = rules
         }
 
+        mutating func index(literalCount: Int) {
+            byLiteral = Array(repeating: [], count: literalCount)
+            for (i, r) in rules.enumerated() {
+                if let first = r.requirements.first {
+                    for l in first { byLiteral[l].append(Int32(i)) }
+                } else {
+                    unconditional.append(Int32(i))
+                }
+            }
+        }
+
         @inline(__always) static func satisfied(_ requirements: [[Int]], _ present: [Bool]) -> Bool {
             for req in requirements {
                 var any = false
@@ -71,7 +87,21 @@ public final class DeviceRules: @unchecked Sendable {
         /// The first matching rule and its groups. `subject` is the user agent as scanned once by the
         /// classifier; `regexes` are the caller's own clones.
         func firstMatch(_ subject: Subject, prefilter: Bool, regexes: inout [ICURegex?]) -> (Rule, [String?])? {
-            for (i, r) in rules.enumerated() {
+            // The candidates, in rule order: those reachable from a present literal, and the
+            // unconditional ones.
+            var candidates: [Int32]
+            if prefilter {
+                candidates = unconditional
+                for l in subject.found { candidates += byLiteral[Int(l)] }
+                candidates.sort()
+            } else {
+                candidates = rules.indices.map { Int32($0) }
+            }
+            var last: Int32 = -1
+            for c in candidates where c != last {
+                last = c
+                let i = Int(c)
+                let r = rules[i]
                 if prefilter {
                     if !Self.satisfied(r.requirements, subject.present) { continue }
                     if let lead = r.lead, !subject.hasLead(lead) { continue }
@@ -90,6 +120,8 @@ public final class DeviceRules: @unchecked Sendable {
         let text: UnsafeBufferPointer<UInt16>
         let lowered: [UInt8]
         let present: [Bool]
+        /// The present literals' ids.
+        let found: [Int32]
         let afterSemicolon: [Int]
 
         func hasLead(_ lead: (anchor: RequiredLiteral.Anchor, prefixes: [[UInt8]])) -> Bool {
@@ -125,8 +157,12 @@ public final class DeviceRules: @unchecked Sendable {
             throw DeviceRulesError(description: "\(path) has no device_parsers or os_parsers section; is it uap-core's regexes.yaml?")
         }
         var literals: [[UInt8]: Int] = [:]
-        devices = try RuleSet(d, file: path, section: "device_parsers", literals: &literals)
-        systems = try RuleSet(o, file: path, section: "os_parsers", literals: &literals)
+        var devices = try RuleSet(d, file: path, section: "device_parsers", literals: &literals)
+        var systems = try RuleSet(o, file: path, section: "os_parsers", literals: &literals)
+        devices.index(literalCount: literals.count)
+        systems.index(literalCount: literals.count)
+        self.devices = devices
+        self.systems = systems
         var table = [[UInt8]](repeating: [], count: literals.count)
         for (l, i) in literals { table[i] = l }
         matcher = LiteralMatcher(table)
@@ -223,7 +259,8 @@ public final class DeviceClassifier {
         var lowered = Array(ua.utf8)
         for i in lowered.indices where lowered[i] >= 65 && lowered[i] <= 90 { lowered[i] += 32 }
         var present = [Bool](repeating: false, count: rules.matcher.count)
-        if prefilter { lowered.withUnsafeBufferPointer { rules.matcher.scan($0, found: &present) } }
+        var found: [Int32] = []
+        if prefilter { lowered.withUnsafeBufferPointer { rules.matcher.scan($0, found: &present, list: &found) } }
         var after: [Int] = []
         for i in lowered.indices where lowered[i] == UInt8(ascii: ";") {
             var at = i + 1
@@ -235,7 +272,7 @@ public final class DeviceClassifier {
         }
         let utf16 = Array(ua.utf16)
         return utf16.withUnsafeBufferPointer { text in
-            let subject = DeviceRules.Subject(text: text, lowered: lowered, present: present, afterSemicolon: after)
+            let subject = DeviceRules.Subject(text: text, lowered: lowered, present: present, found: found, afterSemicolon: after)
             var family = "Other"
             var brand: String?
             var model: String?

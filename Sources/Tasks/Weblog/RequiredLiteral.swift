@@ -399,15 +399,27 @@ struct LiteralMatcher {
         outputLink = link
     }
 
-    /// Sets `found[id] = true` for every pattern occurring in `subject` (already lower-cased).
-    func scan(_ subject: UnsafeBufferPointer<UInt8>, found: inout [Bool]) {
-        var s = 0
-        for b in subject {
-            s = Int(next[s * width + Int(classes[Int(b)])])
-            var o = output[s] >= 0 ? s : Int(outputLink[s])
-            while o >= 0 {
-                if output[o] >= 0 { found[Int(output[o])] = true }
-                o = Int(outputLink[o])
+    /// Sets `found[id] = true` for every pattern occurring in `subject` (already lower-cased) and
+    /// appends each newly found id to `list`.
+    func scan(_ subject: UnsafeBufferPointer<UInt8>, found: inout [Bool], list: inout [Int32]) {
+        next.withUnsafeBufferPointer { next in
+            output.withUnsafeBufferPointer { output in
+                outputLink.withUnsafeBufferPointer { outputLink in
+                    classes.withUnsafeBufferPointer { classes in
+                        found.withUnsafeMutableBufferPointer { found in
+                            var s = 0
+                            for b in subject {
+                                s = Int(next[s &* width &+ Int(classes[Int(b)])])
+                                var o = output[s] >= 0 ? s : Int(outputLink[s])
+                                while o >= 0 {
+                                    let id = Int(output[o])
+                                    if id >= 0 && !found[id] { found[id] = true; list.append(Int32(id)) }
+                                    o = Int(outputLink[o])
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     }
