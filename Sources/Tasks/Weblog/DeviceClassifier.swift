@@ -30,7 +30,7 @@ public final class DeviceRules: @unchecked Sendable {
         /// always tried.
         let requirements: [[Int]]
         /// Where the match must begin and the texts one of which must follow there.
-        let lead: (anchor: RequiredLiteral.Anchor, prefixes: [[UInt8]])?
+        let lead: Lead?
     }
 
     struct RuleSet {
@@ -59,7 +59,7 @@ public final class DeviceRules: @unchecked Sendable {
                         return literals.count - 1
                     }
                 }
-                rules.append(Rule(regex: regex, replacements: e, requirements: reqs, lead: RequiredLiteral.lead(in: pattern)))
+                rules.append(Rule(regex: regex, replacements: e, requirements: reqs, lead: RequiredLiteral.lead(in: pattern).map(Lead.init)))
             }
             self.rules = rules
         }
@@ -114,6 +114,18 @@ public final class DeviceRules: @unchecked Sendable {
         }
     }
 
+    /// A rule's lead, with the first two bytes of its texts in a set for a quick first test.
+    struct Lead {
+        let anchor: RequiredLiteral.Anchor
+        let prefixes: [[UInt8]]
+        let heads: Set<UInt16>
+        init(_ l: (anchor: RequiredLiteral.Anchor, prefixes: [[UInt8]])) {
+            anchor = l.anchor
+            prefixes = l.prefixes
+            heads = Set(l.prefixes.map { UInt16($0[0]) << 8 | UInt16($0[1]) })
+        }
+    }
+
     /// A user agent prepared for the rules: UTF-16 for ICU, which required texts it contains, and
     /// where text can follow a `;` (and up to two spaces).
     struct Subject {
@@ -124,15 +136,15 @@ public final class DeviceRules: @unchecked Sendable {
         let found: [Int32]
         let afterSemicolon: [Int]
 
-        func hasLead(_ lead: (anchor: RequiredLiteral.Anchor, prefixes: [[UInt8]])) -> Bool {
-            switch lead.anchor {
-            case .start:
-                return lead.prefixes.contains { lowered.starts(with: $0) }
-            case .afterSemicolon:
-                for at in afterSemicolon {
-                    for p in lead.prefixes where at + p.count <= lowered.count && lowered[at..<(at + p.count)].elementsEqual(p) { return true }
-                }
+        func hasLead(_ lead: Lead) -> Bool {
+            func at(_ i: Int) -> Bool {
+                guard i + 1 < lowered.count, lead.heads.contains(UInt16(lowered[i]) << 8 | UInt16(lowered[i + 1])) else { return false }
+                for p in lead.prefixes where i + p.count <= lowered.count && lowered[i..<(i + p.count)].elementsEqual(p) { return true }
                 return false
+            }
+            switch lead.anchor {
+            case .start: return at(0)
+            case .afterSemicolon: return afterSemicolon.contains(where: at)
             }
         }
     }

@@ -32,7 +32,7 @@ enum RequiredLiteral {
     static func lead(in pattern: String) -> (anchor: Anchor, prefixes: [[UInt8]])? {
         let p = Array(pattern.utf8)
         let anchor: Anchor
-        var at: Int
+        let at: Int
         if p.first == UInt8(ascii: "^") {
             anchor = .start
             at = 1
@@ -43,125 +43,126 @@ enum RequiredLiteral {
             return nil
         }
         guard at < p.count else { return nil }
-        var branches: [ArraySlice<UInt8>] = []
-        if p[at] == UInt8(ascii: "(") {
-            guard let close = matching(p, at, p.count) else { return nil }
-            var body = at + 1
-            if p[body] == UInt8(ascii: "?") {
-                guard body + 1 < close, p[body + 1] == UInt8(ascii: ":") else { return nil }
-                body += 2
-            }
-            if close + 1 < p.count && [UInt8(ascii: "?"), UInt8(ascii: "*"), UInt8(ascii: "{")].contains(p[close + 1]) { return nil }
-            var depth = 0, start = body
-            var i = body
-            while i < close {
-                switch p[i] {
-                case UInt8(ascii: "\\"): i += 1
-                case UInt8(ascii: "["): if let e = classEnd(p, i, close) { i = e } else { return nil }
-                case UInt8(ascii: "("): depth += 1
-                case UInt8(ascii: ")"): depth -= 1
-                case UInt8(ascii: "|") where depth == 0: branches.append(p[start..<i]); start = i + 1
-                default: break
-                }
-                i += 1
-            }
-            branches.append(p[start..<close])
-        } else {
-            branches = [p[at...]]
-        }
-        var prefixes: [[UInt8]] = []
-        for b in branches {
-            let expanded = plainPrefixes(Array(b))
-            guard !expanded.isEmpty, expanded.allSatisfy({ $0.count >= 2 }) else { return nil }
-            prefixes += expanded
-        }
-        return prefixes.isEmpty ? nil : (anchor, Array(Set(prefixes)))
+        let (prefixes, _) = expand(p, at, p.count)
+        guard !prefixes.isEmpty, prefixes.allSatisfy({ $0.count >= 2 }) else { return nil }
+        return (anchor, Array(Set(prefixes)))
     }
 
-    /// The literal texts a branch can start with, lower-cased: literal characters extend every
-    /// prefix; a small class (`[BLRQ]`, `[34]`) or a group of plain alternatives (`(?:7|8|10)`)
-    /// forks them; anything else (a quantifier, `.`, `\d`, a large class) ends them. Forks stop past
-    /// 64 prefixes. A match of the branch certainly begins with one of the returned prefixes.
-    private static func plainPrefixes(_ b: [UInt8]) -> [[UInt8]] {
+    /// The literal texts a match of `p[from..<to]` can start with, lower-cased, and whether they
+    /// cover the whole span (so that what follows may extend them). Literal characters extend every
+    /// prefix; a small class (`[BLRQ]`, `\d`) or a group's alternatives fork them (an empty
+    /// alternative forks an unextended copy); an atom repeated at least once (`+`, `{2,}`) extends
+    /// them once and ends them; anything else (`.`, an optional atom, a large class) ends them.
+    /// Forks stop past 64 prefixes. A match certainly begins with one of the returned prefixes.
+    static func expand(_ b: [UInt8], _ from: Int, _ to: Int) -> (prefixes: [[UInt8]], complete: Bool) {
         var prefixes: [[UInt8]] = [[]]
-        var i = 0
-        let quantifiers: [UInt8] = [UInt8(ascii: "?"), UInt8(ascii: "*"), UInt8(ascii: "{"), UInt8(ascii: "+")]
-        func quantified(_ j: Int) -> Bool { j < b.count && quantifiers.contains(b[j]) }
+        var i = from
+        func quantifier(_ j: Int) -> (kind: Int, next: Int) {  // 0 none, 1 optional, 2 at least once
+            guard j < to else { return (0, j) }
+            switch b[j] {
+            case UInt8(ascii: "?"), UInt8(ascii: "*"): return (1, j + 1)
+            case UInt8(ascii: "+"): return (2, j + 1)
+            case UInt8(ascii: "{"):
+                var k = j + 1
+                while k < to && b[k] != UInt8(ascii: "}") { k += 1 }
+                let low = b[(j + 1)..<min(k, to)].prefix { $0 != UInt8(ascii: ",") }
+                return ((low.isEmpty || low.allSatisfy { $0 == UInt8(ascii: "0") }) ? 1 : 2, k + 1)
+            default: return (0, j)
+            }
+        }
         func isPlain(_ c: UInt8) -> Bool {
             (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122)
                 || c == UInt8(ascii: " ") || c == UInt8(ascii: "-") || c == UInt8(ascii: "_") || c == UInt8(ascii: "/")
                 || c == UInt8(ascii: ";") || c == UInt8(ascii: ":") || c == UInt8(ascii: ",")
         }
+        /// Appends one of `choices` to every prefix; false when that would make too many.
         func fork(_ choices: [[UInt8]]) -> Bool {
-            guard !choices.isEmpty, choices.allSatisfy({ !$0.isEmpty }), prefixes.count * choices.count <= 64 else { return false }
-            prefixes = prefixes.flatMap { p in choices.map { p + $0 } }
+            let unique = Array(Set(choices))
+            guard !unique.isEmpty, prefixes.count * unique.count <= 64 else { return false }
+            prefixes = prefixes.flatMap { p in unique.map { p + $0 } }
             return true
         }
-        while i < b.count {
+        while i < to {
             let c = b[i]
+            var choices: [[UInt8]]
+            var atomEnd: Int
+            var atomComplete = true
             if c == UInt8(ascii: "\\") {
-                guard i + 1 < b.count, isEscapedLiteral(b[i + 1]), !quantified(i + 2) else { break }
-                prefixes = prefixes.map { $0 + [lower(b[i + 1])] }
-                i += 2
-                continue
-            }
-            if c == UInt8(ascii: "[") {
-                guard let e = classEnd(b, i, b.count), !quantified(e + 1), b[i + 1] != UInt8(ascii: "^") else { break }
-                // Members: plain characters and short ranges like 0-9 or A-C.
+                guard i + 1 < to else { return (prefixes, false) }
+                let e = b[i + 1]
+                if e == UInt8(ascii: "d") {
+                    choices = (48...57).map { [UInt8($0)] }
+                } else if isEscapedLiteral(e) {
+                    choices = [[lower(e)]]
+                } else {
+                    return (prefixes, false)
+                }
+                atomEnd = i + 2
+            } else if c == UInt8(ascii: "[") {
+                guard let e = classEnd(b, i, to), b[i + 1] != UInt8(ascii: "^") else { return (prefixes, false) }
                 var members = Set<UInt8>()
                 var j = i + 1
-                var ok = true
                 while j < e {
                     let m = b[j]
-                    if j + 2 < e && b[j + 1] == UInt8(ascii: "-") {
+                    if m == UInt8(ascii: "\\") && j + 1 < e && b[j + 1] == UInt8(ascii: "d") {
+                        for x in UInt8(48)...57 { members.insert(x) }
+                        j += 2
+                    } else if j + 2 < e && b[j + 1] == UInt8(ascii: "-") {
                         let hi = b[j + 2]
-                        guard isPlain(m), isPlain(hi), hi >= m, Int(hi - m) < 12 else { ok = false; break }
+                        guard isPlain(m), isPlain(hi), hi >= m, Int(hi - m) < 12 else { return (prefixes, false) }
                         for x in m...hi { members.insert(lower(x)) }
                         j += 3
                     } else {
-                        guard isPlain(m) else { ok = false; break }
+                        guard isPlain(m) else { return (prefixes, false) }
                         members.insert(lower(m))
                         j += 1
                     }
                 }
-                guard ok, members.count <= 12, fork(members.sorted().map { [$0] }) else { break }
-                i = e + 1
-                continue
-            }
-            if c == UInt8(ascii: "(") {
-                guard let close = matching(b, i, b.count), !quantified(close + 1) else { break }
+                guard members.count <= 12 else { return (prefixes, false) }
+                choices = members.sorted().map { [$0] }
+                atomEnd = e + 1
+            } else if c == UInt8(ascii: "(") {
+                guard let close = matching(b, i, to) else { return (prefixes, false) }
                 var body = i + 1
                 if b[body] == UInt8(ascii: "?") {
-                    guard body + 1 < close, b[body + 1] == UInt8(ascii: ":") else { break }
+                    guard body + 1 < close, b[body + 1] == UInt8(ascii: ":") else { return (prefixes, false) }
                     body += 2
                 }
-                // The group's alternatives, each entirely plain.
-                var choices: [[UInt8]] = []
-                var current: [UInt8] = []
-                var j = body
-                var ok = true
+                // Split the alternatives at the group's top level and expand each.
+                var bounds: [(Int, Int)] = []
+                var depth = 0, start = body, j = body
                 while j < close {
-                    let m = b[j]
-                    if m == UInt8(ascii: "|") { choices.append(current); current = []; j += 1; continue }
-                    if m == UInt8(ascii: "\\"), j + 1 < close, isEscapedLiteral(b[j + 1]), !(j + 2 < close && quantifiers.contains(b[j + 2])) {
-                        current.append(lower(b[j + 1]))
-                        j += 2
-                        continue
+                    switch b[j] {
+                    case UInt8(ascii: "\\"): j += 1
+                    case UInt8(ascii: "["): if let e = classEnd(b, j, close) { j = e } else { return (prefixes, false) }
+                    case UInt8(ascii: "("): depth += 1
+                    case UInt8(ascii: ")"): depth -= 1
+                    case UInt8(ascii: "|") where depth == 0: bounds.append((start, j)); start = j + 1
+                    default: break
                     }
-                    guard isPlain(m), !(j + 1 < close && quantifiers.contains(b[j + 1])) else { ok = false; break }
-                    current.append(lower(m))
                     j += 1
                 }
-                choices.append(current)
-                guard ok, fork(choices) else { break }
-                i = close + 1
-                continue
+                bounds.append((start, close))
+                choices = []
+                for (a, z) in bounds {
+                    let (sub, complete) = expand(b, a, z)
+                    choices += sub
+                    if !complete { atomComplete = false }
+                }
+                atomEnd = close + 1
+            } else if isPlain(c) {
+                choices = [[lower(c)]]
+                atomEnd = i + 1
+            } else {
+                return (prefixes, false)
             }
-            guard isPlain(c), !quantified(i + 1) else { break }
-            prefixes = prefixes.map { $0 + [lower(c)] }
-            i += 1
+            let (q, next) = quantifier(atomEnd)
+            if q == 1 { return (prefixes, false) }
+            guard fork(choices) else { return (prefixes, false) }
+            if q == 2 || !atomComplete { return (prefixes, false) }
+            i = next
         }
-        return prefixes
+        return (prefixes, true)
     }
 
     /// Longer literals are rarer; among equals, fewer alternatives.
