@@ -1,0 +1,42 @@
+import Foundation
+import Shared
+import Testing
+
+/// The README's main command, end to end on small data: scripts/run with the test build.
+@Suite("The main job (scripts/run)", .serialized)
+struct MainJobTests {
+    @Test("scripts/run completes on small data and writes the three reports")
+    func mainJob() throws {
+        let tag = "mj_" + TestServices.randomSuffix()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("etl-\(tag)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var e = ProcessInfo.processInfo.environment
+        for (k, v) in [
+            "ETL_BIN_DIR": Cluster.binDir.path, "ETL_SCHEMA": tag, "ETL_REDIS_PREFIX": "\(tag):",
+            "ETL_DATALAKE_SCHEMA": "\(tag)_dl", "ETL_LOADS_SCHEMA": "\(tag)_ld", "ETL_DATAMART_SCHEMA": "\(tag)_dm",
+            "ETL_REPORTS_DIR": dir.appendingPathComponent("reports").path, "ETL_WEBLOG_DIR": dir.appendingPathComponent("logs").path,
+            "ETL_GENERATED_DIR": dir.appendingPathComponent("generated").path, "ETL_PIPELINE_SCHEDULE": "none",
+            "ETL_WEBLOG_LINES": "5000", "ETL_ORDERS": "500",
+        ] { e[k] = v }
+        e["DATABASE_URL"] = nil; e["REDIS_URL"] = nil; e["ETL_SECRET_KEY"] = nil  // the script loads the servers' env file
+        defer {
+            if let pg = try? PostgresConnection(config: PostgresConfig(environment: TestServices.environment)) {
+                for s in [tag, "\(tag)_dl", "\(tag)_ld", "\(tag)_dm"] { _ = try? pg.execute(script: "DROP SCHEMA IF EXISTS \(s) CASCADE") }
+            }
+            try? FileManager.default.removeItem(at: dir)
+        }
+        let script = TestServices.repoRoot.appendingPathComponent("scripts/run").path
+        let out = try TestServices.run(script, ["--workers", "2"], environment: e)
+        #expect(out.status == 0, "scripts/run failed:\n\(out.stdout.suffix(3000))\n\(out.stderr.suffix(3000))")
+        for dag in ["b2b", "ip2geo", "weblog", "monthly-sales", "popular-devices", "popular-products"] {
+            #expect(out.stdout.split(separator: "\n").contains { $0.hasPrefix(dag + " ") && $0.contains("success") },
+                    "\(dag) not successful in:\n\(out.stdout)")
+        }
+        let today = String(PostgresTimestamp.format(Date()).prefix(10))
+        for report in ["monthly-sales", "popular-devices", "popular-products"] {
+            let path = dir.appendingPathComponent("reports/\(report)/date=\(today)/report.csv").path
+            let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+            #expect(text.split(separator: "\n").count >= 2, "\(report): \(path) has \(text)")
+        }
+    }
+}
