@@ -88,10 +88,23 @@ private func setPaused(_ dag: String, _ paused: Bool) throws {
     print("\(dag) \(paused ? "paused" : "unpaused")")
 }
 
-/// Waits for a run to end; exit 0 only when it succeeded.
+/// Waits for a run to end; exit 0 only when it succeeded. On a terminal, a progress line on stderr
+/// counts the run's tasks by state.
 func waitForRun(store: MetadataStore, dag: String, run: Int64, timeout: Double, json: Bool) throws {
     let end = monotonicSeconds() + timeout
+    let progress = isatty(2) != 0
+    var lastDraw = 0.0
+    defer { if progress && lastDraw > 0 { FileHandle.standardError.write(Data("\n".utf8)) } }
     while monotonicSeconds() < end {
+        if progress && monotonicSeconds() - lastDraw >= 0.5, let tasks = try? store.taskRows(run: run) {
+            lastDraw = monotonicSeconds()
+            let done = tasks.filter { $0.state == "success" }.count
+            let running = tasks.filter { $0.state == "running" }.count
+            let failed = tasks.filter { $0.state == "failed" || $0.state == "upstream_failed" }.count
+            let width = 20, filled = tasks.isEmpty ? 0 : width * done / tasks.count
+            let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+            FileHandle.standardError.write(Data("\r\(dag) run \(run) [\(bar)] \(done)/\(tasks.count) done, \(running) running\(failed > 0 ? ", \(failed) failed" : "")   ".utf8))
+        }
         if let r = try failing({ try store.run(run) }), r.state == "success" || r.state == "failed" {
             if json { Output.json(["dag": dag, "run": run, "state": r.state]) } else { print("\(dag) run \(run): \(r.state)") }
             if r.state == "failed" { throw fail("\(dag) run \(run) failed. See: etlctl tasks list \(dag) --run \(run)") }
