@@ -13,8 +13,8 @@ enum RequiredLiteral {
     /// At most `limit` requirements, the most selective first.
     static func requirements(in pattern: String, limit: Int = 6) -> [Requirement] {
         let p = Array(pattern.utf8)
-        let all = alternatives(p, 0, p.count)
-        return Array(all.sorted { score($0) > score($1) }.prefix(limit))
+        let all = alternatives(p, 0, p.count).map { ($0, score($0)) }
+        return Array(all.sorted { $0.1 > $1.1 }.prefix(limit).map(\.0))
     }
 
     /// Where a rule's match must begin, when the pattern says so.
@@ -166,8 +166,25 @@ enum RequiredLiteral {
     }
 
     /// Longer literals are rarer; among equals, fewer alternatives.
+    /// How well a requirement filters: a literal found in many everyday user agents ("android",
+    /// "windows") filters little out of real traffic, however long it is; then longer literals
+    /// are rarer, and fewer alternatives are better. So a crawler rule keeps its "bot" requirement
+    /// rather than its "android" one.
     static func score(_ r: Requirement) -> Int {
-        (r.map(\.count).min() ?? 0) * 1000 - r.count
+        let seen = r.reduce(0) { $0 + frequency($1) }
+        return -seen * 1000 + min(r.map(\.count).min() ?? 0, 8) * 10 - min(r.count, 9)
+    }
+
+    /// Lower-cased real user agents of desktops, phones and tablets, with the generator's weights.
+    static let everyday: [(agent: [UInt8], weight: Int)] = WeblogGenerator.builtInAgents.map { (Array($0.agent.lowercased().utf8), $0.weight) }
+
+    /// How many of the everyday user agents (by weight) contain `literal`.
+    static func frequency(_ literal: [UInt8]) -> Int {
+        var n = 0
+        for (ua, weight) in everyday where ua.count >= literal.count {
+            if (0...(ua.count - literal.count)).contains(where: { ua[$0..<($0 + literal.count)].elementsEqual(literal) }) { n += weight }
+        }
+        return n
     }
 
     /// The requirements of `p[from..<to]`, which may be an alternation.
