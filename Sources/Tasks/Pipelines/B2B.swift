@@ -37,19 +37,20 @@ public enum B2B {
             }, what: "a user name of lower-case letters, digits, '.', '_' or '-'")),
         ], key: ["document_number"]),
         CSVTableSpec(table: "orders", file: "orders.csv", columns: [
-            CSVColumn("id", .integer(min: 1)), CSVColumn("company_cuit", cuit), CSVColumn("customer_document", name),
+            CSVColumn("id", .integer(min: 1, max: .max)), CSVColumn("company_cuit", cuit), CSVColumn("customer_document", name),
             CSVColumn("ordered_at", .timestamp),
         ], key: ["id"], references: [
             .init(columns: ["company_cuit"], table: "company"), .init(columns: ["customer_document"], table: "customer"),
         ]),
         CSVTableSpec(table: "sales", file: "sales.csv", columns: [
-            CSVColumn("order_id", .integer(min: 1)), CSVColumn("line", .integer(min: 1)), CSVColumn("product_id", .integer(min: 1)),
+            CSVColumn("order_id", .integer(min: 1, max: .max)), CSVColumn("line", .integer(min: 1)), CSVColumn("product_id", .integer(min: 1)),
             CSVColumn("quantity", .integer(min: 1)), CSVColumn("unit_price", money), CSVColumn("total", .decimal(scale: 2, digits: 14)),
         ], key: ["order_id", "line"], references: [
             .init(columns: ["order_id"], table: "orders"), .init(columns: ["product_id"], table: "product"),
         ], rowCheck: { v in  // order_id, line, product_id, quantity, unit_price, total
             guard let q = Int64(v[3]), let p = cents(v[4]), let t = cents(v[5]) else { return nil }
-            return q * p == t ? nil : "total \(v[5]) is not quantity \(q) × unit price \(v[4])"
+            let (product, overflow) = q.multipliedReportingOverflow(by: p)
+            return !overflow && product == t ? nil : "total \(v[5]) is not quantity \(q) × unit price \(v[4])"
         }),
     ]
 

@@ -6,7 +6,8 @@ public struct CSVColumn: Sendable {
     public enum Kind: Sendable {
         /// Non-empty text; `valid` (when given) says whether it has the right shape, described by `what`.
         case text(valid: (@Sendable (String) -> Bool)?, what: String)
-        case integer(min: Int64)
+        /// A whole number in `min...max` (`max` defaults to Postgres `integer`'s).
+        case integer(min: Int64, max: Int64 = Int64(Int32.max))
         case decimal(scale: Int, digits: Int)
         case date
         case timestamp
@@ -28,9 +29,10 @@ public struct CSVColumn: Sendable {
             if v.isEmpty { return .failure(.init("\(name) is empty")) }
             if let valid, !valid(v) { return .failure(.init("\(name) \"\(v)\" is not \(what)")) }
             return .success(v)
-        case .integer(let min):
+        case .integer(let min, let max):
             guard let n = Int64(v) else { return .failure(.init("\(name) \"\(v)\" is not a whole number")) }
             guard n >= min else { return .failure(.init("\(name) \(n) is below \(min)")) }
+            guard n <= max else { return .failure(.init("\(name) \(n) is above \(max)")) }
             return .success(String(n))
         case .decimal(let scale, let digits):
             let parts = v.split(separator: ".", omittingEmptySubsequences: false)

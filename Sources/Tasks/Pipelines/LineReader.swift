@@ -15,6 +15,9 @@ public final class LineReader {
     private var eof = false
     public let path: String
 
+    /// The file offset where the next line starts (after a cut line: after its end).
+    public var offset: Int64 { bufferOffset + Int64(position) }
+
     public init(path: String, from start: Int64 = 0, end: Int64 = .max, bufferSize: Int = 1 << 20) throws {
         self.path = path
         fd = open(path, O_RDONLY)
@@ -32,6 +35,7 @@ public final class LineReader {
 
     /// Calls `body` with each line (including its `\n` when present), its start offset and
     /// whether it was cut; stops at `end` or at the end of the file, or when `body` returns false.
+    /// A cut line's bytes are valid only during the call: its rest is skipped after it.
     public func forEachLine(_ body: (UnsafeBufferPointer<UInt8>, Int64, Bool) throws -> Bool) throws {
         while true {
             let lineStart = bufferOffset + Int64(position)
@@ -57,8 +61,10 @@ public final class LineReader {
                 let cut = !eof
                 let line = UnsafeBufferPointer(rebasing: bytes[position..<filled])
                 position = filled
-                if try !body(line, lineStart, cut) { return }
+                let goOn = try body(line, lineStart, cut)
+                // The rest of a cut line is skipped before returning, so `offset` is the next line's.
                 if cut { try skipRestOfLine() }
+                if !goOn { return }
             } else {
                 return
             }

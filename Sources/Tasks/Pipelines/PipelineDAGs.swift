@@ -106,7 +106,7 @@ public enum PipelineDAGs {
                 let r = try WeblogLoad.finalize(pg: pg, settings: s, runID: ctx.message.runID)
                 for f in r.files { ctx.log("\(f.name): read \(f.read), loaded \(f.loaded), rejected \(f.rejected)") }
                 if r.unfinishedOwn > 0 {
-                    throw PipelineError("\(r.unfinishedOwn) range(s) this run's loaders claimed are not loaded; clearing the load_part tasks resumes them")
+                    throw PipelineError("\(r.unfinishedOwn) file(s) this run registered are not fully loaded yet (another run's loader may hold ranges); this task retries, and clearing the load_part tasks resumes them")
                 }
                 if r.unfinished > 0 { ctx.log("\(r.unfinished) file(s) are still being loaded by another run") }
             },

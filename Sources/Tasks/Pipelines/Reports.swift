@@ -40,13 +40,13 @@ public enum Reports {
                                               columns: ["rank", "device", "users", "requests"]) { s in
         """
         INSERT INTO \(s.datamart).popular_devices (logical_date, rank, device, users, requests)
-        SELECT $1::date, row_number() OVER (ORDER BY users DESC, requests DESC, device), device, users, requests
+        SELECT $1::date, row_number() OVER (ORDER BY users DESC, requests DESC, device COLLATE "C"), device, users, requests
         FROM (
             SELECT w.device, count(DISTINCT w.username) AS users, count(*) AS requests
             FROM \(s.datalake).weblogs w JOIN \(s.datalake).customer c ON c.username = w.username
             WHERE w.requested_at < $1::date + 1
             GROUP BY w.device
-            ORDER BY users DESC, requests DESC, device
+            ORDER BY users DESC, requests DESC, device COLLATE "C"
             LIMIT 5
         ) d
         """
@@ -61,7 +61,7 @@ public enum Reports {
             WHERE w.method = 'POST' AND w.path = '/login' AND w.status BETWEEN 200 AND 399
               AND w.username IS NOT NULL AND w.country_code IS NOT NULL AND w.requested_at < $1::date + 1
             GROUP BY w.country_code
-            ORDER BY users DESC, w.country_code
+            ORDER BY users DESC, w.country_code COLLATE "C"
             LIMIT 1
         ), sold AS (
             SELECT x.product_id, sum(x.quantity) AS units, sum(x.total) AS revenue

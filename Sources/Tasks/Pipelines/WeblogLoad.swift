@@ -58,11 +58,12 @@ public enum WeblogLoad {
                 log("registered \(name): \(size) bytes, \(scan.lines) lines, \(scan.ranges.count) ranges, sha256 \(scan.checksum.prefix(12))…")
             }
         }
-        // Ranges left `loading` by a run whose loader is gone go back to the pool (they keep their
-        // committed offset, so they resume where they stopped).
+        // Ranges another run left `loading` and has not touched for 5 minutes (its loader is gone)
+        // go back to the pool; they keep their committed offset, so they resume where they stopped.
+        // A live loader commits a chunk far more often than that.
         let freed = try pg.query("""
             UPDATE \(s.loads).weblog_range SET state = 'pending', owner = NULL
-            WHERE state = 'loading' AND owner NOT LIKE $1
+            WHERE state = 'loading' AND owner NOT LIKE $1 AND updated_at < clock_timestamp() - interval '5 minutes'
             """, ["run \(runID ?? -1)/%"]).affectedRows
         if freed > 0 { log("\(freed) range(s) left unfinished by an earlier run will resume from their last committed chunk") }
         return result
@@ -150,16 +151,28 @@ public enum WeblogLoad {
             let end = try row.decode(Int64.self, 3)
             var committed = try row.decode(Int64.self, 4), nextLine = try row.decode(Int64.self, 5)
             try pg.query("UPDATE \(s.loads).weblog_file SET state = 'loading' WHERE id = $1 AND state = 'pending'", [file])
-            let f = try pg.query("SELECT path, load_id FROM \(s.loads).weblog_file WHERE id = $1", [file]).rows[0]
+            let f = try pg.query("SELECT path, load_id, size FROM \(s.loads).weblog_file WHERE id = $1", [file]).rows[0]
             let path = try f.decode(String.self, 0), load = try f.decode(Int64.self, 1)
+            let size = Int64((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1)
+            guard size == (try f.decode(Int64.self, 2)) else {
+                let e = PipelineError("\(path) is \(size) bytes now but was \(try f.decode(Int64.self, 2)) when registered: a loaded log must not change. Fix: restore the file, or give new data a new file name")
+                try? LoadLog(pg: pg, schema: s.loads).broke(load, error: e.description)
+                throw e
+            }
             let loads = LoadLog(pg: pg, schema: s.loads)
             try loads.resume(load)
             let rangeStart = try row.decode(Int64.self, 2)
             if committed > rangeStart { log("resuming \(path) range \(part) at byte \(committed), line \(nextLine)") }
             total.ranges += 1
+            if committed >= end {
+                // Nothing left (an empty file, or a range whose last chunk committed just before a crash).
+                try pg.query("UPDATE \(s.loads).weblog_range SET state = 'done', updated_at = clock_timestamp() WHERE file_id = $1 AND part = $2 AND owner = $3",
+                             [file, part, owner])
+                continue
+            }
             do {
                 let reader = try LineReader(path: path, from: committed, end: end)
-                var finished = committed >= end
+                var finished = false
                 while !finished {
                     try checkDeadline()
                     var rejects: [Rejection] = []
@@ -173,9 +186,8 @@ public enum WeblogLoad {
                                  bytes, referer, user_agent, device, os, country_code) FROM STDIN
                             """) { w in
                             var reachedEnd = true
-                            try reader.forEachLine { bytes, start, cut in
+                            try reader.forEachLine { bytes, _, cut in
                                 read += 1
-                                offset = start + Int64(bytes.count)
                                 defer { line += 1 }
                                 switch enricher.enrich(bytes, cut: cut) {
                                 case .success(let r):
@@ -190,7 +202,7 @@ public enum WeblogLoad {
                                 if read >= s.chunkLines { reachedEnd = false; return false }
                                 return true
                             }
-                            if reachedEnd { offset = end }
+                            offset = reachedEnd ? end : reader.offset
                         }
                         try Rejection.store(rejects, load: load, source: path, schema: s.loads, on: tx)
                         let done = offset >= end
@@ -222,7 +234,8 @@ public enum WeblogLoad {
         public var files: [(name: String, read: Int64, loaded: Int64, rejected: Int64)] = []
         /// Files with ranges still loading or pending.
         public var unfinished = 0
-        /// Ranges this run's loaders claimed and did not finish (then the run's load failed).
+        /// Files this run registered whose ranges are not all loaded yet (another run's loader
+        /// may hold some): the run's load is not complete.
         public var unfinishedOwn = 0
     }
 
@@ -230,8 +243,10 @@ public enum WeblogLoad {
     /// left to that run.
     public static func finalize(pg: PostgresConnection, settings s: PipelineSettings, runID: Int64) throws -> Finalized {
         var out = Finalized()
-        out.unfinishedOwn = try pg.query("SELECT count(*) FROM \(s.loads).weblog_range WHERE state <> 'done' AND owner LIKE $1",
-                                         ["run \(runID)/%"]).rows[0].decode(Int.self, 0)
+        out.unfinishedOwn = try pg.query("""
+            SELECT count(DISTINCT f.id) FROM \(s.loads).weblog_file f JOIN \(s.loads).load l ON l.id = f.load_id
+            JOIN \(s.loads).weblog_range r ON r.file_id = f.id WHERE l.run_id = $1 AND r.state <> 'done'
+            """, [runID]).rows[0].decode(Int.self, 0)
         let rows = try pg.query("""
             SELECT f.id, f.name, f.load_id, sum(r.rows_read)::bigint, sum(r.rows_loaded)::bigint, sum(r.rows_rejected)::bigint,
                    bool_and(r.state = 'done')

@@ -267,8 +267,12 @@ public final class DeviceClassifier {
 
     public func classify(_ ua: String) -> Device { classify(ua, prefilter: true) }
 
-    func classify(_ ua: String, prefilter: Bool) -> Device {
+    func classify(_ ua: String, prefilter requested: Bool) -> Device {
         var lowered = Array(ua.utf8)
+        // The prefilter lower-cases ASCII only and reads `\d` as 0-9; ICU folds some non-ASCII
+        // letters to ASCII (K, ſ) and takes any Unicode digit for `\d`. Such agents are rare:
+        // they go through every rule.
+        let prefilter = requested && !lowered.contains { $0 >= 0x80 }
         for i in lowered.indices where lowered[i] >= 65 && lowered[i] <= 90 { lowered[i] += 32 }
         var present = [Bool](repeating: false, count: rules.matcher.count)
         var found: [Int32] = []

@@ -43,6 +43,19 @@ enum RequiredLiteral {
             return nil
         }
         guard at < p.count else { return nil }
+        // `^a|b`: the anchor binds only the first alternative, so there is no lead.
+        var depth = 0, j = 0
+        while j < p.count {
+            switch p[j] {
+            case UInt8(ascii: "\\"): j = escapeEnd(p, j, p.count) - 1
+            case UInt8(ascii: "["): if let e = classEnd(p, j, p.count) { j = e } else { return nil }
+            case UInt8(ascii: "("): depth += 1
+            case UInt8(ascii: ")"): depth -= 1
+            case UInt8(ascii: "|") where depth == 0: return nil
+            default: break
+            }
+            j += 1
+        }
         let (prefixes, _) = expand(p, at, p.count)
         guard !prefixes.isEmpty, prefixes.allSatisfy({ $0.count >= 2 }) else { return nil }
         return (anchor, Array(Set(prefixes)))
@@ -274,7 +287,7 @@ enum RequiredLiteral {
                 guard i + 1 < to else { endRun(); return found }
                 let e = p[i + 1]
                 let literal = isEscapedLiteral(e)
-                let (q, next) = quantifier(i + 2)
+                let (q, next) = quantifier(escapeEnd(p, i, to))
                 if literal && q != 1 { run.append(lower(e)) } else { endRun() }
                 if q != 0 { endRun() }
                 i = next
@@ -294,6 +307,35 @@ enum RequiredLiteral {
         }
         endRun()
         return found
+    }
+
+    /// The index after the escape at `i` (`\\x41`, `\\x{263A}`, `\\u00E9`, `\\0101`, `\\cA`,
+    /// `\\p{L}`, `\\Q…\\E` take their operands along).
+    static func escapeEnd(_ p: [UInt8], _ i: Int, _ to: Int) -> Int {
+        guard i + 1 < to else { return to }
+        let e = p[i + 1]
+        func braced(_ j: Int) -> Int? {
+            guard j < to, p[j] == UInt8(ascii: "{") else { return nil }
+            var k = j
+            while k < to && p[k] != UInt8(ascii: "}") { k += 1 }
+            return min(k + 1, to)
+        }
+        switch e {
+        case UInt8(ascii: "x"): return braced(i + 2) ?? min(i + 4, to)
+        case UInt8(ascii: "u"): return min(i + 6, to)
+        case UInt8(ascii: "U"): return min(i + 10, to)
+        case UInt8(ascii: "c"): return min(i + 3, to)
+        case UInt8(ascii: "p"), UInt8(ascii: "P"), UInt8(ascii: "N"): return braced(i + 2) ?? min(i + 3, to)
+        case UInt8(ascii: "0"):
+            var k = i + 2
+            while k < to && k < i + 5 && p[k] >= 48 && p[k] <= 55 { k += 1 }
+            return k
+        case UInt8(ascii: "Q"):
+            var k = i + 2
+            while k + 1 < to && !(p[k] == UInt8(ascii: "\\") && p[k + 1] == UInt8(ascii: "E")) { k += 1 }
+            return min(k + 2, to)
+        default: return i + 2
+        }
     }
 
     private static func lower(_ c: UInt8) -> UInt8 { c >= 65 && c <= 90 ? c + 32 : c }

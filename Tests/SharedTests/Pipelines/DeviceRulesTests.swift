@@ -68,3 +68,42 @@ struct DeviceRulesTests {
         #expect(e?["s"]?.first?["model"] == nil)
     }
 }
+
+@Suite("User-agent prefilter on unusual rules")
+struct PrefilterEdgeTests {
+    @Test("escapes with operands, a top-level alternation and non-ASCII case folding never hide a match")
+    func edgeRules() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("uap-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let yaml = """
+            user_agent_parsers:
+              - regex: 'x'
+            os_parsers:
+              - regex: '(Plan9)'
+            device_parsers:
+              - regex: '\\x41ndroidish (\\w+)'
+                device_replacement: 'Escaped $1'
+              - regex: '^Foo|Bar (\\w+)'
+                device_replacement: 'Alternation $1'
+              - regex: 'KAIOS (\\w+)'
+                regex_flag: 'i'
+                device_replacement: 'Folded $1'
+              - regex: '; {0,2}(\\d{3})X Build'
+                device_replacement: 'Digits $1'
+            """
+        let path = dir.appendingPathComponent("regexes.yaml").path
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        let rules = try DeviceRules(path: path)
+        let cases: [(String, String)] = [
+            ("Mozilla Androidish Phone1", "Escaped Phone1"),
+            ("Mozilla Bar Phone2", "Alternation Phone2"),
+            ("Mozilla \u{212A}AIOS Phone3", "Folded Phone3"),   // KELVIN SIGN folds to k
+            ("Mozilla (Linux; \u{0661}\u{0662}\u{0663}X Build/1)", "Digits \u{0661}\u{0662}\u{0663}"),  // Arabic-Indic digits are \d
+        ]
+        for (ua, family) in cases {
+            #expect(rules.classifyWithoutPrefilter(ua).family == family, "\(ua)")
+            #expect(rules.classify(ua).family == family, "\(ua)")
+        }
+    }
+}
