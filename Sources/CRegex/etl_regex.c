@@ -4,7 +4,7 @@
 etl_regex *etl_regex_open(const uint16_t *pattern, int32_t length, int case_insensitive,
                           int32_t *status, int32_t *error_offset) {
     UErrorCode err = U_ZERO_ERROR;
-    UParseError parse;
+    UParseError parse = {0};
     URegularExpression *re = uregex_open((const UChar *)pattern, length,
                                          case_insensitive ? UREGEX_CASE_INSENSITIVE : 0, &parse, &err);
     *status = (int32_t)err;

@@ -96,10 +96,7 @@ enum Output {
     static func jsonTime(_ d: Date?) -> Any { d.map { PostgresTimestamp.format($0) } ?? NSNull() }
 }
 
-/// Parses `YYYY-MM-DD` as midnight UTC.
+/// Parses `YYYY-MM-DD` (a real calendar day) as midnight UTC.
 func parseDate(_ text: String) throws -> Date {
-    guard text.count == 10, let d = PostgresTimestamp.parse(text) else {
-        throw fail("'\(text)' is not a date. Fix: write it as YYYY-MM-DD, e.g. --date 2024-05-01")
-    }
-    return d
+    Date(timeIntervalSince1970: Double(try day(text).epochSeconds))
 }

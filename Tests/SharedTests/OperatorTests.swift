@@ -19,6 +19,7 @@ struct OperatorTests {
         #expect(full.stdout.contains("service_completed_successfully"))
         #expect(!full.stdout.contains("container_name"))  // workers scale with --scale worker=N
         #expect(full.stdout.contains("appendonly yes"))
+        #expect(full.stdout.contains("127.0.0.1:5432:5432"))  // Postgres published to this machine only
         // The passwords stay in local.env: the compose file itself names none.
         let compose = try String(contentsOfFile: file, encoding: .utf8)
         #expect(!compose.contains("change-me"))

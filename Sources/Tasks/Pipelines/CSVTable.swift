@@ -154,6 +154,10 @@ public struct CSVValidator {
             lineNumber += 1
             var text = String(decoding: bytes, as: UTF8.self)
             while text.last == "\n" || text.last == "\r" { text.removeLast() }
+            if lineNumber == 1 && text.hasPrefix("\u{FEFF}") { text.removeFirst() }  // a UTF-8 byte order mark
+            if header == nil && (cut || CSVLine.split(Substring(text)) == nil) {
+                throw PipelineError("\(path) line 1: the header is not a CSV line; expected \(spec.columns.map(\.name).joined(separator: ",")). Fix the file's first line")
+            }
             if header != nil && text.isEmpty { return true }  // blank lines are not rows
             if header != nil { read += 1 }
             if cut {

@@ -69,7 +69,7 @@ final class BufferedFileWriter {
 
     init(path: String) throws {
         self.path = path
-        temporary = path + ".tmp-\(getpid())"
+        temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)

@@ -8,8 +8,10 @@ public enum PipelineDAGs {
         let start = Date(timeIntervalSince1970: 1_704_067_200)  // 2024-01-01
         let daily = try s.schedule()
         let retry = Backoff(base: 10, cap: 300, jitter: 0.3)
+        // Two hours is far beyond a large run here (10,000,000 log lines load in about a minute), so
+        // only a stuck task reaches it.
         func task(_ id: String, _ op: String, _ up: [String] = [], args: [String: String] = [:], retries: Int = 2) -> TaskSpec {
-            TaskSpec(id, operation: op, upstream: up, arguments: args, retries: retries, retryBackoff: retry)
+            TaskSpec(id, operation: op, upstream: up, arguments: args, retries: retries, retryBackoff: retry, timeout: 7200)
         }
         let parts = (0..<s.weblogParts).map { "load_part_\($0)" }
         return [

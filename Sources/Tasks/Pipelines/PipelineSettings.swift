@@ -116,9 +116,11 @@ public struct Day: Sendable, Hashable, Comparable, CustomStringConvertible {
         self.init(year: y, month: m, day: d)
     }
 
-    /// From `YYYY-MM-DD`, or the date part of a timestamp like a logical date.
+    /// From `YYYY-MM-DD` (a real calendar day: not 2024-02-30), or the date part of a timestamp like a
+    /// logical date.
     public init?(_ text: String) {
-        guard text.count >= 10, let d = PostgresTimestamp.parse(String(text.prefix(10))) else { return nil }
+        let date = String(text.prefix(10))
+        guard text.count >= 10, CivilDateCheck.date(date), let d = PostgresTimestamp.parse(date) else { return nil }
         self.init(daysSince1970: Int((d.timeIntervalSince1970 / 86_400).rounded(.down)))
     }
 

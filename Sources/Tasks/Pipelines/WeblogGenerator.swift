@@ -252,12 +252,10 @@ struct TimeFormatter {
 /// The requests of a session, pre-rendered: `METHOD PATH HTTP/1.1" STATUS BYTES "REFERER" `.
 struct RequestCatalog {
     enum Kind: Int { case home, loginPage, loginOK, loginFail, product, missing, cartAdd, cart, checkout, order }
-    let products: [Int]
     let productLines: [[UInt8]]
     let fixed: [[UInt8]]
 
     init(products: [Int]) {
-        self.products = products
         func render(_ request: String, _ status: Int, _ referer: String) -> [UInt8] {
             Array("\(request) HTTP/1.1\" \(status) ".utf8) + [0xFF] + Array(" \"\(referer)\" ".utf8)
         }

@@ -4,14 +4,12 @@ import Shared
 /// One access-log line made ready for the datalake: parsed, its user agent turned into a device,
 /// its IP into a country. Used by the loader and by `etlctl weblog check`.
 public struct WeblogEnricher {
-    public var devices: DeviceCache
-    let rules: DeviceRules
+    private var devices: DeviceCache
     let ranges: IPRangeTable
     private var lastSecond: Int64 = .min
     private var lastStamp = ""
 
     public init(rules: DeviceRules, ranges: IPRangeTable, cacheSize: Int) {
-        self.rules = rules
         self.ranges = ranges
         devices = DeviceCache(rules: rules, limit: cacheSize)
     }

@@ -111,7 +111,7 @@ public enum WeblogLoad {
         // A boundary at the very end of the file starts no line.
         if let last = starts.last, last.0 >= offset, starts.count > 1 { starts.removeLast() }
         var scan = Scan()
-        scan.checksum = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        scan.checksum = Hex.encode(hasher.finalize())
         scan.lines = newlines + (offset > 0 && lastByte != 10 ? 1 : 0)
         for (i, s) in starts.enumerated() {
             scan.ranges.append((s.0, i + 1 < starts.count ? starts[i + 1].0 : offset, s.1))

@@ -154,7 +154,6 @@ public final class DeviceRules: @unchecked Sendable {
     /// Every required text of both rule sets, found in one pass.
     let matcher: LiteralMatcher
 
-    public let ruleCount: Int
 
     /// The Debian package's rule file.
     public static let defaultPath = "/usr/share/uap-core/regexes.yaml"
@@ -178,7 +177,6 @@ public final class DeviceRules: @unchecked Sendable {
         var table = [[UInt8]](repeating: [], count: literals.count)
         for (l, i) in literals { table[i] = l }
         matcher = LiteralMatcher(table)
-        ruleCount = d.count + o.count
     }
 
     /// Rule files are read once per process and per path.
@@ -313,8 +311,6 @@ public struct DeviceCache {
     private let classifier: DeviceClassifier
     private var entries: [String: Device] = [:]
     private let limit: Int
-    public private(set) var hits = 0
-    public private(set) var misses = 0
 
     public init(rules: DeviceRules, limit: Int = 50_000) {
         classifier = DeviceClassifier(rules: rules)
@@ -322,8 +318,7 @@ public struct DeviceCache {
     }
 
     public mutating func device(_ ua: String) -> Device {
-        if let d = entries[ua] { hits += 1; return d }
-        misses += 1
+        if let d = entries[ua] { return d }
         let d = classifier.classify(ua)
         guard limit > 0 else { return d }
         if entries.count >= limit { entries.removeAll(keepingCapacity: true) }
