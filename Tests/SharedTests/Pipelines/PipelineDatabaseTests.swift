@@ -239,4 +239,27 @@ struct PipelineDatabaseTests {
         #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE state = 'finished' AND rows_loaded + rows_rejected = 12000") == 1)
         #expect(rest.read == 12_000 - committedRead)  // the resumed attempt read only what was not committed
     }
+
+    @Test("an empty file, and a line over 1 MiB ending a chunk: offsets and line numbers stay right")
+    func emptyFileAndLongLine() throws {
+        let fx = try PipelineFixture(extra: ["ETL_WEBLOG_CHUNK_LINES": "2"])
+        func line(_ n: Int) -> String { "10.0.0.\(n) - - [10/Jun/2024:10:00:0\(n) +0000] \"GET /p/\(n) HTTP/1.1\" 200 1 \"-\" \"agent\"" }
+        let long = String(repeating: "x", count: 1_500_000)
+        try fx.write("apache-logs/access_log_20240610T000000.log", [line(1), long, line(3), line(4), line(5)].joined(separator: "\n") + "\n")
+        try fx.write("apache-logs/access_log_20240611T000000.log", "")
+        _ = try WeblogLoad.register(pg: fx.pg!, settings: fx.settings, runID: 1, logicalDate: nil, log: { _ in })
+        let r = try WeblogLoad.loadPart(pg: fx.pg!, settings: fx.settings, owner: "run 1/load_part_0", checkDeadline: {}, log: { _ in })
+        let f = try WeblogLoad.finalize(pg: fx.pg!, settings: fx.settings, runID: 1)
+        #expect(f.files.count == 2 && f.unfinished == 0 && f.unfinishedOwn == 0)
+        #expect(r.read == 5 && r.loaded == 4 && r.rejected == 1)
+        let s = fx.settings
+        let lines = try fx.pg!.query("SELECT line_number, path FROM \(s.datalake).weblogs ORDER BY line_number").rows
+            .map { "\(try $0.decode(Int64.self, 0)) \(try $0.decode(String.self, 1))" }
+        #expect(lines == ["1 /p/1", "3 /p/3", "4 /p/4", "5 /p/5"])
+        let reject = try fx.pg!.query("SELECT line_number, reason FROM \(s.loads).reject").rows
+        #expect(reject.count == 1)
+        #expect(try reject[0].decode(Int64.self, 0) == 2)
+        #expect(try reject[0].decode(String.self, 1).hasPrefix("line too long"))
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE state = 'finished'") == 2)
+    }
 }
