@@ -287,12 +287,16 @@ extension ETLCtl {
             if !runIDs.isEmpty, (try? pg.query("SELECT 1 FROM \(s.loads).load LIMIT 1")) != nil {
                 loads = try failing {
                     try pg.query("""
-                        SELECT pipeline, count(*), sum(rows_read)::bigint, sum(rows_loaded)::bigint, sum(rows_rejected)::bigint,
-                               count(*) FILTER (WHERE state <> 'finished')
+                        SELECT pipeline, count(*) FILTER (WHERE state = 'finished'),
+                               coalesce(sum(rows_read) FILTER (WHERE state = 'finished'), 0)::bigint,
+                               coalesce(sum(rows_loaded) FILTER (WHERE state = 'finished'), 0)::bigint,
+                               coalesce(sum(rows_rejected) FILTER (WHERE state = 'finished'), 0)::bigint,
+                               count(*) FILTER (WHERE state = 'broken'), count(*) FILTER (WHERE state = 'running')
                         FROM \(s.loads).load WHERE run_id = ANY($1::bigint[]) GROUP BY pipeline ORDER BY pipeline
                         """, ["{\(runIDs.map(String.init).joined(separator: ","))}"]).rows.map { r in
                         ["pipeline": try r.decode(String.self, 0), "loads": try r.decode(Int64.self, 1), "read": try r.decode(Int64.self, 2),
-                         "loaded": try r.decode(Int64.self, 3), "rejected": try r.decode(Int64.self, 4), "unfinished": try r.decode(Int64.self, 5)] as [String: Any]
+                         "loaded": try r.decode(Int64.self, 3), "rejected": try r.decode(Int64.self, 4), "broken": try r.decode(Int64.self, 5),
+                         "running": try r.decode(Int64.self, 6)] as [String: Any]
                     }
                 }
             }
@@ -309,9 +313,9 @@ extension ETLCtl {
                 [r["dag"] as! String, (r["run"] as? Int64).map(String.init) ?? "-", r["state"] as! String,
                  (r["seconds"] as? Double).map { String(format: "%.1fs", $0) } ?? "-"]
             })
-            print("\nLoads of these runs (rows read = loaded + rejected; etlctl loads list shows each file or table):")
-            Output.table(["PIPELINE", "LOADS", "READ", "LOADED", "REJECTED", "UNFINISHED"], loads.map { l in
-                [l["pipeline"] as! String, "\(l["loads"]!)", "\(l["read"]!)", "\(l["loaded"]!)", "\(l["rejected"]!)", "\(l["unfinished"]!)"]
+            print("\nFinished loads of these runs (rows read = loaded + rejected), and loads that broke (retried attempts) or still run:")
+            Output.table(["PIPELINE", "FINISHED", "READ", "LOADED", "REJECTED", "BROKEN", "RUNNING"], loads.map { l in
+                [l["pipeline"] as! String, "\(l["loads"]!)", "\(l["read"]!)", "\(l["loaded"]!)", "\(l["rejected"]!)", "\(l["broken"]!)", "\(l["running"]!)"]
             })
             print("\nReports:")
             for r in reports { print("  \(r["report"]!): \(r["path"]!)\((r["exists"] as! Bool) ? "" : "  (not written)")") }

@@ -10,6 +10,8 @@ public struct IPRangeTable: Sendable {
     private var ends: [UInt32] = []
     private var countryIndex: [UInt16] = []
     private var countries: [Country] = []
+    /// Country code → index into `countries` (ranges come by the hundred thousand).
+    private var indexOfCode: [String: UInt16] = [:]
 
     public var count: Int { starts.count }
 
@@ -18,7 +20,6 @@ public struct IPRangeTable: Sendable {
     /// Reads the IP2Location DB1 CSV shape (`"ip_from","ip_to","CC","Country"`), ranges in
     /// ascending order without overlap; `-` country rows are skipped. Errors name the line.
     public init(csv text: String, file: String = "ip2geo.csv") throws(IPRangeError) {
-        var byCode: [String: UInt16] = [:]
         var lineNumber = 0
         for raw in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             lineNumber += 1
@@ -38,9 +39,9 @@ public struct IPRangeTable: Sendable {
             let code = String(fields[2])
             if code == "-" { continue }
             let index: UInt16
-            if let known = byCode[code] { index = known } else {
+            if let known = indexOfCode[code] { index = known } else {
                 index = UInt16(countries.count)
-                byCode[code] = index
+                indexOfCode[code] = index
                 countries.append(Country(code: code, name: String(fields[3])))
             }
             starts.append(lo)
@@ -69,8 +70,9 @@ public struct IPRangeTable: Sendable {
     public mutating func append(from lo: UInt32, to hi: UInt32, code: String, name: String) {
         precondition(lo <= hi && (ends.last.map { lo > $0 } ?? true), "ranges must be added in ascending order without overlap")
         let index: UInt16
-        if let known = countries.firstIndex(where: { $0.code == code }) { index = UInt16(known) } else {
+        if let known = indexOfCode[code] { index = known } else {
             index = UInt16(countries.count)
+            indexOfCode[code] = index
             countries.append(Country(code: code, name: name))
         }
         starts.append(lo)
@@ -80,7 +82,7 @@ public struct IPRangeTable: Sendable {
 
     /// Every range of a country, for generators that draw addresses from it.
     public func ranges(of code: String) -> [ClosedRange<UInt32>] {
-        guard let c = countries.firstIndex(where: { $0.code == code }) else { return [] }
+        guard let c = indexOfCode[code] else { return [] }
         return starts.indices.filter { countryIndex[$0] == UInt16(c) }.map { starts[$0]...ends[$0] }
     }
 

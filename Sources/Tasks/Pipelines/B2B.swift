@@ -12,8 +12,16 @@ public enum B2B {
     static let name = CSVColumn.Kind.text(valid: nil, what: "")
     static let money = CSVColumn.Kind.decimal(scale: 2, digits: 12)
 
-    /// In load order: every reference points at a table loaded before it.
-    public static let tables: [CSVTableSpec] = [
+    /// In load order: every reference points at a table loaded before it. Only referenced tables
+    /// keep their accepted keys in memory.
+    public static let tables: [CSVTableSpec] = {
+        var specs = unmarked
+        let referenced = Set(specs.flatMap { $0.references.map(\.table) })
+        for i in specs.indices { specs[i].isReferenced = referenced.contains(specs[i].table) }
+        return specs
+    }()
+
+    static let unmarked: [CSVTableSpec] = [
         CSVTableSpec(table: "company", file: "company.csv", columns: [
             CSVColumn("cuit", cuit), CSVColumn("name", name), CSVColumn("is_supplier", .boolean),
         ], key: ["cuit"]),

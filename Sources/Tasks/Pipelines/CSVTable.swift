@@ -108,6 +108,8 @@ public struct CSVTableSpec: Sendable {
     /// A check across columns (e.g. total = quantity × unit price), given the checked values in
     /// column order.
     public let rowCheck: (@Sendable ([String]) -> String?)?
+    /// Whether another table refers to this one (then its accepted keys are kept for the checks).
+    public var isReferenced = true
 
     public init(table: String, file: String, columns: [CSVColumn], key: [String], references: [Reference] = [],
                 rowCheck: (@Sendable ([String]) -> String?)? = nil) {
@@ -214,7 +216,7 @@ public struct CSVValidator {
             return .failure(.init("duplicate key \(spec.key.joined(separator: ","))=\(keyIndex.map { values[$0] }.joined(separator: ",")), first on line \(first)"))
         }
         seen[key] = line
-        known[spec.table, default: []].insert(key)
+        if spec.isReferenced { known[spec.table, default: []].insert(key) }
         return .success(values)
     }
 }
