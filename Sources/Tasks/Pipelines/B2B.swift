@@ -94,12 +94,13 @@ public enum B2B {
                             runID: Int64?, logicalDate: String?, log: (String) -> Void) throws -> [TableResult] {
         let loads = LoadLog(pg: meta, schema: s.loads)
         var ids: [String: Int64] = [:]
-        for t in tables {
-            ids[t.table] = try loads.begin(pipeline: "b2b", source: path(of: t, s), runID: runID, logicalDate: logicalDate)
-        }
         do {
             var results: [TableResult] = []
             try tx.transaction { tx in
+                try loads.takeOver(pipeline: "b2b", tx: tx)
+                for t in tables {
+                    ids[t.table] = try loads.begin(pipeline: "b2b", source: path(of: t, s), runID: runID, logicalDate: logicalDate)
+                }
                 try tx.execute(script: "TRUNCATE \(tables.map { "\(s.datalake).\($0.table)" }.joined(separator: ", "))")
                 var known: [String: Set<String>] = [:]
                 for t in tables {

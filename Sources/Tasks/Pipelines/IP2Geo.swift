@@ -15,13 +15,15 @@ public enum IP2Geo {
             throw PipelineError("\(path) does not exist: build it with scripts/build-ip2geo (from tor-geoipdb and iso-codes)")
         }
         let loads = LoadLog(pg: meta, schema: s.loads)
-        let id = try loads.begin(pipeline: "ip2geo", source: path, runID: runID, logicalDate: logicalDate)
+        var id: Int64 = -1
         do {
             var read: Int64 = 0, loaded: Int64 = 0
             var rejects: [Rejection] = []
             var lastEnd: Int64 = -1
             let bytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
             try tx.transaction { tx in
+                try loads.takeOver(pipeline: "ip2geo", tx: tx)
+                id = try loads.begin(pipeline: "ip2geo", source: path, runID: runID, logicalDate: logicalDate)
                 try tx.execute(script: "TRUNCATE \(s.datalake).ip2geo")
                 try tx.copyIn("COPY \(s.datalake).ip2geo (ip_from, ip_to, country_code, country_name) FROM STDIN") { w in
                     var number: Int64 = 0
@@ -53,7 +55,7 @@ public enum IP2Geo {
             }
             return Result(read: read, loaded: loaded, rejected: Int64(rejects.count))
         } catch {
-            try? loads.broke(id, error: "\(error)")
+            if id >= 0 { try? loads.broke(id, error: "\(error)") }
             throw error
         }
     }

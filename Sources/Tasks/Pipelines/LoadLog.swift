@@ -32,6 +32,18 @@ public struct LoadLog {
                      [id, String(error.prefix(4000))])
     }
 
+    /// Makes the caller the only running load of `pipeline` (a lock held by `tx`'s transaction),
+    /// then marks loads of it still shown `running` as broken: the attempt that ran them ended
+    /// without recording an end (it was killed, timed out or superseded, and its data rolled back).
+    public func takeOver(pipeline: String, tx: PostgresConnection) throws {
+        try tx.query("SELECT pg_advisory_xact_lock(hashtext($1))", ["\(schema) \(pipeline) load"])
+        try pg.query("""
+            UPDATE \(schema).load SET state = 'broken', broke_at = clock_timestamp(),
+                   error = 'abandoned: the attempt that ran it ended without recording an end (killed, timed out or superseded); its writes were rolled back'
+            WHERE pipeline = $1 AND state = 'running'
+            """, [pipeline])
+    }
+
     /// Marks a broken load as running again.
     public func resume(_ id: Int64) throws {
         try pg.query("UPDATE \(schema).load SET state = 'running' WHERE id = $1 AND state = 'broken'", [id])

@@ -90,14 +90,18 @@ struct PipelineDatabaseTests {
             .map { "\(try $0.decode(Int64.self, 0)): \(try $0.decode(String.self, 1))" }
         #expect(reasons == ["10: unknown orders: order_id 99 is not a loaded orders", "11: unknown orders: order_id 8 is not a loaded orders"])
         #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE state = 'finished' AND rows_read = rows_loaded + rows_rejected") == 6)
+        // A load row left `running` by an attempt that died is marked broken by the next load.
+        let stale = try fx.pg!.query("INSERT INTO \(s.loads).load (pipeline, source) VALUES ('b2b', 'killed attempt') RETURNING id").rows[0].decode(Int64.self, 0)
         // A second load that breaks (sales.csv gone) leaves the first load's rows whole.
         try FileManager.default.removeItem(atPath: "\(fx.settings.generatedDir)/sales.csv")
         #expect(throws: PipelineError.self) { try loadB2B(fx) }
         #expect(try fx.count("SELECT count(*) FROM \(s.datalake).sales") == 8)
         #expect(try fx.count("SELECT count(*) FROM \(s.datalake).orders") == 7)
         let broken = try fx.pg!.query("SELECT count(*), min(error) FROM \(s.loads).load WHERE state = 'broken' AND broke_at IS NOT NULL").rows[0]
-        #expect(try broken.decode(Int64.self, 0) == 6)
-        #expect(try broken.decode(String.self, 1).contains("sales.csv does not exist"))
+        #expect(try broken.decode(Int64.self, 0) == 7)  // the 6 tables of the second load and the stale row
+        let staleError = try fx.pg!.query("SELECT state, error FROM \(s.loads).load WHERE id = $1", [stale]).rows[0]
+        #expect(try staleError.decode(String.self, 0) == "broken" && staleError.decode(String.self, 1).hasPrefix("abandoned"))
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE error LIKE '%sales.csv does not exist%'") == 6)
     }
 
     /// The access log of the hand-worked example (times before the cut-off of 2024-06-16).
