@@ -200,8 +200,7 @@ final class SchedulerService {
     /// Marks `tasks` queued in one statement, then adds their signed messages in one pipeline.
     private func enqueue(dag: DAG, run: MetadataStore.Run, tasks: [String]) throws {
         guard !tasks.isEmpty else { return }
-        let ids = tasks.map { _ in UUID().uuidString.lowercased() }
-        let moved = try store.markQueued(run: run.id, tasks: tasks, messageIDs: ids)
+        let moved = try store.markQueued(run: run.id, tasks: tasks)
         guard !moved.isEmpty else { return }
         let date = PostgresTimestamp.format(run.logicalDate)
         var encoded: [(queue: String, body: [UInt8], sig: String)] = []

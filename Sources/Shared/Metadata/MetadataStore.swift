@@ -127,16 +127,18 @@ public final class MetadataStore {
 
     /// Moves scheduled (or due retry) tasks of one run to `queued` with a new try number, in one
     /// statement; returns those this call moved (another process may have moved the rest).
-    public func markQueued(run: Int64, tasks: [String], messageIDs: [String]) throws -> [(task: String, tryNumber: Int, messageID: String)] {
+    /// Each gets a new message id (a random UUID made by Postgres). The tasks are found by key with
+    /// `= ANY`, an index probe per task: a join against an `unnest` of the ids let the planner rescan
+    /// the array per row, 20 s of CPU for a run of 20,000 tasks.
+    public func markQueued(run: Int64, tasks: [String]) throws -> [(task: String, tryNumber: Int, messageID: String)] {
         guard !tasks.isEmpty else { return [] }
         return try pg.query("""
             UPDATE \(s).task_instance t SET state = 'queued', try_number = t.try_number + 1, queued_at = clock_timestamp(),
-              message_id = m.mid, worker = NULL, started_at = NULL, ended_at = NULL, next_try_at = NULL
-            FROM unnest($2::text[], $3::text[]) AS m(task, mid)
-            WHERE t.run_id = $1 AND t.task_id = m.task
+              message_id = gen_random_uuid()::text, worker = NULL, started_at = NULL, ended_at = NULL, next_try_at = NULL
+            WHERE t.run_id = $1 AND t.task_id = ANY($2::text[])
               AND (t.state = 'scheduled' OR (t.state = 'up_for_retry' AND t.next_try_at <= now()))
             RETURNING t.task_id, t.try_number, t.message_id
-            """, [run, Self.textArray(tasks), Self.textArray(messageIDs)]).rows.map {
+            """, [run, Self.textArray(tasks)]).rows.map {
             (try $0.decode(String.self, 0), try $0.decode(Int.self, 1), try $0.decode(String.self, 2))
         }
     }
