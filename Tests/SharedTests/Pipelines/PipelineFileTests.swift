@@ -63,8 +63,14 @@ struct PipelineFileTests {
             1,1,1,3,2.50,7.50
             1,2,1,3,2.50,7.00
             1,3,1,0,2.50,0
+            1,4,1,3000000000,2.50,7500000000.00
+            1,5,1,2147483647,9999999999.99,1.00
             """, known: ["orders": ["1"], "product": ["1"]])
-        #expect(lines.rejects.map(\.reason) == ["total 7.00 is not quantity 3 × unit price 2.50", "quantity 0 is below 1"])
+        #expect(lines.rejects.map(\.reason) == [
+            "total 7.00 is not quantity 3 × unit price 2.50", "quantity 0 is below 1",
+            "quantity 3000000000 is above 2147483647",                          // Postgres integer
+            "total 1.00 is not quantity 2147483647 × unit price 9999999999.99",  // overflows Int64 cents: rejected, no crash
+        ])
         let customers = try validate("customer", """
             document_number,full_name,date_of_birth,address,country_code,username
             1,Ana,1990-02-30,Somewhere,AR,ana
