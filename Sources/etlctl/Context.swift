@@ -54,6 +54,11 @@ final class Context {
         return t
     }
 
+    /// The DAG's run for the logical date `day` (the newest, if several), if any.
+    func run(dag: String, on day: Day, store: MetadataStore) throws -> MetadataStore.RunRow? {
+        try failing { try store.runRows(dag: dag, limit: 1000) }.first { PostgresTimestamp.format($0.logicalDate).hasPrefix(day.description) }
+    }
+
     /// The run `id`, or the DAG's latest run.
     func runID(dag: String, run: Int64?, store: MetadataStore) throws -> Int64 {
         if let run { return run }

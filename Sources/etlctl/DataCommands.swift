@@ -277,7 +277,7 @@ extension ETLCtl {
             var runs: [[String: Any]] = []
             var runIDs: [Int64] = []
             for dag in pipelines {
-                let r = try failing { try store.runRows(dag: dag, limit: 1000) }.first { PostgresTimestamp.format($0.logicalDate).hasPrefix(when.description) }
+                let r = try ctx.run(dag: dag, on: when, store: store)
                 if let r { runIDs.append(r.id) }
                 runs.append(["dag": dag, "run": r.map { $0.id as Any } ?? NSNull(), "state": r?.state ?? "no run",
                              "seconds": r.flatMap { run in run.startedAt.map { (run.endedAt ?? Date()).timeIntervalSince($0) } } ?? NSNull()])

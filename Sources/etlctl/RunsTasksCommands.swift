@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Shared
+import Tasks
 
 struct Runs: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "runs", abstract: "List DAG runs, or wait for one.", subcommands: [List.self, Wait.self])
@@ -20,10 +21,9 @@ struct Runs: ParsableCommand {
             let store = try ctx.store()
             var id = runID
             if id == nil, let date {
-                let day = String(PostgresTimestamp.format(try parseDate(date)).prefix(10))
-                let runs = try failing { try store.runRows(dag: dag, limit: 1000) }
-                guard let r = runs.first(where: { PostgresTimestamp.format($0.logicalDate).hasPrefix(day) }) else {
-                    throw fail("DAG '\(dag)' has no run for \(day). Fix: etlctl dags trigger \(dag) --date \(day)")
+                let when = try day(date)
+                guard let r = try ctx.run(dag: dag, on: when, store: store) else {
+                    throw fail("DAG '\(dag)' has no run for \(when). Fix: etlctl dags trigger \(dag) --date \(when)")
                 }
                 id = r.id
             }
@@ -85,7 +85,7 @@ struct TasksCmd: ParsableCommand {
 
     struct Retry: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Run a finished task again, and everything downstream of it.",
-                                                        discussion: "Example:\n  etlctl tasks retry b2b load_company --run 12")
+                                                        discussion: "Example:\n  etlctl tasks retry b2b load_tables --run 12")
         @Argument(help: "The DAG id.") var dag: String
         @Argument(help: "The task id.") var task: String
         @Option(name: .customLong("run"), help: "The run id (default: the latest).") var runID: Int64?
@@ -133,7 +133,7 @@ func wake(_ ctx: Context, dag: String, run: Int64, reason: String = "cleared") t
 
 struct Logs: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the log of every attempt of a task.",
-                                                    discussion: "Example:\n  etlctl logs weblog load --run 12")
+                                                    discussion: "Example:\n  etlctl logs weblog load_part_0 --run 12")
     @Argument(help: "The DAG id.") var dag: String
     @Argument(help: "The task id.") var task: String
     @Option(name: .customLong("run"), help: "The run id (default: the latest).") var runID: Int64?
