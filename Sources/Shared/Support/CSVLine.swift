@@ -4,6 +4,13 @@
 /// Works on the UTF-8 bytes (the delimiters are ASCII), which is several times faster than
 /// walking Characters on the multi-million-row loads.
 public enum CSVLine {
+    /// One field written for a CSV record: quoted (with doubled quotes) when it holds a comma, a
+    /// quote or a line break.
+    public static func field(_ s: String) -> String {
+        guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
+        return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+
     public static func split(_ line: Substring) -> [String]? {
         var copy = line
         return copy.withUTF8 { split(bytes: $0) }

@@ -74,10 +74,9 @@ enum CivilDateCheck {
     static func date(_ s: String) -> Bool {
         let p = s.split(separator: "-", omittingEmptySubsequences: false)
         guard p.count == 3, p[0].count == 4, p[1].count == 2, p[2].count == 2,
-              let y = Int(p[0]), let m = Int(p[1]), let d = Int(p[2]), y >= 1, (1...12).contains(m) else { return false }
-        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-        let days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m - 1]
-        return (1...days).contains(d)
+              let y = Int(p[0]), let m = Int(p[1]), let d = Int(p[2]), y >= 1, (1...12).contains(m), (1...31).contains(d) else { return false }
+        // A real day survives the round trip through day numbers; 2024-02-30 comes back as March 1.
+        return CivilDate.fromDays(CivilDate.toDays(year: y, month: m, day: d)) == (y, m, d)
     }
 
     static func time(_ s: String) -> Bool {

@@ -142,7 +142,7 @@ public enum OrdersGenerator {
             let buyer = buyers[rng.below(buyers.count)]
             let customer = customers[rng.below(customers.count)]
             let at = windowStart + Int64(rng.below(Int(windowEnd - windowStart)))
-            orders.append("\(id),\(buyer),\(csvField(customer)),\(PostgresTimestamp.format(Date(timeIntervalSince1970: Double(at))).prefix(19))\n")
+            orders.append("\(id),\(buyer),\(CSVLine.field(customer)),\(PostgresTimestamp.format(Date(timeIntervalSince1970: Double(at))).prefix(19))\n")
             let catalog = catalogs[buyer]!
             let basket = min(rng.geometric(0.4, cap: 12), catalog.count)
             var used = Set<Int>()
@@ -172,7 +172,4 @@ public enum OrdersGenerator {
         return "\(cents / 100).\(c < 10 ? "0" : "")\(c)"
     }
 
-    static func csvField(_ s: String) -> String {
-        s.contains(",") || s.contains("\"") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
-    }
 }

@@ -101,7 +101,7 @@ public enum Reports {
         let path = "\(s.reportsDir)/\(report.name)/date=\(date)/report.csv"
         let out = try BufferedFileWriter(path: path)
         out.append(report.columns.joined(separator: ",") + "\n")
-        for r in rows { out.append(r.map(OrdersGenerator.csvField).joined(separator: ",") + "\n") }
+        for r in rows { out.append(r.map(CSVLine.field).joined(separator: ",") + "\n") }
         try out.commit()
         return Output(path: path, rows: rows)
     }

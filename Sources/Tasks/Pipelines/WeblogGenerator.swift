@@ -60,7 +60,6 @@ public struct WeblogGenerator {
     public static func fileName(end: Int64) -> String {
         let day = Day(daysSince1970: Int(end / 86_400))
         let s = Int(end % 86_400)
-        func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
         return "access_log_\(day.year)\(two(day.month))\(two(day.day))T\(two(s / 3600))\(two(s / 60 % 60))\(two(s % 60)).log"
     }
 
@@ -242,8 +241,7 @@ struct TimeFormatter {
             second = t
             let day = Day(daysSince1970: Int(t / 86_400))
             let s = Int(t % 86_400)
-            func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
-            text = Array("\(two(day.day))/\(Self.months[day.month - 1])/\(day.year):\(two(s / 3600)):\(two(s / 60 % 60)):\(two(s % 60)) +0000] \"".utf8)
+                text = Array("\(two(day.day))/\(Self.months[day.month - 1])/\(day.year):\(two(s / 3600)):\(two(s / 60 % 60)):\(two(s % 60)) +0000] \"".utf8)
         }
         b.append(contentsOf: text)
     }
@@ -315,3 +313,6 @@ struct RequestCatalog {
         }
     }
 }
+
+/// Two digits: 7 → "07".
+private func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }

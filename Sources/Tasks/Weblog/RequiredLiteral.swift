@@ -44,18 +44,7 @@ enum RequiredLiteral {
         }
         guard at < p.count else { return nil }
         // `^a|b`: the anchor binds only the first alternative, so there is no lead.
-        var depth = 0, j = 0
-        while j < p.count {
-            switch p[j] {
-            case UInt8(ascii: "\\"): j = escapeEnd(p, j, p.count) - 1
-            case UInt8(ascii: "["): if let e = classEnd(p, j, p.count) { j = e } else { return nil }
-            case UInt8(ascii: "("): depth += 1
-            case UInt8(ascii: ")"): depth -= 1
-            case UInt8(ascii: "|") where depth == 0: return nil
-            default: break
-            }
-            j += 1
-        }
+        guard let whole = branches(p, 0, p.count), whole.count == 1 else { return nil }
         let (prefixes, _) = expand(p, at, p.count)
         guard !prefixes.isEmpty, prefixes.allSatisfy({ $0.count >= 2 }) else { return nil }
         return (anchor, Array(Set(prefixes)))
@@ -141,21 +130,8 @@ enum RequiredLiteral {
                     guard body + 1 < close, b[body + 1] == UInt8(ascii: ":") else { return (prefixes, false) }
                     body += 2
                 }
-                // Split the alternatives at the group's top level and expand each.
-                var bounds: [(Int, Int)] = []
-                var depth = 0, start = body, j = body
-                while j < close {
-                    switch b[j] {
-                    case UInt8(ascii: "\\"): j += 1
-                    case UInt8(ascii: "["): if let e = classEnd(b, j, close) { j = e } else { return (prefixes, false) }
-                    case UInt8(ascii: "("): depth += 1
-                    case UInt8(ascii: ")"): depth -= 1
-                    case UInt8(ascii: "|") where depth == 0: bounds.append((start, j)); start = j + 1
-                    default: break
-                    }
-                    j += 1
-                }
-                bounds.append((start, close))
+                // Expand each of the group's alternatives.
+                guard let bounds = branches(b, body, close) else { return (prefixes, false) }
                 choices = []
                 for (a, z) in bounds {
                     let (sub, complete) = expand(b, a, z)
@@ -202,22 +178,7 @@ enum RequiredLiteral {
 
     /// The requirements of `p[from..<to]`, which may be an alternation.
     private static func alternatives(_ p: [UInt8], _ from: Int, _ to: Int) -> [Requirement] {
-        var branches: [(Int, Int)] = []
-        var depth = 0, start = from, i = from
-        while i < to {
-            switch p[i] {
-            case UInt8(ascii: "\\"): i += 1
-            case UInt8(ascii: "["): if let e = classEnd(p, i, to) { i = e } else { return [] }
-            case UInt8(ascii: "("): depth += 1
-            case UInt8(ascii: ")"): depth -= 1
-            case UInt8(ascii: "|") where depth == 0:
-                branches.append((start, i))
-                start = i + 1
-            default: break
-            }
-            i += 1
-        }
-        branches.append((start, to))
+        guard let branches = branches(p, from, to) else { return [] }
         if branches.count == 1 { return sequence(p, from, to) }
         // One of the branches matches: the union of each branch's best requirement is required.
         var union: Requirement = []
@@ -352,6 +313,26 @@ enum RequiredLiteral {
         default:
             return false
         }
+    }
+
+    /// The alternatives of `p[from..<to]`: the spans between its top-level `|` (one span when
+    /// there is none); nil when a class is not closed.
+    static func branches(_ p: [UInt8], _ from: Int, _ to: Int) -> [(Int, Int)]? {
+        var spans: [(Int, Int)] = []
+        var depth = 0, start = from, i = from
+        while i < to {
+            switch p[i] {
+            case UInt8(ascii: "\\"): i = escapeEnd(p, i, to) - 1
+            case UInt8(ascii: "["): guard let e = classEnd(p, i, to) else { return nil }; i = e
+            case UInt8(ascii: "("): depth += 1
+            case UInt8(ascii: ")"): depth -= 1
+            case UInt8(ascii: "|") where depth == 0: spans.append((start, i)); start = i + 1
+            default: break
+            }
+            i += 1
+        }
+        spans.append((start, to))
+        return spans
     }
 
     /// The index of the `)` closing the group opened at `open`.

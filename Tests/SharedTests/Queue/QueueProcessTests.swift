@@ -200,7 +200,20 @@ struct QueueOperatorTests {
         try c.startScheduler()
         let run = try c.trigger("example_diamond")
         let end = monotonicSeconds() + 10
-        while monotonicSeconds() < end, try c.store.instances(run: run)["extract"]?.state != .queued { usleep(20_000) }
+        // The scheduler marks a task queued in Postgres and then adds its message: wait for the
+        // message itself, or the trim below could run before it exists and lose nothing.
+        func extractInStream() throws -> Bool {
+            let entries = try c.queue.redis.command("XRANGE", c.queue.keys.queue("default"), "-", "+").array ?? []
+            return entries.contains { entry in
+                // [id, [field, value, ...]]: the "body" field holds the message JSON.
+                guard let fields = entry.array?.last?.array, let at = fields.firstIndex(of: .bulk(Array("body".utf8))),
+                      at + 1 < fields.count, let body = fields[at + 1].bytes,
+                      let m = try? JSONDecoder().decode(TaskMessage.self, from: Data(body)) else { return false }
+                return m.task == "extract" && m.runID == run
+            }
+        }
+        while monotonicSeconds() < end, try !extractInStream() { usleep(20_000) }
+        #expect(try extractInStream(), "the extract message never reached the stream: \(c.logs())")
         // Lose every message, as a crash of Redis before its AOF was written would.
         try c.queue.redis.command("XTRIM", c.queue.keys.queue("default"), "MAXLEN", 0)
         usleep(1_200_000)
