@@ -93,6 +93,12 @@ enum Output {
         print(String(decoding: data, as: UTF8.self))
     }
 
+    /// An Encodable value as JSON (keys sorted, as `json` prints them).
+    static func encoded(_ value: some Encodable) {
+        let data = (try? JSONEncoder.operatorJSON().encode(value)) ?? Data("null".utf8)
+        print(String(decoding: data, as: UTF8.self))
+    }
+
     static func time(_ d: Date?) -> String { d.map { String(PostgresTimestamp.format($0).prefix(19)) } ?? "-" }
     static func duration(_ a: Date?, _ b: Date?) -> String {
         guard let a else { return "-" }

@@ -189,27 +189,11 @@ extension ETLCtl {
             func run() throws {
                 let s = try settings()
                 let pg = try Context().connectPG()
-                let rows = try failing {
-                    try pg.query("""
-                        SELECT id, pipeline, source, state, started_at, broke_at, finished_at, rows_read, rows_loaded, rows_rejected, bytes, coalesce(error, '')
-                        FROM \(s.loads).load WHERE $1::text IS NULL OR pipeline = $1 ORDER BY id DESC LIMIT $2
-                        """, [pipeline, limit]).rows
-                }
-                if json {
-                    Output.json(try rows.map { r in
-                        ["id": try r.decode(Int64.self, 0), "pipeline": try r.decode(String.self, 1), "source": try r.decode(String.self, 2),
-                         "state": try r.decode(String.self, 3), "started_at": Output.jsonTime(try r.decode(Date?.self, 4)),
-                         "broke_at": Output.jsonTime(try r.decode(Date?.self, 5)), "finished_at": Output.jsonTime(try r.decode(Date?.self, 6)),
-                         "rows_read": try r.decode(Int64.self, 7), "rows_loaded": try r.decode(Int64.self, 8),
-                         "rows_rejected": try r.decode(Int64.self, 9), "bytes": try r.decode(Int64.self, 10), "error": try r.decode(String.self, 11)] as [String: Any]
-                    })
-                    return
-                }
-                Output.table(["ID", "PIPELINE", "SOURCE", "STATE", "STARTED", "BROKE", "FINISHED", "READ", "LOADED", "REJECTED", "ERROR"], try rows.map { r in
-                    [String(try r.decode(Int64.self, 0)), try r.decode(String.self, 1), try r.decode(String.self, 2), try r.decode(String.self, 3),
-                     Output.time(try r.decode(Date?.self, 4)), Output.time(try r.decode(Date?.self, 5)), Output.time(try r.decode(Date?.self, 6)),
-                     String(try r.decode(Int64.self, 7)), String(try r.decode(Int64.self, 8)), String(try r.decode(Int64.self, 9)),
-                     String(try r.decode(String.self, 11).prefix(60))]
+                let rows = try failing { try LoadQueries.loads(pg, s, pipeline: pipeline, limit: limit) }
+                if json { Output.encoded(rows); return }
+                Output.table(["ID", "PIPELINE", "SOURCE", "STATE", "STARTED", "BROKE", "FINISHED", "READ", "LOADED", "REJECTED", "ERROR"], rows.map { r in
+                    [String(r.id), r.pipeline, r.source, r.state, Output.time(r.startedAt), Output.time(r.brokeAt), Output.time(r.finishedAt),
+                     String(r.rowsRead), String(r.rowsLoaded), String(r.rowsRejected), String(r.error.prefix(60))]
                 })
             }
         }
@@ -226,20 +210,9 @@ extension ETLCtl {
             func run() throws {
                 let s = try settings()
                 let pg = try Context().connectPG()
-                let rows = try failing {
-                    try pg.query("SELECT source, line_number, reason, raw FROM \(s.loads).reject WHERE load_id = $1 ORDER BY line_number LIMIT $2",
-                                 [load, limit]).rows
-                }
-                if json {
-                    Output.json(try rows.map { r in
-                        ["source": try r.decode(String.self, 0), "line": try r.decode(Int64.self, 1), "reason": try r.decode(String.self, 2),
-                         "raw": try r.decode(String.self, 3)] as [String: Any]
-                    })
-                    return
-                }
-                Output.table(["SOURCE", "LINE", "REASON", "RAW"], try rows.map { r in
-                    [try r.decode(String.self, 0), String(try r.decode(Int64.self, 1)), try r.decode(String.self, 2), String(try r.decode(String.self, 3).prefix(80))]
-                })
+                let rows = try failing { try LoadQueries.rejects(pg, s, load: load, limit: limit) }
+                if json { Output.encoded(rows); return }
+                Output.table(["SOURCE", "LINE", "REASON", "RAW"], rows.map { [$0.source, String($0.line), $0.reason, String($0.raw.prefix(80))] })
             }
         }
     }

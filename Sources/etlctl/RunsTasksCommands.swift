@@ -128,7 +128,7 @@ struct TasksCmd: ParsableCommand {
 /// Tells the scheduler a run changed (triggered, cleared) so it acts now rather than at its tick.
 func wake(_ ctx: Context, dag: String, run: Int64, reason: String = "cleared") throws {
     let queue = try ctx.queue()
-    try failing { try queue.publish(CompletionEvent(dag: dag, runID: run, task: "", tryNumber: 0, state: reason, worker: "etlctl")) }
+    try failing { try queue.wakeScheduler(dag: dag, run: run, reason: reason, by: "etlctl") }
 }
 
 struct Logs: ParsableCommand {
@@ -145,7 +145,7 @@ struct Logs: ParsableCommand {
         let id = try ctx.runID(dag: dag, run: runID, store: store)
         let logs = try failing { try store.attemptLogs(run: id, task: task) }
         if json {
-            Output.json(logs.map { ["try": $0.tryNumber, "worker": $0.worker ?? NSNull(), "state": $0.state, "error": $0.error ?? NSNull(), "log": $0.log] as [String: Any] })
+            Output.encoded(logs)
             return
         }
         if logs.isEmpty { print("no attempts of \(dag).\(task) in run \(id) yet") }

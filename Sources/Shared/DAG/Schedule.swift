@@ -71,4 +71,20 @@ public enum Schedule: Sendable, Equatable, CustomStringConvertible {
             return catchup ? due : Array(due.suffix(1))
         }
     }
+
+    /// The next run the scheduler will create: its logical date and when it is due (`now` when it
+    /// is due already). Nil for a manual DAG or an `@once` DAG that has run.
+    public func nextRun(start: Date, lastLogical: Date?, now: Date, catchup: Bool) -> (logicalDate: Date, due: Date)? {
+        if let due = dueLogicalDates(start: start, lastLogical: lastLogical, now: now, catchup: catchup).first { return (due, now) }
+        switch self {
+        case .manual:
+            return nil
+        case .once:
+            return lastLogical == nil ? (start, start) : nil
+        case .cron(let cron):
+            guard let logical = lastLogical.flatMap({ cron.next(after: $0) }) ?? cron.next(after: start.addingTimeInterval(-60)),
+                  let end = cron.next(after: logical) else { return nil }
+            return (logical, end)
+        }
+    }
 }

@@ -274,7 +274,10 @@ extension MetadataStore {
 // MARK: Operator queries (etlctl, web UI)
 
 extension MetadataStore {
-    public struct DAGRow: Sendable { public let id: String; public let paused: Bool; public let schedule: String; public let tags: [String] }
+    public struct DAGRow: Codable, Sendable {
+        public let id: String; public let paused: Bool; public let schedule: String; public let tags: [String]
+        enum CodingKeys: String, CodingKey { case id = "dag", paused, schedule, tags }
+    }
 
     public func dagRows() throws -> [DAGRow] {
         try pg.query("SELECT dag_id, is_paused, schedule, array_to_string(tags, ',') FROM \(schema).dag ORDER BY dag_id").rows.map {
@@ -283,25 +286,33 @@ extension MetadataStore {
         }
     }
 
-    public struct RunRow: Sendable {
+    public struct RunRow: Codable, Sendable {
         public let id: Int64; public let dag: String; public let logicalDate: Date; public let type: String; public let state: String
         public let startedAt: Date?; public let endedAt: Date?
+        enum CodingKeys: String, CodingKey {
+            case id = "run", dag, logicalDate = "logical_date", type, state, startedAt = "started_at", endedAt = "ended_at"
+        }
     }
 
     public func runRows(dag: String?, limit: Int) throws -> [RunRow] {
         try pg.query("""
             SELECT run_id, dag_id, logical_date, run_type, state, started_at, ended_at FROM \(schema).dag_run
             WHERE $1::text IS NULL OR dag_id = $1 ORDER BY run_id DESC LIMIT $2
-            """, [dag, limit]).rows.map {
-            RunRow(id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1), logicalDate: try $0.decode(Date.self, 2),
-                   type: try $0.decode(String.self, 3), state: try $0.decode(String.self, 4),
-                   startedAt: try $0.decode(Date?.self, 5), endedAt: try $0.decode(Date?.self, 6))
-        }
+            """, [dag, limit]).rows.map(Self.runRow)
     }
 
-    public struct TaskRow: Sendable {
+    static func runRow(_ r: PostgresRow) throws -> RunRow {
+        RunRow(id: try r.decode(Int64.self, 0), dag: try r.decode(String.self, 1), logicalDate: try r.decode(Date.self, 2),
+               type: try r.decode(String.self, 3), state: try r.decode(String.self, 4),
+               startedAt: try r.decode(Date?.self, 5), endedAt: try r.decode(Date?.self, 6))
+    }
+
+    public struct TaskRow: Codable, Sendable {
         public let task: String; public let state: String; public let tryNumber: Int; public let maxTries: Int
         public let worker: String?; public let startedAt: Date?; public let endedAt: Date?; public let error: String?
+        enum CodingKeys: String, CodingKey {
+            case task, state, tryNumber = "try", maxTries = "max_tries", worker, startedAt = "started_at", endedAt = "ended_at", error
+        }
     }
 
     public func taskRows(run: Int64) throws -> [TaskRow] {
@@ -329,11 +340,80 @@ extension MetadataStore {
         return byRun.keys.sorted().map { (run: $0, dag: byRun[$0]!.0, tasks: byRun[$0]!.1) }
     }
 
-    public func attemptLogs(run: Int64, task: String) throws -> [(tryNumber: Int, worker: String?, state: String, error: String?, log: String)] {
+    public struct AttemptRow: Codable, Sendable {
+        public let tryNumber: Int; public let worker: String?; public let state: String; public let error: String?
+        public let startedAt: Date; public let endedAt: Date?; public let log: String
+        enum CodingKeys: String, CodingKey { case tryNumber = "try", worker, state, error, startedAt = "started_at", endedAt = "ended_at", log }
+    }
+
+    /// Every attempt of a task in a run, first try first, with its log.
+    public func attemptLogs(run: Int64, task: String) throws -> [AttemptRow] {
         try pg.query("""
-            SELECT try_number, worker, state, error, log FROM \(schema).task_attempt WHERE run_id = $1 AND task_id = $2 ORDER BY try_number
+            SELECT try_number, worker, state, error, log, started_at, ended_at FROM \(schema).task_attempt
+            WHERE run_id = $1 AND task_id = $2 ORDER BY try_number
             """, [run, task]).rows.map {
-            (try $0.decode(Int.self, 0), try $0.decode(String?.self, 1), try $0.decode(String.self, 2), try $0.decode(String?.self, 3), try $0.decode(String.self, 4))
+            AttemptRow(tryNumber: try $0.decode(Int.self, 0), worker: try $0.decode(String?.self, 1), state: try $0.decode(String.self, 2),
+                       error: try $0.decode(String?.self, 3), startedAt: try $0.decode(Date.self, 5), endedAt: try $0.decode(Date?.self, 6),
+                       log: try $0.decode(String.self, 4))
+        }
+    }
+
+    /// The newest `perDAG` runs of every DAG, newest first within a DAG.
+    public func recentRuns(perDAG: Int) throws -> [RunRow] {
+        try pg.query("""
+            SELECT run_id, dag_id, logical_date, run_type, state, started_at, ended_at FROM (
+              SELECT *, row_number() OVER (PARTITION BY dag_id ORDER BY run_id DESC) AS n FROM \(schema).dag_run
+            ) r WHERE n <= $1 ORDER BY dag_id, run_id DESC
+            """, [perDAG]).rows.map(Self.runRow)
+    }
+
+    public struct GridCell: Codable, Sendable {
+        public let run: Int64; public let task: String; public let state: String; public let tryNumber: Int
+        public let startedAt: Date?; public let endedAt: Date?
+        enum CodingKeys: String, CodingKey { case run, task, state, tryNumber = "try", startedAt = "started_at", endedAt = "ended_at" }
+    }
+
+    /// The task instances of `runs`: a DAG's grid of runs by task.
+    public func taskGrid(runs: [Int64]) throws -> [GridCell] {
+        guard !runs.isEmpty else { return [] }
+        return try pg.query("""
+            SELECT run_id, task_id, state, try_number, started_at, ended_at FROM \(schema).task_instance WHERE run_id = ANY($1::bigint[])
+            """, ["{" + runs.map(String.init).joined(separator: ",") + "}"]).rows.map {
+            GridCell(run: try $0.decode(Int64.self, 0), task: try $0.decode(String.self, 1), state: try $0.decode(String.self, 2),
+                     tryNumber: try $0.decode(Int.self, 3), startedAt: try $0.decode(Date?.self, 4), endedAt: try $0.decode(Date?.self, 5))
+        }
+    }
+
+    public struct DelayedRetry: Codable, Sendable {
+        public let run: Int64; public let dag: String; public let task: String; public let tryNumber: Int; public let nextTryAt: Date?
+        enum CodingKeys: String, CodingKey { case run, dag, task, tryNumber = "try", nextTryAt = "next_try_at" }
+    }
+
+    /// Tasks waiting for their next try, soonest first.
+    public func delayedRetries(limit: Int) throws -> [DelayedRetry] {
+        try pg.query("""
+            SELECT t.run_id, r.dag_id, t.task_id, t.try_number, t.next_try_at FROM \(schema).task_instance t JOIN \(schema).dag_run r USING (run_id)
+            WHERE t.state = 'up_for_retry' ORDER BY t.next_try_at NULLS LAST LIMIT $1
+            """, [limit]).rows.map {
+            DelayedRetry(run: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1), task: try $0.decode(String.self, 2),
+                         tryNumber: try $0.decode(Int.self, 3), nextTryAt: try $0.decode(Date?.self, 4))
+        }
+    }
+
+    /// An operator ends a run as failed: its unfinished tasks fail with `reason`, so a queued message
+    /// is acknowledged unrun and a running attempt's late completion is refused (as after a
+    /// timeout). False when the run had already ended. Clearing its tasks reopens it.
+    public func markRunFailed(_ run: Int64, reason: String) throws -> Bool {
+        try pg.transaction { tx in
+            guard try tx.query("UPDATE \(schema).dag_run SET state = 'failed', ended_at = now() WHERE run_id = $1 AND state IN ('queued', 'running')",
+                               [run]).affectedRows == 1 else { return false }
+            try tx.query("""
+                UPDATE \(schema).task_instance SET state = 'failed', ended_at = now(), error = $2
+                WHERE run_id = $1 AND state IN ('scheduled', 'queued', 'running', 'up_for_retry')
+                """, [run, reason])
+            try tx.query("UPDATE \(schema).task_attempt SET state = 'failed', ended_at = now(), error = $2 WHERE run_id = $1 AND state = 'running'",
+                         [run, reason])
+            return true
         }
     }
 

@@ -94,15 +94,35 @@ public enum Reports {
     public static func run(_ report: Report, date: Day, tx: PostgresConnection, settings s: PipelineSettings) throws -> Output {
         try tx.query("DELETE FROM \(s.datamart).\(report.table) WHERE logical_date = $1::date", [date.description])
         try tx.query(report.insert(s), [date.description])
-        let order = report.columns.contains("rank") ? "rank" : "month"
-        let result = try tx.query("SELECT \(report.columns.map { "\($0)::text" }.joined(separator: ", ")) FROM \(s.datamart).\(report.table) t WHERE logical_date = $1::date ORDER BY t.\(order)",
-                                  [date.description])
-        let rows = result.rows.map { r in (0..<report.columns.count).map { r[$0] ?? "" } }
-        let path = "\(s.reportsDir)/\(report.name)/date=\(date)/report.csv"
+        let rows = try Self.rows(report, date: date, pg: tx, settings: s)
+        let path = csvPath(report, date: date, settings: s)
         let out = try BufferedFileWriter(path: path)
         out.append(report.columns.joined(separator: ",") + "\n")
         for r in rows { out.append(r.map(CSVLine.field).joined(separator: ",") + "\n") }
         try out.commit()
         return Output(path: path, rows: rows)
+    }
+
+    public static func named(_ name: String) -> Report? { all.first { $0.name == name } }
+
+    /// The report's rows for `date`, as text, in its order (by rank, or by month).
+    public static func rows(_ report: Report, date: Day, pg: PostgresConnection, settings s: PipelineSettings) throws -> [[String]] {
+        let order = report.columns.contains("rank") ? "rank" : "month"
+        let result = try pg.query("""
+            SELECT \(report.columns.map { "\($0)::text" }.joined(separator: ", ")) FROM \(s.datamart).\(report.table) t
+            WHERE logical_date = $1::date ORDER BY t.\(order)
+            """, [date.description])
+        return result.rows.map { r in (0..<report.columns.count).map { r[$0] ?? "" } }
+    }
+
+    /// The logical dates the report has rows for, newest first.
+    public static func dates(_ report: Report, pg: PostgresConnection, settings s: PipelineSettings, limit: Int = 60) throws -> [Day] {
+        try pg.query("SELECT DISTINCT logical_date::text FROM \(s.datamart).\(report.table) ORDER BY 1 DESC LIMIT $1", [limit])
+            .rows.compactMap { $0[0].flatMap(Day.init) }
+    }
+
+    /// Where the report's CSV for `date` is written.
+    public static func csvPath(_ report: Report, date: Day, settings s: PipelineSettings) -> String {
+        "\(s.reportsDir)/\(report.name)/date=\(date)/report.csv"
     }
 }
