@@ -1,4 +1,4 @@
-# One image for every role (scheduler, worker, etlctl; webserver once it exists).
+# One image for every role (scheduler, worker, webserver, etlctl).
 # Build stage: the Swift toolchain and the C libraries' headers.
 ARG SWIFT_VERSION=6.3
 FROM swift:${SWIFT_VERSION}-bookworm AS build
@@ -13,9 +13,8 @@ COPY Sources Sources
 COPY Tests Tests
 COPY bench/ClientBench bench/ClientBench
 # The Swift runtime is linked statically: the runtime image needs only the C libraries.
-RUN for p in scheduler worker etlctl; do swift build -c release --static-swift-stdlib --product "$p"; done \
- && mkdir /out && cp "$(swift build -c release --show-bin-path)"/scheduler "$(swift build -c release --show-bin-path)"/worker \
-    "$(swift build -c release --show-bin-path)"/etlctl /out/
+RUN for p in scheduler worker webserver etlctl; do swift build -c release --static-swift-stdlib --product "$p"; done \
+ && mkdir /out && for p in scheduler worker webserver etlctl; do cp "$(swift build -c release --show-bin-path)/$p" /out/; done
 
 # Runtime stage: slim Debian with libpq, hiredis, ICU, the uap-core rules, tor-geoipdb and iso-codes.
 FROM debian:bookworm-slim

@@ -17,12 +17,15 @@ let package = Package(
         .executable(name: "etlctl", targets: ["etlctl"]),
         .executable(name: "scheduler", targets: ["Scheduler"]),
         .executable(name: "worker", targets: ["Worker"]),
+        .executable(name: "webserver", targets: ["Webserver"]),
         .library(name: "Shared", targets: ["Shared"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C libraries, wrapped once: only `Shared` imports these two modules.
@@ -64,6 +67,21 @@ let package = Package(
         .executableTarget(name: "Worker", dependencies: commandDependencies),
         .executableTarget(name: "Scheduler", dependencies: commandDependencies),
         .executableTarget(name: "etlctl", dependencies: commandDependencies),
+        // The web UI and JSON API (Hummingbird): a library so that tests drive its router directly.
+        .target(
+            name: "Web",
+            dependencies: [
+                "Shared", "Tasks",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .executableTarget(name: "Webserver", dependencies: [
+            "Web", "Shared", .product(name: "Logging", package: "swift-log"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+        ]),
         // Benchmarks live under bench/ so that `swift test` never builds them in release mode twice.
         .executableTarget(
             name: "ClientBench",
@@ -73,7 +91,8 @@ let package = Package(
         // Tests/SharedTests/Queue starts the real scheduler and worker executables.
         .testTarget(
             name: "SharedTests",
-            dependencies: ["Shared", "Tasks", "Scheduler", "Worker"]
+            dependencies: ["Shared", "Tasks", "Scheduler", "Worker", "Web", "Webserver",
+                           .product(name: "HummingbirdTesting", package: "hummingbird")]
         ),
     ]
 )

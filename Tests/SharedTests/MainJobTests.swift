@@ -11,12 +11,13 @@ struct MainJobTests {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("etl-\(tag)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         var e = ProcessInfo.processInfo.environment
+        let webPort = TestServices.freePort()
         for (k, v) in [
             "ETL_BIN_DIR": Cluster.binDir.path, "ETL_SCHEMA": tag, "ETL_REDIS_PREFIX": "\(tag):",
             "ETL_DATALAKE_SCHEMA": "\(tag)_dl", "ETL_LOADS_SCHEMA": "\(tag)_ld", "ETL_DATAMART_SCHEMA": "\(tag)_dm",
             "ETL_REPORTS_DIR": dir.appendingPathComponent("reports").path, "ETL_WEBLOG_DIR": dir.appendingPathComponent("logs").path,
             "ETL_GENERATED_DIR": dir.appendingPathComponent("generated").path, "ETL_PIPELINE_SCHEDULE": "none",
-            "ETL_WEBLOG_LINES": "5000", "ETL_ORDERS": "500",
+            "ETL_WEBLOG_LINES": "5000", "ETL_ORDERS": "500", "ETL_WEB_PORT": String(webPort),
         ] { e[k] = v }
         e["DATABASE_URL"] = nil; e["REDIS_URL"] = nil; e["ETL_SECRET_KEY"] = nil  // the script loads the servers' env file
         defer {
@@ -32,6 +33,7 @@ struct MainJobTests {
             #expect(out.stdout.split(separator: "\n").contains { $0.hasPrefix(dag + " ") && $0.contains("success") },
                     "\(dag) not successful in:\n\(out.stdout)")
         }
+        #expect(out.stderr.contains("web UI: http://127.0.0.1:\(webPort)/"), "the web UI did not start:\n\(out.stderr.suffix(2000))")
         let today = String(PostgresTimestamp.format(Date()).prefix(10))
         for report in ["monthly-sales", "popular-devices", "popular-products"] {
             let path = dir.appendingPathComponent("reports/\(report)/date=\(today)/report.csv").path

@@ -301,6 +301,12 @@ extension MetadataStore {
             """, [dag, limit]).rows.map(Self.runRow)
     }
 
+    /// One run by id, with its type and timings.
+    public func runRow(_ id: Int64) throws -> RunRow? {
+        try pg.query("SELECT run_id, dag_id, logical_date, run_type, state, started_at, ended_at FROM \(schema).dag_run WHERE run_id = $1", [id])
+            .rows.first.map(Self.runRow)
+    }
+
     static func runRow(_ r: PostgresRow) throws -> RunRow {
         RunRow(id: try r.decode(Int64.self, 0), dag: try r.decode(String.self, 1), logicalDate: try r.decode(Date.self, 2),
                type: try r.decode(String.self, 3), state: try r.decode(String.self, 4),

@@ -14,6 +14,8 @@ final class Cluster {
     let registry: Registry
     private(set) var workers: [Process] = []
     private(set) var schedulers: [Process] = []
+    /// Other programs started for the test (the web server).
+    private(set) var others: [Process] = []
 
     static var binDir: URL { TestServices.repoRoot.appendingPathComponent(".build/debug") }
 
@@ -58,6 +60,14 @@ final class Cluster {
         let n = name ?? "s\(schedulers.count)"
         let p = try spawn("scheduler", [], log: "scheduler-\(n).log", extra: ["ETL_SCHEDULER_NAME": n])
         schedulers.append(p)
+        return p
+    }
+
+    /// Starts another of our executables with the cluster's environment plus `extra`.
+    @discardableResult
+    func start(_ binary: String, _ args: [String] = [], extra: [String: String] = [:]) throws -> Process {
+        let p = try spawn(binary, args, log: "\(binary)-\(others.count).log", extra: extra)
+        others.append(p)
         return p
     }
 
@@ -112,8 +122,8 @@ final class Cluster {
     }
 
     func stopAll() {
-        for p in workers + schedulers where p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        for p in workers + schedulers { p.waitUntilExit() }
+        for p in workers + schedulers + others where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        for p in workers + schedulers + others { p.waitUntilExit() }
     }
 
     deinit {

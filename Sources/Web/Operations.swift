@@ -1,0 +1,244 @@
+import Foundation
+import HTTPTypes
+import Shared
+import Tasks
+
+/// A refusal the user can act on: the HTTP status and a message naming the thing and the fix.
+struct WebError: Error, CustomStringConvertible {
+    let status: HTTPResponse.Status
+    let message: String
+    var description: String { message }
+    static func notFound(_ m: String) -> WebError { WebError(status: .notFound, message: m) }
+    static func bad(_ m: String) -> WebError { WebError(status: .badRequest, message: m) }
+}
+
+/// What the pages and the JSON API show and do. Both call these, so a page and its API route
+/// always agree; every one reads or changes the same state as the matching `etlctl` command.
+extension Backend {
+    func dag(_ id: String) throws -> DAG {
+        guard let d = registry.dag(id) else {
+            throw WebError.notFound("no DAG named '\(id)'. Fix: pick one from /dags (known: \(registry.dags.map(\.id).joined(separator: ", ")))")
+        }
+        return d
+    }
+
+    // MARK: Reading
+
+    struct DAGSummary: Codable, Sendable {
+        let dag: String
+        let paused: Bool
+        let schedule: String
+        let tags: [String]
+        let upstreamDAGs: [String]
+        let tasks: Int
+        let recentRuns: [MetadataStore.RunRow]
+        let nextLogicalDate: Date?
+        let nextRunAt: Date?
+        enum CodingKeys: String, CodingKey {
+            case dag, paused, schedule, tags, upstreamDAGs = "upstream_dags", tasks, recentRuns = "recent_runs"
+            case nextLogicalDate = "next_logical_date", nextRunAt = "next_run_at"
+        }
+    }
+
+    /// The DAGs (those loaded by this build) with a tag and a case-insensitive name filter.
+    func dagSummaries(tag: String?, search: String?, runs: Int = 10) async throws -> [DAGSummary] {
+        let registry = registry
+        return try await run { c in
+            let rows = try c.store.dagRows()
+            let recent = Dictionary(grouping: try c.store.recentRuns(perDAG: runs), by: \.dag)
+            let lastScheduled = try c.pg.query("""
+                SELECT dag_id, max(logical_date) FROM \(c.store.schema).dag_run WHERE run_type = 'scheduled' GROUP BY dag_id
+                """).rows.reduce(into: [String: Date]()) { m, r in m[try r.decode(String.self, 0)] = try r.decode(Date.self, 1) }
+            let now = Date()
+            return rows.compactMap { row -> DAGSummary? in
+                guard let d = registry.dag(row.id) else { return nil }
+                if let tag, !tag.isEmpty, !d.tags.contains(tag) { return nil }
+                if let search, !search.isEmpty, !d.id.localizedCaseInsensitiveContains(search) { return nil }
+                let next = d.schedule.nextRun(start: d.startDate, lastLogical: lastScheduled[d.id], now: now, catchup: d.catchup)
+                return DAGSummary(dag: d.id, paused: row.paused, schedule: d.schedule.description, tags: d.tags, upstreamDAGs: d.upstreamDAGs,
+                                  tasks: d.tasks.count, recentRuns: recent[d.id] ?? [], nextLogicalDate: next?.logicalDate, nextRunAt: next?.due)
+            }
+        }
+    }
+
+    struct TaskDescription: Codable, Sendable {
+        let task: String
+        let operation: String
+        let upstream: [String]
+        let retries: Int
+        let timeoutSeconds: Double
+        let queue: String
+        enum CodingKeys: String, CodingKey { case task, operation, upstream, retries, timeoutSeconds = "timeout_seconds", queue }
+    }
+
+    struct DAGDetail: Codable, Sendable {
+        let summary: DAGSummary
+        let tasks: [TaskDescription]
+        let grid: [MetadataStore.GridCell]
+    }
+
+    /// One DAG: its tasks and dependencies, and its recent runs by task.
+    func dagDetail(_ id: String, runs: Int = 25) async throws -> DAGDetail {
+        let d = try dag(id)
+        guard let summary = try await dagSummaries(tag: nil, search: nil, runs: runs).first(where: { $0.dag == id }) else {
+            throw WebError.notFound("DAG '\(id)' is not recorded yet. Fix: start the scheduler once so it registers the DAGs")
+        }
+        let runIDs = summary.recentRuns.map(\.id)
+        let grid = try await run { c in try c.store.taskGrid(runs: runIDs) }
+        let order = (try? d.topologicalOrder()) ?? d.tasks.map(\.id)
+        let tasks = order.compactMap(d.task).map {
+            TaskDescription(task: $0.id, operation: $0.operation, upstream: $0.upstream, retries: $0.retries, timeoutSeconds: $0.timeout, queue: $0.queue)
+        }
+        return DAGDetail(summary: summary, tasks: tasks, grid: grid)
+    }
+
+    struct RunDetail: Codable, Sendable {
+        let run: MetadataStore.RunRow
+        let tasks: [MetadataStore.TaskRow]
+    }
+
+    func runDetail(dag: String, run id: Int64) async throws -> RunDetail {
+        _ = try self.dag(dag)
+        return try await run { c in
+            guard let r = try c.store.runRow(id), r.dag == dag else {
+                throw WebError.notFound("DAG '\(dag)' has no run \(id). Fix: pick a run from /dags/\(dag)")
+            }
+            return RunDetail(run: r, tasks: try c.store.taskRows(run: id))
+        }
+    }
+
+    func attempts(dag: String, run id: Int64, task: String) async throws -> [MetadataStore.AttemptRow] {
+        let d = try self.dag(dag)
+        guard d.task(task) != nil else { throw WebError.notFound("DAG '\(dag)' has no task '\(task)'. Fix: use one of: \(d.tasks.map(\.id).joined(separator: ", "))") }
+        return try await run { c in try c.store.attemptLogs(run: id, task: task) }
+    }
+
+    struct QueueOverview: Codable, Sendable {
+        let queues: [TaskQueue.Depth]
+        let delayedRetries: [MetadataStore.DelayedRetry]
+        let deadLetters: [TaskQueue.DeadLetter]
+        let workers: [TaskQueue.WorkerStatus]
+        enum CodingKeys: String, CodingKey { case queues, delayedRetries = "delayed_retries", deadLetters = "dead_letters", workers }
+    }
+
+    func queueOverview() async throws -> QueueOverview {
+        let names = registry.queues.isEmpty ? ["default"] : registry.queues
+        let deadAfter = workerDeadAfter
+        return try await run { c in
+            QueueOverview(queues: try c.queue.depths(names), delayedRetries: try c.store.delayedRetries(limit: 200),
+                          deadLetters: try c.queue.deadLetters(limit: 500), workers: try c.queue.workers(deadAfter: deadAfter))
+        }
+    }
+
+    func loads(pipeline: String?, limit: Int) async throws -> [LoadQueries.Load] {
+        let s = settings
+        return try await run { c in try LoadQueries.loads(c.pg, s, pipeline: pipeline, limit: limit) }
+    }
+
+    func rejects(load: Int64, limit: Int) async throws -> [LoadQueries.Reject] {
+        let s = settings
+        return try await run { c in try LoadQueries.rejects(c.pg, s, load: load, limit: limit) }
+    }
+
+    struct ReportData: Codable, Sendable {
+        let report: String
+        let date: String?
+        let dates: [String]
+        let columns: [String]
+        let rows: [[String]]
+    }
+
+    static func report(_ name: String) throws -> Reports.Report {
+        guard let r = Reports.named(name) else {
+            throw WebError.notFound("no report named '\(name)'. Fix: use one of: \(Reports.all.map(\.name).joined(separator: ", "))")
+        }
+        return r
+    }
+
+    static func day(_ text: String) throws -> Day {
+        guard text.count == 10, let d = Day(text) else { throw WebError.bad("'\(text)' is not a date. Fix: write it as YYYY-MM-DD, e.g. 2024-05-01") }
+        return d
+    }
+
+    /// A report's rows for `date` (default: its newest date) and the dates it has.
+    func reportData(_ name: String, date: String?) async throws -> ReportData {
+        let report = try Self.report(name)
+        let wanted = try date.map(Self.day)
+        let s = settings
+        return try await run { c in
+            let dates: [Day]
+            do { dates = try Reports.dates(report, pg: c.pg, settings: s) } catch let e as PostgresError where e.sqlState == "42P01" {
+                return ReportData(report: name, date: nil, dates: [], columns: report.columns, rows: [])  // datamart not created yet
+            }
+            guard let day = wanted ?? dates.first else { return ReportData(report: name, date: nil, dates: [], columns: report.columns, rows: []) }
+            return ReportData(report: name, date: day.description, dates: dates.map(\.description), columns: report.columns,
+                              rows: try Reports.rows(report, date: day, pg: c.pg, settings: s))
+        }
+    }
+
+    /// The report's CSV file; the name and date are checked first, so no request can name another path.
+    func reportCSV(_ name: String, date: String) throws -> String {
+        let path = Reports.csvPath(try Self.report(name), date: try Self.day(date), settings: settings)
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw WebError.notFound("the \(name) report for \(date) has no CSV yet. Fix: run the \(name) DAG for that date")
+        }
+        return path
+    }
+
+    // MARK: Changing
+
+    func setPaused(_ id: String, _ paused: Bool) async throws {
+        _ = try dag(id)
+        _ = try await run { c in try c.store.setPaused(id, paused) }
+    }
+
+    /// Creates a manual run for `date` (default today, UTC) and wakes the scheduler.
+    func trigger(_ id: String, date: String?, by user: String) async throws -> Int64 {
+        let d = try dag(id)
+        let day = try date.map(Self.day) ?? Day.today()
+        let logical = Date(timeIntervalSince1970: Double(day.epochSeconds))
+        return try await run { c in
+            guard let run = try c.store.createRun(d, logicalDate: logical, type: "manual") else {
+                throw WebError(status: .conflict, message: "DAG '\(id)' already has a run for \(day). Fix: pick another date, or clear its failed tasks")
+            }
+            try c.queue.wakeScheduler(dag: id, run: run, reason: "triggered", by: "web:\(user)")
+            return run
+        }
+    }
+
+    /// Runs a task again with everything downstream of it (etlctl tasks retry).
+    func retry(dag id: String, run: Int64, task: String, by user: String) async throws -> Int {
+        let d = try dag(id)
+        guard d.task(task) != nil else { throw WebError.notFound("DAG '\(id)' has no task '\(task)'") }
+        return try await self.run { c in
+            guard try c.store.run(run)?.dag == id else { throw WebError.notFound("DAG '\(id)' has no run \(run)") }
+            let n = try c.store.clear(run: run, tasks: d.downstream(of: [task]).union([task]))
+            try c.queue.wakeScheduler(dag: id, run: run, reason: "cleared", by: "web:\(user)")
+            return n
+        }
+    }
+
+    /// Restarts a run's failed and upstream-failed tasks with what depends on them (etlctl tasks clear --failed).
+    func clearFailed(dag id: String, run: Int64, by user: String) async throws -> Int {
+        let d = try dag(id)
+        return try await self.run { c in
+            guard try c.store.run(run)?.dag == id else { throw WebError.notFound("DAG '\(id)' has no run \(run)") }
+            let failed = Set(try c.store.failedTasks(dag: id).first { $0.run == run }?.tasks ?? [])
+            let n = try c.store.clear(run: run, tasks: d.downstream(of: failed).union(failed))
+            if n > 0 { try c.queue.wakeScheduler(dag: id, run: run, reason: "cleared", by: "web:\(user)") }
+            return n
+        }
+    }
+
+    func markFailed(dag id: String, run: Int64, by user: String) async throws -> Bool {
+        _ = try dag(id)
+        return try await self.run { c in
+            guard try c.store.run(run)?.dag == id else { throw WebError.notFound("DAG '\(id)' has no run \(run)") }
+            return try c.store.markRunFailed(run, reason: "marked failed by \(user) in the web UI")
+        }
+    }
+
+    func requeueDeadLetters(ids: Set<String>?) async throws -> Int {
+        try await run { c in try c.queue.requeueDeadLetters(ids: ids) }
+    }
+}

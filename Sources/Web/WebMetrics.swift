@@ -1,0 +1,75 @@
+import Foundation
+import Prometheus
+import Shared
+import Tasks
+
+/// `/metrics` in Prometheus's text format. Each scrape reads the current state (queue depth, task
+/// instances by state, live workers, rows ingested) and adds the durations of the attempts that
+/// ended since the previous scrape to a histogram per DAG.
+public final class WebMetrics: @unchecked Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    private let lock = NSLock()
+    /// Attempts that ended after this moment are not in the histograms yet.
+    private var watermark: Date
+    static let buckets: [Double] = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 7200]
+
+    public init(since: Date = Date().addingTimeInterval(-86_400)) {
+        watermark = since
+    }
+
+    private func gauge(_ name: String, _ unit: String, _ help: String, _ labels: [(String, String)] = []) -> Gauge {
+        registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "etl", metricName: name, unitName: unit, helpText: help), labels: labels)
+    }
+
+    /// Refreshes every metric from the backend and returns the exposition text.
+    func scrape(_ backend: Backend) async throws -> [UInt8] {
+        let names = backend.registry.queues.isEmpty ? ["default"] : backend.registry.queues
+        let since = lock.withLock { watermark }
+        let s = backend.settings
+        let deadAfter = backend.workerDeadAfter
+        let snap = try await backend.run { c in
+            let depths = try c.queue.depths(names)
+            let dead = try c.queue.redis.command("XLEN", c.queue.keys.dead).int ?? 0
+            let workers = try c.queue.workers(deadAfter: deadAfter).filter(\.alive).count
+            let states = try c.pg.query("SELECT state, count(*) FROM \(c.store.schema).task_instance GROUP BY state").rows
+                .reduce(into: [String: Int]()) { m, r in m[try r.decode(String.self, 0)] = try r.decode(Int.self, 1) }
+            let ended = try c.pg.query("""
+                SELECT r.dag_id, extract(epoch FROM a.ended_at - a.started_at)::float8, a.ended_at FROM \(c.store.schema).task_attempt a
+                JOIN \(c.store.schema).dag_run r USING (run_id)
+                WHERE a.ended_at > $1 AND a.state IN ('success', 'failed', 'up_for_retry') ORDER BY a.ended_at LIMIT 100000
+                """, [since]).rows.map { (try $0.decode(String.self, 0), try $0.decode(Double.self, 1), try $0.decode(Date.self, 2)) }
+            var ingest: [(String, Int64, Int64)] = []
+            if let rows = try? c.pg.query("""
+                SELECT pipeline, coalesce(sum(rows_loaded), 0)::bigint, coalesce(sum(rows_rejected), 0)::bigint FROM \(s.loads).load GROUP BY pipeline
+                """).rows {
+                ingest = try rows.map { (try $0.decode(String.self, 0), try $0.decode(Int64.self, 1), try $0.decode(Int64.self, 2)) }
+            }
+            return (depths, dead, workers, states, ended, ingest)
+        }
+        let (depths, dead, workers, states, ended, ingest) = snap
+        for d in depths {
+            gauge("queue_waiting", "messages", "Messages waiting in a queue for a worker", [("queue", d.queue)]).set(Double(d.waiting))
+            gauge("queue_in_flight", "messages", "Messages handed to a worker and not yet acknowledged", [("queue", d.queue)]).set(Double(d.inFlight.count))
+            gauge("queue_oldest_age", "seconds", "Age of the oldest message still in the queue", [("queue", d.queue)]).set(d.oldestAgeSeconds)
+        }
+        gauge("dead_letters", "", "Messages refused by workers, with a reason (etlctl dead-letters list)").set(Double(dead))
+        gauge("workers_alive", "", "Workers whose heartbeat is recent").set(Double(workers))
+        for state in TaskState.allCases {
+            gauge("task_instances", "", "Task instances by state", [("state", state.rawValue)]).set(Double(states[state.rawValue] ?? 0))
+        }
+        for (pipeline, loaded, rejected) in ingest {
+            gauge("ingest", "rows", "Rows loaded and rejected by all loads of a pipeline", [("pipeline", pipeline), ("outcome", "loaded")]).set(Double(loaded))
+            gauge("ingest", "rows", "Rows loaded and rejected by all loads of a pipeline", [("pipeline", pipeline), ("outcome", "rejected")]).set(Double(rejected))
+        }
+        for (dag, seconds, _) in ended {
+            registry.makeValueHistogram(
+                descriptor: MetricNameDescriptor(namespace: "etl", metricName: "task_duration", unitName: "seconds", helpText: "Duration of finished task attempts"),
+                labels: [("dag", dag)], buckets: Self.buckets
+            ).record(max(0, seconds))
+        }
+        if let last = ended.last?.2 { lock.withLock { watermark = max(watermark, last) } }
+        var out: [UInt8] = []
+        registry.emit(into: &out)
+        return out
+    }
+}

@@ -1,0 +1,310 @@
+import Foundation
+import Hummingbird
+import HTTPTypes
+import HummingbirdTesting
+import Shared
+import Tasks
+import Testing
+@testable import Web
+
+/// The web server's router in process, against the real Postgres and Redis of the test setup
+/// (a schema and key prefix of its own), with the example DAGs.
+final class WebFixture: @unchecked Sendable {
+    static let password = "correct horse battery"
+    static let token = "test-api-token-0123456789abcdef"
+    let cluster: Cluster
+    let pipeline: PipelineFixture
+    let web: WebApp
+
+    init(name: String = #function, extra: [String: String] = [:]) throws {
+        cluster = try Cluster(name: name)
+        pipeline = try PipelineFixture(name: name)
+        var env = cluster.env.merging(pipeline.values) { _, x in x }
+        env["ETL_WEB_USER"] = "admin"
+        env["ETL_WEB_PASSWORD"] = Self.password
+        env["ETL_WEB_API_TOKEN"] = Self.token
+        env["ETL_WEB_LOGIN_DELAY"] = "0.3"
+        env["ETL_WEB_LOGIN_LIMIT"] = "3"
+        env.merge(extra) { _, x in x }
+        let environment = Environment(env)
+        let backend = try Backend(environment: environment)
+        try backend.prepare()
+        web = WebApp(backend: backend, config: try WebConfig(environment: environment))
+    }
+
+    var store: MetadataStore { cluster.store }
+
+    /// One attempt of `task`, as a worker would record it: queued, started by `w-test`, finished.
+    func attempt(run: Int64, task: String, state: TaskState, error: String?, log: String) throws {
+        let queued = try store.markQueued(run: run, tasks: [task])
+        let tryNumber = try #require(queued.first?.tryNumber)
+        #expect(try store.startAttempt(run: run, task: task, tryNumber: tryNumber, worker: "w-test"))
+        #expect(try store.finishAttempt(run: run, task: task, tryNumber: tryNumber, state: state, error: error, retryAt: nil, log: log))
+    }
+
+    /// Runs `body` with a test client on the router (no port is opened).
+    func test<T: Sendable>(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> T) async throws -> T {
+        try await web.application().test(.router, body)
+    }
+}
+
+/// A logged-in browser: its session cookie and CSRF token.
+struct Browser {
+    let cookie: String
+    let csrf: String
+
+    static func login(_ client: some TestClientProtocol, user: String = "admin", password: String = WebFixture.password) async throws -> Browser? {
+        let r = try await client.execute(uri: "/login", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
+                                         body: ByteBuffer(string: "username=\(user)&password=\(password.replacingOccurrences(of: " ", with: "+"))&next=%2Fdags"))
+        guard r.status == .seeOther, let set = r.headers[values: .setCookie].first(where: { $0.hasPrefix("etl_session=") }) else { return nil }
+        let cookie = String(set.split(separator: ";")[0])
+        let s = try await client.execute(uri: "/api/session", method: .get, headers: [.cookie: cookie])
+        let csrf = (try JSONSerialization.jsonObject(with: Data(buffer: s.body)) as? [String: Any])?["csrf"] as? String ?? ""
+        return Browser(cookie: cookie, csrf: csrf)
+    }
+
+    func get(_ client: some TestClientProtocol, _ uri: String) async throws -> TestResponse {
+        try await client.execute(uri: uri, method: .get, headers: [.cookie: cookie])
+    }
+
+    /// A form POST as the page sends it (with the CSRF token unless `csrf` is false).
+    func post(_ client: some TestClientProtocol, _ uri: String, _ fields: [String: String] = [:], csrf withToken: Bool = true) async throws -> TestResponse {
+        var f = fields
+        if withToken { f["csrf"] = csrf }
+        let body = f.map { "\($0.key)=\(HTML.component($0.value))" }.joined(separator: "&")
+        return try await client.execute(uri: uri, method: .post, headers: [.cookie: cookie, .contentType: "application/x-www-form-urlencoded"],
+                                        body: ByteBuffer(string: body))
+    }
+}
+
+extension TestResponse {
+    var text: String { String(buffer: body) }
+    var json: Any? { try? JSONSerialization.jsonObject(with: Data(buffer: body)) }
+}
+
+@Suite("Web UI and API (request level)", .serialized)
+struct WebTests {
+    static let pages = ["/dags", "/dags/example_diamond", "/queues", "/loads", "/reports", "/reports/monthly-sales"]
+    static let apis = ["/api/dags", "/api/dags/example_diamond", "/api/queues", "/api/workers", "/api/dead-letters", "/api/loads",
+                       "/api/reports/monthly-sales", "/api/session", "/metrics"]
+
+    @Test("without a login every page redirects to /login and every API route answers 401; /healthz answers")
+    func loginRequired() async throws {
+        let fx = try WebFixture()
+        try await fx.test { client in
+            for p in Self.pages {
+                let r = try await client.execute(uri: p, method: .get)
+                #expect(r.status == .seeOther, "\(p)")
+                #expect(r.headers[.location] == "/login?next=" + HTML.component(p), "\(p)")
+            }
+            for p in Self.apis {
+                let r = try await client.execute(uri: p, method: .get)
+                #expect(r.status == .unauthorized, "\(p)")
+                #expect(r.text.contains("log in first"), "\(p)")
+            }
+            for p in ["/dags/example_diamond/pause", "/api/dags/example_diamond/pause", "/dead-letters/requeue"] {
+                let r = try await client.execute(uri: p, method: .post, body: ByteBuffer(string: "all=1"))
+                #expect(r.status == .seeOther || r.status == .unauthorized, "\(p)")
+            }
+            let wrongToken = try await client.execute(uri: "/api/dags", method: .get, headers: [.authorization: "Bearer not-the-token-at-all"])
+            #expect(wrongToken.status == .unauthorized)
+            let forged = try await client.execute(uri: "/api/dags", method: .get, headers: [.cookie: "etl_session=YWRtaW4.9999999999.00000000000000000000000000000000.deadbeef"])
+            #expect(forged.status == .unauthorized)
+            #expect(try await client.execute(uri: "/healthz", method: .get).status == .ok)
+        }
+        #expect(try fx.store.dagRows().first { $0.id == "example_diamond" }?.paused == false)  // the refused POSTs changed nothing
+    }
+
+    @Test("login: a wrong password is slowed and refused, the fourth try is rate-limited; the cookie is HttpOnly and SameSite; logout ends the session")
+    func login() async throws {
+        let fx = try WebFixture()
+        try await fx.test { client in
+            let page = try await client.execute(uri: "/login", method: .get)
+            #expect(page.status == .ok && page.text.contains("type=\"password\""))
+            for _ in 0..<3 {
+                let started = monotonicSeconds()
+                #expect(try await Browser.login(client, password: "wrong password") == nil)
+                #expect(monotonicSeconds() - started >= 0.3)  // slowed by ETL_WEB_LOGIN_DELAY
+            }
+            // The limit (3 in the window) is reached: even the right password is refused for now.
+            let limited = try await client.execute(uri: "/login", method: .post, body: ByteBuffer(string: "username=admin&password=\(WebFixture.password)"))
+            #expect(limited.status == .tooManyRequests)
+            #expect(limited.headers[.retryAfter] != nil)
+            #expect(!limited.text.contains(WebFixture.password))
+        }
+        let other = try WebFixture(name: "login2")
+        try await other.test { client in
+            let r = try await client.execute(uri: "/login", method: .post, body: ByteBuffer(string: "username=admin&password=correct+horse+battery&next=%2F%2Fevil.example"))
+            #expect(r.status == .seeOther)
+            #expect(r.headers[.location] == "/dags")  // never off-site after a login
+            let set = r.headers[values: .setCookie].first { $0.hasPrefix("etl_session=") } ?? ""
+            #expect(set.contains("HttpOnly") && set.contains("SameSite=Lax"))
+            let b = try #require(try await Browser.login(client))
+            #expect(try await b.get(client, "/dags").status == .ok)
+            #expect(try await b.post(client, "/logout").status == .seeOther)
+            // The old cookie no longer works, even if a copy of it survives.
+            #expect(try await b.get(client, "/dags").status == .seeOther)
+        }
+    }
+
+    @Test("every page renders the real state: DAG list with tag filter, graph and grid, run, attempt log, queues, loads, reports")
+    func pages() async throws {
+        let fx = try WebFixture()
+        let run = try fx.cluster.trigger("example_diamond")
+        try fx.attempt(run: run, task: "extract", state: .failed, error: "boom <script>", log: "line one\nline <two>\n")
+        // A load with a rejected row, and a report, in the fixture's own schemas.
+        let pg = try #require(fx.pipeline.pg)
+        let s = fx.pipeline.settings
+        let load = try pg.query("""
+            INSERT INTO \(s.loads).load (pipeline, source, state, rows_read, rows_loaded, rows_rejected, finished_at) VALUES ('b2b', 'customer.csv', 'finished', 3, 2, 1, now()) RETURNING id
+            """).rows[0].decode(Int64.self, 0)
+        try pg.query("INSERT INTO \(s.loads).reject (load_id, source, line_number, raw, reason) VALUES ($1, 'customer.csv', 7, 'x,y', 'expected 6 fields, found 2')", [load])
+        try pg.query("INSERT INTO \(s.datamart).monthly_sales VALUES ('2024-06-15', '2024-05-01', 3, 12, 99.50), ('2024-06-15', '2024-04-01', 1, 2, 5.00)")
+        try fx.pipeline.write("reports/monthly-sales/date=2024-06-15/report.csv", "month,orders,units,revenue\n2024-04-01,1,2,5.00\n2024-05-01,3,12,99.50\n")
+
+        try await fx.test { client in
+            let b = try #require(try await Browser.login(client))
+            let list = try await b.get(client, "/dags")
+            #expect(list.status == .ok && list.text.contains("example_diamond") && list.text.contains("example_chain"))
+            #expect(list.text.contains("class=\"sq s-running\"") && list.text.contains("/dags/example_diamond/runs/\(run)"))  // its run, still running
+            let filtered = try await b.get(client, "/dags?q=DIAMOND")
+            #expect(filtered.text.contains("example_diamond") && !filtered.text.contains(">example_chain<"))
+            let byTag = try await b.get(client, "/dags?tag=no-such-tag")
+            #expect(!byTag.text.contains("/dags/example_diamond\""))
+
+            let dag = try await b.get(client, "/dags/example_diamond")
+            #expect(dag.status == .ok)
+            #expect(dag.text.contains("<svg") && dag.text.contains("marker-end"))  // the graph with its edges
+            for task in ["extract", "clean", "enrich", "score", "join", "publish"] { #expect(dag.text.contains(">\(task)<"), "\(task)") }
+            #expect(dag.text.contains("/dags/example_diamond/runs/\(run)/tasks/extract"))  // grid cell links to the attempt
+            #expect(dag.text.contains("Mark failed"))
+
+            let runPage = try await b.get(client, "/dags/example_diamond/runs/\(run)")
+            #expect(runPage.text.contains("boom &lt;script&gt;") && !runPage.text.contains("boom <script>"))  // escaped
+            let attempt = try await b.get(client, "/dags/example_diamond/runs/\(run)/tasks/extract")
+            #expect(attempt.text.contains("line &lt;two&gt;") && attempt.text.contains("w-test"))
+
+            #expect(try await b.get(client, "/queues").text.contains("Dead letters"))
+            let loads = try await b.get(client, "/loads")
+            #expect(loads.text.contains("customer.csv") && loads.text.contains("/loads/\(load)"))
+            #expect(try await b.get(client, "/loads/\(load)").text.contains("expected 6 fields, found 2"))
+
+            let report = try await b.get(client, "/reports/monthly-sales")
+            #expect(report.text.contains("99.50") && report.text.contains("<rect") && report.text.contains("2024-06-15"))
+            let csv = try await b.get(client, "/reports/monthly-sales/2024-06-15/report.csv")
+            #expect(csv.status == .ok && csv.text.hasPrefix("month,orders,units,revenue\n"))
+            #expect(try await b.get(client, "/reports").text.contains("latest: 2024-06-15"))
+
+            // Names that are not ours are refused with a reason, never turned into paths.
+            #expect(try await b.get(client, "/reports/..%2F..%2Fetc/2024-06-15/report.csv").status == .notFound)
+            #expect(try await b.get(client, "/reports/monthly-sales/..%2F..%2Fx/report.csv").status == .badRequest)
+            #expect(try await b.get(client, "/dags/no_such_dag").text.contains("no DAG named"))
+            #expect(try await b.get(client, "/dags/example_diamond/runs/abc").status == .badRequest)
+        }
+    }
+
+    @Test("a POST without the CSRF token is refused and changes nothing; with it, pause, trigger, retry, mark failed and requeue change state")
+    func actions() async throws {
+        let fx = try WebFixture()
+        let run = try fx.cluster.trigger("example_diamond")
+        try fx.attempt(run: run, task: "extract", state: .failed, error: "boom", log: "")
+        try fx.store.markUpstreamFailed(run: run, tasks: ["clean", "enrich", "score", "join", "publish"])
+        try fx.cluster.queue.redis.command("XADD", fx.cluster.queue.keys.dead, "*", "queue", "default", "reason", "unsigned message",
+                                           "body", "{}", "sig", "", "at", "1")
+        @Sendable func paused() throws -> Bool { try fx.store.dagRows().first { $0.id == "example_chain" }!.paused }
+
+        try await fx.test { client in
+            let b = try #require(try await Browser.login(client))
+            let refused = try await b.post(client, "/dags/example_chain/pause", csrf: false)
+            #expect(refused.status == .forbidden && refused.text.contains("CSRF"))
+            let wrong = try await client.execute(uri: "/dags/example_chain/pause", method: .post,
+                                                 headers: [.cookie: b.cookie, .contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: "csrf=0123"))
+            #expect(wrong.status == .forbidden)
+            #expect(try paused() == false)
+
+            let pause = try await b.post(client, "/dags/example_chain/pause")
+            #expect(pause.status == .seeOther)
+            #expect(try paused() == true)
+            // The notice rides a short-lived cookie to the page the redirect leads to, once.
+            let flash = try #require(pause.headers[values: .setCookie].first { $0.hasPrefix("etl_flash=") }).split(separator: ";")[0]
+            let back = try await client.execute(uri: "/dags", method: .get, headers: [.cookie: b.cookie + "; " + flash])
+            #expect(back.text.contains("Paused example_chain."))
+            #expect(try await b.post(client, "/dags/example_chain/unpause").status == .seeOther)
+            #expect(try paused() == false)
+
+            #expect(try await b.post(client, "/dags/example_chain/trigger", ["date": "2024-05-01"]).status == .seeOther)
+            #expect(try fx.store.runRows(dag: "example_chain", limit: 5).contains { PostgresTimestamp.format($0.logicalDate).hasPrefix("2024-05-01") })
+            let twice = try await b.post(client, "/dags/example_chain/trigger", ["date": "2024-05-01"])
+            #expect(twice.status == .conflict && twice.text.contains("already has a run"))
+            #expect(try await b.post(client, "/dags/example_chain/trigger", ["date": "2024-02-30"]).status == .badRequest)
+
+            #expect(try await b.post(client, "/dags/example_diamond/runs/\(run)/tasks/extract/retry").status == .seeOther)
+            let states = try fx.store.instances(run: run).mapValues(\.state)
+            #expect(states["extract"] == .scheduled && states["publish"] == .scheduled)  // the task and what depends on it
+
+            #expect(try await b.post(client, "/dags/example_diamond/runs/\(run)/mark-failed").status == .seeOther)
+            #expect(try fx.store.run(run)?.state == "failed")
+            #expect(try fx.store.instances(run: run)["extract"]?.state == .failed)
+
+            #expect(try await b.post(client, "/dead-letters/requeue", ["all": "1"]).status == .seeOther)
+            #expect(try fx.cluster.queue.redis.command("XLEN", fx.cluster.queue.keys.dead).int == 0)
+            #expect(try fx.cluster.queue.redis.command("XLEN", fx.cluster.queue.keys.queue("default")).int == 1)
+        }
+    }
+
+    @Test("the JSON API: bearer token or session (POST with X-CSRF-Token); every listing answers JSON; /metrics is Prometheus text")
+    func api() async throws {
+        let fx = try WebFixture()
+        let run = try fx.cluster.trigger("example_diamond")
+        try fx.attempt(run: run, task: "extract", state: .success, error: nil, log: "ok")
+        let bearer: HTTPFields = [.authorization: "Bearer \(WebFixture.token)"]
+        try await fx.test { client in
+            for p in Self.apis where p != "/metrics" {
+                let r = try await client.execute(uri: p, method: .get, headers: bearer)
+                #expect(r.status == .ok, "\(p)")
+                #expect(r.headers[.contentType] == "application/json", "\(p)")
+                #expect(r.json != nil, "\(p)")
+            }
+            let dags = try await client.execute(uri: "/api/dags?tag=example", method: .get, headers: bearer).json as? [[String: Any]] ?? []
+            #expect(dags.contains { $0["dag"] as? String == "example_diamond" })
+            let detail = try await client.execute(uri: "/api/dags/example_diamond", method: .get, headers: bearer).json as? [String: Any]
+            let tasks = detail?["tasks"] as? [[String: Any]] ?? []
+            #expect(tasks.first { $0["task"] as? String == "join" }?["upstream"] as? [String] == ["clean", "enrich", "score"])
+            let attempts = try await client.execute(uri: "/api/dags/example_diamond/runs/\(run)/tasks/extract/attempts", method: .get, headers: bearer).json as? [[String: Any]]
+            #expect(attempts?.first?["state"] as? String == "success" && attempts?.first?["worker"] as? String == "w-test")
+
+            // A token POST needs no CSRF token; a session POST needs the header.
+            let p = try await client.execute(uri: "/api/dags/example_chain/pause", method: .post, headers: bearer)
+            #expect(p.status == .ok)
+            #expect(try fx.store.dagRows().first { $0.id == "example_chain" }?.paused == true)
+            let b = try #require(try await Browser.login(client))
+            let noHeader = try await client.execute(uri: "/api/dags/example_chain/unpause", method: .post, headers: [.cookie: b.cookie])
+            #expect(noHeader.status == .forbidden)
+            #expect(try fx.store.dagRows().first { $0.id == "example_chain" }?.paused == true)
+            let withHeader = try await client.execute(uri: "/api/dags/example_chain/unpause", method: .post,
+                                                      headers: [.cookie: b.cookie, HTTPField.Name("X-CSRF-Token")!: b.csrf])
+            #expect(withHeader.status == .ok)
+            #expect(try fx.store.dagRows().first { $0.id == "example_chain" }?.paused == false)
+            let trig = try await client.execute(uri: "/api/dags/example_chain/trigger", method: .post, headers: bearer.merging([.contentType: "application/json"]),
+                                                body: ByteBuffer(string: "{\"date\": \"2024-03-01\"}"))
+            #expect((trig.json as? [String: Any])?["run"] as? Int != nil)
+            let bad = try await client.execute(uri: "/api/dags/nope/trigger", method: .post, headers: bearer)
+            #expect(bad.status == .notFound && ((bad.json as? [String: Any])?["error"] as? String ?? "").contains("no DAG named 'nope'"))
+
+            let metrics = try await client.execute(uri: "/metrics", method: .get, headers: bearer)
+            #expect(metrics.status == .ok)
+            #expect(metrics.text.contains("etl_task_instances{state=\"success\"} 1"))
+            #expect(metrics.text.contains("etl_queue_waiting_messages{queue=\"default\"}"))
+            #expect(metrics.text.contains("etl_task_duration_seconds_count{dag=\"example_diamond\"} 1"))
+            #expect(metrics.text.contains("etl_workers_alive"))
+        }
+    }
+}
+
+extension HTTPFields {
+    func merging(_ other: HTTPFields) -> HTTPFields {
+        var out = self
+        for f in other { out.append(f) }
+        return out
+    }
+}
