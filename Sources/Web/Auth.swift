@@ -109,11 +109,11 @@ final class LoginThrottle: @unchecked Sendable {
     }
 
     /// Seconds until `client` may try again, or nil when it may now.
-    func blocked(_ client: String, now: Double = Date().timeIntervalSince1970) -> Double? {
+    func blocked(_ client: String, limitFactor: Int = 1, now: Double = Date().timeIntervalSince1970) -> Double? {
         lock.withLock {
             let recent = (failures[client] ?? []).filter { $0 > now - window }
             failures[client] = recent
-            guard recent.count >= limit, let oldest = recent.first else { return nil }
+            guard recent.count >= limit * limitFactor, let oldest = recent.suffix(limit * limitFactor).first else { return nil }
             return max(1, (oldest + window - now).rounded(.up))
         }
     }

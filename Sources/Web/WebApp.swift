@@ -131,14 +131,18 @@ public struct WebApp: Sendable {
             var request = request
             let form = Forms.parse(try await request.collectBody(upTo: context.maxUploadSize))
             let user = form["username"] ?? "", next = Self.safeNext(form["next"])
-            let client = "\(context.remoteAddress ?? "unknown")|\(user.lowercased().prefix(64))"
-            if let wait = throttle.blocked(client) {
+            // Counted per client and user, and per client alone (5 times the limit), so trying
+            // many user names from one address is limited too.
+            let address = context.remoteAddress ?? "unknown"
+            let client = "\(address)|\(user.lowercased().prefix(64))"
+            if let wait = throttle.blocked(client) ?? throttle.blocked(address, limitFactor: 5) {
                 var r = Self.html(Pages.login(error: "Too many wrong logins. Try again in \(Int(wait)) s.", next: next), status: .tooManyRequests)
                 r.headers[.retryAfter] = String(Int(wait))
                 return r
             }
             guard config.checkLogin(user: user, password: form["password"] ?? "") else {
                 throttle.failed(client)
+                throttle.failed(address)
                 // Slow every wrong guess down; the right password is answered at once.
                 try await Task.sleep(nanoseconds: UInt64(config.loginDelay * 1_000_000_000))
                 context.logger.warning("wrong login", metadata: ["user": "\(user.prefix(64))", "client": "\(context.remoteAddress ?? "unknown")"])

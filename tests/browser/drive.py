@@ -16,6 +16,9 @@ import os
 import sys
 import time
 
+# Selenium talks to chromedriver over HTTP on loopback: keep any proxy of the environment out of it.
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -29,7 +32,8 @@ shots = os.environ["SHOTS"]
 os.makedirs(shots, exist_ok=True)
 
 options = webdriver.ChromeOptions()
-for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
+            "--no-proxy-server"):  # the server is on loopback: never ask a proxy
     options.add_argument(arg)
 options.binary_location = "/usr/bin/chromium"
 driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Shared
 import Testing
 
@@ -55,8 +52,7 @@ struct BrowserTests {
     static func waitForHealth(port: Int, logs c: Cluster) async throws {
         let end = monotonicSeconds() + 30
         while monotonicSeconds() < end {
-            if let (_, r) = try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/healthz")!),
-               (r as? HTTPURLResponse)?.statusCode == 200 { return }
+            if TestServices.httpStatus(port: port, path: "/healthz") == 200 { return }
             try await Task.sleep(nanoseconds: 100_000_000)
         }
         throw TestSetupError(message: "the webserver did not answer on port \(port):\n\(c.logs())")
