@@ -28,8 +28,10 @@ public struct Environment: Sendable {
         var merged: [String: String] = [:]
         var fileRead: String?
         if FileManager.default.fileExists(atPath: path) {
-            guard let data = FileManager.default.contents(atPath: path),
-                  let text = String(data: data, encoding: .utf8) else {
+            // Read through a file handle: FileManager.contents(atPath:) answers nil for a device
+            // such as /dev/null, which scripts name to read no file at all.
+            guard let handle = FileHandle(forReadingAtPath: path),
+                  let text = String(data: handle.readDataToEndOfFile(), encoding: .utf8) else {
                 throw ConfigError(
                     variable: "ETL_ENV_FILE", problem: "\(path) cannot be read as UTF-8 text",
                     fix: "check the file's permissions and encoding")
