@@ -41,6 +41,11 @@ public enum CombinedLogParser {
             throw WeblogRejection(reason: "line too long: \(end) bytes, the limit is \(maxLineBytes)")
         }
         guard end > 0 else { throw WeblogRejection(reason: "empty line") }
+        // An access log is text: a NUL byte means a binary or corrupted line (and Postgres text
+        // could not store the field holding it).
+        if let nul = UnsafeBufferPointer(rebasing: line[0..<end]).firstIndex(of: 0) {
+            throw WeblogRejection(reason: "a NUL byte at byte \(nul + 1): not a text log line")
+        }
         var i = 0
 
         func word(_ field: String) throws(WeblogRejection) -> String {
