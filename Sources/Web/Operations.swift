@@ -17,7 +17,7 @@ struct WebError: Error, CustomStringConvertible {
 extension Backend {
     func dag(_ id: String) throws -> DAG {
         guard let d = registry.dag(id) else {
-            throw WebError.notFound("no DAG named '\(id)'. Fix: pick one from /dags (known: \(registry.dags.map(\.id).joined(separator: ", ")))")
+            throw WebError.notFound("no DAG named '\(id.count <= 80 ? id : String(id.prefix(80)) + "…")'. Fix: pick one from /dags (known: \(registry.dags.map(\.id).joined(separator: ", ")))")
         }
         return d
     }

@@ -41,7 +41,7 @@ final class Context {
     func dag(_ id: String) throws -> DAG {
         guard let d = registry.dag(id) else {
             let known = registry.dags.map(\.id).joined(separator: ", ")
-            throw fail("no DAG named '\(id)'. Fix: use one of: \(known.isEmpty ? "(none loaded)" : known) (etlctl dags list)")
+            throw fail("no DAG named '\(shown(id))'. Fix: use one of: \(known.isEmpty ? "(none loaded)" : known) (etlctl dags list)")
         }
         return d
     }
@@ -49,7 +49,7 @@ final class Context {
     /// The task `task` of DAG `dag`, or a one-line error listing the DAG's tasks.
     func task(_ dag: DAG, _ task: String) throws -> TaskSpec {
         guard let t = dag.task(task) else {
-            throw fail("DAG '\(dag.id)' has no task '\(task)'. Fix: use one of: \(dag.tasks.map(\.id).joined(separator: ", "))")
+            throw fail("DAG '\(dag.id)' has no task '\(shown(task))'. Fix: use one of: \(dag.tasks.map(\.id).joined(separator: ", "))")
         }
         return t
     }
@@ -67,6 +67,12 @@ final class Context {
         }
         return latest.id
     }
+}
+
+/// A value the user gave, for an error message: at most 80 characters, so a hostile or mistaken
+/// megabyte-long argument does not flood the terminal.
+func shown(_ value: String) -> String {
+    value.count <= 80 ? value : String(value.prefix(80)) + "… (\(value.utf8.count) bytes)"
 }
 
 /// Prints `message` as the one-line reason and returns the exit code to throw.
