@@ -60,10 +60,16 @@ enum TestServices {
         p.standardOutput = out
         p.standardError = err
         try p.run()
+        // Both pipes are drained at once: reading one to its end first would deadlock on a child
+        // that fills the other's 64 KB buffer.
+        final class Box: @unchecked Sendable { var data = Data() }
+        let e = Box(), group = DispatchGroup()
+        let errHandle = err.fileHandleForReading
+        DispatchQueue.global().async(group: group) { e.data = errHandle.readDataToEndOfFile() }
         let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
         p.waitUntilExit()
-        return Output(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        return Output(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e.data, as: UTF8.self))
     }
 
     /// A TCP port on 127.0.0.1 that nothing listens on right now.

@@ -9,7 +9,7 @@ struct BrowserTests {
     static let shots = TestServices.repoRoot.appendingPathComponent("test-output/browser")
 
     @Test("headless Chromium: log in, unpause a DAG, trigger it, see it succeed, open a report; screenshots of the main pages")
-    func browser() async throws {
+    func browser() throws {
         let password = "browser test password"
         let port = TestServices.freePort()
         let c = try Cluster(extra: ["ETL_DAGS_ARE_PAUSED_AT_CREATION": "true"])
@@ -27,7 +27,7 @@ struct BrowserTests {
         try c.start("webserver", extra: web)
         try c.startScheduler()
         try c.startWorker(["--concurrency", "2"])
-        try await Self.waitForHealth(port: port, logs: c)
+        try Self.waitForHealth(port: port, logs: c)
 
         try? FileManager.default.removeItem(at: Self.shots)
         var env = ProcessInfo.processInfo.environment
@@ -49,12 +49,15 @@ struct BrowserTests {
         #expect(try c.effects(run: try #require(c.store.runRows(dag: "example_diamond", limit: 1).first?.id)).count == 6)
     }
 
-    static func waitForHealth(port: Int, logs c: Cluster) async throws {
+    /// Waits for `/healthz` synchronously: an async wait could be starved for longer than its
+    /// deadline by the blocking tests that share the few threads of Swift's cooperative pool (it
+    /// was, in CI: 30 s passed between two polls).
+    static func waitForHealth(port: Int, logs c: Cluster) throws {
         let end = monotonicSeconds() + 30
-        while monotonicSeconds() < end {
+        repeat {
             if TestServices.httpStatus(port: port, path: "/healthz") == 200 { return }
-            try await Task.sleep(nanoseconds: 100_000_000)
-        }
+            usleep(100_000)
+        } while monotonicSeconds() < end
         throw TestSetupError(message: "the webserver did not answer on port \(port):\n\(c.logs())")
     }
 }
