@@ -114,7 +114,12 @@ enum Pages {
         """
     }
 
-    static func dag(_ detail: Backend.DAGDetail, session: Session, flash: String?) -> HTML {
+    /// Tasks drawn in a DAG's graph and grid; a larger DAG shows its first ones in dependency
+    /// order, and the API has them all.
+    static let maxDrawnTasks = 100
+
+    static func dag(_ full: Backend.DAGDetail, session: Session, flash: String?) -> HTML {
+        let detail = Backend.DAGDetail(summary: full.summary, tasks: Array(full.tasks.prefix(maxDrawnTasks)), grid: full.grid)
         let d = detail.summary
         let dagPath = "/dags/\(HTML.component(d.dag))"
         let runs = Array(d.recentRuns.reversed())  // oldest first, as in Airflow's grid
@@ -153,6 +158,7 @@ enum Pages {
         <p>\(toggle) <form class="inline" method="post" action="\(dagPath)/trigger"><input type="hidden" name="csrf" value="\(session.csrf)">
         <input name="date" placeholder="YYYY-MM-DD (today)" size="16"> <button>Trigger</button></form>
         &nbsp; \(tags) <span class="muted">\(d.schedule)\(d.paused ? " · paused" : "")</span></p>
+        \(full.tasks.count > maxDrawnTasks ? HTML("<p class=\"muted\">This DAG has \(full.tasks.count) tasks: the graph, grid and table show the first \(maxDrawnTasks) in dependency order; <a href=\"/api/dags/\(HTML.component(d.dag))\">/api/dags/\(d.dag)</a> has them all.</p>") : "")
         <h2>Graph</h2>\(graph(detail, latest: latest))
         <h2>Grid</h2>\(runs.isEmpty ? HTML("<p class=\"muted\">No runs yet.</p>") : HTML("<table class=\"grid\" style=\"width:auto\"><tr><th></th>\(head)</tr>\(gridRows)</table>"))
         \(legend)

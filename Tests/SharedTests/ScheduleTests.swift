@@ -34,6 +34,20 @@ struct ScheduleTests {
         #expect(e4?.description.contains("backwards") == true)
     }
 
+    @Test("without catchup the latest due interval is the one a full walk from the start date ends on")
+    func skipAhead() throws {
+        let start = Date(timeIntervalSince1970: 1_640_995_200)  // 2022-01-01
+        var rng = SystemRandomNumberGenerator()
+        for text in ["@hourly", "@daily", "@weekly", "@monthly", "*/7 3-5 * * 1-5", "0 9 * * 1-5", "30 2 29 2 *", "15 */6 1,15 * *"] {
+            let schedule = try Schedule(text)
+            for _ in 0..<8 {
+                let now = Date(timeIntervalSince1970: 1_700_000_000 + Double.random(in: 0...50_000_000, using: &rng))
+                let walked = schedule.dueLogicalDates(start: start, lastLogical: nil, now: now, catchup: true, limit: 1_000_000).last
+                #expect(schedule.dueLogicalDates(start: start, lastLogical: nil, now: now, catchup: false) == walked.map { [$0] } ?? [], "\(text) at \(now)")
+            }
+        }
+    }
+
     @Test("due runs follow Airflow: logical date is the interval start, catchup fills or skips")
     func dueRuns() throws {
         let daily = try Schedule("@daily")

@@ -99,8 +99,14 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
                 minuteCount = days * 1440 + (hour + 1) * 60
                 continue
             }
-            if minutes & (1 << UInt64(minuteOfDay % 60)) == 0 {
-                minuteCount += 1
+            let minute = minuteOfDay % 60
+            if minutes & (1 << UInt64(minute)) == 0 {
+                // Jump to the next allowed minute of this hour, or to the next hour.
+                if let m = (minute + 1..<60).first(where: { minutes & (1 << UInt64($0)) != 0 }) {
+                    minuteCount += m - minute
+                } else {
+                    minuteCount = days * 1440 + (hour + 1) * 60
+                }
                 continue
             }
             return Date(timeIntervalSince1970: Double(minuteCount) * 60)

@@ -62,6 +62,20 @@ public enum Schedule: Sendable, Equatable, CustomStringConvertible {
                 guard let n = cron.next(after: start.addingTimeInterval(-60)) else { return [] }
                 logical = n
             }
+            if !catchup {
+                // Only the latest due interval counts: start near `now` instead of walking every
+                // interval since `start` (an hourly DAG that started two years ago has 17,000,
+                // walked on every scheduler tick and every DAG list). Look back 1 h, 2 h, 4 h, ...
+                // until two fire times f1 < f2 <= now lie after the probe: the latest due interval
+                // starts at f1 or later, whatever the cron's rhythm.
+                var back = 3600.0
+                while back < 20 * 366 * 86_400 {
+                    let probe = now.addingTimeInterval(-back)
+                    if probe <= logical { break }
+                    if let f1 = cron.next(after: probe), let f2 = cron.next(after: f1), f2 <= now { logical = f1; break }
+                    back *= 2
+                }
+            }
             var due: [Date] = []
             while let end = cron.next(after: logical), end <= now {
                 due.append(logical)
