@@ -10,6 +10,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 BIN, WORK = os.environ["BIN"], os.environ["WORK"]
@@ -164,6 +165,15 @@ def run_faulty(clean):
         if time.time() - r.t0 > 1800:
             raise SystemExit("the faulty run did not finish in 30 minutes; logs in %s" % r.dir)
     r.duration = time.time() - r.t0
+    # Worker kills report when their task has moved; collect them.
+    done = []
+    for f in faults:
+        if isinstance(f, tuple) and len(f) == 2 and isinstance(f[0], threading.Thread):
+            f[0].join()
+            done.append(f[1]["fault"])
+        else:
+            done.append(f)
+    faults[:] = done
     r.stop()
     if plan:
         raise SystemExit("the pipeline finished before these faults were injected: %s. Fix: use more data (SIZE=medium, or large with a release build)"
@@ -199,12 +209,19 @@ def inject(r, kind, aim=False):
                 if row is None or (row.startswith("running|") and row.split("|", 1)[1].startswith(name + "/")):
                     return False
             return True
-        ok = wait_until(moved, 120)
         detail = "SIGKILL %s with %s; %s started" % (name, ", ".join(tasks) if tasks else "no task running", replacement)
-        if not ok:
-            detail += "; NOT RECOVERED in 120 s"
-        say("fault: " + detail + " (recovered in %.1f s)" % (time.time() - t0))
-        return ("worker" if tasks else "worker (idle)", time.time() - t0, detail, ok)
+        result = {}
+
+        def watch():
+            # Waited for on a thread of its own: the next fault does not wait for this recovery
+            # (a reclaimed task can wait for a free slot for many seconds while others load).
+            ok = wait_until(moved, 120)
+            result["fault"] = ("worker" if tasks else "worker (idle)", time.time() - t0, detail if ok else detail + "; NOT RECOVERED in 120 s", ok)
+            say("  recovered from the kill of %s in %.1f s%s" % (name, result["fault"][1], "" if ok else ": NOT RECOVERED"))
+        say("fault: " + detail)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        return (watcher, result)
     if kind == "scheduler":
         leader = r.leader()
         if leader is None or leader not in r.schedulers:
