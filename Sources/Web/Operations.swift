@@ -17,7 +17,7 @@ struct WebError: Error, CustomStringConvertible {
 extension Backend {
     func dag(_ id: String) throws -> DAG {
         guard let d = registry.dag(id) else {
-            throw WebError.notFound("no DAG named '\(id.count <= 80 ? id : String(id.prefix(80)) + "…")'. Fix: pick one from /dags (known: \(registry.dags.map(\.id).joined(separator: ", ")))")
+            throw WebError.notFound("no DAG named '\(shown(id))'. Fix: pick one from /dags (known: \(registry.dags.map(\.id).joined(separator: ", ")))")
         }
         return d
     }
@@ -42,22 +42,24 @@ extension Backend {
 
     /// The DAGs (those loaded by this build) with a tag and a case-insensitive name filter.
     func dagSummaries(tag: String?, search: String?, runs: Int = 10) async throws -> [DAGSummary] {
-        let registry = registry
-        return try await run { c in
-            let rows = try c.store.dagRows()
+        try await run { [self] c in
             let recent = Dictionary(grouping: try c.store.recentRuns(perDAG: runs), by: \.dag)
-            let lastScheduled = try c.pg.query("""
-                SELECT dag_id, max(logical_date) FROM \(c.store.schema).dag_run WHERE run_type = 'scheduled' GROUP BY dag_id
-                """).rows.reduce(into: [String: Date]()) { m, r in m[try r.decode(String.self, 0)] = try r.decode(Date.self, 1) }
-            let now = Date()
-            return rows.compactMap { row -> DAGSummary? in
-                guard let d = registry.dag(row.id) else { return nil }
-                if let tag, !tag.isEmpty, !d.tags.contains(tag) { return nil }
-                if let search, !search.isEmpty, !d.id.localizedCaseInsensitiveContains(search) { return nil }
-                let next = d.schedule.nextRun(start: d.startDate, lastLogical: lastScheduled[d.id], now: now, catchup: d.catchup)
-                return DAGSummary(dag: d.id, paused: row.paused, schedule: d.schedule.description, tags: d.tags, upstreamDAGs: d.upstreamDAGs,
-                                  tasks: d.tasks.count, recentRuns: recent[d.id] ?? [], nextLogicalDate: next?.logicalDate, nextRunAt: next?.due)
+            return try summaries(c, recent: recent, lastScheduled: try c.store.lastScheduledLogicalDates()) { d in
+                (tag.map { $0.isEmpty || d.tags.contains($0) } ?? true) && (search.map { $0.isEmpty || d.id.localizedCaseInsensitiveContains($0) } ?? true)
             }
+        }
+    }
+
+    /// Summaries of the recorded DAGs that `include` accepts, from runs and last scheduled dates
+    /// already read.
+    private func summaries(_ c: Connections, recent: [String: [MetadataStore.RunRow]], lastScheduled: [String: Date],
+                           include: (DAG) -> Bool) throws -> [DAGSummary] {
+        let now = Date()
+        return try c.store.dagRows().compactMap { row -> DAGSummary? in
+            guard let d = registry.dag(row.id), include(d) else { return nil }
+            let next = d.schedule.nextRun(start: d.startDate, lastLogical: lastScheduled[d.id], now: now, catchup: d.catchup)
+            return DAGSummary(dag: d.id, paused: row.paused, schedule: d.schedule.description, tags: d.tags, upstreamDAGs: d.upstreamDAGs,
+                              tasks: d.tasks.count, recentRuns: recent[d.id] ?? [], nextLogicalDate: next?.logicalDate, nextRunAt: next?.due)
         }
     }
 
@@ -77,14 +79,19 @@ extension Backend {
         let grid: [MetadataStore.GridCell]
     }
 
-    /// One DAG: its tasks and dependencies, and its recent runs by task.
+    /// One DAG: its tasks and dependencies, and its recent runs by task (one connection, reads of
+    /// this DAG only).
     func dagDetail(_ id: String, runs: Int = 25) async throws -> DAGDetail {
         let d = try dag(id)
-        guard let summary = try await dagSummaries(tag: nil, search: nil, runs: runs).first(where: { $0.dag == id }) else {
+        let (summary, grid) = try await run { [self] c -> (DAGSummary?, [MetadataStore.GridCell]) in
+            let recent = try c.store.runRows(dag: id, limit: runs)
+            let last = try c.store.lastScheduledLogicalDate(id).map { [id: $0] } ?? [:]
+            let summary = try summaries(c, recent: [id: recent], lastScheduled: last) { $0.id == id }.first
+            return (summary, try c.store.taskGrid(runs: recent.map(\.id)))
+        }
+        guard let summary else {
             throw WebError.notFound("DAG '\(id)' is not recorded yet. Fix: start the scheduler once so it registers the DAGs")
         }
-        let runIDs = summary.recentRuns.map(\.id)
-        let grid = try await run { c in try c.store.taskGrid(runs: runIDs) }
         let order = (try? d.topologicalOrder()) ?? d.tasks.map(\.id)
         let tasks = order.compactMap(d.task).map {
             TaskDescription(task: $0.id, operation: $0.operation, upstream: $0.upstream, retries: $0.retries, timeoutSeconds: $0.timeout, queue: $0.queue)
@@ -109,8 +116,20 @@ extension Backend {
 
     func attempts(dag: String, run id: Int64, task: String) async throws -> [MetadataStore.AttemptRow] {
         let d = try self.dag(dag)
-        guard d.task(task) != nil else { throw WebError.notFound("DAG '\(dag)' has no task '\(task)'. Fix: use one of: \(d.tasks.map(\.id).joined(separator: ", "))") }
-        return try await run { c in try c.store.attemptLogs(run: id, task: task) }
+        guard d.task(task) != nil else { throw WebError.notFound("DAG '\(dag)' has no task '\(shown(task))'. Fix: use one of: \(d.tasks.map(\.id).joined(separator: ", "))") }
+        return try await run { c in
+            guard try c.store.run(id)?.dag == dag else { throw WebError.notFound("DAG '\(dag)' has no run \(id). Fix: pick a run from /dags/\(dag)") }
+            return try c.store.attemptLogs(run: id, task: task)
+        }
+    }
+
+    func workers() async throws -> [TaskQueue.WorkerStatus] {
+        let deadAfter = workerDeadAfter
+        return try await run { c in try c.queue.workers(deadAfter: deadAfter) }
+    }
+
+    func deadLetters() async throws -> [TaskQueue.DeadLetter] {
+        try await run { c in try c.queue.deadLetters(limit: 10_000) }
     }
 
     struct QueueOverview: Codable, Sendable {
@@ -150,13 +169,13 @@ extension Backend {
 
     static func report(_ name: String) throws -> Reports.Report {
         guard let r = Reports.named(name) else {
-            throw WebError.notFound("no report named '\(name)'. Fix: use one of: \(Reports.all.map(\.name).joined(separator: ", "))")
+            throw WebError.notFound("no report named '\(shown(name))'. Fix: use one of: \(Reports.all.map(\.name).joined(separator: ", "))")
         }
         return r
     }
 
     static func day(_ text: String) throws -> Day {
-        guard text.count == 10, let d = Day(text) else { throw WebError.bad("'\(text)' is not a date. Fix: write it as YYYY-MM-DD, e.g. 2024-05-01") }
+        guard let d = Day(strict: text) else { throw WebError.bad("'\(shown(text))' is not a date. Fix: write it as YYYY-MM-DD, e.g. 2024-05-01") }
         return d
     }
 
@@ -209,7 +228,7 @@ extension Backend {
     /// Runs a task again with everything downstream of it (etlctl tasks retry).
     func retry(dag id: String, run: Int64, task: String, by user: String) async throws -> Int {
         let d = try dag(id)
-        guard d.task(task) != nil else { throw WebError.notFound("DAG '\(id)' has no task '\(task)'") }
+        guard d.task(task) != nil else { throw WebError.notFound("DAG '\(id)' has no task '\(shown(task))'") }
         return try await self.run { c in
             guard try c.store.run(run)?.dag == id else { throw WebError.notFound("DAG '\(id)' has no run \(run)") }
             let n = try c.store.clear(run: run, tasks: d.downstream(of: [task]).union([task]))

@@ -151,8 +151,8 @@ enum Pages {
             "<tr><td>\(t.task)</td><td>\(t.operation)</td><td>\(t.upstream.joined(separator: ", "))</td><td class=\"num\">\(t.retries)</td><td class=\"num\">\(t.timeoutSeconds > 0 ? "\(Int(t.timeoutSeconds)) s" : "none")</td><td>\(t.queue)</td></tr>"
         }
         let toggle = d.paused
-            ? Layout.button("Unpause", action: "\(dagPath)/unpause", session: session, style: "primary")
-            : Layout.button("Pause", action: "\(dagPath)/pause", session: session)
+            ? Layout.button("Unpause", action: "\(dagPath)/unpause", session: session, fields: [("back", dagPath)], style: "primary")
+            : Layout.button("Pause", action: "\(dagPath)/pause", session: session, fields: [("back", dagPath)])
         let tags: [HTML] = d.tags.map { "<a class=\"tag\" href=\"/dags?tag=\(HTML.component($0))\">\($0)</a>" }
         let body: HTML = """
         <p>\(toggle) <form class="inline" method="post" action="\(dagPath)/trigger"><input type="hidden" name="csrf" value="\(session.csrf)">

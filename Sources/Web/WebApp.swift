@@ -167,7 +167,10 @@ public struct WebApp: Sendable {
 
     /// Only a local path may follow a login (never another site: `//evil.example` is refused).
     static func safeNext(_ next: String?) -> String {
-        guard let next, next.hasPrefix("/"), !next.hasPrefix("//"), !next.contains("\\"), next.count < 500 else { return "/dags" }
+        // Browsers drop tabs and line breaks from a URL, so "/\t/evil.example" would become
+        // "//evil.example": no control characters or spaces at all.
+        guard let next, next.hasPrefix("/"), !next.hasPrefix("//"), !next.contains("\\"), next.count < 500,
+              next.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f }) else { return "/dags" }
         return next
     }
 
@@ -230,7 +233,7 @@ public struct WebApp: Sendable {
             Self.html(Pages.queues(try await backend.queueOverview(), session: session, flash: flash))
         })
         router.post("/dead-letters/requeue", use: action(back: { _, _ in "/queues" }) { _, context, _ in
-            let ids: Set<String>? = context.form["all"] != nil ? nil : Set([context.form["id"] ?? ""])
+            let ids: Set<String>? = Forms.yes(context.form["all"]) ? nil : Set([context.form["id"] ?? ""])
             return "Requeued \(try await backend.requeueDeadLetters(ids: ids)) message(s)."
         })
         router.get("/loads", use: page { request, _, session, _ in
@@ -319,10 +322,10 @@ public struct WebApp: Sendable {
             return Done(ok: changed, message: changed ? "marked failed" : "the run had already ended")
         })
         api.get("queues", use: self.api { _, _, _ in try await backend.queueOverview() })
-        api.get("workers", use: self.api { _, _, _ in try await backend.queueOverview().workers })
-        api.get("dead-letters", use: self.api { _, _, _ in try await backend.queueOverview().deadLetters })
+        api.get("workers", use: self.api { _, _, _ in try await backend.workers() })
+        api.get("dead-letters", use: self.api { _, _, _ in try await backend.deadLetters() })
         api.post("dead-letters/requeue", use: self.api { _, context, _ in
-            let ids: Set<String>? = context.form["all"] != nil ? nil : Set((context.form["ids"] ?? context.form["id"] ?? "").split(separator: ",").map { String($0) })
+            let ids: Set<String>? = Forms.yes(context.form["all"]) ? nil : Set((context.form["ids"] ?? context.form["id"] ?? "").split(separator: ",").map { String($0) })
             return Done(ok: true, message: "requeued", count: try await backend.requeueDeadLetters(ids: ids))
         })
         api.get("loads", use: self.api { request, _, _ in
@@ -342,6 +345,9 @@ public struct WebApp: Sendable {
 
 /// Form bodies (`application/x-www-form-urlencoded`) and flat JSON objects, as string maps.
 enum Forms {
+    /// A checkbox or flag: "1", "true", "on" or "yes" (JSON true arrives as "1").
+    static func yes(_ value: String?) -> Bool { ["1", "true", "on", "yes"].contains(value?.lowercased() ?? "") }
+
     static func parse(_ buffer: ByteBuffer) -> [String: String] {
         let text = String(buffer: buffer)
         if text.hasPrefix("{"), let obj = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] {

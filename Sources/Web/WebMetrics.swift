@@ -61,13 +61,21 @@ public final class WebMetrics: @unchecked Sendable {
             gauge("ingest", "rows", "Rows loaded and rejected by all loads of a pipeline", [("pipeline", pipeline), ("outcome", "loaded")]).set(Double(loaded))
             gauge("ingest", "rows", "Rows loaded and rejected by all loads of a pipeline", [("pipeline", pipeline), ("outcome", "rejected")]).set(Double(rejected))
         }
-        for (dag, seconds, _) in ended {
-            registry.makeValueHistogram(
-                descriptor: MetricNameDescriptor(namespace: "etl", metricName: "task_duration", unitName: "seconds", helpText: "Duration of finished task attempts"),
-                labels: [("dag", dag)], buckets: Self.buckets
-            ).record(max(0, seconds))
+        // Two scrapes at once read the same attempts: only the one that still finds the watermark
+        // where it started records them.
+        let mine = lock.withLock { () -> Bool in
+            guard watermark == since else { return false }
+            if let last = ended.last?.2 { watermark = last }
+            return true
         }
-        if let last = ended.last?.2 { lock.withLock { watermark = max(watermark, last) } }
+        if mine {
+            for (dag, seconds, _) in ended {
+                registry.makeValueHistogram(
+                    descriptor: MetricNameDescriptor(namespace: "etl", metricName: "task_duration", unitName: "seconds", helpText: "Duration of finished task attempts"),
+                    labels: [("dag", dag)], buckets: Self.buckets
+                ).record(max(0, seconds))
+            }
+        }
         var out: [UInt8] = []
         registry.emit(into: &out)
         return out

@@ -69,12 +69,6 @@ final class Context {
     }
 }
 
-/// A value the user gave, for an error message: at most 80 characters, so a hostile or mistaken
-/// megabyte-long argument does not flood the terminal.
-func shown(_ value: String) -> String {
-    value.count <= 80 ? value : String(value.prefix(80)) + "… (\(value.utf8.count) bytes)"
-}
-
 /// Prints `message` as the one-line reason and returns the exit code to throw.
 func fail(_ message: String) -> ExitCode {
     FileHandle.standardError.write(Data("etlctl: \(message)\n".utf8))

@@ -226,7 +226,7 @@ func settings() throws -> PipelineSettings {
 /// `YYYY-MM-DD` (today when nil), or a one-line error with the fix.
 func day(_ text: String?) throws -> Day {
     guard let text else { return Day.today() }
-    guard text.count == 10, let d = Day(text) else { throw fail("'\(text)' is not a date. Fix: write it as YYYY-MM-DD, e.g. --date 2024-05-01") }
+    guard let d = Day(strict: text) else { throw fail("'\(shown(text))' is not a date. Fix: write it as YYYY-MM-DD, e.g. --date 2024-05-01") }
     return d
 }
 

@@ -147,9 +147,9 @@ def run_faulty(clean):
     r.start()
     say("faulty run started; worker kills every %.1f s" % KILL_EVERY)
     faults = []  # (kind, seconds to recover, detail, recovered)
-    # The one-off faults come first, back to back (each once the previous one is recovered from), so
-    # that they hit the pipeline while it works; then a worker is killed every KILL_EVERY seconds
-    # until the runs end.
+    # The one-off faults come first, back to back (the scheduler, Redis and Postgres each once the
+    # previous one is recovered from; a worker kill's recovery is watched on the side), so that they
+    # hit the pipeline while it works; then a worker is killed every KILL_EVERY seconds until the end.
     plan = ["scheduler", "worker", "redis", "worker", "postgres"]
     time.sleep(0.5)
     next_kill = time.time()
@@ -183,7 +183,9 @@ def run_faulty(clean):
 
 
 def inject(r, kind, aim=False):
-    """Injects one fault and waits until the system has recovered from it; returns (kind, seconds, detail)."""
+    """Injects one fault. For the scheduler, Redis and Postgres it waits for the recovery and returns
+    (kind, seconds, detail, recovered); for a worker it returns (watcher thread, result) and the
+    thread fills result["fault"] when the killed worker's tasks run elsewhere."""
     t0 = time.time()
     if kind == "worker":
         live = sorted(n for n, p in r.workers.items() if p.poll() is None)
@@ -214,7 +216,9 @@ def inject(r, kind, aim=False):
 
         def watch():
             # Waited for on a thread of its own: the next fault does not wait for this recovery
-            # (a reclaimed task can wait for a free slot for many seconds while others load).
+            # (a reclaimed task can wait for a free slot for many seconds while others load). The
+            # time measured may therefore include a Redis or Postgres restart injected meanwhile.
+            result["fault"] = ("worker", time.time() - t0, detail + "; the watch failed", False)
             ok = wait_until(moved, 120)
             result["fault"] = ("worker" if tasks else "worker (idle)", time.time() - t0, detail if ok else detail + "; NOT RECOVERED in 120 s", ok)
             say("  recovered from the kill of %s in %.1f s%s" % (name, result["fault"][1], "" if ok else ": NOT RECOVERED"))
@@ -223,10 +227,9 @@ def inject(r, kind, aim=False):
         watcher.start()
         return (watcher, result)
     if kind == "scheduler":
+        if not wait_until(lambda: r.leader() in r.schedulers, 30):
+            return ("scheduler", time.time() - t0, "no scheduler held the lease within 30 s: none to kill", False)
         leader = r.leader()
-        if leader is None or leader not in r.schedulers:
-            wait_until(lambda: r.leader() in r.schedulers, 10)
-            leader = r.leader()
         r.schedulers[leader].kill()
         r.schedulers[leader].wait()
         ok = wait_until(lambda: r.leader() not in (None, leader), 60)

@@ -58,6 +58,12 @@ public final class MetadataStore {
         }
     }
 
+    /// The newest scheduled logical date of every DAG that has one.
+    public func lastScheduledLogicalDates() throws -> [String: Date] {
+        try pg.query("SELECT dag_id, max(logical_date) FROM \(s).dag_run WHERE run_type = 'scheduled' GROUP BY dag_id")
+            .rows.reduce(into: [String: Date]()) { m, r in m[try r.decode(String.self, 0)] = try r.decode(Date.self, 1) }
+    }
+
     public func lastScheduledLogicalDate(_ dag: String) throws -> Date? {
         try pg.query("SELECT max(logical_date) FROM \(s).dag_run WHERE dag_id = $1 AND run_type = 'scheduled'", [dag])
             .rows[0].decode(Date?.self, 0)

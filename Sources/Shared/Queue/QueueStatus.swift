@@ -91,17 +91,36 @@ extension TaskQueue {
         }
     }
 
+    /// Moves one dead letter back to its queue in one step: only the caller whose XDEL removed it
+    /// adds it, so two operators requeueing at once never queue it twice.
+    private static let requeueScript = RedisScript("""
+        if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
+          redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'sig', ARGV[3])
+          return 1
+        end
+        return 0
+        """)
+
     /// Puts dead letters back on their queues, as they were signed (all of them when `ids` is nil).
     /// Returns how many were requeued; unknown ids are skipped.
     public func requeueDeadLetters(ids: Set<String>?) throws -> Int {
-        let entries = try redis.command("XRANGE", keys.dead, "-", "+").array ?? []
+        let entries: [RedisReply]
+        if let ids {
+            // Only well-formed stream ids (digits-digits) are looked up; anything else names no entry.
+            let valid = ids.filter { id in
+                let parts = id.split(separator: "-", omittingEmptySubsequences: false)
+                return parts.count == 2 && parts.allSatisfy { !$0.isEmpty && $0.count <= 20 && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }
+            }
+            entries = try valid.sorted().flatMap { try redis.command("XRANGE", keys.dead, $0, $0).array ?? [] }
+        } else {
+            entries = try redis.command("XRANGE", keys.dead, "-", "+").array ?? []
+        }
         var n = 0
         for e in entries {
-            guard let a = e.array, let id = a.first?.string, let f = a.last?.array, ids?.contains(id) ?? true else { continue }
-            try enqueueRaw(queue: Self.field("queue", in: f)?.string ?? "default",
-                           fields: [("body", Self.field("body", in: f)?.bytes ?? []), ("sig", Array((Self.field("sig", in: f)?.string ?? "").utf8))])
-            _ = try redis.command("XDEL", keys.dead, id)
-            n += 1
+            guard let a = e.array, let id = a.first?.string, let f = a.last?.array else { continue }
+            let queue = keys.queue(Self.field("queue", in: f)?.string ?? "default")
+            n += try redis.eval(Self.requeueScript, keys: [keys.dead, queue],
+                                args: [id, Self.field("body", in: f)?.bytes ?? [], Self.field("sig", in: f)?.string ?? ""]).int ?? 0
         }
         return n
     }

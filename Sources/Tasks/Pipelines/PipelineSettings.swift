@@ -124,6 +124,12 @@ public struct Day: Sendable, Hashable, Comparable, CustomStringConvertible {
         self.init(daysSince1970: Int((d.timeIntervalSince1970 / 86_400).rounded(.down)))
     }
 
+    /// Exactly `YYYY-MM-DD` and a real calendar day (what a user types for a date), else nil.
+    public init?(strict text: String) {
+        guard text.count == 10 else { return nil }
+        self.init(text)
+    }
+
     public static func today() -> Day { Day(daysSince1970: Int(Date().timeIntervalSince1970 / 86_400)) }
 
     public var daysSince1970: Int { CivilDate.toDays(year: year, month: month, day: day) }

@@ -118,7 +118,7 @@ public enum Reports {
     /// The logical dates the report has rows for, newest first.
     public static func dates(_ report: Report, pg: PostgresConnection, settings s: PipelineSettings, limit: Int = 60) throws -> [Day] {
         try pg.query("SELECT DISTINCT logical_date::text FROM \(s.datamart).\(report.table) ORDER BY 1 DESC LIMIT $1", [limit])
-            .rows.compactMap { $0[0].flatMap(Day.init) }
+            .rows.compactMap { $0[0].flatMap { Day(strict: $0) } }
     }
 
     /// Where the report's CSV for `date` is written.
