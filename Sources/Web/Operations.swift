@@ -242,7 +242,7 @@ extension Backend {
         let d = try dag(id)
         return try await self.run { c in
             guard try c.store.run(run)?.dag == id else { throw WebError.notFound("DAG '\(id)' has no run \(run)") }
-            let failed = Set(try c.store.failedTasks(dag: id).first { $0.run == run }?.tasks ?? [])
+            let failed = Set(try c.store.taskRows(run: run).filter { $0.state == "failed" || $0.state == "upstream_failed" }.map(\.task))
             let n = try c.store.clear(run: run, tasks: d.downstream(of: failed).union(failed))
             if n > 0 { try c.queue.wakeScheduler(dag: id, run: run, reason: "cleared", by: "web:\(user)") }
             return n

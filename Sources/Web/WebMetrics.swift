@@ -31,13 +31,8 @@ public final class WebMetrics: @unchecked Sendable {
             let depths = try c.queue.depths(names)
             let dead = try c.queue.redis.command("XLEN", c.queue.keys.dead).int ?? 0
             let workers = try c.queue.workers(deadAfter: deadAfter).filter(\.alive).count
-            let states = try c.pg.query("SELECT state, count(*) FROM \(c.store.schema).task_instance GROUP BY state").rows
-                .reduce(into: [String: Int]()) { m, r in m[try r.decode(String.self, 0)] = try r.decode(Int.self, 1) }
-            let ended = try c.pg.query("""
-                SELECT r.dag_id, extract(epoch FROM a.ended_at - a.started_at)::float8, a.ended_at FROM \(c.store.schema).task_attempt a
-                JOIN \(c.store.schema).dag_run r USING (run_id)
-                WHERE a.ended_at > $1 AND a.state IN ('success', 'failed', 'up_for_retry') ORDER BY a.ended_at LIMIT 100000
-                """, [since]).rows.map { (try $0.decode(String.self, 0), try $0.decode(Double.self, 1), try $0.decode(Date.self, 2)) }
+            let states = try c.store.taskStateCounts()
+            let ended = try c.store.finishedAttempts(since: since, limit: 100_000).map { ($0.dag, $0.seconds, $0.endedAt) }
             var ingest: [(String, Int64, Int64)] = []
             if let rows = try? c.pg.query("""
                 SELECT pipeline, coalesce(sum(rows_loaded), 0)::bigint, coalesce(sum(rows_rejected), 0)::bigint FROM \(s.loads).load GROUP BY pipeline

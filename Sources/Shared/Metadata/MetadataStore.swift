@@ -429,6 +429,22 @@ extension MetadataStore {
         }
     }
 
+    /// Task instances by state, over all runs.
+    public func taskStateCounts() throws -> [String: Int] {
+        try pg.query("SELECT state, count(*) FROM \(schema).task_instance GROUP BY state").rows
+            .reduce(into: [String: Int]()) { m, r in m[try r.decode(String.self, 0)] = try r.decode(Int.self, 1) }
+    }
+
+    /// Attempts that ended after `since` (succeeded, failed or to be retried), oldest first, with
+    /// their DAG and duration.
+    public func finishedAttempts(since: Date, limit: Int) throws -> [(dag: String, seconds: Double, endedAt: Date)] {
+        try pg.query("""
+            SELECT r.dag_id, extract(epoch FROM a.ended_at - a.started_at)::float8, a.ended_at FROM \(schema).task_attempt a
+            JOIN \(schema).dag_run r USING (run_id)
+            WHERE a.ended_at > $1 AND a.state IN ('success', 'failed', 'up_for_retry') ORDER BY a.ended_at LIMIT $2
+            """, [since, limit]).rows.map { (try $0.decode(String.self, 0), try $0.decode(Double.self, 1), try $0.decode(Date.self, 2)) }
+    }
+
     public func retryingCount() throws -> Int {
         try pg.query("SELECT count(*) FROM \(schema).task_instance WHERE state = 'up_for_retry'").rows[0].decode(Int.self, 0)
     }

@@ -57,13 +57,17 @@ extension TaskQueue {
     /// alive when its last heartbeat is younger than `deadAfter` seconds.
     public func workers(deadAfter: Double = 10) throws -> [WorkerStatus] {
         let beats = try redis.command("ZRANGE", keys.heartbeats, 0, -1, "WITHSCORES").array ?? []
+        // Every worker's info in one round trip: field, value, field, value, ...
+        let all = try redis.command("HGETALL", keys.workers).array ?? []
+        var infos: [String: [UInt8]] = [:]
+        for i in stride(from: 0, to: all.count - 1, by: 2) { if let k = all[i].string, let v = all[i + 1].bytes { infos[k] = v } }
         let now = Date().timeIntervalSince1970
         var rows: [WorkerStatus] = []
         var i = 0
         while i + 1 < beats.count {
             let name = beats[i].string ?? ""
             let age = now - Double(beats[i + 1].string.flatMap(Double.init) ?? 0) / 1000
-            let info = try redis.command("HGET", keys.workers, name).bytes
+            let info = infos[name]
             let obj = info.flatMap { try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any] } ?? [:]
             rows.append(WorkerStatus(worker: name, heartbeatAgeSeconds: (age * 10).rounded() / 10, alive: age < deadAfter,
                                      tasks: obj["tasks"] as? [String] ?? [], queues: obj["queues"] as? [String] ?? [],
