@@ -92,10 +92,11 @@ final class SchedulerService {
             // Only tasks queued a while ago: a message added a moment ago is surely still there.
             try reconcile(olderThan: min(10, reconcileEvery))
         }
-        let events = try queue.readEvents(consumer: id, block: 0.25)
+        let events = try queue.readEvents(consumer: id, block: 0.25, count: 1000)
         var byRun: [Int64: [CompletionEvent]] = [:]
         for e in events { if let ev = e.event { byRun[ev.runID, default: []].append(ev) } }
         for (runID, evs) in byRun.sorted(by: { $0.key < $1.key }) {
+            lastEvent[runID] = monotonicSeconds()
             guard let run = try store.run(runID) else { continue }
             if evs.allSatisfy({ $0.state == TaskState.success.rawValue }) {
                 try advanceAfterSuccess(run, finished: evs.map(\.task))
@@ -121,13 +122,43 @@ final class SchedulerService {
             }.sorted()
             try enqueue(dag: dag, run: run, tasks: ready)
         }
-        if let succeeded = try store.allFinished(run: run.id) { try finish(dag: dag, run: run, ok: succeeded) }
+        // The run may be done only once every task has been seen finished; then Postgres says.
+        var seen = finishedSeen[run.id, default: []]
+        seen.formUnion(finished)
+        finishedSeen[run.id] = seen
+        if seen.count >= dag.tasks.count, let succeeded = try store.allFinished(run: run.id) {
+            try finish(dag: dag, run: run, ok: succeeded)
+        }
     }
 
     private var pausedCache = Set<String>()
+    /// Per active run: tasks seen finished (from events and full passes), when its last event
+    /// came and when it last had a full pass. A hint only: Postgres decides.
+    private var finishedSeen: [Int64: Set<String>] = [:]
+    private var lastEvent: [Int64: Double] = [:]
+    private var lastFullPass: [Int64: Double] = [:]
+
+    /// Whether the tick must read the whole run: when its events have stopped for a while (an
+    /// event may have been lost, a DAG unpaused, an upstream DAG finished), every 10 s anyway,
+    /// and when an attempt is past its timeout or a retry is due. A run whose events flow costs
+    /// the tick one small query, or none when no task has a timeout or retries.
+    private func needsFullPass(_ run: MetadataStore.Run, dag: DAG) throws -> Bool {
+        let now = monotonicSeconds()
+        if now - (lastEvent[run.id] ?? 0) > 2 || now - (lastFullPass[run.id] ?? 0) > 10 { return true }
+        guard dag.tasks.contains(where: { $0.timeout > 0 || $0.retries > 0 }) else { return false }
+        let due = try store.dueWork(run: run.id)
+        if due.retriesDue > 0 { return true }
+        return due.running.contains { r in
+            guard let spec = dag.task(r.task), spec.timeout > 0, let started = r.startedAt else { return false }
+            return Date().timeIntervalSince(started) > spec.timeout
+        }
+    }
 
     private func finish(dag: DAG, run: MetadataStore.Run, ok: Bool) throws {
         try store.setRunState(run.id, ok ? "success" : "failed")
+        finishedSeen[run.id] = nil
+        lastEvent[run.id] = nil
+        lastFullPass[run.id] = nil
         logger.info("run finished", metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "state": "\(ok ? "success" : "failed")"])
         // Runs of other DAGs waiting on this one can go now.
         let waiting = Set(registry.dags.filter { $0.upstreamDAGs.contains(dag.id) }.map(\.id))
@@ -147,7 +178,10 @@ final class SchedulerService {
                 }
             }
         }
-        for run in try store.activeRuns() { try advance(run) }
+        for run in try store.activeRuns() {
+            guard let dag = registry.dag(run.dag), !paused.contains(dag.id) else { continue }
+            if try needsFullPass(run, dag: dag) { try advance(run) }
+        }
     }
 
     /// The full pass over one run (events other than success, the tick, a trigger). Paused DAGs
@@ -158,6 +192,7 @@ final class SchedulerService {
         if pausedCache.contains(dag.id) { return }
         // Waiting on another DAG holds no worker: the tasks are simply not enqueued yet.
         guard try store.upstreamDAGsSucceeded(dag.upstreamDAGs, logicalDate: run.logicalDate) else { return }
+        lastFullPass[run.id] = monotonicSeconds()
         var instances = try store.instances(run: run.id)
 
         // Attempts past their timeout fail (fenced by try number: a late worker cannot undo it).
@@ -189,6 +224,7 @@ final class SchedulerService {
             if dag.task(task)!.upstream.allSatisfy({ states[$0] == .success }) { ready.append(task) }
         }
         try enqueue(dag: dag, run: run, tasks: ready)
+        finishedSeen[run.id] = Set(states.filter { $0.value.isFinished }.keys)
 
         if states.values.allSatisfy(\.isFinished) {
             try finish(dag: dag, run: run, ok: states.values.allSatisfy { $0 == .success })
@@ -197,25 +233,23 @@ final class SchedulerService {
         }
     }
 
-    /// Marks `tasks` queued in one statement, then adds their signed messages in one pipeline.
+    /// Marks `tasks` queued and adds their signed messages, in chunks of 500: one statement and
+    /// one pipeline per chunk, so workers start on the first chunk while the rest are enqueued.
     private func enqueue(dag: DAG, run: MetadataStore.Run, tasks: [String]) throws {
-        guard !tasks.isEmpty else { return }
-        let moved = try store.markQueued(run: run.id, tasks: tasks)
-        guard !moved.isEmpty else { return }
         let date = PostgresTimestamp.format(run.logicalDate)
-        var encoded: [(queue: String, body: [UInt8], sig: String)] = []
-        for m in moved {
-            let spec = dag.task(m.task)!
-            let message = TaskMessage(id: m.messageID, dag: dag.id, runID: run.id, task: m.task, logicalDate: date,
-                                      tryNumber: m.tryNumber, queue: spec.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
-            let (body, sig) = try codec.encode(message)
-            encoded.append((spec.queue, body, sig))
-        }
-        for chunk in stride(from: 0, to: encoded.count, by: 1000) {
+        for start in stride(from: 0, to: tasks.count, by: 500) {
+            let moved = try store.markQueued(run: run.id, tasks: Array(tasks[start..<min(start + 500, tasks.count)]))
+            guard !moved.isEmpty else { continue }
+            var encoded: [(queue: String, body: [UInt8], sig: String)] = []
+            for m in moved {
+                let spec = dag.task(m.task)!
+                let message = TaskMessage(id: m.messageID, dag: dag.id, runID: run.id, task: m.task, logicalDate: date,
+                                          tryNumber: m.tryNumber, queue: spec.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
+                let (body, sig) = try codec.encode(message)
+                encoded.append((spec.queue, body, sig))
+            }
             let replies = try queue.redis.pipeline { p in
-                for e in encoded[chunk..<min(chunk + 1000, encoded.count)] {
-                    p.add("XADD", queue.keys.queue(e.queue), "*", "body", e.body, "sig", e.sig)
-                }
+                for e in encoded { p.add("XADD", queue.keys.queue(e.queue), "*", "body", e.body, "sig", e.sig) }
             }
             if let bad = replies.first(where: { $0.errorMessage != nil }) {
                 throw RedisError(.server, bad.errorMessage ?? "XADD failed", endpoint: queue.redis.endpoint)

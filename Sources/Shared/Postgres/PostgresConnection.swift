@@ -118,13 +118,16 @@ public final class PostgresConnection {
     // MARK: Statements
 
     /// Runs one statement with `$1, $2, ...` parameters and returns its rows.
+    ///
+    /// Statements with parameters are prepared once per session, so the server parses them once;
+    /// after five runs Postgres may keep one generic plan for good. `planEachTime` opts out for
+    /// statements whose best plan changes with their input or with the tables' growth (a join
+    /// against an array of keys, planned while a table was empty, stays a sequential scan).
     @discardableResult
-    public func query(_ sql: String, _ parameters: [any PostgresEncodable] = []) throws -> PostgresResult {
+    public func query(_ sql: String, _ parameters: [any PostgresEncodable] = [], planEachTime: Bool = false) throws -> PostgresResult {
         let h = try liveHandle()
         let params = parameters.map(\.postgresParameter)
-        // Statements run with parameters are the repeated ones (the queue's state changes run once
-        // per task): prepare each once per session, so the server parses and plans it once.
-        if !params.isEmpty, let name = try preparedName(sql, params, h) {
+        if !params.isEmpty, !planEachTime, let name = try preparedName(sql, params, h) {
             let result = Self.withCParameters(params) { _, values, lengths, formats in
                 PQexecPrepared(h, name, Int32(params.count), values, lengths, formats, 0)
             }
