@@ -39,11 +39,23 @@ public enum ExampleDAGs {
             try DAG("example_hourly", schedule: try Schedule("@hourly"), startDate: start, tags: ["example"], tasks: [noop("tick")]),
             try DAG("example_fanout", schedule: .manual, startDate: start, tags: ["example", "bench"],
                     tasks: (0..<fanoutSize).map { i in TaskSpec("n\(i)", operation: "noop") }),
+            // Independent tasks that a worker takes together as one batch: writers, no-ops and
+            // tasks that write and then fail.
+            try DAG("example_batch", schedule: .manual, startDate: start, tags: ["example"],
+                    tasks: (0..<8).map { noop("write_\($0)") } + (0..<8).map { TaskSpec("noop_\($0)", operation: "noop") }
+                        + (0..<3).map { TaskSpec("fail_\($0)", operation: "write_then_fail") }),
+            // Writers batched with one that writes and then overstays its timeout without checking
+            // it (as a task stuck in a C call would): the scheduler fails it meanwhile.
+            try DAG("example_stuck_batch", schedule: .manual, startDate: start, tags: ["example"],
+                    tasks: (0..<4).map { noop("write_\($0)") }
+                        + [TaskSpec("stuck_writer", operation: "write_then_block", arguments: ["seconds": "3"], timeout: 1)]),
         ]
     }
 
     public static let setup = [
         "CREATE TABLE IF NOT EXISTS @S.example_effect (run_id bigint, task_id text, try_number int, at timestamptz DEFAULT clock_timestamp())",
+        // The top-level transaction of each write (a savepoint's rows share it): tests count them.
+        "ALTER TABLE @S.example_effect ADD COLUMN IF NOT EXISTS txid bigint DEFAULT txid_current()",
     ]
 
     public static let operations: [String: TaskOperation] = [
@@ -65,11 +77,25 @@ public enum ExampleDAGs {
         // "applied once in effect" counts these rows.
         "record": { ctx in
             if let s = ctx.message.arguments["sleep"], let secs = Double(s) { try ctx.sleep(secs) }
-            try ctx.pg.query("INSERT INTO \(ctx.schema).example_effect (run_id, task_id, try_number) VALUES ($1, $2, $3)",
-                             [ctx.message.runID, ctx.message.task, ctx.message.tryNumber])
-            ctx.log("recorded \(ctx.message.dag).\(ctx.message.task) try \(ctx.message.tryNumber)")
+            try record(ctx)
+        },
+        "write_then_fail": { ctx in
+            try record(ctx)
+            throw ExampleFailure(message: "\(ctx.message.task) fails on purpose after writing")
+        },
+        "write_then_block": { ctx in
+            try record(ctx)
+            let s = Double(ctx.message.arguments["seconds"] ?? "3") ?? 3
+            ctx.log("blocking \(s) s without checking the deadline")
+            sleepSeconds(s)
         },
     ]
+
+    static func record(_ ctx: TaskContext) throws {
+        try ctx.pg.query("INSERT INTO \(ctx.schema).example_effect (run_id, task_id, try_number) VALUES ($1, $2, $3)",
+                         [ctx.message.runID, ctx.message.task, ctx.message.tryNumber])
+        ctx.log("recorded \(ctx.message.dag).\(ctx.message.task) try \(ctx.message.tryNumber)")
+    }
 }
 
 struct ExampleFailure: Error, CustomStringConvertible {

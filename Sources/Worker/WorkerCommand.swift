@@ -23,8 +23,13 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Comma-separated queues to take tasks from (default: every queue the DAGs use).")
     var queues: String?
 
+    @Option(help: ArgumentHelp("Messages a slot takes at once when several wait (default ETL_WORKER_PREFETCH or 64; 1 takes one at a time).",
+                               valueName: "n"))
+    var prefetch: Int?
+
     func validate() throws {
         guard (1...256).contains(concurrency) else { throw ValidationError("--concurrency must be from 1 to 256, got \(concurrency)") }
+        if let prefetch, !(1...1000).contains(prefetch) { throw ValidationError("--prefetch must be from 1 to 1000, got \(prefetch)") }
     }
 
     func run() throws {
@@ -35,7 +40,7 @@ struct WorkerCommand: ParsableCommand {
         let qs = queues?.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             ?? (registry.queues.isEmpty ? ["default"] : registry.queues)
         let service = try failing {
-            try WorkerService(env: env, registry: registry, queues: qs, concurrency: concurrency, logger: Logger(label: "etl.worker"))
+            try WorkerService(env: env, registry: registry, queues: qs, concurrency: concurrency, prefetch: prefetch, logger: Logger(label: "etl.worker"))
         }
         try failing { try service.run() }
     }

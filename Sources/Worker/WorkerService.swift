@@ -18,13 +18,15 @@ final class WorkerService: @unchecked Sendable {
     let concurrency: Int
     let deadAfter: Double
     let grace: Double
+    /// Messages a slot takes at once when several wait (`--prefetch`, `ETL_WORKER_PREFETCH`).
+    let prefetch: Int
     let schema: String
     let logger: Logger
     private let lock = NSLock()
     private var current: [Int: String] = [:]
     private var running = 0
 
-    init(env: Environment, registry: Registry, queues: [String], concurrency: Int, logger: Logger) throws {
+    init(env: Environment, registry: Registry, queues: [String], concurrency: Int, prefetch: Int?, logger: Logger) throws {
         self.env = env
         self.registry = registry
         self.queues = queues
@@ -35,6 +37,7 @@ final class WorkerService: @unchecked Sendable {
         deadAfter = try env.seconds("ETL_WORKER_DEAD_AFTER", default: 5, range: 1...3600)
         grace = try env.seconds("ETL_WORKER_GRACE", default: 30, range: 0...86_400)
         schema = env["ETL_SCHEMA"] ?? "etl"
+        self.prefetch = try prefetch ?? env.integer("ETL_WORKER_PREFETCH", default: 64, range: 1...1000)
     }
 
     func run() throws {
@@ -97,91 +100,233 @@ final class WorkerService: @unchecked Sendable {
 
     private var runningCount: Int { lock.withLock { running } }
 
+    /// Reclaiming is checked by idle slots, at most every `reclaimEvery` seconds, and at once
+    /// after a slot took something (the dead worker may have left more for the other idle slots).
+    private var lastReclaimCheck = 0.0
+    private var reclaimMore = false
+    private var reclaimEvery: Double { min(1, deadAfter / 2) }
+
+    private func reclaimDue() -> Bool {
+        lock.withLock {
+            let now = monotonicSeconds()
+            guard reclaimMore || now - lastReclaimCheck > reclaimEvery else { return false }
+            lastReclaimCheck = now
+            reclaimMore = false
+            return true
+        }
+    }
+
     private func slotLoop(slot: Int, codec: MessageCodec, keys: RedisKeys) throws {
         let consumer = "\(id)/\(slot)"
         let queue = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: keys)
         let pg = try PostgresConnection(config: PostgresConfig(environment: env))
+        // A start may commit without waiting for its WAL flush: if Postgres loses it in a crash,
+        // the session breaks with it, the batch never finishes and its messages run again. The
+        // batch transaction (the tasks' writes and their ends) commits durably: see below.
+        try pg.query("SET synchronous_commit = off")
         let store = MetadataStore(pg: pg, schema: schema)
-        var lastReclaim = 0.0
+        var limit = prefetch
         while stopRequested == 0 {
             do {
-                if slot == 0 && monotonicSeconds() - lastReclaim > min(1, deadAfter / 2) {
-                    lastReclaim = monotonicSeconds()
-                    let n = try queue.reclaim(queues: queues, deadAfter: deadAfter, consumer: consumer)
-                    if n > 0 { logger.warning("reclaimed \(n) task(s) from dead workers", metadata: ["worker": "\(id)"]) }
+                if reclaimDue() {
+                    // One message per idle slot: a dead worker's tasks run side by side on the
+                    // live slots instead of one after another on the first slot to look.
+                    let n = try queue.reclaim(queues: queues, deadAfter: deadAfter, consumer: consumer, limit: 1)
+                    if n > 0 {
+                        lock.withLock { reclaimMore = true }
+                        logger.warning("reclaimed \(n) task(s) from dead workers", metadata: ["worker": "\(id)", "slot": "\(slot)"])
+                    }
                 }
-                guard let d = try queue.fetch(queues: queues, consumer: consumer, block: 1) else { continue }
+                let batch = try queue.fetch(queues: queues, consumer: consumer, block: 1, count: limit)
+                if batch.isEmpty { continue }
                 lock.withLock { running += 1 }
                 defer { lock.withLock { running -= 1; current[slot] = nil } }
-                try handle(d, slot: slot, codec: codec, queue: queue, store: store)
+                let slow = try handle(batch, slot: slot, codec: codec, queue: queue, store: store)
+                // After a task that ran past the batch window, take one message at a time until
+                // tasks are quick again: quick tasks never wait long behind a slow one.
+                limit = slow ? 1 : prefetch
             } catch let e as RedisError where e.isConnectionProblem {
                 queue.mayOwnPending = true  // a delivery may have been made whose reply we lost
                 logger.warning("Redis: \(e); retrying")
                 sleepSeconds(0.5)
             } catch let e as PostgresError where e.isConnectionProblem {
+                queue.mayOwnPending = true  // the batch's messages are still ours: run them again
                 logger.warning("Postgres: \(e); retrying")
                 sleepSeconds(0.5)
             }
         }
     }
 
-    private func handle(_ d: TaskQueue.Delivery, slot: Int, codec: MessageCodec, queue: TaskQueue, store: MetadataStore) throws {
+    /// A verified message and what it runs.
+    private struct Job {
+        let delivery: TaskQueue.Delivery
         let message: TaskMessage
-        do {
-            message = try codec.decode(body: d.body, signature: d.signature)
-        } catch {
-            logger.error("dead-lettered message \(d.entryID) from queue \(d.queue): \(error)")
-            try queue.deadLetter(d, reason: error.description)
-            return
-        }
-        guard let dag = registry.dag(message.dag), let spec = dag.task(message.task), let op = registry.operations[spec.operation] else {
-            let reason = MessageRejection.unknownTask(dag: message.dag, task: message.task)
-            logger.error("dead-lettered message \(d.entryID): \(reason)")
-            try queue.deadLetter(d, reason: reason.description)
-            return
-        }
-        let label = "\(message.dag).\(message.task) run \(message.runID) try \(message.tryNumber)"
-        guard try store.startAttempt(run: message.runID, task: message.task, tryNumber: message.tryNumber, worker: "\(id)/\(slot)") else {
-            // Finished already, or superseded by a newer try: acknowledge without running.
-            logger.info("skipping \(label): attempt already finished or superseded")
-            try queue.complete(d, event: nil)
-            return
-        }
-        lock.withLock { current[slot] = label }
-        let deadline = spec.timeout > 0 ? monotonicSeconds() + spec.timeout : nil
-        let ctx = TaskContext(message: message, pg: store.pg, schema: schema, deadline: deadline)
-        ctx.log("attempt \(message.tryNumber) of \(message.dag).\(message.task) on \(id)/\(slot)")
-        var outcome = TaskState.success
-        do {
-            // The task's writes and its success commit together, or not at all.
-            try store.pg.transaction { tx in
-                try op(ctx)
-                ctx.log("succeeded")
-                guard try store.finishAttempt(run: message.runID, task: message.task, tryNumber: message.tryNumber,
-                                              state: .success, error: nil, retryAt: nil, log: ctx.logText, on: tx) else {
-                    throw Superseded()
-                }
-            }
-        } catch is Superseded {
-            logger.warning("\(label) was superseded (timed out or cleared) while running; its writes were rolled back")
-            try queue.complete(d, event: nil)
-            return
-        } catch let e as PostgresError where e.isConnectionProblem {
-            throw e  // not the task's fault: leave the message pending; it is retried
-        } catch {
-            let retry = message.tryNumber <= spec.retries
-            outcome = retry ? .upForRetry : .failed
-            let retryAt = retry ? Date().addingTimeInterval(spec.retryBackoff.delay(attempt: message.tryNumber - 1)) : nil
-            ctx.log("failed: \(error)")
-            try store.finishAttempt(run: message.runID, task: message.task, tryNumber: message.tryNumber, state: outcome,
-                                    error: "\(error)", retryAt: retryAt, log: ctx.logText)
-            logger.warning("\(label) failed: \(error)", metadata: ["next": "\(outcome.rawValue)"])
-        }
-        try queue.complete(d, event: CompletionEvent(dag: message.dag, runID: message.runID, task: message.task,
-                                                      tryNumber: message.tryNumber, state: outcome.rawValue, worker: id))
+        let spec: TaskSpec
+        let op: TaskOperation
+        var key: MetadataStore.AttemptKey { .init(run: message.runID, task: message.task, tryNumber: message.tryNumber) }
+        var label: String { "\(message.dag).\(message.task) run \(message.runID) try \(message.tryNumber)" }
     }
 
-    struct Superseded: Error {}
+    /// A task that ran: how its attempt ended, and whether it wrote through the attempt's connection.
+    private struct Ran {
+        let job: Job
+        let end: MetadataStore.AttemptEnd
+        let wrote: Bool
+    }
+
+    /// Runs the messages of one fetch. Returns whether some task ran past the batch window.
+    ///
+    /// The batch's attempts start in one statement; its tasks then run one after another in one
+    /// transaction, each in a savepoint opened when it first uses the database (a failing task's
+    /// writes are rolled back alone); their ends are recorded in one statement and committed
+    /// together; one Lua call acknowledges the messages and publishes their completion events.
+    /// When the batch has run for `batchWindow` seconds the done part is committed and
+    /// acknowledged, and the rest starts again as a new batch (so their start times stay true).
+    private func handle(_ batch: [TaskQueue.Delivery], slot: Int, codec: MessageCodec, queue: TaskQueue, store: MetadataStore) throws -> Bool {
+        var jobs: [Job] = []
+        for d in batch {
+            let message: TaskMessage
+            do {
+                message = try codec.decode(body: d.body, signature: d.signature)
+            } catch {
+                logger.error("dead-lettered message \(d.entryID) from queue \(d.queue): \(error)")
+                try queue.deadLetter(d, reason: error.description)
+                continue
+            }
+            guard let dag = registry.dag(message.dag), let spec = dag.task(message.task), let op = registry.operations[spec.operation] else {
+                let reason = MessageRejection.unknownTask(dag: message.dag, task: message.task)
+                logger.error("dead-lettered message \(d.entryID): \(reason)")
+                try queue.deadLetter(d, reason: reason.description)
+                continue
+            }
+            jobs.append(Job(delivery: d, message: message, spec: spec, op: op))
+        }
+        var slow = false
+        var rest = jobs[...]
+        var alone = false
+        while !rest.isEmpty {
+            var acks: [(delivery: TaskQueue.Delivery, event: CompletionEvent?)] = []
+            let started = try store.startAttempts(rest.map(\.key), worker: "\(id)/\(slot)")
+            var toRun: [Job] = []
+            for (i, job) in rest.enumerated() {
+                if started.contains(i) {
+                    toRun.append(job)
+                } else {
+                    // Finished already, or superseded by a newer try: acknowledge without running.
+                    logger.info("skipping \(job.label): attempt already finished or superseded")
+                    acks.append((job.delivery, nil))
+                }
+            }
+            var ranCount = 0
+            do {
+                let (ran, wasSlow) = try runInTransaction(alone ? Array(toRun.prefix(1)) : toRun, slot: slot, store: store)
+                slow = slow || wasSlow
+                ranCount = ran.count
+                acks += ran.map { r in (r.job.delivery, r.event) }
+            } catch is SupersededWrites {
+                // A task of the batch was timed out or cleared while it ran, after writing: the
+                // whole batch was rolled back. Its tasks now go one per transaction, where a
+                // superseded task's writes roll back alone (and the superseded one is skipped).
+                alone = true
+            }
+            try queue.complete(acks)
+            // Jobs not run yet (the window closed, or one at a time) go round again.
+            rest = toRun.dropFirst(ranCount)
+        }
+        return slow
+    }
+
+    /// Thrown inside the batch transaction when a superseded task had written: rolls it all back.
+    private struct SupersededWrites: Error {}
+
+    /// Runs `jobs` in one transaction until they are all done or the batch window has passed.
+    /// Returns the jobs done with their completion events (nil for a superseded one), and
+    /// whether one of them ran longer than the window.
+    private func runInTransaction(_ jobs: [Job], slot: Int, store: MetadataStore) throws -> (ran: [(job: Job, event: CompletionEvent?)], slow: Bool) {
+        guard !jobs.isEmpty else { return ([], false) }
+        let batchStart = monotonicSeconds()
+        var slow = false
+        let done: [(job: Job, event: CompletionEvent?)]
+        do {
+          done = try store.pg.transaction { tx -> [(job: Job, event: CompletionEvent?)] in
+            // Durable before the messages are acknowledged (a session reconnected after a
+            // failure is back to the server's default, which is durable too).
+            try tx.query("SET LOCAL synchronous_commit = on")
+            var ran: [Ran] = []
+            for job in jobs {
+                if !ran.isEmpty && monotonicSeconds() - batchStart > Self.batchWindow { break }
+                let taskStart = monotonicSeconds()
+                ran.append(try run(job, slot: slot, tx: tx))
+                if monotonicSeconds() - taskStart > Self.batchWindow { slow = true }
+            }
+            let current = try store.finishAttempts(ran.map(\.end), on: tx)
+            var out: [(job: Job, event: CompletionEvent?)] = []
+            for (i, r) in ran.enumerated() {
+                if current.contains(i) {
+                    out.append((r.job, CompletionEvent(dag: r.job.message.dag, runID: r.job.message.runID, task: r.job.message.task,
+                                                       tryNumber: r.job.message.tryNumber, state: r.end.state.rawValue, worker: id)))
+                } else if r.wrote && r.end.state == .success {
+                    if ran.count > 1 { throw SupersededWrites() }
+                    throw Superseded(job: r.job)
+                } else {
+                    logger.warning("\(r.job.label) was superseded (timed out or cleared) while running")
+                    out.append((r.job, nil))
+                }
+            }
+            return out
+          }
+        } catch let e as Superseded {
+            logger.warning("\(e.job.label) was superseded (timed out or cleared) while running; its writes were rolled back")
+            return ([(e.job, nil)], slow)
+        }
+        return (done, slow)
+    }
+
+    /// Runs one task inside the batch transaction, in a savepoint when it touches the database.
+    private func run(_ job: Job, slot: Int, tx: PostgresConnection) throws -> Ran {
+        let message = job.message
+        lock.withLock { current[slot] = job.label }
+        let deadline = job.spec.timeout > 0 ? monotonicSeconds() + job.spec.timeout : nil
+        let ctx = TaskContext(message: message, pg: tx, schema: schema, deadline: deadline) { pg in
+            try pg.query("SAVEPOINT etl_task")
+        }
+        ctx.log("attempt \(message.tryNumber) of \(message.dag).\(message.task) on \(id)/\(slot)")
+        var failure: Error?
+        do {
+            try job.op(ctx)
+            if ctx.usedDatabase {
+                // Fails when the task left the transaction aborted (an error it swallowed).
+                try tx.query("RELEASE SAVEPOINT etl_task")
+            }
+        } catch let e as PostgresError where e.isConnectionProblem {
+            throw e  // not the task's fault: the messages stay pending and run again
+        } catch {
+            failure = error
+            if ctx.usedDatabase {
+                try tx.query("ROLLBACK TO SAVEPOINT etl_task")
+                try tx.query("RELEASE SAVEPOINT etl_task")
+            }
+        }
+        guard let failure else {
+            ctx.log("succeeded")
+            return Ran(job: job, end: .init(key: job.key, state: .success, error: nil, retryAt: nil, log: ctx.logText), wrote: ctx.usedDatabase)
+        }
+        let retry = message.tryNumber <= job.spec.retries
+        let state: TaskState = retry ? .upForRetry : .failed
+        let retryAt = retry ? Date().addingTimeInterval(job.spec.retryBackoff.delay(attempt: message.tryNumber - 1)) : nil
+        ctx.log("failed: \(failure)")
+        logger.warning("\(job.label) failed: \(failure)", metadata: ["next": "\(state.rawValue)"])
+        return Ran(job: job, end: .init(key: job.key, state: state, error: "\(failure)", retryAt: retryAt, log: ctx.logText), wrote: false)
+    }
+
+    /// A batch commits what it ran after this many seconds, so a long batch never hides its
+    /// finished tasks from the scheduler.
+    static let batchWindow = 0.05
+
+    /// A lone task was superseded after writing: its transaction is rolled back, its message acknowledged.
+    private struct Superseded: Error {
+        let job: Job
+    }
 }
 
 /// Hands a non-Sendable value to exactly one other thread.

@@ -49,11 +49,12 @@ public final class MetadataStore {
                 ON CONFLICT (dag_id, logical_date) DO NOTHING RETURNING run_id
                 """, [dag.id, logicalDate, type]).first else { return nil }
             let runID = try row.decode(Int64.self, 0)
-            for t in dag.tasks {
-                try tx.query("""
-                    INSERT INTO \(s).task_instance (run_id, task_id, state, max_tries, queue) VALUES ($1, $2, 'scheduled', $3, $4)
-                    """, [runID, t.id, t.retries + 1, t.queue])
-            }
+            // Every task in one statement: a 20,000-task run is one round trip, not 20,000.
+            try tx.query("""
+                INSERT INTO \(s).task_instance (run_id, task_id, state, max_tries, queue)
+                SELECT $1, task_id, 'scheduled', max_tries, queue FROM unnest($2::text[], $3::int[], $4::text[]) AS i(task_id, max_tries, queue)
+                """, [runID, Self.arrayLiteral(dag.tasks.map(\.id)), Self.arrayLiteral(dag.tasks.map { String($0.retries + 1) }),
+                      Self.arrayLiteral(dag.tasks.map(\.queue))])
             return runID
         }
     }
@@ -144,7 +145,7 @@ public final class MetadataStore {
             WHERE t.run_id = $1 AND t.task_id = ANY($2::text[])
               AND (t.state = 'scheduled' OR (t.state = 'up_for_retry' AND t.next_try_at <= now()))
             RETURNING t.task_id, t.try_number, t.message_id
-            """, [run, Self.textArray(tasks)]).rows.map {
+            """, [run, Self.arrayLiteral(tasks)], planEachTime: true).rows.map {
             (try $0.decode(String.self, 0), try $0.decode(Int.self, 1), try $0.decode(String.self, 2))
         }
     }
@@ -153,15 +154,15 @@ public final class MetadataStore {
     public func states(run: Int64, tasks: [String]) throws -> [String: TaskState] {
         var out: [String: TaskState] = [:]
         for r in try pg.query("SELECT task_id, state FROM \(s).task_instance WHERE run_id = $1 AND task_id = ANY($2::text[])",
-                              [run, Self.textArray(tasks)]).rows {
+                              [run, Self.arrayLiteral(tasks)]).rows {
             out[try r.decode(String.self, 0)] = TaskState(rawValue: try r.decode(String.self, 1))
         }
         return out
     }
 
-    /// How many tasks of a run are not finished, and how many finished without success.
-    /// Nil while some task of the run is unfinished (an index probe, cheap for huge runs); once
-    /// all are finished, whether every one succeeded.
+    /// Nil while some task of the run is unfinished; once all are finished, whether every one
+    /// succeeded. It reads the run's rows by key (up to the first unfinished one), so the
+    /// scheduler asks only when its events say the run may be done.
     public func allFinished(run: Int64) throws -> Bool? {
         let r = try pg.query("""
             SELECT EXISTS (SELECT 1 FROM \(s).task_instance WHERE run_id = $1 AND state IN ('scheduled', 'queued', 'running', 'up_for_retry')),
@@ -171,63 +172,147 @@ public final class MetadataStore {
         return try r.decode(Bool.self, 1)
     }
 
-    /// A Postgres text-array literal, each element quoted and escaped.
-    static func textArray(_ items: [String]) -> String {
-        "{" + items.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
-            .joined(separator: ",") + "}"
+    /// Running attempts (with their start) and retries that are due, of one run: what the
+    /// scheduler's tick must act on between its full passes.
+    public func dueWork(run: Int64) throws -> (running: [(task: String, startedAt: Date?)], retriesDue: Int) {
+        var running: [(String, Date?)] = []
+        var due = 0
+        for r in try pg.query("""
+            SELECT task_id, state, started_at FROM \(s).task_instance
+            WHERE run_id = $1 AND (state = 'running' OR (state = 'up_for_retry' AND next_try_at <= now()))
+            """, [run]).rows {
+            if try r.decode(String.self, 1) == "running" { running.append((try r.decode(String.self, 0), try r.decode(Date?.self, 2))) } else { due += 1 }
+        }
+        return (running, due)
+    }
+
+    /// A Postgres array literal: each element quoted and escaped, nil as NULL. Cast it to the
+    /// element type in SQL (`$1::bigint[]`).
+    static func arrayLiteral(_ items: [String?]) -> String {
+        var out = "{"
+        for (i, item) in items.enumerated() {
+            if i > 0 { out += "," }
+            guard let item else { out += "NULL"; continue }
+            out += "\""
+            for ch in item.unicodeScalars {
+                if ch == "\\" || ch == "\"" { out += "\\" }
+                out.unicodeScalars.append(ch)
+            }
+            out += "\""
+        }
+        return out + "}"
     }
 
     public func markUpstreamFailed(run: Int64, tasks: [String]) throws {
-        for t in tasks {
-            try pg.query("UPDATE \(s).task_instance SET state = 'upstream_failed', ended_at = now() WHERE run_id = $1 AND task_id = $2 AND state = 'scheduled'", [run, t])
+        guard !tasks.isEmpty else { return }
+        try pg.query("UPDATE \(s).task_instance SET state = 'upstream_failed', ended_at = now() WHERE run_id = $1 AND task_id = ANY($2::text[]) AND state = 'scheduled'",
+                     [run, Self.arrayLiteral(tasks)])
+    }
+
+    /// One attempt of one task: what a task message names.
+    public struct AttemptKey: Sendable, Hashable {
+        public let run: Int64
+        public let task: String
+        public let tryNumber: Int
+        public init(run: Int64, task: String, tryNumber: Int) {
+            self.run = run
+            self.task = task
+            self.tryNumber = tryNumber
         }
     }
 
     /// Worker side: the attempt starts. False when this attempt is no longer the current one or
     /// already finished (a redelivered or stale message): the caller acknowledges without running.
     public func startAttempt(run: Int64, task: String, tryNumber: Int, worker: String) throws -> Bool {
-        // One statement (one round trip, one implicit transaction) for the three changes.
-        try pg.query("""
-            WITH ti AS (
-              UPDATE \(s).task_instance SET state = 'running', worker = $4, started_at = clock_timestamp()
-              WHERE run_id = $1 AND task_id = $2 AND try_number = $3 AND state IN ('queued', 'running')
-              RETURNING run_id
+        try !startAttempts([AttemptKey(run: run, task: task, tryNumber: tryNumber)], worker: worker).isEmpty
+    }
+
+    /// Starts several attempts in one statement (one round trip, one commit); returns the
+    /// positions in `keys` that started. The others are finished or superseded: acknowledge them
+    /// without running. Starting again an attempt this same worker already started (a batch cut
+    /// in two) only moves its start time.
+    public func startAttempts(_ keys: [AttemptKey], worker: String) throws -> Set<Int> {
+        guard !keys.isEmpty else { return [] }
+        let rows = try pg.query("""
+            WITH input AS (
+              SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[]) WITH ORDINALITY AS i(run_id, task_id, try_number, n)
+            ), ti AS (
+              UPDATE \(s).task_instance t SET state = 'running', worker = $4, started_at = clock_timestamp()
+              FROM input i
+              WHERE t.run_id = i.run_id AND t.task_id = i.task_id AND t.try_number = i.try_number AND t.state IN ('queued', 'running')
+              RETURNING t.run_id, t.task_id, t.try_number, i.n
             ), attempt AS (
               INSERT INTO \(s).task_attempt (run_id, task_id, try_number, worker, state, started_at)
-              SELECT $1, $2, $3, $4, 'running', clock_timestamp() FROM ti
+              SELECT run_id, task_id, try_number, $4, 'running', clock_timestamp() FROM ti
               ON CONFLICT (run_id, task_id, try_number) DO UPDATE SET worker = EXCLUDED.worker, started_at = clock_timestamp(),
-                state = 'running', log = \(s).task_attempt.log || E'\\n--- delivered again to ' || EXCLUDED.worker || E' ---\\n'
+                state = 'running',
+                log = CASE WHEN \(s).task_attempt.worker = EXCLUDED.worker AND \(s).task_attempt.state = 'running' THEN \(s).task_attempt.log
+                           ELSE \(s).task_attempt.log || E'\\n--- delivered again to ' || EXCLUDED.worker || E' ---\\n' END
               RETURNING 1
             ), run AS (
               UPDATE \(s).dag_run SET state = 'running', started_at = coalesce(started_at, clock_timestamp())
               WHERE run_id IN (SELECT run_id FROM ti) AND state = 'queued' RETURNING 1
             )
-            SELECT count(*) FROM ti
-            """, [run, task, tryNumber, worker]).rows[0].decode(Int.self, 0) == 1
+            SELECT n FROM ti
+            """, [Self.arrayLiteral(keys.map { String($0.run) }), Self.arrayLiteral(keys.map(\.task)),
+                  Self.arrayLiteral(keys.map { String($0.tryNumber) }), worker], planEachTime: true).rows
+        return Set(try rows.map { try $0.decode(Int.self, 0) - 1 })
+    }
+
+    /// How an attempt ended.
+    public struct AttemptEnd: Sendable {
+        public let key: AttemptKey
+        public let state: TaskState
+        public let error: String?
+        public let retryAt: Date?
+        public let log: String
+        public init(key: AttemptKey, state: TaskState, error: String?, retryAt: Date?, log: String) {
+            self.key = key
+            self.state = state
+            self.error = error
+            self.retryAt = retryAt
+            self.log = log
+        }
     }
 
     /// Ends an attempt that is still running: `success`, or a failure that becomes `up_for_retry`
     /// (with `retryAt`) or `failed`. False when the attempt was superseded (timed out, cleared, or
-    /// a newer try exists), so a late worker never overwrites a newer state. `inTransaction` lets a
-    /// task commit its ETL writes together with its success.
+    /// a newer try exists), so a late worker never overwrites a newer state. `on` lets a task
+    /// commit its ETL writes together with its success.
     @discardableResult
     public func finishAttempt(run: Int64, task: String, tryNumber: Int, state: TaskState, error: String?,
                               retryAt: Date?, log: String, on conn: PostgresConnection? = nil) throws -> Bool {
+        let end = AttemptEnd(key: AttemptKey(run: run, task: task, tryNumber: tryNumber), state: state, error: error, retryAt: retryAt, log: log)
+        return try !finishAttempts([end], on: conn).isEmpty
+    }
+
+    /// Ends several attempts in one statement; returns the positions in `ends` that were still
+    /// running (the others were superseded: their attempt rows say so, their task rows are left).
+    public func finishAttempts(_ ends: [AttemptEnd], on conn: PostgresConnection? = nil) throws -> Set<Int> {
+        guard !ends.isEmpty else { return [] }
         let c = conn ?? pg
-        let ok = try c.query("""
-            WITH ti AS (
-              UPDATE \(s).task_instance SET state = $4, ended_at = clock_timestamp(), error = $5, next_try_at = $6
-              WHERE run_id = $1 AND task_id = $2 AND try_number = $3 AND state = 'running'
-              RETURNING 1
+        let rows = try c.query("""
+            WITH input AS (
+              SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::timestamptz[], $7::text[])
+                WITH ORDINALITY AS i(run_id, task_id, try_number, state, error, next_try_at, log, n)
+            ), ti AS (
+              UPDATE \(s).task_instance t SET state = i.state, ended_at = clock_timestamp(), error = i.error, next_try_at = i.next_try_at
+              FROM input i
+              WHERE t.run_id = i.run_id AND t.task_id = i.task_id AND t.try_number = i.try_number AND t.state = 'running'
+              RETURNING i.n
             ), attempt AS (
-              UPDATE \(s).task_attempt SET state = CASE WHEN EXISTS (SELECT 1 FROM ti) THEN $4 ELSE 'superseded' END,
-                ended_at = clock_timestamp(), error = $5, log = log || $7
-              WHERE run_id = $1 AND task_id = $2 AND try_number = $3
+              UPDATE \(s).task_attempt a SET state = CASE WHEN i.n IN (SELECT n FROM ti) THEN i.state ELSE 'superseded' END,
+                ended_at = clock_timestamp(), error = i.error, log = a.log || i.log
+              FROM input i
+              WHERE a.run_id = i.run_id AND a.task_id = i.task_id AND a.try_number = i.try_number
               RETURNING 1
             )
-            SELECT count(*) FROM ti
-            """, [run, task, tryNumber, state.rawValue, error, retryAt, log]).rows[0].decode(Int.self, 0) == 1
-        return ok
+            SELECT n FROM ti
+            """, [Self.arrayLiteral(ends.map { String($0.key.run) }), Self.arrayLiteral(ends.map(\.key.task)),
+                  Self.arrayLiteral(ends.map { String($0.key.tryNumber) }), Self.arrayLiteral(ends.map(\.state.rawValue)),
+                  Self.arrayLiteral(ends.map(\.error)), Self.arrayLiteral(ends.map { $0.retryAt.map(PostgresTimestamp.format) }),
+                  Self.arrayLiteral(ends.map(\.log))], planEachTime: true).rows
+        return Set(try rows.map { try $0.decode(Int.self, 0) - 1 })
     }
 
     /// Resets failed (and upstream-failed) tasks of a run, and everything downstream of them, to
@@ -268,8 +353,8 @@ extension MetadataStore {
     public func queuedInstances(olderThan seconds: Double = 0) throws -> [(run: Int64, dag: String, logicalDate: Date, task: String, tryNumber: Int, queue: String, messageID: String?)] {
         try pg.query("""
             SELECT t.run_id, r.dag_id, r.logical_date, t.task_id, t.try_number, t.queue, t.message_id
-            FROM \(schema).task_instance t JOIN \(schema).dag_run r USING (run_id)
-            WHERE t.state = 'queued' AND t.queued_at < clock_timestamp() - make_interval(secs => $1)
+            FROM \(schema).dag_run r JOIN \(schema).task_instance t USING (run_id)
+            WHERE r.state IN ('queued', 'running') AND t.state = 'queued' AND t.queued_at < clock_timestamp() - make_interval(secs => $1)
             """, [seconds]).rows.map { r in
             (try r.decode(Int64.self, 0), try r.decode(String.self, 1), try r.decode(Date.self, 2), try r.decode(String.self, 3),
              try r.decode(Int.self, 4), try r.decode(String.self, 5), try r.decode(String?.self, 6))

@@ -65,32 +65,40 @@ public final class TaskQueue {
     /// Waits up to `block` seconds for one message on any of `queues`, first returning messages this
     /// consumer already owns but has not acknowledged (after a reclaim or a restart).
     public func fetch(queues: [String], consumer: String, block: Double) throws -> Delivery? {
+        try fetch(queues: queues, consumer: consumer, block: block, count: 1).first
+    }
+
+    /// Waits up to `block` seconds for messages on `queues` and takes up to `count` of each queue's
+    /// waiting ones at once (fewer when fewer wait: a lone message is never held back). Messages
+    /// this consumer already owns but has not acknowledged come first.
+    public func fetch(queues: [String], consumer: String, block: Double, count: Int) throws -> [Delivery] {
         // Owned-but-unacknowledged messages exist only after a start or a reclaim; skip the extra
         // round trip otherwise.
         if mayOwnPending {
-            if let own = try read(queues: queues, consumer: consumer, id: "0", block: nil) { return own }
+            let own = try read(queues: queues, consumer: consumer, id: "0", block: nil, count: count)
+            if !own.isEmpty { return own }
             mayOwnPending = false
         }
-        return try read(queues: queues, consumer: consumer, id: ">", block: block)
+        return try read(queues: queues, consumer: consumer, id: ">", block: block, count: count)
     }
 
     /// Set when this consumer may own pending messages or events (at start, after a reclaim or a
     /// reconnect); while false, reads skip the extra round trip for them.
     public var mayOwnPending = true
 
-    private func read(queues: [String], consumer: String, id: String, block: Double?) throws -> Delivery? {
-        var args: [any RedisArgument] = ["XREADGROUP", "GROUP", Self.workerGroup, consumer, "COUNT", "1"]
+    private func read(queues: [String], consumer: String, id: String, block: Double?, count: Int) throws -> [Delivery] {
+        var args: [any RedisArgument] = ["XREADGROUP", "GROUP", Self.workerGroup, consumer, "COUNT", max(1, count)]
         if let block { args += ["BLOCK", max(1, Int(block * 1000))] }
         args.append("STREAMS")
         for q in queues { args.append(keys.queue(q)) }
         for _ in queues { args.append(id) }
         let reply = try block.map { try redis.blockingCommand(args, blockFor: $0) } ?? redis.command(args)
-        guard let streams = reply.array else { return nil }
-        for s in streams {
+        var out: [Delivery] = []
+        for s in reply.array ?? [] {
             guard let pair = s.array, pair.count == 2, let name = pair[0].string, let entries = pair[1].array else { continue }
+            let queue = keys.queueName(fromStream: name)
             for entry in entries {
                 guard let e = entry.array, e.count == 2, let entryID = e[0].string else { continue }
-                let queue = keys.queueName(fromStream: name)
                 // A pending entry deleted meanwhile comes back with nil fields: acknowledge it away.
                 guard let fields = e[1].array else {
                     try redis.command("XACK", name, Self.workerGroup, entryID)
@@ -106,17 +114,22 @@ public final class TaskQueue {
                     }
                     i += 2
                 }
-                return Delivery(queue: queue, entryID: entryID, body: body, signature: sig)
+                out.append(Delivery(queue: queue, entryID: entryID, body: body, signature: sig))
             }
         }
-        return nil
+        return out
     }
 
+    // KEYS: the event stream, then the streams of the messages; ARGV: the group, then per message
+    // the index of its stream in KEYS, its entry id and its completion event ('' for none).
     private static let completeScript = RedisScript("""
-        redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-        redis.call('XDEL', KEYS[1], ARGV[2])
-        if ARGV[3] ~= '' then
-          redis.call('XADD', KEYS[2], 'MAXLEN', '~', '100000', '*', 'event', ARGV[3])
+        for i = 2, #ARGV, 3 do
+          local stream = KEYS[tonumber(ARGV[i])]
+          redis.call('XACK', stream, ARGV[1], ARGV[i + 1])
+          redis.call('XDEL', stream, ARGV[i + 1])
+          if ARGV[i + 2] ~= '' then
+            redis.call('XADD', KEYS[1], 'MAXLEN', '~', '100000', '*', 'event', ARGV[i + 2])
+          end
         end
         return 1
         """)
@@ -124,8 +137,24 @@ public final class TaskQueue {
     /// Acknowledges and deletes a delivered message and, when `event` is given, publishes it on
     /// the event stream, all in one atomic step.
     public func complete(_ d: Delivery, event: CompletionEvent?) throws {
-        let json = try event.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) } ?? ""
-        try redis.eval(Self.completeScript, keys: [keys.queue(d.queue), keys.events], args: [Self.workerGroup, d.entryID, json])
+        try complete([(d, event)])
+    }
+
+    /// `complete` for several messages in one atomic step (one round trip).
+    public func complete(_ items: [(delivery: Delivery, event: CompletionEvent?)]) throws {
+        guard !items.isEmpty else { return }
+        var streams: [String] = [keys.events]
+        var index: [String: Int] = [:]
+        var args: [any RedisArgument] = [Self.workerGroup]
+        let encoder = JSONEncoder()
+        for (d, event) in items {
+            let stream = keys.queue(d.queue)
+            let k = index[stream] ?? { streams.append(stream); index[stream] = streams.count; return streams.count }()
+            args.append(k)
+            args.append(d.entryID)
+            args.append(try event.map { Array(try encoder.encode($0)) } ?? [])
+        }
+        try redis.eval(Self.completeScript, keys: streams.map { $0 as any RedisArgument }, args: args)
     }
 
     private static let deadLetterScript = RedisScript("""
@@ -168,13 +197,16 @@ public final class TaskQueue {
         return try redis.command("ZRANGEBYSCORE", keys.heartbeats, "-inf", "(\(cutoff)").array?.compactMap(\.string) ?? []
     }
 
-    /// Moves the pending messages of consumers belonging to dead workers (consumer names are
-    /// `<worker>/<slot>`) to `consumer`. `XCLAIM`'s minimum idle time makes sure two live workers
-    /// never both take the same message. Returns how many were taken.
-    public func reclaim(queues: [String], deadAfter: Double, consumer: String) throws -> Int {
+    /// Moves up to `limit` pending messages of consumers belonging to dead workers (consumer names
+    /// are `<worker>/<slot>`) to `consumer`. `XCLAIM`'s minimum idle time makes sure two live
+    /// workers never both take the same message. Each idle slot of a worker claims for itself, so a
+    /// dead worker's messages spread over the live slots instead of queueing behind one.
+    /// Returns how many were taken.
+    public func reclaim(queues: [String], deadAfter: Double, consumer: String, limit: Int = 1000) throws -> Int {
         let dead = Set(try deadWorkers(deadAfter: deadAfter))
         guard !dead.isEmpty else { return 0 }
         var taken = 0
+        var remaining = false
         for q in queues {
             let stream = keys.queue(q)
             let consumers = try redis.command("XINFO", "CONSUMERS", stream, Self.workerGroup).array ?? []
@@ -182,21 +214,29 @@ public final class TaskQueue {
                 guard let fields = c.array, let name = Self.field("name", in: fields)?.string else { continue }
                 let owner = String(name.split(separator: "/").first ?? "")
                 guard dead.contains(owner) else { continue }
-                let pending = try redis.command("XPENDING", stream, Self.workerGroup, "-", "+", 1000, name).array ?? []
-                let ids = pending.compactMap { $0.array?.first?.string }
-                if !ids.isEmpty {
-                    let claimed = try redis.command(["XCLAIM", stream, Self.workerGroup, consumer, Int(deadAfter * 1000)] + ids.map { $0 as any RedisArgument })
-                    let n = claimed.array?.count ?? 0
-                    taken += n
-                    if n > 0 { mayOwnPending = true }
+                if taken < limit {
+                    let pending = try redis.command("XPENDING", stream, Self.workerGroup, "-", "+", limit - taken, name).array ?? []
+                    let ids = pending.compactMap { $0.array?.first?.string }
+                    if !ids.isEmpty {
+                        let claimed = try redis.command(["XCLAIM", stream, Self.workerGroup, consumer, Int(deadAfter * 1000)] + ids.map { $0 as any RedisArgument })
+                        let n = claimed.array?.count ?? 0
+                        taken += n
+                        if n > 0 { mayOwnPending = true }
+                    }
                 }
                 // Only a consumer with nothing pending may go: DELCONSUMER drops its pending list.
                 let left = try redis.command("XPENDING", stream, Self.workerGroup, "-", "+", 1, name).array ?? []
-                if left.isEmpty { try redis.command("XGROUP", "DELCONSUMER", stream, Self.workerGroup, name) }
+                if left.isEmpty {
+                    try redis.command("XGROUP", "DELCONSUMER", stream, Self.workerGroup, name)
+                } else {
+                    remaining = true
+                }
             }
         }
-        for w in dead where try !hasConsumers(queues: queues, worker: w) {
-            try forgetWorker(w)
+        if !remaining {
+            for w in dead where try !hasConsumers(queues: queues, worker: w) {
+                try forgetWorker(w)
+            }
         }
         return taken
     }

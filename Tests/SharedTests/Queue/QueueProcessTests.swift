@@ -87,6 +87,64 @@ struct QueueProcessTests {
         print("recovered \(String(format: "%.1f", recovered)) s after SIGKILL (3 s of it is the task itself)")
     }
 
+    @Test("a dead worker's two running tasks are reclaimed one per idle slot and run side by side")
+    func reclaimSpreads() throws {
+        let c = try Cluster()
+        try c.startScheduler()
+        let victim = try c.startWorker(["--concurrency", "2", "--prefetch", "1"], name: "victim")
+        let runs = [try c.trigger("example_slow", date: Date(timeIntervalSince1970: 1_717_200_000)),
+                    try c.trigger("example_slow", date: Date(timeIntervalSince1970: 1_717_286_400))]
+        let end = monotonicSeconds() + 20
+        while monotonicSeconds() < end, try !runs.allSatisfy({ try c.store.instances(run: $0)["slow"]?.state == .running }) { usleep(50_000) }
+        kill(victim.processIdentifier, SIGKILL)
+        victim.waitUntilExit()
+        try c.startWorker(["--concurrency", "2"], name: "rescuer")
+        for r in runs { #expect(try c.wait(run: r) == "success", "\(c.logs())") }
+        let rows = try c.store.pg.query("SELECT worker, started_at FROM \(c.schema).task_instance WHERE run_id = ANY($1::bigint[]) ORDER BY started_at",
+                                        ["{\(runs[0]),\(runs[1])}"]).rows
+        let workers = try rows.map { try $0.decode(String.self, 0) }
+        let starts = try rows.map { try $0.decode(Date.self, 1) }
+        // Each on a slot of its own, the second started before the first (3 s long) ended.
+        #expect(Set(workers) == ["rescuer/0", "rescuer/1"], "\(workers)")
+        #expect(starts[1].timeIntervalSince(starts[0]) < 2.5, "started \(starts[1].timeIntervalSince(starts[0])) s apart")
+        for r in runs { #expect(try c.effects(run: r).count == 1) }
+    }
+
+    @Test("waiting tasks run as a batch: writers commit, failing writers roll back alone, a superseded writer's rows never land")
+    func batch() throws {
+        let c = try Cluster()
+        try c.startScheduler()
+        let run = try c.trigger("example_batch")
+        // Every message waits before the worker starts, so its one slot takes them in one fetch.
+        let end = monotonicSeconds() + 20
+        // (19 tasks; the scheduler may add example_hourly's one task too.)
+        while monotonicSeconds() < end, (try c.queue.redis.command("XLEN", c.queue.keys.queue("default")).int ?? 0) < 19 { usleep(20_000) }
+        try c.startWorker(["--concurrency", "1", "--prefetch", "32"])
+        #expect(try c.wait(run: run) == "failed", "\(c.logs())")
+        let inst = try c.store.instances(run: run)
+        #expect(inst.filter { $0.value.state == .success }.keys.sorted() == ((0..<8).map { "noop_\($0)" } + (0..<8).map { "write_\($0)" }).sorted())
+        #expect(inst.filter { $0.value.state == .failed }.keys.sorted() == ["fail_0", "fail_1", "fail_2"])
+        // The writers' rows landed once each; the failing tasks' rows were rolled back with them.
+        #expect(try c.effects(run: run).map(\.task).sorted() == (0..<8).map { "write_\($0)" })
+        // Fewer transactions than writers: the batch committed them together.
+        let transactions = try c.store.pg.query("SELECT count(DISTINCT txid) FROM \(c.schema).example_effect WHERE run_id = $1", [run]).rows[0].decode(Int.self, 0)
+        #expect(transactions < 8, "\(transactions) transactions for 8 writers")
+        let failLog = try c.store.attemptLogs(run: run, task: "fail_1").first?.log ?? ""
+        #expect(failLog.contains("fails on purpose after writing"))
+
+        // A writer timed out by the scheduler while it blocks: its row must not land, the others' must.
+        let stuck = try c.trigger("example_stuck_batch")
+        #expect(try c.wait(run: stuck, timeout: 60) == "failed", "\(c.logs())")
+        let s = try c.store.instances(run: stuck)
+        #expect(s["stuck_writer"]?.state == .failed)
+        #expect((0..<4).allSatisfy { s["write_\($0)"]?.state == .success })
+        #expect(try c.effects(run: stuck).map(\.task).sorted() == (0..<4).map { "write_\($0)" })
+        // The scheduler's timeout stands: the worker's late end changed nothing.
+        let attempt = try c.store.attemptLogs(run: stuck, task: "stuck_writer").first
+        #expect(attempt?.state == "failed")
+        #expect(attempt?.error?.contains("timed out") == true, "\(String(describing: attempt))")
+    }
+
     @Test("poison messages (unsigned, wrong key, garbage, unknown task) go to the dead letters; work goes on")
     func poisonMessages() throws {
         let c = try Cluster()
