@@ -79,6 +79,33 @@ struct MessageCodecTests {
         #expect(try codec.decode(body: body, signature: sig) == message)
     }
 
+    @Test("the hand-written JSON agrees with Foundation's both ways, escapes and Unicode included")
+    func flatJSONAgreesWithFoundation() throws {
+        let odd = "quote \" backslash \\ slash / tab \t newline \n bell \u{7} é 日本 🚀 \u{0}"
+        let messages = [
+            message,
+            TaskMessage(id: odd, dag: odd, runID: Int64(Int32.max) * 4, task: "t", logicalDate: "2024-05-01T00:00:00+00:00", tryNumber: 0,
+                        queue: "q", timeoutSeconds: 0.25, enqueuedAt: 1_764_040_000.123456, arguments: [odd: odd, "": "", "b": "2"]),
+        ]
+        for m in messages {
+            // Ours read by Foundation, and Foundation's read by ours.
+            #expect(try JSONDecoder().decode(TaskMessage.self, from: Data(m.json)) == m)
+            #expect(TaskMessage(flat: Array(try JSONEncoder().encode(m))) == m)
+            #expect(TaskMessage(flat: m.json) == m)
+        }
+        let event = CompletionEvent(dag: odd, runID: 12, task: "n1", tryNumber: 3, state: "success", worker: "w/0", finishedAt: 1_764_040_000.5)
+        #expect(try JSONDecoder().decode(CompletionEvent.self, from: Data(event.json)) == event)
+        #expect(CompletionEvent(flat: Array(try JSONEncoder().encode(event))) == event)
+        // Escaped forms Foundation may write, a surrogate pair, whitespace: read the same.
+        let escaped = Array(#" { "dag" : "a\u00e9\ud83d\ude80\/" , "runID":1,"task":"t","tryNumber":1,"state":"s","worker":"w","finishedAt":1.5e0 } "#.utf8)
+        #expect(CompletionEvent(flat: escaped)?.dag == "aé🚀/")
+        // Not the shape, or not JSON: nil, and the caller falls back to Foundation.
+        for bad in [#"{"dag":1}"#, #"{"a":[1]}"#, #"{"a":"x""#, #"{"a":"\q"}"#, #"{"a":"\ud83d"}"#, "[]", #"{"a":{"b":{}}}"#, #"{"a":1} x"#] {
+            #expect(FlatJSON.parse(Array(bad.utf8)) == nil || CompletionEvent(flat: Array(bad.utf8)) == nil, "\(bad)")
+        }
+        #expect(FlatJSON.parse(Array(#"{"a":"x\u0001"}"#.utf8))?["a"] == .string("x\u{1}"))
+    }
+
     @Test("unsigned, tampered, wrongly keyed, truncated, oversized and future messages are refused with reasons")
     func rejections() throws {
         let (body, sig) = try codec.encode(message)

@@ -43,7 +43,7 @@ public final class MetadataStore {
     /// Creates a run with every task `scheduled`; nil if the DAG already has a run for that date.
     @discardableResult
     public func createRun(_ dag: DAG, logicalDate: Date, type: String) throws -> Int64? {
-        try pg.transaction { tx -> Int64? in
+        let run = try pg.transaction { tx -> Int64? in
             guard let row = try tx.query("""
                 INSERT INTO \(s).dag_run (dag_id, logical_date, run_type, state) VALUES ($1, $2, $3, 'queued')
                 ON CONFLICT (dag_id, logical_date) DO NOTHING RETURNING run_id
@@ -57,6 +57,11 @@ public final class MetadataStore {
                       Self.arrayLiteral(dag.tasks.map(\.queue))])
             return runID
         }
+        // A big run changes the table's make-up at once, long before autovacuum notices: fresh
+        // statistics keep the scheduler's and workers' lookups by key on the primary key (with a
+        // run of 60,000 tasks unseen, the planner read the whole run for each chunk of 500).
+        if run != nil && dag.tasks.count >= 1000 { try pg.query("ANALYZE \(s).task_instance") }
+        return run
     }
 
     /// The newest scheduled logical date of every DAG that has one.

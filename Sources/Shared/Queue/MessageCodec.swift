@@ -32,9 +32,7 @@ public struct MessageCodec: Sendable {
 
     /// The JSON body and its hex signature.
     public func encode(_ message: TaskMessage) throws -> (body: [UInt8], signature: String) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let body = Array(try encoder.encode(message))
+        let body = message.json
         return (body, sign(body))
     }
 
@@ -52,7 +50,8 @@ public struct MessageCodec: Sendable {
             throw .badSignature
         }
         // Signed by us, so a decode failure is a version or programming mismatch, not an attack.
-        // One decode on the common path; the version is probed only to explain a failure.
+        // One decode on the common path; Foundation's decoder only to explain a failure.
+        if let message = TaskMessage(flat: body) { return message }
         let data = Data(body)
         let message: TaskMessage
         do {

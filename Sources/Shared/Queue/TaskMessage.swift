@@ -47,3 +47,33 @@ public struct TaskMessage: Codable, Sendable, Equatable {
         case timeoutSeconds = "timeout", enqueuedAt = "enqueued_at", arguments = "args"
     }
 }
+
+extension TaskMessage {
+    /// The wire form (sorted keys), written without Foundation's encoder (see `FlatJSON`).
+    public var json: [UInt8] {
+        var w = FlatJSON.Writer()
+        w.field("args", arguments)
+        w.field("dag", dag)
+        w.field("date", logicalDate)
+        w.field("enqueued_at", enqueuedAt)
+        w.field("id", id)
+        w.field("queue", queue)
+        w.field("run", runID)
+        w.field("task", task)
+        w.field("timeout", timeoutSeconds)
+        w.field("try", tryNumber)
+        w.field("v", version)
+        return w.finished()
+    }
+
+    /// Reads the wire form of the current version; nil for anything else (the caller then uses
+    /// `JSONDecoder`, which says what is wrong).
+    public init?(flat bytes: [UInt8]) {
+        guard let o = FlatJSON.parse(bytes), o["v"]?.int == Self.currentVersion, let id = o["id"]?.string, let dag = o["dag"]?.string,
+              let run = o["run"]?.int, let task = o["task"]?.string, let date = o["date"]?.string, let tryNumber = o["try"]?.int,
+              let queue = o["queue"]?.string, let timeout = o["timeout"]?.double, let enqueuedAt = o["enqueued_at"]?.double,
+              case .object(let args)? = o["args"] else { return nil }
+        self.init(id: id, dag: dag, runID: Int64(run), task: task, logicalDate: date, tryNumber: tryNumber, queue: queue,
+                  timeoutSeconds: timeout, enqueuedAt: enqueuedAt, arguments: args)
+    }
+}

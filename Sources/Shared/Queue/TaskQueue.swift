@@ -146,13 +146,12 @@ public final class TaskQueue {
         var streams: [String] = [keys.events]
         var index: [String: Int] = [:]
         var args: [any RedisArgument] = [Self.workerGroup]
-        let encoder = JSONEncoder()
         for (d, event) in items {
             let stream = keys.queue(d.queue)
             let k = index[stream] ?? { streams.append(stream); index[stream] = streams.count; return streams.count }()
             args.append(k)
             args.append(d.entryID)
-            args.append(try event.map { Array(try encoder.encode($0)) } ?? [])
+            args.append(event?.json ?? [])
         }
         try redis.eval(Self.completeScript, keys: streams.map { $0 as any RedisArgument }, args: args)
     }
@@ -275,7 +274,7 @@ public final class TaskQueue {
                 for entry in s.array?.last?.array ?? [] {
                     guard let e = entry.array, let eid = e.first?.string else { continue }
                     let json = e.last?.array.flatMap { Self.field("event", in: $0)?.bytes }
-                    out.append((eid, json.flatMap { try? JSONDecoder().decode(CompletionEvent.self, from: Data($0)) }))
+                    out.append((eid, json.flatMap { CompletionEvent(flat: $0) ?? (try? JSONDecoder().decode(CompletionEvent.self, from: Data($0))) }))
                 }
             }
             if !out.isEmpty { break }
@@ -287,8 +286,7 @@ public final class TaskQueue {
     /// Publishes an event on the event stream outside a completion: `etlctl` wakes the scheduler
     /// this way after a trigger or a clear, instead of waiting for its next tick.
     public func publish(_ event: CompletionEvent) throws {
-        let json = try JSONEncoder().encode(event)
-        try redis.command("XADD", keys.events, "MAXLEN", "~", 100_000, "*", "event", Array(json))
+        try redis.command("XADD", keys.events, "MAXLEN", "~", 100_000, "*", "event", event.json)
     }
 
     /// Acknowledges and deletes handled events.
@@ -321,6 +319,29 @@ public struct CompletionEvent: Codable, Sendable, Equatable {
         self.state = state
         self.worker = worker
         self.finishedAt = finishedAt
+    }
+}
+
+extension CompletionEvent {
+    /// The wire form, written without Foundation's encoder (see `FlatJSON`).
+    public var json: [UInt8] {
+        var w = FlatJSON.Writer(capacity: 160)
+        w.field("dag", dag)
+        w.field("finishedAt", finishedAt)
+        w.field("runID", runID)
+        w.field("state", state)
+        w.field("task", task)
+        w.field("tryNumber", tryNumber)
+        w.field("worker", worker)
+        return w.finished()
+    }
+
+    /// Reads the wire form; nil when it is not one (the caller falls back to `JSONDecoder`).
+    public init?(flat bytes: [UInt8]) {
+        guard let o = FlatJSON.parse(bytes), let dag = o["dag"]?.string, let run = o["runID"]?.int, let task = o["task"]?.string,
+              let tryNumber = o["tryNumber"]?.int, let state = o["state"]?.string, let worker = o["worker"]?.string,
+              let finishedAt = o["finishedAt"]?.double else { return nil }
+        self.init(dag: dag, runID: Int64(run), task: task, tryNumber: tryNumber, state: state, worker: worker, finishedAt: finishedAt)
     }
 }
 
