@@ -150,7 +150,7 @@ public final class MetadataStore {
             WHERE t.run_id = $1 AND t.task_id = ANY($2::text[])
               AND (t.state = 'scheduled' OR (t.state = 'up_for_retry' AND t.next_try_at <= now()))
             RETURNING t.task_id, t.try_number, t.message_id
-            """, [run, Self.arrayLiteral(tasks)], planEachTime: true).rows.map {
+            """, [run, Self.arrayLiteral(tasks)], planEachTime: tasks.count > Self.smallBatch).rows.map {
             (try $0.decode(String.self, 0), try $0.decode(Int.self, 1), try $0.decode(String.self, 2))
         }
     }
@@ -190,6 +190,11 @@ public final class MetadataStore {
         }
         return (running, due)
     }
+
+    /// Statements over more keys than this are planned for their input each time (a join against
+    /// hundreds of keys must not keep a plan made when the tables were empty); smaller ones (a
+    /// chain's one task at a time) keep their prepared plan and save the planning time.
+    static let smallBatch = 8
 
     /// A Postgres array literal: each element quoted and escaped, nil as NULL. Cast it to the
     /// element type in SQL (`$1::bigint[]`).
@@ -260,7 +265,7 @@ public final class MetadataStore {
             )
             SELECT n FROM ti
             """, [Self.arrayLiteral(keys.map { String($0.run) }), Self.arrayLiteral(keys.map(\.task)),
-                  Self.arrayLiteral(keys.map { String($0.tryNumber) }), worker], planEachTime: true).rows
+                  Self.arrayLiteral(keys.map { String($0.tryNumber) }), worker], planEachTime: keys.count > Self.smallBatch).rows
         return Set(try rows.map { try $0.decode(Int.self, 0) - 1 })
     }
 
@@ -316,7 +321,7 @@ public final class MetadataStore {
             """, [Self.arrayLiteral(ends.map { String($0.key.run) }), Self.arrayLiteral(ends.map(\.key.task)),
                   Self.arrayLiteral(ends.map { String($0.key.tryNumber) }), Self.arrayLiteral(ends.map(\.state.rawValue)),
                   Self.arrayLiteral(ends.map(\.error)), Self.arrayLiteral(ends.map { $0.retryAt.map(PostgresTimestamp.format) }),
-                  Self.arrayLiteral(ends.map(\.log))], planEachTime: true).rows
+                  Self.arrayLiteral(ends.map(\.log))], planEachTime: ends.count > Self.smallBatch).rows
         return Set(try rows.map { try $0.decode(Int.self, 0) - 1 })
     }
 
