@@ -99,7 +99,7 @@ final class SchedulerService {
             lastEvent[runID] = monotonicSeconds()
             guard let run = try store.run(runID) else { continue }
             if evs.allSatisfy({ $0.state == TaskState.success.rawValue }) {
-                try advanceAfterSuccess(run, finished: evs.map(\.task))
+                try advanceAfterSuccess(run, finished: evs.flatMap(\.allTasks))
             } else {
                 try advance(run)
             }
@@ -233,12 +233,17 @@ final class SchedulerService {
         }
     }
 
-    /// Marks `tasks` queued and adds their signed messages, in chunks of 500: one statement and
-    /// one pipeline per chunk, so workers start on the first chunk while the rest are enqueued.
+    /// Marks `tasks` queued and adds their signed messages in chunks, one statement and one
+    /// pipeline each: a first chunk of 250 so workers start at once, then chunks doubling up to
+    /// 4,000 while they work (fewer, larger statements for the rest).
     private func enqueue(dag: DAG, run: MetadataStore.Run, tasks: [String]) throws {
         let date = PostgresTimestamp.format(run.logicalDate)
-        for start in stride(from: 0, to: tasks.count, by: 500) {
-            let moved = try store.markQueued(run: run.id, tasks: Array(tasks[start..<min(start + 500, tasks.count)]))
+        var start = 0, size = 250
+        while start < tasks.count {
+            let chunk = Array(tasks[start..<min(start + size, tasks.count)])
+            start += chunk.count
+            size = min(size * 2, 4000)
+            let moved = try store.markQueued(run: run.id, tasks: chunk)
             guard !moved.isEmpty else { continue }
             var encoded: [(queue: String, body: [UInt8], sig: String)] = []
             for m in moved {

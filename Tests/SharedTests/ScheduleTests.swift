@@ -96,6 +96,14 @@ struct MessageCodecTests {
         let event = CompletionEvent(dag: odd, runID: 12, task: "n1", tryNumber: 3, state: "success", worker: "w/0", finishedAt: 1_764_040_000.5)
         #expect(try JSONDecoder().decode(CompletionEvent.self, from: Data(event.json)) == event)
         #expect(CompletionEvent(flat: Array(try JSONEncoder().encode(event))) == event)
+        // A batch's events of one run and state travel as one, listing their tasks.
+        let batch = CompletionEvent.merged([event, CompletionEvent(dag: odd, runID: 12, task: "n2", tryNumber: 1, state: "success", worker: "w/0"),
+                                            CompletionEvent(dag: odd, runID: 12, task: "n3", tryNumber: 1, state: "failed", worker: "w/0"),
+                                            CompletionEvent(dag: odd, runID: 13, task: "n4", tryNumber: 1, state: "success", worker: "w/0")])
+        #expect(batch.map(\.allTasks) == [["n1", "n2"], ["n3"], ["n4"]])
+        #expect(try JSONDecoder().decode(CompletionEvent.self, from: Data(batch[0].json)) == batch[0])
+        #expect(CompletionEvent(flat: batch[0].json) == batch[0])
+        #expect(CompletionEvent(flat: Array(try JSONEncoder().encode(batch[0]))) == batch[0])
         // Escaped forms Foundation may write, a surrogate pair, whitespace: read the same.
         let escaped = Array(#" { "dag" : "a\u00e9\ud83d\ude80\/" , "runID":1,"task":"t","tryNumber":1,"state":"s","worker":"w","finishedAt":1.5e0 } "#.utf8)
         #expect(CompletionEvent(flat: escaped)?.dag == "aé🚀/")

@@ -120,16 +120,17 @@ public final class TaskQueue {
         return out
     }
 
-    // KEYS: the event stream, then the streams of the messages; ARGV: the group, then per message
-    // the index of its stream in KEYS, its entry id and its completion event ('' for none).
+    // KEYS: the event stream, then the streams of the messages. ARGV: the group, the number of
+    // messages, per message the index of its stream in KEYS and its entry id, then the events.
     private static let completeScript = RedisScript("""
-        for i = 2, #ARGV, 3 do
+        local n = tonumber(ARGV[2])
+        for i = 3, 2 + 2 * n, 2 do
           local stream = KEYS[tonumber(ARGV[i])]
           redis.call('XACK', stream, ARGV[1], ARGV[i + 1])
           redis.call('XDEL', stream, ARGV[i + 1])
-          if ARGV[i + 2] ~= '' then
-            redis.call('XADD', KEYS[1], 'MAXLEN', '~', '100000', '*', 'event', ARGV[i + 2])
-          end
+        end
+        for i = 3 + 2 * n, #ARGV do
+          redis.call('XADD', KEYS[1], 'MAXLEN', '~', '100000', '*', 'event', ARGV[i])
         end
         return 1
         """)
@@ -140,19 +141,21 @@ public final class TaskQueue {
         try complete([(d, event)])
     }
 
-    /// `complete` for several messages in one atomic step (one round trip).
+    /// `complete` for several messages in one atomic step (one round trip). Events of the same
+    /// run and outcome become one event listing their tasks, so a batch of 64 finished tasks is
+    /// one entry for the scheduler to read, not 64.
     public func complete(_ items: [(delivery: Delivery, event: CompletionEvent?)]) throws {
         guard !items.isEmpty else { return }
         var streams: [String] = [keys.events]
         var index: [String: Int] = [:]
-        var args: [any RedisArgument] = [Self.workerGroup]
-        for (d, event) in items {
+        var args: [any RedisArgument] = [Self.workerGroup, items.count]
+        for (d, _) in items {
             let stream = keys.queue(d.queue)
             let k = index[stream] ?? { streams.append(stream); index[stream] = streams.count; return streams.count }()
             args.append(k)
             args.append(d.entryID)
-            args.append(event?.json ?? [])
         }
+        for event in CompletionEvent.merged(items.compactMap(\.event)) { args.append(event.json) }
         try redis.eval(Self.completeScript, keys: streams.map { $0 as any RedisArgument }, args: args)
     }
 
@@ -309,9 +312,12 @@ public struct CompletionEvent: Codable, Sendable, Equatable {
     public var state: String
     public var worker: String
     public var finishedAt: Double
+    /// Every task the event reports when a worker's batch ended several of one run in the same
+    /// state (`task` is the first of them); nil for one task.
+    public var tasks: [String]?
 
     public init(dag: String, runID: Int64, task: String, tryNumber: Int, state: String, worker: String,
-                finishedAt: Double = Date().timeIntervalSince1970) {
+                finishedAt: Double = Date().timeIntervalSince1970, tasks: [String]? = nil) {
         self.dag = dag
         self.runID = runID
         self.task = task
@@ -319,6 +325,26 @@ public struct CompletionEvent: Codable, Sendable, Equatable {
         self.state = state
         self.worker = worker
         self.finishedAt = finishedAt
+        self.tasks = tasks
+    }
+
+    /// The tasks this event reports.
+    public var allTasks: [String] { tasks ?? [task] }
+
+    /// One event per run and state, listing the tasks (in order of first appearance).
+    public static func merged(_ events: [CompletionEvent]) -> [CompletionEvent] {
+        var out: [CompletionEvent] = []
+        var at: [String: Int] = [:]
+        for e in events {
+            let key = "\(e.runID)\u{0}\(e.state)\u{0}\(e.dag)"
+            if let i = at[key] {
+                out[i].tasks = out[i].allTasks + e.allTasks
+            } else {
+                at[key] = out.count
+                out.append(e)
+            }
+        }
+        return out
     }
 }
 
@@ -331,6 +357,7 @@ extension CompletionEvent {
         w.field("runID", runID)
         w.field("state", state)
         w.field("task", task)
+        if let tasks { w.field("tasks", tasks) }
         w.field("tryNumber", tryNumber)
         w.field("worker", worker)
         return w.finished()
@@ -341,7 +368,13 @@ extension CompletionEvent {
         guard let o = FlatJSON.parse(bytes), let dag = o["dag"]?.string, let run = o["runID"]?.int, let task = o["task"]?.string,
               let tryNumber = o["tryNumber"]?.int, let state = o["state"]?.string, let worker = o["worker"]?.string,
               let finishedAt = o["finishedAt"]?.double else { return nil }
-        self.init(dag: dag, runID: Int64(run), task: task, tryNumber: tryNumber, state: state, worker: worker, finishedAt: finishedAt)
+        var tasks: [String]?
+        switch o["tasks"] {
+        case nil, .null?: tasks = nil
+        case .strings(let list)?: tasks = list
+        default: return nil
+        }
+        self.init(dag: dag, runID: Int64(run), task: task, tryNumber: tryNumber, state: state, worker: worker, finishedAt: finishedAt, tasks: tasks)
     }
 }
 

@@ -11,6 +11,7 @@ public enum FlatJSON {
         /// A number, as its JSON text.
         case number(String)
         case object([String: String])
+        case strings([String])
         case bool(Bool)
         case null
 
@@ -52,6 +53,16 @@ public enum FlatJSON {
             bytes.append(UInt8(ascii: "}"))
         }
 
+        public mutating func field(_ k: String, _ v: [String]) {
+            key(k)
+            bytes.append(UInt8(ascii: "["))
+            for (i, item) in v.enumerated() {
+                if i > 0 { bytes.append(UInt8(ascii: ",")) }
+                Self.appendString(item, to: &bytes)
+            }
+            bytes.append(UInt8(ascii: "]"))
+        }
+
         public func finished() -> [UInt8] { bytes + [UInt8(ascii: "}")] }
 
         static func appendString(_ s: String, to out: inout [UInt8]) {
@@ -73,8 +84,8 @@ public enum FlatJSON {
         }
     }
 
-    /// Parses one object whose values are strings, numbers, booleans, null or objects of
-    /// strings. Nil when the text is not such an object (the caller falls back to Foundation).
+    /// Parses one object whose values are strings, numbers, booleans, null, objects of strings
+    /// or arrays of strings. Nil when the text is not such an object (the caller falls back to Foundation).
     public static func parse(_ bytes: [UInt8]) -> [String: Value]? {
         bytes.withUnsafeBufferPointer { buf in
             var p = Parser(buf: buf)
@@ -120,6 +131,20 @@ public enum FlatJSON {
                         map[ik] = s
                     }
                     out[k] = .object(map)
+                case UInt8(ascii: "[") where !nested:
+                    i += 1
+                    var list: [String] = []
+                    if !expect(UInt8(ascii: "]")) {
+                        while true {
+                            skipSpace()
+                            guard let item = string() else { return nil }
+                            list.append(item)
+                            if expect(UInt8(ascii: ",")) { continue }
+                            guard expect(UInt8(ascii: "]")) else { return nil }
+                            break
+                        }
+                    }
+                    out[k] = .strings(list)
                 case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
                     let start = i
                     while i < buf.count, Self.isNumberByte(buf[i]) { i += 1 }
