@@ -269,11 +269,17 @@ final class SchedulerService {
         guard !queued.isEmpty else { return }
         var present = Set<String>()
         for q in Set(queued.map(\.queue)) {
-            for entry in try queue.redis.command("XRANGE", queue.keys.queue(q), "-", "+").array ?? [] {
-                guard let fields = entry.array?.last?.array, let body = TaskQueue.field("body", in: fields)?.bytes,
-                      let obj = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
-                      let mid = obj["id"] as? String else { continue }
-                present.insert(mid)
+            // Page through the stream (a deep queue holds many thousands of messages).
+            var from = "-"
+            while true {
+                let page = try queue.redis.command("XRANGE", queue.keys.queue(q), from, "+", "COUNT", 1000).array ?? []
+                for entry in page {
+                    guard let fields = entry.array?.last?.array, let body = TaskQueue.field("body", in: fields)?.bytes,
+                          let mid = FlatJSON.parse(body)?["id"]?.string else { continue }
+                    present.insert(mid)
+                }
+                guard page.count == 1000, let last = page.last?.array?.first?.string else { break }
+                from = "(" + last
             }
         }
         var fixed = 0
