@@ -178,7 +178,13 @@ final class SchedulerService {
                 }
             }
         }
-        for run in try store.activeRuns() {
+        let active = try store.activeRuns()
+        // Runs ended elsewhere (marked failed by an operator) leave the hints.
+        let ids = Set(active.map(\.id))
+        finishedSeen = finishedSeen.filter { ids.contains($0.key) }
+        lastEvent = lastEvent.filter { ids.contains($0.key) }
+        lastFullPass = lastFullPass.filter { ids.contains($0.key) }
+        for run in active {
             guard let dag = registry.dag(run.dag), !paused.contains(dag.id) else { continue }
             if try needsFullPass(run, dag: dag) { try advance(run) }
         }

@@ -49,6 +49,12 @@ public enum ExampleDAGs {
             try DAG("example_stuck_batch", schedule: .manual, startDate: start, tags: ["example"],
                     tasks: (0..<4).map { noop("write_\($0)") }
                         + [TaskSpec("stuck_writer", operation: "write_then_block", arguments: ["seconds": "3"], timeout: 1)]),
+            // A quick task with a 1 s timeout fetched with a 2 s task: waiting behind it must not
+            // count against its timeout.
+            try DAG("example_wait_batch", schedule: .manual, startDate: start, tags: ["example"], tasks: [
+                TaskSpec("slow", operation: "record", arguments: ["sleep": "2"]),
+                TaskSpec("quick", operation: "record", timeout: 1),
+            ]),
         ]
     }
 
@@ -81,7 +87,8 @@ public enum ExampleDAGs {
         },
         "write_then_fail": { ctx in
             try record(ctx)
-            throw ExampleFailure(message: "\(ctx.message.task) fails on purpose after writing")
+            // The NUL (which Postgres text cannot hold) checks that a worker stores such an error.
+            throw ExampleFailure(message: "\(ctx.message.task) fails on purpose after writing\u{0}")
         },
         "write_then_block": { ctx in
             try record(ctx)

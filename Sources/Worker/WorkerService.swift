@@ -153,6 +153,13 @@ final class WorkerService: @unchecked Sendable {
                 queue.mayOwnPending = true  // the batch's messages are still ours: run them again
                 logger.warning("Postgres: \(e); retrying")
                 sleepSeconds(0.5)
+            } catch {
+                // Anything else (a statement refused, Redis out of memory): the slot lives on and
+                // its messages, still pending under it, are read again, instead of being stranded
+                // under a consumer whose worker still heartbeats.
+                queue.mayOwnPending = true
+                logger.error("slot \(slot): \(error); its messages will be tried again in 2 s")
+                sleepSeconds(2)
             }
         }
     }
@@ -218,8 +225,9 @@ final class WorkerService: @unchecked Sendable {
                 }
             }
             var ranCount = 0
+            let chunk = alone ? Array(toRun.prefix(1)) : toRun
             do {
-                let (ran, wasSlow) = try runInTransaction(alone ? Array(toRun.prefix(1)) : toRun, slot: slot, store: store)
+                let (ran, wasSlow) = try runInTransaction(chunk, slot: slot, store: store)
                 slow = slow || wasSlow
                 ranCount = ran.count
                 acks += ran.map { r in (r.job.delivery, r.event) }
@@ -228,6 +236,20 @@ final class WorkerService: @unchecked Sendable {
                 // whole batch was rolled back. Its tasks now go one per transaction, where a
                 // superseded task's writes roll back alone (and the superseded one is skipped).
                 alone = true
+            } catch let e as PostgresError where e.isConnectionProblem {
+                throw e
+            } catch {
+                // The transaction itself failed (its COMMIT refused by a deferred constraint, a
+                // statement cancelled): one task per transaction finds whose it is, and that
+                // task's attempt fails outside any transaction, as a task's own error would.
+                if chunk.count > 1 {
+                    alone = true
+                } else if let job = chunk.first {
+                    let end = failedEnd(job, error: error, log: "attempt \(job.message.tryNumber) on \(id)/\(slot) failed: \(error)\n")
+                    let current = try store.finishAttempts([end])
+                    acks.append((job.delivery, current.isEmpty ? nil : event(job, state: end.state)))
+                    ranCount = 1
+                }
             }
             try queue.complete(acks)
             // Jobs not run yet (the window closed, or one at a time) go round again.
@@ -254,7 +276,10 @@ final class WorkerService: @unchecked Sendable {
             try tx.query("SET LOCAL synchronous_commit = on")
             var ran: [Ran] = []
             for job in jobs {
-                if !ran.isEmpty && monotonicSeconds() - batchStart > Self.batchWindow { break }
+                // A task with a timeout only runs first in a round: it is the one whose start time
+                // the round's start statement records, so the scheduler times it from its real start
+                // (the others' start is recorded when they end; they cannot time out while waiting).
+                if !ran.isEmpty && (monotonicSeconds() - batchStart > Self.batchWindow || job.spec.timeout > 0) { break }
                 let taskStart = monotonicSeconds()
                 ran.append(try run(job, slot: slot, tx: tx))
                 if monotonicSeconds() - taskStart > Self.batchWindow { slow = true }
@@ -263,8 +288,7 @@ final class WorkerService: @unchecked Sendable {
             var out: [(job: Job, event: CompletionEvent?)] = []
             for (i, r) in ran.enumerated() {
                 if current.contains(i) {
-                    out.append((r.job, CompletionEvent(dag: r.job.message.dag, runID: r.job.message.runID, task: r.job.message.task,
-                                                       tryNumber: r.job.message.tryNumber, state: r.end.state.rawValue, worker: id)))
+                    out.append((r.job, event(r.job, state: r.end.state)))
                 } else if r.wrote && r.end.state == .success {
                     if ran.count > 1 { throw SupersededWrites() }
                     throw Superseded(job: r.job)
@@ -291,6 +315,7 @@ final class WorkerService: @unchecked Sendable {
             try pg.query("SAVEPOINT etl_task")
         }
         ctx.log("attempt \(message.tryNumber) of \(message.dag).\(message.task) on \(id)/\(slot)")
+        let startedAt = Date()
         var failure: Error?
         do {
             try job.op(ctx)
@@ -309,14 +334,25 @@ final class WorkerService: @unchecked Sendable {
         }
         guard let failure else {
             ctx.log("succeeded")
-            return Ran(job: job, end: .init(key: job.key, state: .success, error: nil, retryAt: nil, log: ctx.logText), wrote: ctx.usedDatabase)
+            return Ran(job: job, end: .init(key: job.key, state: .success, error: nil, retryAt: nil, log: ctx.logText, startedAt: startedAt),
+                       wrote: ctx.usedDatabase)
         }
-        let retry = message.tryNumber <= job.spec.retries
-        let state: TaskState = retry ? .upForRetry : .failed
-        let retryAt = retry ? Date().addingTimeInterval(job.spec.retryBackoff.delay(attempt: message.tryNumber - 1)) : nil
         ctx.log("failed: \(failure)")
-        logger.warning("\(job.label) failed: \(failure)", metadata: ["next": "\(state.rawValue)"])
-        return Ran(job: job, end: .init(key: job.key, state: state, error: "\(failure)", retryAt: retryAt, log: ctx.logText), wrote: false)
+        return Ran(job: job, end: failedEnd(job, error: failure, log: ctx.logText, startedAt: startedAt), wrote: false)
+    }
+
+    /// How a failed attempt ends: up for retry after its backoff while tries remain, else failed.
+    private func failedEnd(_ job: Job, error: Error, log: String, startedAt: Date? = nil) -> MetadataStore.AttemptEnd {
+        let retry = job.message.tryNumber <= job.spec.retries
+        let state: TaskState = retry ? .upForRetry : .failed
+        let retryAt = retry ? Date().addingTimeInterval(job.spec.retryBackoff.delay(attempt: job.message.tryNumber - 1)) : nil
+        logger.warning("\(job.label) failed: \(error)", metadata: ["next": "\(state.rawValue)"])
+        return .init(key: job.key, state: state, error: "\(error)", retryAt: retryAt, log: log, startedAt: startedAt)
+    }
+
+    private func event(_ job: Job, state: TaskState) -> CompletionEvent {
+        CompletionEvent(dag: job.message.dag, runID: job.message.runID, task: job.message.task, tryNumber: job.message.tryNumber,
+                        state: state.rawValue, worker: id)
     }
 
     /// A batch commits what it ran after this many seconds, so a long batch never hides its

@@ -206,7 +206,8 @@ public final class MetadataStore {
             out += "\""
             for ch in item.unicodeScalars {
                 if ch == "\\" || ch == "\"" { out += "\\" }
-                out.unicodeScalars.append(ch)
+                // Postgres text cannot hold NUL, and the parameter would end there: U+FFFD instead.
+                out.unicodeScalars.append(ch == "\u{0}" ? "\u{FFFD}" : ch)
             }
             out += "\""
         }
@@ -239,15 +240,16 @@ public final class MetadataStore {
 
     /// Starts several attempts in one statement (one round trip, one commit); returns the
     /// positions in `keys` that started. The others are finished or superseded: acknowledge them
-    /// without running. Starting again an attempt this same worker already started (a batch cut
-    /// in two) only moves its start time.
+    /// without running. Only the first gets its start time now: the others wait behind it, and
+    /// `finishAttempts` records when they really started. Starting again an attempt this same
+    /// worker already started (a batch cut in two) changes only its start time.
     public func startAttempts(_ keys: [AttemptKey], worker: String) throws -> Set<Int> {
         guard !keys.isEmpty else { return [] }
         let rows = try pg.query("""
             WITH input AS (
               SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[]) WITH ORDINALITY AS i(run_id, task_id, try_number, n)
             ), ti AS (
-              UPDATE \(s).task_instance t SET state = 'running', worker = $4, started_at = clock_timestamp()
+              UPDATE \(s).task_instance t SET state = 'running', worker = $4, started_at = CASE WHEN i.n = 1 THEN clock_timestamp() END
               FROM input i
               WHERE t.run_id = i.run_id AND t.task_id = i.task_id AND t.try_number = i.try_number AND t.state IN ('queued', 'running')
               RETURNING t.run_id, t.task_id, t.try_number, i.n
@@ -276,12 +278,16 @@ public final class MetadataStore {
         public let error: String?
         public let retryAt: Date?
         public let log: String
-        public init(key: AttemptKey, state: TaskState, error: String?, retryAt: Date?, log: String) {
+        /// When the task really started, for attempts that waited in a batch (their start
+        /// statement left the time unset, so a timeout never counts the wait).
+        public let startedAt: Date?
+        public init(key: AttemptKey, state: TaskState, error: String?, retryAt: Date?, log: String, startedAt: Date? = nil) {
             self.key = key
             self.state = state
             self.error = error
             self.retryAt = retryAt
             self.log = log
+            self.startedAt = startedAt
         }
     }
 
@@ -303,15 +309,17 @@ public final class MetadataStore {
         let c = conn ?? pg
         let rows = try c.query("""
             WITH input AS (
-              SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::timestamptz[], $7::text[])
-                WITH ORDINALITY AS i(run_id, task_id, try_number, state, error, next_try_at, log, n)
+              SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::timestamptz[])
+                WITH ORDINALITY AS i(run_id, task_id, try_number, state, error, next_try_at, log, started_at, n)
             ), ti AS (
-              UPDATE \(s).task_instance t SET state = i.state, ended_at = clock_timestamp(), error = i.error, next_try_at = i.next_try_at
+              UPDATE \(s).task_instance t SET state = i.state, ended_at = clock_timestamp(), error = i.error, next_try_at = i.next_try_at,
+                started_at = coalesce(t.started_at, i.started_at, clock_timestamp())
               FROM input i
               WHERE t.run_id = i.run_id AND t.task_id = i.task_id AND t.try_number = i.try_number AND t.state = 'running'
-              RETURNING i.n
+              RETURNING i.n, t.started_at
             ), attempt AS (
               UPDATE \(s).task_attempt a SET state = CASE WHEN i.n IN (SELECT n FROM ti) THEN i.state ELSE 'superseded' END,
+                started_at = coalesce((SELECT ti.started_at FROM ti WHERE ti.n = i.n), a.started_at),
                 ended_at = clock_timestamp(), error = i.error, log = a.log || i.log
               FROM input i
               WHERE a.run_id = i.run_id AND a.task_id = i.task_id AND a.try_number = i.try_number
@@ -321,7 +329,8 @@ public final class MetadataStore {
             """, [Self.arrayLiteral(ends.map { String($0.key.run) }), Self.arrayLiteral(ends.map(\.key.task)),
                   Self.arrayLiteral(ends.map { String($0.key.tryNumber) }), Self.arrayLiteral(ends.map(\.state.rawValue)),
                   Self.arrayLiteral(ends.map(\.error)), Self.arrayLiteral(ends.map { $0.retryAt.map(PostgresTimestamp.format) }),
-                  Self.arrayLiteral(ends.map(\.log))], planEachTime: ends.count > Self.smallBatch).rows
+                  Self.arrayLiteral(ends.map(\.log)), Self.arrayLiteral(ends.map { $0.startedAt.map(PostgresTimestamp.format) })],
+                 planEachTime: ends.count > Self.smallBatch).rows
         return Set(try rows.map { try $0.decode(Int.self, 0) - 1 })
     }
 

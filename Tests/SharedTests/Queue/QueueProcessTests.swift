@@ -143,6 +143,16 @@ struct QueueProcessTests {
         let attempt = try c.store.attemptLogs(run: stuck, task: "stuck_writer").first
         #expect(attempt?.state == "failed")
         #expect(attempt?.error?.contains("timed out") == true, "\(String(describing: attempt))")
+
+        // A task with a 1 s timeout fetched together with a 2 s task: whichever comes first, the
+        // wait does not count, and both succeed.
+        for w in c.workers where w.isRunning { kill(w.processIdentifier, SIGKILL); w.waitUntilExit() }
+        let waiting = try c.trigger("example_wait_batch")
+        let until = monotonicSeconds() + 20
+        while monotonicSeconds() < until, try c.store.instances(run: waiting).values.contains(where: { $0.state != .queued }) { usleep(20_000) }
+        try c.startWorker(["--concurrency", "1"])
+        #expect(try c.wait(run: waiting) == "success", "\(c.logs())")
+        #expect(try c.effects(run: waiting).count == 2)
     }
 
     @Test("poison messages (unsigned, wrong key, garbage, unknown task) go to the dead letters; work goes on")
