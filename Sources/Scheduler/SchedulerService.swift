@@ -60,6 +60,13 @@ final class SchedulerService {
                 logger.warning("Postgres: \(e); retrying")
                 leading = false
                 sleepSeconds(0.5)
+            } catch let e as PostgresError where e.sqlState == MetadataStore.fencedOut {
+                // Another scheduler took the lease while this one was not looking (paused, cut
+                // off): Postgres refused the write; stand by.
+                logger.warning("fenced out: another scheduler leads now; standing by", metadata: ["scheduler": "\(id)"])
+                leading = false
+                try? store.setFence(nil)
+                sleepSeconds(min(1, leaseTTL / 3))
             }
         }
         if leading { try? store.releaseLease(holder: id) }
@@ -71,6 +78,8 @@ final class SchedulerService {
         if !leading || now - lastRenew > leaseTTL / 3 {
             let token = try store.acquireLease(holder: id, ttl: leaseTTL)
             lastRenew = now
+            // Every renewal sets the session's fence again (a reconnected session starts without).
+            try store.setFence(token)
             if token != nil && !leading {
                 leading = true
                 logger.info("leading the scheduling", metadata: ["scheduler": "\(id)", "fencing_token": "\(token!)"])

@@ -364,6 +364,15 @@ extension MetadataStore {
             """, [holder, ttl]).first.map { try $0.decode(Int64.self, 0) }
     }
 
+    /// Makes this session's writes to runs, task instances and attempts conditional on `token`
+    /// still being the lease's fencing token (migration 5); nil lifts it.
+    public func setFence(_ token: Int64?) throws {
+        try pg.query("SELECT set_config('etl.fence', $1, false)", [token.map(String.init) ?? ""])
+    }
+
+    /// SQLSTATE of a write refused because another scheduler took the lease over.
+    public static let fencedOut = "ET001"
+
     public func releaseLease(holder: String) throws {
         try pg.query("UPDATE \(schema).scheduler_lease SET expires_at = now() WHERE holder = $1", [holder])
     }

@@ -98,6 +98,29 @@ public enum Migrations {
         -- attempt. Deleting runs by hand: delete their task_attempt rows too.
         ALTER TABLE @S.task_attempt DROP CONSTRAINT IF EXISTS task_attempt_run_id_task_id_fkey;
         """),
+        (5, "fencing token checked on writes", """
+        -- The leading scheduler sets `etl.fence` to its fencing token on its session; every
+        -- statement writing runs, task instances or attempts from a session that set one is
+        -- refused (SQLSTATE ET001) once another scheduler has taken the lease over, so a leader
+        -- that was paused or cut off cannot write after losing its lease. Sessions without a
+        -- fence (workers, etlctl, the web server) are not affected. One check per statement.
+        CREATE FUNCTION @S.check_fence() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            fence text := current_setting('etl.fence', true);
+        BEGIN
+            IF fence IS NULL OR fence = '' THEN
+                RETURN NULL;
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM @S.scheduler_lease WHERE name = 'scheduler' AND fencing_token = fence::bigint) THEN
+                RAISE EXCEPTION 'fenced out: the scheduler lease of fencing token % was taken over by another scheduler', fence
+                    USING ERRCODE = 'ET001', HINT = 'this scheduler stands by; the one holding the lease carries on';
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON @S.dag_run FOR EACH STATEMENT EXECUTE FUNCTION @S.check_fence();
+        CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON @S.task_instance FOR EACH STATEMENT EXECUTE FUNCTION @S.check_fence();
+        CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON @S.task_attempt FOR EACH STATEMENT EXECUTE FUNCTION @S.check_fence();
+        """),
     ]
 }
 
