@@ -7,9 +7,10 @@ import Tasks
 /// One worker process: `concurrency` slots, each a thread with its own Redis and Postgres
 /// connections, plus a heartbeat thread.
 ///
-/// A message travels: fetch (stays pending in Redis) → verify signature → look up the task →
-/// `startAttempt` (skips finished or superseded attempts) → run the operation and record success
-/// in one Postgres transaction → `complete` (ack + delete + completion event, atomically).
+/// Messages travel in batches (up to `prefetch` per fetch): fetch (they stay pending in Redis) →
+/// verify signatures → look up the tasks → `startAttempts` (skips finished or superseded attempts)
+/// → run the operations and record their ends in one Postgres transaction → `complete` (ack +
+/// delete + completion events, atomically). See `handle`.
 final class WorkerService: @unchecked Sendable {
     let id: String
     let env: Environment

@@ -3,9 +3,9 @@ import Foundation
 /// The broker side of the task queue, on Redis Streams with consumer groups.
 ///
 /// 1. `enqueue` adds a signed message to the stream of its queue (`<prefix>q:<queue>`).
-/// 2. `fetch` reads one message for a consumer (`XREADGROUP`): it stays pending, owned by that
-///    consumer, until acknowledged, so a worker that dies loses nothing.
-/// 3. `complete` acknowledges it, deletes it and publishes the completion event in one Lua call.
+/// 2. `fetch` reads waiting messages for a consumer (`XREADGROUP`, up to a count): they stay
+///    pending, owned by that consumer, until acknowledged, so a worker that dies loses nothing.
+/// 3. `complete` acknowledges them, deletes them and publishes the completion events in one Lua call.
 /// 4. `deadLetter` moves a message that cannot run to `<prefix>dead` with its reason, atomically.
 /// 5. `reclaim` takes over the pending messages of consumers whose worker stopped heartbeating.
 ///
@@ -61,12 +61,6 @@ public final class TaskQueue {
     }
 
     // MARK: Consuming
-
-    /// Waits up to `block` seconds for one message on any of `queues`, first returning messages this
-    /// consumer already owns but has not acknowledged (after a reclaim or a restart).
-    public func fetch(queues: [String], consumer: String, block: Double) throws -> Delivery? {
-        try fetch(queues: queues, consumer: consumer, block: block, count: 1).first
-    }
 
     /// Waits up to `block` seconds for messages on `queues` and takes up to `count` of each queue's
     /// waiting ones at once (fewer when fewer wait: a lone message is never held back). Messages
@@ -135,15 +129,10 @@ public final class TaskQueue {
         return 1
         """)
 
-    /// Acknowledges and deletes a delivered message and, when `event` is given, publishes it on
-    /// the event stream, all in one atomic step.
-    public func complete(_ d: Delivery, event: CompletionEvent?) throws {
-        try complete([(d, event)])
-    }
-
-    /// `complete` for several messages in one atomic step (one round trip). Events of the same
-    /// run and outcome become one event listing their tasks, so a batch of 64 finished tasks is
-    /// one entry for the scheduler to read, not 64.
+    /// Acknowledges and deletes delivered messages and publishes their completion events, all in
+    /// one atomic step (one round trip). Events of the same run and outcome become one event
+    /// listing their tasks, so a batch of 64 finished tasks is one entry for the scheduler to
+    /// read, not 64.
     public func complete(_ items: [(delivery: Delivery, event: CompletionEvent?)]) throws {
         guard !items.isEmpty else { return }
         var streams: [String] = [keys.events]
