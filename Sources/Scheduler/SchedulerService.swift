@@ -179,9 +179,10 @@ final class SchedulerService {
     private func tick() throws {
         let paused = try store.pausedDAGs()
         pausedCache = paused
+        // Every DAG's latest scheduled run in one query (not one per DAG every second).
+        let lastScheduled = try store.lastScheduledLogicalDates()
         for dag in registry.dags where !paused.contains(dag.id) {
-            let last = try store.lastScheduledLogicalDate(dag.id)
-            for date in dag.schedule.dueLogicalDates(start: dag.startDate, lastLogical: last, now: Date(), catchup: dag.catchup) {
+            for date in dag.schedule.dueLogicalDates(start: dag.startDate, lastLogical: lastScheduled[dag.id], now: Date(), catchup: dag.catchup) {
                 if let run = try store.createRun(dag, logicalDate: date, type: "scheduled") {
                     logger.info("created run", metadata: ["dag": "\(dag.id)", "run": "\(run)", "logical_date": "\(PostgresTimestamp.format(date))"])
                 }

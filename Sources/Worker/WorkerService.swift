@@ -188,8 +188,8 @@ final class WorkerService: @unchecked Sendable {
     /// transaction, each in a savepoint opened when it first uses the database (a failing task's
     /// writes are rolled back alone); their ends are recorded in one statement and committed
     /// together; one Lua call acknowledges the messages and publishes their completion events.
-    /// When the batch has run for `batchWindow` seconds the done part is committed and
-    /// acknowledged, and the rest starts again as a new batch (so their start times stay true).
+    /// When the batch has run for `batchWindow` seconds (or the next task has a timeout) the done
+    /// part is committed and acknowledged, and the rest starts again as a new round.
     private func handle(_ batch: [TaskQueue.Delivery], slot: Int, codec: MessageCodec, queue: TaskQueue, store: MetadataStore) throws -> Bool {
         var jobs: [Job] = []
         for d in batch {

@@ -108,9 +108,12 @@ struct MessageCodecTests {
         let escaped = Array(#" { "dag" : "a\u00e9\ud83d\ude80\/" , "runID":1,"task":"t","tryNumber":1,"state":"s","worker":"w","finishedAt":1.5e0 } "#.utf8)
         #expect(CompletionEvent(flat: escaped)?.dag == "aé🚀/")
         // Not the shape, or not JSON: nil, and the caller falls back to Foundation.
-        for bad in [#"{"dag":1}"#, #"{"a":[1]}"#, #"{"a":"x""#, #"{"a":"\q"}"#, #"{"a":"\ud83d"}"#, "[]", #"{"a":{"b":{}}}"#, #"{"a":1} x"#] {
-            #expect(FlatJSON.parse(Array(bad.utf8)) == nil || CompletionEvent(flat: Array(bad.utf8)) == nil, "\(bad)")
+        for bad in [#"{"a":[1]}"#, #"{"a":"x""#, #"{"a":"\q"}"#, #"{"a":"\ud83d"}"#, "[]", #"{"a":{"b":{}}}"#, #"{"a":1} x"#] {
+            #expect(FlatJSON.parse(Array(bad.utf8)) == nil, "\(bad)")
         }
+        // The shape, with a field of the wrong type: parsed, but no event.
+        #expect(FlatJSON.parse(Array(#"{"dag":1}"#.utf8)) != nil)
+        #expect(CompletionEvent(flat: Array(#"{"dag":1,"runID":1,"task":"t","tryNumber":1,"state":"s","worker":"w","finishedAt":1}"#.utf8)) == nil)
         #expect(FlatJSON.parse(Array(#"{"a":"x\u0001"}"#.utf8))?["a"] == .string("x\u{1}"))
     }
 
