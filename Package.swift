@@ -88,10 +88,12 @@ let package = Package(
             dependencies: ["Shared"],
             path: "bench/ClientBench"
         ),
-        // Tests/SharedTests/Queue starts the real scheduler and worker executables.
+        // The tests start the real executables (scheduler, worker, webserver, etlctl) from
+        // .build/debug: depending on all four makes `swift test` build them first, so a test never
+        // spawns a stale one.
         .testTarget(
             name: "SharedTests",
-            dependencies: ["Shared", "Tasks", "Scheduler", "Worker", "Web", "Webserver",
+            dependencies: ["Shared", "Tasks", "Scheduler", "Worker", "Web", "Webserver", "etlctl",
                            .product(name: "HummingbirdTesting", package: "hummingbird")]
         ),
     ]

@@ -115,9 +115,11 @@ public enum Catalog {
     public static func registry(environment env: Environment) throws -> Registry {
         var dags: [DAG] = []
         var ops: [String: TaskOperation] = [:]
-        var setup: [String] = []
+        let settings = try PipelineSettings(environment: env)
+        // The pipelines' schemas exist in every deployment, whichever DAGs are loaded: the web UI,
+        // /metrics and etlctl read them (see PipelineSchemas).
+        var setup: [String] = try PipelineSchemas.scripts(settings)
         if env["ETL_PIPELINE_DAGS"]?.lowercased() != "false" {
-            let settings = try PipelineSettings(environment: env)
             dags += try PipelineDAGs.dags(settings: settings)
             ops.merge(PipelineDAGs.operations(settings: settings, environment: env)) { a, _ in a }
         }

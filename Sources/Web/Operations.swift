@@ -156,7 +156,12 @@ extension Backend {
 
     func rejects(load: Int64, limit: Int) async throws -> [LoadQueries.Reject] {
         let s = settings
-        return try await run { c in try LoadQueries.rejects(c.pg, s, load: load, limit: limit) }
+        return try await run { c in
+            guard try LoadQueries.load(c.pg, s, id: load) != nil else {
+                throw WebError.notFound("there is no load \(load). Fix: pick a load from /loads")
+            }
+            return try LoadQueries.rejects(c.pg, s, load: load, limit: limit)
+        }
     }
 
     struct ReportData: Codable, Sendable {

@@ -254,10 +254,13 @@ enum Pages {
             <td class="num">\(l.rowsRead)</td><td class="num">\(l.rowsLoaded)</td><td class="num">\(rejected)</td><td class="err">\(String(l.error.prefix(120)))</td></tr>
             """
         }
+        let table: HTML = list.isEmpty ? "<p class=\"muted\">\(LoadQueries.emptyMessage(pipeline: pipeline))</p>" : """
+            <table><tr><th>Load</th><th>Pipeline</th><th>Source</th><th>State</th><th>Started</th><th>Broke</th><th>Finished</th>
+            <th class="num">Read</th><th class="num">Loaded</th><th class="num">Rejected</th><th>Error</th></tr>\(rows)</table>
+            """
         let body: HTML = """
         <p>Pipeline: <a href="/loads">all</a> · \(filters.enumerated().map { i, f in i == 0 ? f : HTML(" · \(f)") })</p>
-        <table><tr><th>Load</th><th>Pipeline</th><th>Source</th><th>State</th><th>Started</th><th>Broke</th><th>Finished</th>
-        <th class="num">Read</th><th class="num">Loaded</th><th class="num">Rejected</th><th>Error</th></tr>\(rows)</table>
+        \(table)
         """
         return Layout.page("Loads", section: "/loads", session: session, body)
     }

@@ -29,8 +29,23 @@ public struct WebApp: Sendable {
         throttle = LoginThrottle(limit: config.loginLimit, window: config.loginWindow)
     }
 
+    /// The server. Once it listens it logs `listening on http://HOST:PORT/` with the port it really
+    /// bound and writes that port to `ETL_WEB_PORT_FILE` when set (with `ETL_WEB_PORT=0` the system
+    /// picks a free port).
     public func application(logger: Logger = Logger(label: "etl.web")) -> some ApplicationProtocol {
-        Application(router: router(), configuration: .init(address: .hostname(config.host, port: config.port), serverName: nil), logger: logger)
+        let host = config.host, user = config.user, portFile = config.portFile
+        return Application(
+            router: router(), configuration: .init(address: .hostname(config.host, port: config.port), serverName: nil),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? 0
+                logger.info("web UI listening on http://\(host):\(port)/ (user \(user))")
+                if let portFile {
+                    // Written whole under another name, then renamed: a reader never sees half a number.
+                    let tmp = portFile + ".tmp"
+                    FileManager.default.createFile(atPath: tmp, contents: Data("\(port)\n".utf8))
+                    _ = rename(tmp, portFile)
+                }
+            }, logger: logger)
     }
 
     public func router() -> Router<WebContext> {
@@ -72,8 +87,10 @@ public struct WebApp: Sendable {
         let status: HTTPResponse.Status, message: String
         switch error {
         case let e as WebError: status = e.status; message = e.message
-        case let e as PostgresError: status = .serviceUnavailable; message = "Postgres: \(e). Fix: check that Postgres runs and the scheduler has migrated it"
-        case let e as RedisError: status = .serviceUnavailable; message = "Redis: \(e)"
+        // A server that cannot be reached is 503 (try again later); any other database error is
+        // 500. Both errors' descriptions carry their own cause and fix.
+        case let e as PostgresError: status = e.isConnectionProblem ? .serviceUnavailable : .internalServerError; message = "\(e)"
+        case let e as RedisError: status = e.isConnectionProblem ? .serviceUnavailable : .internalServerError; message = "\(e)"
         case let e as HTTPError: status = e.status; message = e.body ?? "\(e.status)"
         default: status = .internalServerError; message = "\(error)"
         }

@@ -8,7 +8,11 @@ import Shared
 /// start-up, so the plain values are dropped as soon as the configuration is read.
 public struct WebConfig: Sendable {
     public var host: String
+    /// `ETL_WEB_PORT` (default 8080); 0 lets the system pick a free port.
     public var port: Int
+    /// `ETL_WEB_PORT_FILE`: once listening, the server writes the port it bound there (for scripts
+    /// and tests that start it on port 0, so no port is taken between choosing and binding it).
+    public var portFile: String?
     public let user: String
     let passwordDigest: [UInt8]
     let apiTokenDigest: [UInt8]?
@@ -28,7 +32,8 @@ public struct WebConfig: Sendable {
 
     public init(environment env: Environment) throws {
         host = env["ETL_WEB_HOST"] ?? "127.0.0.1"
-        port = try env.integer("ETL_WEB_PORT", default: 8080, range: 1...65535)
+        port = try env.integer("ETL_WEB_PORT", default: 8080, range: 0...65535)
+        portFile = env["ETL_WEB_PORT_FILE"]
         guard let user = env["ETL_WEB_USER"] else {
             throw ConfigError(variable: "ETL_WEB_USER", problem: "it is not set; the web UI needs a login",
                               fix: "set ETL_WEB_USER and ETL_WEB_PASSWORD (in local.env or the environment)")

@@ -22,7 +22,7 @@ struct WebserverCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on (default: ETL_WEB_PORT, else 8080).") var port: Int?
 
     func validate() throws {
-        if let port, !(1...65535).contains(port) { throw ValidationError("--port \(port) is not a port. Fix: use 1 to 65535, e.g. --port 8080") }
+        if let port, !(0...65535).contains(port) { throw ValidationError("--port \(port) is not a port. Fix: use 1 to 65535 (0 for any free one), e.g. --port 8080") }
     }
 
     func run() async throws {
@@ -42,7 +42,6 @@ struct WebserverCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let logger = Logger(label: "etl.web")
-        logger.info("web UI on http://\(app.config.host):\(app.config.port)/ (user \(app.config.user))")
         try await app.application(logger: logger).runService()
     }
 }

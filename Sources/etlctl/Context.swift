@@ -59,13 +59,30 @@ final class Context {
         try failing { try store.runRows(dag: dag, limit: 1000) }.first { PostgresTimestamp.format($0.logicalDate).hasPrefix(day.description) }
     }
 
-    /// The run `id`, or the DAG's latest run.
+    /// The run `id`, or the DAG's latest run (an error when it has none, for commands that act).
     func runID(dag: String, run: Int64?, store: MetadataStore) throws -> Int64 {
-        if let run { return run }
-        guard let latest = try failing({ try store.runRows(dag: dag, limit: 1) }).first else {
+        guard let id = try listedRunID(dag: dag, run: run, store: store) else {
             throw fail("DAG '\(dag)' has no runs yet. Fix: etlctl dags trigger \(dag)")
         }
-        return latest.id
+        return id
+    }
+
+    /// For listings: the run `id` (an error if that DAG has no such run), else the DAG's latest
+    /// run, else nil: a DAG that never ran is an empty listing, not an error.
+    func listedRunID(dag: String, run: Int64?, store: MetadataStore) throws -> Int64? {
+        if let run {
+            guard try failing({ try store.run(run) })?.dag == dag else {
+                throw fail("DAG '\(dag)' has no run \(run). Fix: pick one from etlctl runs list \(dag)")
+            }
+            return run
+        }
+        return try failing({ try store.runRows(dag: dag, limit: 1) }).first?.id
+    }
+
+    /// What a listing of a DAG that never ran prints.
+    static func noRuns(_ dag: String) -> String {
+        "DAG '\(dag)' has no runs yet: the scheduler creates them on its schedule once it is unpaused"
+            + " (etlctl dags unpause \(dag)), or run it now with etlctl dags trigger \(dag)"
     }
 }
 

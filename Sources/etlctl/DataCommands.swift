@@ -188,9 +188,10 @@ extension ETLCtl {
 
             func run() throws {
                 let s = try settings()
-                let pg = try Context().connectPG()
+                let pg = try Context().store().pg  // migrated: the loads schema exists
                 let rows = try failing { try LoadQueries.loads(pg, s, pipeline: pipeline, limit: limit) }
                 if json { Output.encoded(rows); return }
+                if rows.isEmpty { print(LoadQueries.emptyMessage(pipeline: pipeline)); return }
                 Output.table(["ID", "PIPELINE", "SOURCE", "STATE", "STARTED", "BROKE", "FINISHED", "READ", "LOADED", "REJECTED", "ERROR"], rows.map { r in
                     [String(r.id), r.pipeline, r.source, r.state, Output.time(r.startedAt), Output.time(r.brokeAt), Output.time(r.finishedAt),
                      String(r.rowsRead), String(r.rowsLoaded), String(r.rowsRejected), String(r.error.prefix(60))]
@@ -209,9 +210,13 @@ extension ETLCtl {
 
             func run() throws {
                 let s = try settings()
-                let pg = try Context().connectPG()
+                let pg = try Context().store().pg  // migrated: the loads schema exists
+                guard try failing({ try LoadQueries.load(pg, s, id: load) }) != nil else {
+                    throw fail("there is no load \(load). Fix: pick one from etlctl loads list")
+                }
                 let rows = try failing { try LoadQueries.rejects(pg, s, load: load, limit: limit) }
                 if json { Output.encoded(rows); return }
+                if rows.isEmpty { print("load \(load) rejected nothing"); return }
                 Output.table(["SOURCE", "LINE", "REASON", "RAW"], rows.map { [$0.source, String($0.line), $0.reason, String($0.raw.prefix(80))] })
             }
         }
@@ -308,11 +313,8 @@ extension ETLCtl {
         )
         func run() throws {
             let ctx = try Context()
-            let store = try ctx.store()  // metadata migrations, then the DAGs registered
+            _ = try ctx.store()  // metadata migrations and the pipelines' schemas, then the DAGs registered
             let s = try settings()
-            if ctx.env["ETL_PIPELINE_DAGS"]?.lowercased() != "false" {
-                try failing { try PipelineSchemas.ensure(store.pg, s) }
-            }
             print("migrated: metadata schema \(ctx.schema) and \(ctx.registry.dags.count) DAGs; data schemas \(s.datalake), \(s.loads), \(s.datamart)")
         }
     }

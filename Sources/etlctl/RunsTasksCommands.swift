@@ -40,6 +40,10 @@ struct Runs: ParsableCommand {
             let ctx = try Context()
             if let dag { _ = try ctx.dag(dag) }
             let rows = try failing { try ctx.store().runRows(dag: dag, limit: max(1, limit)) }
+            if rows.isEmpty && !json {
+                print(dag.map(Context.noRuns) ?? "no runs yet: the scheduler creates them on schedule for unpaused DAGs, or etlctl dags trigger DAG")
+                return
+            }
             if json {
                 Output.json(rows.map { ["run": $0.id, "dag": $0.dag, "logical_date": PostgresTimestamp.format($0.logicalDate), "type": $0.type,
                                         "state": $0.state, "started_at": Output.jsonTime($0.startedAt), "ended_at": Output.jsonTime($0.endedAt)] as [String: Any] })
@@ -67,7 +71,10 @@ struct TasksCmd: ParsableCommand {
             let ctx = try Context()
             _ = try ctx.dag(dag)
             let store = try ctx.store()
-            let id = try ctx.runID(dag: dag, run: runID, store: store)
+            guard let id = try ctx.listedRunID(dag: dag, run: runID, store: store) else {
+                if json { Output.json([Any]()) } else { print(Context.noRuns(dag)) }
+                return
+            }
             let rows = try failing { try store.taskRows(run: id) }
             if json {
                 Output.json(rows.map { ["run": id, "task": $0.task, "state": $0.state, "try": $0.tryNumber, "max_tries": $0.maxTries,
@@ -142,7 +149,10 @@ struct Logs: ParsableCommand {
         let ctx = try Context()
         _ = try ctx.task(try ctx.dag(dag), task)
         let store = try ctx.store()
-        let id = try ctx.runID(dag: dag, run: runID, store: store)
+        guard let id = try ctx.listedRunID(dag: dag, run: runID, store: store) else {
+            if json { Output.json([Any]()) } else { print(Context.noRuns(dag)) }
+            return
+        }
         let logs = try failing { try store.attemptLogs(run: id, task: task) }
         if json {
             Output.encoded(logs)

@@ -65,6 +65,12 @@ public struct PostgresError: Error, CustomStringConvertible, CustomDebugStringCo
         switch code {
         case .authenticationFailed: s += ". Fix: check the user and password in DATABASE_URL (or POSTGRES_USER / POSTGRES_PASSWORD)"
         case .connectionFailed: s += ". Fix: check that Postgres runs and DATABASE_URL (or POSTGRES_HOST / POSTGRES_PORT) points at it"
+        case .connectionLost: s += ". Fix: check that Postgres still runs; the next call reconnects"
+        case .server where sqlState == "42P01" || sqlState == "3F000":
+            // Undefined table or schema: every program creates its schemas when it starts, so the
+            // usual cause is a program started with other schema settings, or a schema dropped since.
+            s += ". Fix: run `etlctl migrate` with the same ETL_SCHEMA and ETL_DATALAKE_SCHEMA / ETL_LOADS_SCHEMA /"
+                + " ETL_DATAMART_SCHEMA settings as this program (every program also does it when it starts)"
         default: break
         }
         return s

@@ -22,12 +22,23 @@ public enum LoadQueries {
         }
     }
 
+    /// What an empty list of loads means and what will fill it (etlctl and the web UI say the same).
+    public static func emptyMessage(pipeline: String?) -> String {
+        if let pipeline { return "no loads of \(pipeline) yet: its DAG's load tasks record theirs here" }
+        return "no loads yet: the ingestion DAGs (b2b, ip2geo, weblog) record theirs here when they run"
+    }
+
+    /// The load `id`, if there is one.
+    public static func load(_ pg: PostgresConnection, _ s: PipelineSettings, id: Int64) throws -> Load? {
+        try loads(pg, s, pipeline: nil, id: id, limit: 1).first
+    }
+
     /// Newest first; `pipeline` nil for all.
-    public static func loads(_ pg: PostgresConnection, _ s: PipelineSettings, pipeline: String?, limit: Int) throws -> [Load] {
+    public static func loads(_ pg: PostgresConnection, _ s: PipelineSettings, pipeline: String?, id: Int64? = nil, limit: Int) throws -> [Load] {
         try pg.query("""
             SELECT id, pipeline, source, state, started_at, broke_at, finished_at, rows_read, rows_loaded, rows_rejected, bytes, coalesce(error, '')
-            FROM \(s.loads).load WHERE $1::text IS NULL OR pipeline = $1 ORDER BY id DESC LIMIT $2
-            """, [pipeline, limit]).rows.map { r in
+            FROM \(s.loads).load WHERE ($1::text IS NULL OR pipeline = $1) AND ($3::bigint IS NULL OR id = $3) ORDER BY id DESC LIMIT $2
+            """, [pipeline, limit, id]).rows.map { r in
             Load(id: try r.decode(Int64.self, 0), pipeline: try r.decode(String.self, 1), source: try r.decode(String.self, 2),
                  state: try r.decode(String.self, 3), startedAt: try r.decode(Date?.self, 4), brokeAt: try r.decode(Date?.self, 5),
                  finishedAt: try r.decode(Date?.self, 6), rowsRead: try r.decode(Int64.self, 7), rowsLoaded: try r.decode(Int64.self, 8),
