@@ -1,7 +1,7 @@
 import Shared
 import Testing
 
-@Suite("Combined log format parser")
+@Suite("Combined log format parser", .timeLimit(.minutes(10)))
 struct CombinedLogParserTests {
     func parse(_ s: String) throws(WeblogRejection) -> WeblogRecord { try CombinedLogParser.parse(Array(s.utf8)) }
 

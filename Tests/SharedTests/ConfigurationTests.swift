@@ -3,7 +3,7 @@ import Logging
 import Shared
 import Testing
 
-@Suite("Configuration")
+@Suite("Configuration", .timeLimit(.minutes(10)))
 struct ConfigurationTests {
     @Test("dotenv: comments, export, quotes, escapes, inline comments")
     func dotenvParsing() throws {
@@ -114,7 +114,7 @@ struct ConfigurationTests {
     }
 }
 
-@Suite("Small pure pieces")
+@Suite("Small pure pieces", .timeLimit(.minutes(10)))
 struct PureLogicTests {
     @Test("backoff grows exponentially to its cap, jitter stays within bounds")
     func backoff() {
@@ -159,7 +159,7 @@ struct PureLogicTests {
     }
 }
 
-@Suite("Hex")
+@Suite("Hex", .timeLimit(.minutes(10)))
 struct HexTests {
     @Test("encodes lower case and decodes either case; rejects odd lengths and non-digits")
     func hex() {

@@ -4,11 +4,11 @@ import Testing
 /// bench/faults/run at its small size, with the test build: the six pipelines clean and under
 /// faults (workers and the leading scheduler SIGKILLed, Redis and Postgres restarted) on servers of
 /// its own, compared row by row and report by report.
-@Suite("Fault injection (bench/faults/run)", .serialized)
+@Suite("Fault injection (bench/faults/run)", .serialized, .timeLimit(.minutes(20)))
 struct FaultInjectionTests {
     @Test("the pipelines under kills and restarts end as the clean run does: nothing lost, nothing doubled")
     func faults() throws {
-        var e = ProcessInfo.processInfo.environment
+        var e = TestServices.environment.values
         e["ETL_BIN_DIR"] = Cluster.binDir.path
         // A kill every 6 s, not 3: on a loaded CI machine the debug build commits a weblog chunk
         // slowly enough that kills every 3 s kept a range's task bouncing between dying workers for
@@ -16,7 +16,7 @@ struct FaultInjectionTests {
         e["KILL_EVERY"] = "6"
         e["FAULTS_RUN_DIR"] = FileManager.default.temporaryDirectory.appendingPathComponent("etl-faults-test-\(TestServices.randomSuffix())").path
         for k in ["DATABASE_URL", "REDIS_URL", "ETL_SECRET_KEY"] { e[k] = nil }  // it starts servers of its own
-        let out = try TestServices.run(TestServices.repoRoot.appendingPathComponent("bench/faults/run").path, [], environment: e)
+        let out = try TestServices.run(TestServices.repoRoot.appendingPathComponent("bench/faults/run").path, [], environment: e, timeout: 1200)
         #expect(out.status == 0, "\(out.stdout.suffix(4000))\n\(out.stderr.suffix(3000))")
         #expect(out.stdout.contains("nothing lost, nothing doubled"))
         for fault in ["| scheduler | 1 |", "| redis | 1 |", "| postgres | 1 |"] { #expect(out.stdout.contains(fault), "\(fault) missing:\n\(out.stdout)") }

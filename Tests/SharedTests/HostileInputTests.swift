@@ -8,7 +8,7 @@ import Testing
 @testable import Web
 
 /// Hostile input end to end: each kind gets its clear error and nothing else is lost (issue 7).
-@Suite("Hostile input", .serialized)
+@Suite("Hostile input", .serialized, .timeLimit(.minutes(10)))
 struct HostileInputTests {
     @Test("an access log of garbage: binary bytes, NULs, truncated lines, a 5 MB line, bad IPs and dates; each rejected with its line, the good lines loaded")
     func hostileLog() throws {
@@ -155,7 +155,7 @@ struct HostileInputTests {
 }
 
 /// The security promises (issue 7): passwords required, least privilege, no secret shown anywhere.
-@Suite("Security", .serialized)
+@Suite("Security", .serialized, .timeLimit(.minutes(10)))
 struct SecurityTests {
     @Test("Redis refuses a client without the password; the Postgres role is not a superuser")
     func credentialsRequired() throws {
@@ -174,9 +174,9 @@ struct SecurityTests {
         let secret = "sekret-key-" + TestServices.randomSuffix() + "-0123456789"
         let webPassword = "web-password-" + TestServices.randomSuffix()
         let c = try Cluster(extra: ["ETL_SECRET_KEY": secret, "ETL_LOG_LEVEL": "debug"])
-        var web = ["ETL_WEB_USER": "admin", "ETL_WEB_PASSWORD": webPassword, "ETL_WEB_PORT": String(TestServices.freePort())]
+        var web = ["ETL_WEB_USER": "admin", "ETL_WEB_PASSWORD": webPassword]
         web["ETL_WEB_API_TOKEN"] = "api-token-" + TestServices.randomSuffix() + "-abcdef"
-        let webserver = try c.start("webserver", extra: web)
+        let (webserver, port) = try c.startWebserver(extra: web)
         try c.startScheduler()
         try c.startWorker()
         let run = try c.trigger("example_diamond")
@@ -194,10 +194,13 @@ struct SecurityTests {
         var outputs = [try TestServices.run(etlctl, ["queues"], environment: e), try TestServices.run(etlctl, ["workers", "--json"], environment: e)]
         var wrong = e
         wrong["DATABASE_URL"] = (e["DATABASE_URL"] ?? "").replacingOccurrences(of: c.pgPassword ?? "#", with: "not-the-password")
-        outputs.append(try TestServices.run(etlctl, ["dags", "list"], environment: wrong))
+        let refused = try TestServices.run(etlctl, ["dags", "list"], environment: wrong)
+        // The wrong password really was tried and refused, with a reason that names the cause.
+        #expect(refused.status != 0 && refused.stderr.contains("password"), "\(refused.status) \(refused.stderr)")
+        outputs.append(refused)
+        #expect(outputs[0].status == 0 && outputs[1].status == 0, "\(outputs.map(\.stderr))")
         for o in outputs { for s in secrets { #expect(!(o.stdout + o.stderr).contains(s)) } }
         // The web pages (logged in) and the logs of every process.
-        let port = Int(web["ETL_WEB_PORT"]!)!
         for _ in 0..<100 where TestServices.httpStatus(port: port, path: "/healthz") != 200 { usleep(100_000) }
         let pages = try TestServices.run("/usr/bin/python3", ["-c", """
             import os, urllib.request, urllib.parse, http.cookiejar
@@ -210,8 +213,8 @@ struct SecurityTests {
         #expect(pages.status == 0 && pages.stdout.contains("example_diamond"), "\(pages.stderr)")
         for s in secrets { #expect(!pages.stdout.contains(s), "a secret in a web page") }
         c.stopAll()
-        let logs = c.logs()
-        #expect(logs.contains("worker started"))
+        let logs = c.logs(whole: true)
+        #expect(logs.contains("worker started") && logs.contains("listening on"))
         for s in secrets { #expect(!logs.contains(s), "a secret in the logs") }
     }
 }

@@ -2,7 +2,7 @@ import Foundation
 import Shared
 import Testing
 
-@Suite("IP-to-country ranges")
+@Suite("IP-to-country ranges", .timeLimit(.minutes(10)))
 struct IPRangeTableTests {
     @Test("the committed sample loads and answers by binary search")
     func committedSample() throws {

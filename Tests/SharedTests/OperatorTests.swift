@@ -4,7 +4,7 @@ import Testing
 @testable import Tasks
 
 /// What an operator runs by hand: the compose file and etlctl's data commands and errors.
-@Suite("Operator: docker-compose.yaml and etlctl", .serialized)
+@Suite("Operator: docker-compose.yaml and etlctl", .serialized, .timeLimit(.minutes(10)))
 struct OperatorTests {
     static let etlctl = Cluster.binDir.appendingPathComponent("etlctl").path
 

@@ -2,7 +2,7 @@ import Foundation
 import Shared
 import Testing
 
-@Suite("Postgres client against a real server")
+@Suite("Postgres client against a real server", .timeLimit(.minutes(10)))
 struct PostgresClientTests {
     @Test("every decoded type round-trips, NULL included")
     func typeRoundTrips() throws {

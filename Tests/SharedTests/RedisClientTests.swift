@@ -2,7 +2,7 @@ import Foundation
 import Shared
 import Testing
 
-@Suite("Redis client against a real server")
+@Suite("Redis client against a real server", .timeLimit(.minutes(10)))
 struct RedisClientTests {
     @Test("every reply type, and values with NUL bytes, Unicode and 4 MB")
     func replyTypes() throws {
@@ -116,7 +116,7 @@ struct RedisClientTests {
 }
 
 /// Tests that stop, pause or restart the server use one of their own.
-@Suite("Redis client against a server it restarts", .serialized)
+@Suite("Redis client against a server it restarts", .serialized, .timeLimit(.minutes(10)))
 struct RedisRestartTests {
     @Test("after redis-server restarts, the client reconnects and AOF kept the data")
     func reconnectAfterRestart() throws {

@@ -2,7 +2,7 @@ import Foundation
 import Shared
 import Testing
 
-@Suite("Schedules and cron")
+@Suite("Schedules and cron", .timeLimit(.minutes(10)))
 struct ScheduleTests {
     static func utc(_ y: Int, _ m: Int, _ d: Int, _ h: Int = 0, _ mi: Int = 0) -> Date {
         Date(timeIntervalSince1970: Double(CivilDate.toDays(year: y, month: m, day: d) * 86_400 + h * 3600 + mi * 60))
@@ -66,7 +66,7 @@ struct ScheduleTests {
     }
 }
 
-@Suite("Signed task messages")
+@Suite("Signed task messages", .timeLimit(.minutes(10)))
 struct MessageCodecTests {
     let codec = try! MessageCodec(secret: "a-test-secret-that-is-long-enough")
     let message = TaskMessage(dag: "b2b", runID: 7, task: "load_company", logicalDate: "2024-05-01", tryNumber: 2,

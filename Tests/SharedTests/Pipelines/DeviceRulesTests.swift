@@ -2,7 +2,7 @@ import Foundation
 import Tasks
 import Testing
 
-@Suite("User agent to device (uap-core rules)")
+@Suite("User agent to device (uap-core rules)", .timeLimit(.minutes(10)))
 struct DeviceRulesTests {
     static let testFile = "/usr/share/uap-core/tests/test_device.yaml"
 
@@ -69,7 +69,7 @@ struct DeviceRulesTests {
     }
 }
 
-@Suite("User-agent prefilter on unusual rules")
+@Suite("User-agent prefilter on unusual rules", .timeLimit(.minutes(10)))
 struct PrefilterEdgeTests {
     @Test("escapes with operands, a top-level alternation and non-ASCII case folding never hide a match")
     func edgeRules() throws {

@@ -5,7 +5,7 @@ import Testing
 
 /// The loads and reports against a real Postgres, on a small dataset whose answers are worked out
 /// by hand below.
-@Suite("Pipelines against Postgres", .serialized)
+@Suite("Pipelines against Postgres", .serialized, .timeLimit(.minutes(10)))
 struct PipelineDatabaseTests {
     /// Companies, products, catalogs and customers; orders and sales with a few bad rows.
     static func writeB2B(_ fx: PipelineFixture) throws -> String {

@@ -4,7 +4,7 @@ import Shared
 import Testing
 @testable import Tasks
 
-@Suite("Pipeline files: CSV checks, generators, line reading")
+@Suite("Pipeline files: CSV checks, generators, line reading", .timeLimit(.minutes(10)))
 struct PipelineFileTests {
     func validate(_ table: String, _ csv: String, known: [String: Set<String>] = [:]) throws -> (accepted: [[String]], rejects: [Rejection]) {
         let fx = try PipelineFixture(database: false)
@@ -202,7 +202,7 @@ struct PipelineFileTests {
     }
 }
 
-@Suite("CSV record splitting")
+@Suite("CSV record splitting", .timeLimit(.minutes(10)))
 struct CSVLineTests {
     @Test("quoted fields, doubled quotes, empty fields, an unclosed quote, UTF-8")
     func split() {

@@ -4,7 +4,7 @@ import Testing
 @testable import Tasks
 
 /// The six DAGs through real scheduler and worker processes.
-@Suite("Pipelines through the scheduler and workers", .serialized)
+@Suite("Pipelines through the scheduler and workers", .serialized, .timeLimit(.minutes(10)))
 struct PipelineProcessTests {
     func cluster(_ fx: PipelineFixture, _ extra: [String: String], name: String = #function) throws -> Cluster {
         var e = fx.values

@@ -19,12 +19,20 @@ final class Cluster {
 
     static var binDir: URL { TestServices.repoRoot.appendingPathComponent(".build/debug") }
 
-    init(name: String = #function, extra: [String: String] = [:]) throws {
+    /// `migrate: false` leaves the database as it is (no metadata, no schemas), for tests of what
+    /// the programs do on a brand-new database.
+    init(name: String = #function, extra: [String: String] = [:], migrate: Bool = true) throws {
         let tag = String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(24)) + "_" + TestServices.randomSuffix()
         schema = "q_" + tag
         prefix = "test:\(tag):"
         var e = TestServices.environment.values
         e["ETL_SCHEMA"] = schema
+        // The pipelines' schemas too (every program creates them at start-up): the test's own, so it
+        // never reads what another test or an earlier run made.
+        e["ETL_DATALAKE_SCHEMA"] = schema + "_dl"
+        e["ETL_LOADS_SCHEMA"] = schema + "_ld"
+        e["ETL_DATAMART_SCHEMA"] = schema + "_dm"
+        e["ETL_SOURCES_DIR"] = TestServices.repoRoot.appendingPathComponent("sources").path
         e["ETL_REDIS_PREFIX"] = prefix
         e["ETL_EXAMPLE_DAGS"] = "true"
         e["ETL_PIPELINE_DAGS"] = "false"
@@ -32,7 +40,7 @@ final class Cluster {
         e["ETL_DAGS_ARE_PAUSED_AT_CREATION"] = "false"
         e["ETL_WORKER_DEAD_AFTER"] = "2"
         e["ETL_LOG_LEVEL"] = "info"
-        e["ETL_ENV_FILE"] = nil
+        e["ETL_ENV_FILE"] = "/dev/null"  // not ./local.env, which users edit
         e.merge(extra) { _, x in x }
         env = e
         logDir = FileManager.default.temporaryDirectory.appendingPathComponent("etl-cluster-\(tag)")
@@ -40,9 +48,11 @@ final class Cluster {
         let environment = Environment(e)
         let pg = try PostgresConnection(config: PostgresConfig(environment: environment))
         registry = try Catalog.registry(environment: environment)
-        try Migrator.run(pg, schema: schema, setup: registry.setup)
         store = MetadataStore(pg: pg, schema: schema)
-        try store.sync(dags: registry.dags)
+        if migrate {
+            try Migrator.run(pg, schema: schema, setup: registry.setup)
+            try store.sync(dags: registry.dags)
+        }
         queue = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: environment)), keys: RedisKeys(prefix: prefix))
         try queue.ensureGroups(queues: ["default"])
     }
@@ -108,10 +118,13 @@ final class Cluster {
         throw TestSetupError(message: "run \(run) did not finish within \(timeout) s; logs in \(logDir.path):\n\(logs())")
     }
 
-    func logs() -> String {
+    /// Every process's log, each cut to its last 3,000 characters for a failure message, or
+    /// `whole` (for tests that search the logs).
+    func logs(whole: Bool = false) -> String {
         let files = (try? FileManager.default.contentsOfDirectory(atPath: logDir.path)) ?? []
         return files.sorted().map { f in
-            "== \(f)\n" + ((try? String(contentsOfFile: logDir.appendingPathComponent(f).path, encoding: .utf8))?.suffix(3000) ?? "")
+            let text = (try? String(contentsOfFile: logDir.appendingPathComponent(f).path, encoding: .utf8)) ?? ""
+            return "== \(f)\n" + (whole ? text : String(text.suffix(3000)))
         }.joined(separator: "\n")
     }
 
@@ -126,9 +139,30 @@ final class Cluster {
         for p in workers + schedulers + others { p.waitUntilExit() }
     }
 
+    /// Starts a webserver on a port the system picks (`ETL_WEB_PORT=0`) and returns it with the
+    /// port it bound, read from its `ETL_WEB_PORT_FILE` (waits up to `timeout` seconds).
+    func startWebserver(extra: [String: String], timeout: Double = 30) throws -> (Process, Int) {
+        let portFile = logDir.appendingPathComponent("webserver-\(others.count).port").path
+        var e = extra
+        e["ETL_WEB_PORT"] = "0"
+        e["ETL_WEB_PORT_FILE"] = portFile
+        let p = try start("webserver", extra: e)
+        let end = monotonicSeconds() + timeout
+        repeat {
+            if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                return (p, port)
+            }
+            if !p.isRunning { break }
+            usleep(50_000)
+        } while monotonicSeconds() < end
+        throw TestSetupError(message: "the webserver did not say where it listens within \(timeout) s:\n\(logs())")
+    }
+
     deinit {
         stopAll()
-        _ = try? store.pg.execute(script: "DROP SCHEMA IF EXISTS \(schema) CASCADE")
+        for s in [schema, schema + "_dl", schema + "_ld", schema + "_dm"] {
+            _ = try? store.pg.execute(script: "DROP SCHEMA IF EXISTS \(s) CASCADE")
+        }
         if let keys = try? queue.redis.command("KEYS", prefix + "*").array?.compactMap(\.string), !keys.isEmpty {
             _ = try? queue.redis.command(["DEL"] + keys.map { $0 as any RedisArgument })
         }

@@ -4,7 +4,7 @@ import Tasks
 import Testing
 
 /// The task queue end to end, with real scheduler and worker processes on the real servers.
-@Suite("Scheduler and workers as processes", .serialized)
+@Suite("Scheduler and workers as processes", .serialized, .timeLimit(.minutes(10)))
 struct QueueProcessTests {
     @Test("a diamond with fan-out and fan-in runs every task once, each after its upstream")
     func diamond() throws {
@@ -186,7 +186,7 @@ struct QueueProcessTests {
     }
 }
 
-@Suite("Scheduler restarts, SIGTERM and etlctl", .serialized)
+@Suite("Scheduler restarts, SIGTERM and etlctl", .serialized, .timeLimit(.minutes(10)))
 struct QueueOperatorTests {
     @Test("SIGTERM during a task: the worker finishes it within the grace period, then exits cleanly")
     func sigtermDuringTask() throws {

@@ -2,28 +2,51 @@ import Foundation
 import Logging
 import Shared
 
-/// The real Postgres and Redis servers the integration tests use.
+/// The real Postgres and Redis servers the integration tests use, and the environment every
+/// process a test starts begins from.
 ///
-/// When `DATABASE_URL` and `REDIS_URL` are set (as `scripts/test` does), those are used. Otherwise
-/// `scripts/services start` is run once and its env file read, so a bare `swift test` works too.
+/// The servers' addresses come from the env file `ETL_TEST_ENV_FILE` names (`scripts/test` starts
+/// servers on a fresh run folder and sets it); without it, from `DATABASE_URL`, `REDIS_URL` and
+/// `ETL_SECRET_KEY` when all three are set; otherwise `scripts/services start` is run once and its
+/// env file read, so a bare `swift test` works too. Nothing else of the test runner's environment
+/// reaches the tests' processes: a stray `ETL_WORKER_PREFETCH` in the shell, or the user's
+/// `./local.env` (`ETL_ENV_FILE=/dev/null`), cannot change what a test sees.
 enum TestServices {
     static let repoRoot: URL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
+    /// The variables of the runner's own environment that children get (what any program needs to
+    /// run at all); everything else is set by the tests.
+    static let inherited = ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME"]
+
     static let environment: Environment = {
         let process = ProcessInfo.processInfo.environment
-        if process["DATABASE_URL"] != nil && process["REDIS_URL"] != nil {
-            return Environment(process)
+        var values: [String: String] = [:]
+        for k in inherited { values[k] = process[k] }
+        values["ETL_ENV_FILE"] = "/dev/null"
+        let servers: [String: String]
+        if let file = process["ETL_TEST_ENV_FILE"], !file.isEmpty {
+            servers = readEnvFile(file)
+        } else if let db = process["DATABASE_URL"], let redis = process["REDIS_URL"], let key = process["ETL_SECRET_KEY"] {
+            servers = ["DATABASE_URL": db, "REDIS_URL": redis, "ETL_SECRET_KEY": key]
+        } else {
+            let script = repoRoot.appendingPathComponent("scripts/services").path
+            var env = values
+            for k in ["ETL_RUN_DIR", "ETL_PG_PORT", "ETL_REDIS_PORT"] { env[k] = process[k] }
+            let out = try! run(script, ["start"], environment: env, timeout: 300)
+            precondition(out.status == 0, "scripts/services start failed: \(out.stderr)")
+            servers = readEnvFile(try! run(script, ["env"], environment: env).stdout.trimmingCharacters(in: .whitespacesAndNewlines))
         }
-        let script = repoRoot.appendingPathComponent("scripts/services").path
-        let out = try! run(script, ["start"])
-        precondition(out.status == 0, "scripts/services start failed: \(out.stderr)")
-        let envFile = try! run(script, ["env"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        let text = try! String(contentsOfFile: envFile, encoding: .utf8)
-        var merged = try! DotEnv.parse(text, file: envFile)
-        merged.merge(process) { _, p in p }
-        return Environment(merged)
+        values.merge(servers) { _, s in s }
+        return Environment(values)
     }()
+
+    private static func readEnvFile(_ path: String) -> [String: String] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            preconditionFailure("cannot read the test servers' env file \(path) (ETL_TEST_ENV_FILE): run the tests with scripts/test")
+        }
+        return try! DotEnv.parse(text, file: path)
+    }
 
     static var postgres: PostgresConfig { get throws { try PostgresConfig(environment: environment) } }
     static var redis: RedisConfig { get throws { try RedisConfig(environment: environment) } }
@@ -49,17 +72,24 @@ enum TestServices {
 
     struct Output { var status: Int32; var stdout: String; var stderr: String }
 
-    /// Runs a program to completion and captures its output.
+    /// Runs a program to completion and captures its output. It gets `environment` (default: the
+    /// tests' base environment, never the runner's own) and is SIGKILLed after `timeout` seconds,
+    /// which is then an error, so a hung child fails its test instead of hanging the run.
     @discardableResult
-    static func run(_ path: String, _ args: [String], environment: [String: String]? = nil) throws -> Output {
+    static func run(_ path: String, _ args: [String], environment: [String: String]? = nil, timeout: Double = 120) throws -> Output {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
-        if let environment { p.environment = environment }
+        p.environment = environment ?? Self.environment.values
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
         try p.run()
+        final class Flag: @unchecked Sendable { var killed = false }
+        let killed = Flag(), pid = p.processIdentifier
+        let watchdog = DispatchWorkItem { killed.killed = true; kill(pid, SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
+        defer { watchdog.cancel() }
         // Both pipes are drained at once: reading one to its end first would deadlock on a child
         // that fills the other's 64 KB buffer.
         final class Box: @unchecked Sendable { var data = Data() }
@@ -69,7 +99,12 @@ enum TestServices {
         let o = out.fileHandleForReading.readDataToEndOfFile()
         group.wait()
         p.waitUntilExit()
-        return Output(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e.data, as: UTF8.self))
+        let output = Output(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e.data, as: UTF8.self))
+        if killed.killed && p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGKILL {
+            throw TestSetupError(message: "\(path) \(args.joined(separator: " ").prefix(200)) ran past \(timeout) s and was killed; its output:\n"
+                                 + "\(output.stdout.suffix(3000))\n\(output.stderr.suffix(3000))")
+        }
+        return output
     }
 
     /// A TCP port on 127.0.0.1 that nothing listens on right now.
@@ -123,16 +158,31 @@ enum TestServices {
 /// A private redis-server process for tests that stop, pause or restart the server, so that
 /// other tests sharing the main server are not disturbed.
 final class PrivateRedisServer: @unchecked Sendable {  // used from one test at a time
-    let port: Int
+    private(set) var port: Int
     let password: String
     let dir: URL
     private var process: Process?
 
+    /// A port is chosen free, but another program may bind it before the server does: the server is
+    /// then started again on another port (redis-server exits when its port is taken).
     init() throws {
         port = TestServices.freePort()
         password = "pw-" + TestServices.randomSuffix() + TestServices.randomSuffix()
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("etl-test-redis-\(port)-\(TestServices.randomSuffix())")
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("etl-test-redis-\(TestServices.randomSuffix())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        for attempt in 1...5 {
+            do {
+                try writeConfig()
+                try start()
+                return
+            } catch where attempt < 5 {
+                stop()
+                port = TestServices.freePort()
+            }
+        }
+    }
+
+    private func writeConfig() throws {
         let conf = """
         bind 127.0.0.1
         port \(port)
@@ -145,7 +195,6 @@ final class PrivateRedisServer: @unchecked Sendable {  // used from one test at 
         """
         try conf.write(to: dir.appendingPathComponent("redis.conf"), atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: dir.appendingPathComponent("redis.conf").path)
-        try start()
     }
 
     var config: RedisConfig {
@@ -162,9 +211,10 @@ final class PrivateRedisServer: @unchecked Sendable {  // used from one test at 
         p.standardOutput = FileHandle.nullDevice
         try p.run()
         process = p
-        // Wait until it answers.
+        // Wait until it answers (and give up at once if it exited: its port was taken).
         for _ in 0..<100 {
             if let c = try? RedisConnection(config: config) { c.close(); return }
+            if !p.isRunning { break }
             usleep(50_000)
         }
         throw TestSetupError(message: "redis-server did not start on port \(port); see \(dir.path)/redis.log")

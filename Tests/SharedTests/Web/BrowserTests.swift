@@ -4,14 +4,13 @@ import Testing
 
 /// The web UI driven in headless Chromium (Debian's chromium, chromium-driver and python3-selenium)
 /// against real processes: the webserver, a scheduler and a worker on the test servers.
-@Suite("Web UI in a real browser", .serialized)
+@Suite("Web UI in a real browser", .serialized, .timeLimit(.minutes(10)))
 struct BrowserTests {
     static let shots = TestServices.repoRoot.appendingPathComponent("test-output/browser")
 
     @Test("headless Chromium: log in, unpause a DAG, trigger it, see it succeed, open a report; screenshots of the main pages")
     func browser() throws {
         let password = "browser test password"
-        let port = TestServices.freePort()
         let c = try Cluster(extra: ["ETL_DAGS_ARE_PAUSED_AT_CREATION": "true"])
         let fx = try PipelineFixture()
         let pg = try #require(fx.pg)
@@ -23,14 +22,13 @@ struct BrowserTests {
         var web = fx.values
         web["ETL_WEB_USER"] = "operator"
         web["ETL_WEB_PASSWORD"] = password
-        web["ETL_WEB_PORT"] = String(port)
-        try c.start("webserver", extra: web)
+        let (_, port) = try c.startWebserver(extra: web)
         try c.startScheduler()
         try c.startWorker(["--concurrency", "2"])
         try Self.waitForHealth(port: port, logs: c)
 
         try? FileManager.default.removeItem(at: Self.shots)
-        var env = ProcessInfo.processInfo.environment
+        var env = TestServices.environment.values
         env["WEB_URL"] = "http://127.0.0.1:\(port)"
         env["ETL_WEB_USER"] = "operator"
         env["ETL_WEB_PASSWORD"] = password  // through the environment, never the command line

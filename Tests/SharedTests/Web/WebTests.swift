@@ -82,7 +82,7 @@ extension TestResponse {
     var json: Any? { try? JSONSerialization.jsonObject(with: Data(buffer: body)) }
 }
 
-@Suite("Web UI and API (request level)", .serialized)
+@Suite("Web UI and API (request level)", .serialized, .timeLimit(.minutes(10)))
 struct WebTests {
     static let pages = ["/dags", "/dags/example_diamond", "/queues", "/loads", "/reports", "/reports/monthly-sales"]
     static let apis = ["/api/dags", "/api/dags/example_diamond", "/api/queues", "/api/workers", "/api/dead-letters", "/api/loads",
