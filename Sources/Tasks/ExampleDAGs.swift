@@ -33,6 +33,16 @@ public enum ExampleDAGs {
             try DAG("example_slow", schedule: .manual, startDate: start, tags: ["example"], tasks: [
                 TaskSpec("slow", operation: "record", arguments: ["sleep": "3"]),
             ]),
+            // Longer than a worker's dead-after in the tests (2 s): a live worker must keep it.
+            try DAG("example_long", schedule: .manual, startDate: start, tags: ["example"], tasks: [
+                TaskSpec("long", operation: "record", arguments: ["sleep": "6"]),
+            ]),
+            // Fails every try: its retries run out, each after its backoff (1 s, then 2 s; no jitter).
+            try DAG("example_retry_out", schedule: .manual, startDate: start, tags: ["example"], tasks: [
+                TaskSpec("doomed", operation: "fail_until", arguments: ["succeed_on_try": "99"], retries: 2,
+                         retryBackoff: Backoff(base: 1, cap: 4, jitter: 0)),
+                noop("after", ["doomed"]),
+            ]),
             try DAG("example_chain", schedule: .manual, startDate: start, tags: ["example", "bench"],
                     tasks: (0..<chainLength).map { i in TaskSpec("t\(i)", operation: "noop", upstream: i == 0 ? [] : ["t\(i - 1)"]) }),
             // Scheduled, without catchup: the scheduler creates one run for the latest full hour.

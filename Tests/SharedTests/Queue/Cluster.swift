@@ -58,9 +58,9 @@ final class Cluster {
     }
 
     @discardableResult
-    func startWorker(_ args: [String] = [], name: String? = nil) throws -> Process {
+    func startWorker(_ args: [String] = [], name: String? = nil, extraEnv: [String: String] = [:]) throws -> Process {
         let n = name ?? "w\(workers.count)-\(TestServices.randomSuffix())"
-        let p = try spawn("worker", args, log: "worker-\(n).log", extra: ["ETL_WORKER_NAME": n])
+        let p = try spawn("worker", args, log: "worker-\(n).log", extra: extraEnv.merging(["ETL_WORKER_NAME": n]) { _, x in x })
         workers.append(p)
         return p
     }
@@ -106,6 +106,25 @@ final class Cluster {
         }
         try queue.publish(CompletionEvent(dag: dagID, runID: run, task: "", tryNumber: 0, state: "triggered", worker: "test"))
         return run
+    }
+
+    /// Waits until `condition` holds; throws, naming `what`, when `timeout` seconds pass first, so a
+    /// test never goes on as if the thing it waited for had happened.
+    func waitFor(_ what: String, timeout: Double = 20, _ condition: () throws -> Bool) throws {
+        let end = monotonicSeconds() + timeout
+        repeat {
+            if try condition() { return }
+            usleep(20_000)
+        } while monotonicSeconds() < end
+        throw TestSetupError(message: "\(what) did not happen within \(timeout) s; logs in \(logDir.path):\n\(logs())")
+    }
+
+    /// Waits until `task` of `run` is running and returns the worker running it.
+    @discardableResult
+    func waitRunning(run: Int64, task: String, timeout: Double = 20) throws -> String {
+        try waitFor("\(task) of run \(run) running", timeout: timeout) { try store.instances(run: run)[task]?.state == .running }
+        return try store.pg.query("SELECT coalesce(worker, '') FROM \(schema).task_instance WHERE run_id = $1 AND task_id = $2", [run, task])
+            .rows[0].decode(String.self, 0)
     }
 
     /// Waits for the run to end; returns its final state.

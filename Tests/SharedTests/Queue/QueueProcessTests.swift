@@ -16,19 +16,31 @@ struct QueueProcessTests {
         #expect(try c.wait(run: run) == "success", "\(c.logs())")
         let effects = try c.effects(run: run)
         #expect(effects.map(\.task).sorted() == ["clean", "enrich", "extract", "join", "publish", "score"])
-        let at = Dictionary(uniqueKeysWithValues: effects.map { ($0.task, $0.at) })
-        let dag = c.registry.dag("example_diamond")!
-        for t in dag.tasks { for u in t.upstream { #expect(at[u]! < at[t.id]!, "\(u) must finish before \(t.id)") } }
+        // Grouped, not keyed uniquely: a task that ran twice is a failed expectation, not a crash.
+        let at = Dictionary(grouping: effects, by: \.task).mapValues { $0.map(\.at) }
+        for (task, times) in at { #expect(times.count == 1, "\(task) ran \(times.count) times") }
+        let dag = try #require(c.registry.dag("example_diamond"))
+        for t in dag.tasks {
+            for u in t.upstream {
+                let (before, after) = (at[u]?.first, at[t.id]?.first)
+                #expect(before != nil && after != nil && before! < after!, "\(u) must finish before \(t.id)")
+            }
+        }
     }
 
     @Test("a DAG waiting on another starts only after the upstream DAG's run for the same date succeeded")
     func crossDAGWait() throws {
         let c = try Cluster()
         try c.startScheduler()
-        try c.startWorker(["--concurrency", "2"])
+        try c.startWorker(["--concurrency", "1"])  // one slot: a waiting run that held it would block the rest
         let down = try c.trigger("example_downstream")
-        usleep(500_000)
-        #expect(try c.store.run(down)?.state == "queued")  // waiting, holding no worker
+        // Another run goes through meanwhile: the scheduler has looked at the waiting run (it acts
+        // on every run at each event and tick), and the only slot was free for other work.
+        let other = try c.trigger("example_diamond")
+        #expect(try c.wait(run: other) == "success", "\(c.logs())")
+        #expect(try c.store.run(down)?.state == "queued")
+        #expect(try c.store.instances(run: down)["consume"]?.state == .scheduled, "the downstream task left scheduled before its upstream DAG ran")
+        #expect(try c.effects(run: down).isEmpty)
         let up = try c.trigger("example_upstream")
         #expect(try c.wait(run: up) == "success")
         #expect(try c.wait(run: down) == "success")
@@ -44,10 +56,54 @@ struct QueueProcessTests {
         try c.startWorker()
         let run = try c.trigger("example_retry")
         #expect(try c.wait(run: run) == "success")
-        let flaky = try c.store.instances(run: run)["flaky"]!
-        #expect(flaky.tryNumber == 3)
+        #expect(try c.store.instances(run: run)["flaky"]?.tryNumber == 3)
         let attempts = try c.store.pg.query("SELECT try_number, state FROM \(c.schema).task_attempt WHERE run_id = $1 AND task_id = 'flaky' ORDER BY try_number", [run]).rows
         #expect(try attempts.map { try $0.decode(String.self, 1) } == ["up_for_retry", "up_for_retry", "success"])
+    }
+
+    @Test("a task that always fails is retried until its retries run out, each try after its backoff; then it fails and its downstream is upstream_failed")
+    func retriesRunOut() throws {
+        let c = try Cluster()
+        try c.startScheduler()
+        try c.startWorker()
+        let run = try c.trigger("example_retry_out")
+        #expect(try c.wait(run: run, timeout: 60) == "failed", "\(c.logs())")
+        let inst = try c.store.instances(run: run)
+        #expect(inst["doomed"]?.state == .failed && inst["doomed"]?.tryNumber == 3)
+        #expect(inst["after"]?.state == .upstreamFailed)
+        let rows = try c.store.pg.query("""
+            SELECT try_number, state, started_at, ended_at FROM \(c.schema).task_attempt WHERE run_id = $1 AND task_id = 'doomed' ORDER BY try_number
+            """, [run]).rows
+        #expect(try rows.map { try $0.decode(String.self, 1) } == ["up_for_retry", "up_for_retry", "failed"])
+        // Backoff(base: 1, cap: 4, jitter: 0): try 2 waits 1 s after try 1 ended, try 3 waits 2 s.
+        // Never earlier; and not much later either (the scheduler looks every second).
+        for (i, wanted) in [1.0, 2.0].enumerated() where rows.count == 3 {
+            let ended = try rows[i].decode(Date.self, 3), next = try rows[i + 1].decode(Date.self, 2)
+            let gap = next.timeIntervalSince(ended)
+            #expect(gap >= wanted - 0.05, "try \(i + 2) started \(gap) s after try \(i + 1) ended; its backoff is \(wanted) s")
+            #expect(gap < wanted + 5, "try \(i + 2) waited \(gap) s for a backoff of \(wanted) s")
+        }
+        #expect(try c.store.pg.query("SELECT count(*) FROM \(c.schema).task_attempt WHERE run_id = $1 AND task_id = 'after'", [run])
+            .rows[0].decode(Int.self, 0) == 0)
+    }
+
+    @Test("tasks of a paused DAG are not enqueued; unpaused, its run goes on")
+    func pausedDAGNotEnqueued() throws {
+        let c = try Cluster()
+        try c.store.setPaused("example_diamond", true)
+        try c.startScheduler()
+        try c.startWorker()
+        let paused = try c.trigger("example_diamond")
+        // An unpaused DAG's run goes through meanwhile, so the scheduler has been working.
+        let other = try c.trigger("example_upstream")
+        #expect(try c.wait(run: other) == "success", "\(c.logs())")
+        usleep(1_500_000)  // and at least one more tick
+        let inst = try c.store.instances(run: paused)
+        #expect(inst.values.allSatisfy { $0.state == .scheduled && $0.tryNumber == 0 }, "\(inst.values.map { "\($0.task) \($0.state)" })")
+        #expect(try c.effects(run: paused).isEmpty)
+        try c.store.setPaused("example_diamond", false)
+        #expect(try c.wait(run: paused) == "success", "\(c.logs())")
+        #expect(try c.effects(run: paused).count == 6)
     }
 
     @Test("a task past its timeout fails, and what depends on it is upstream_failed")
@@ -60,8 +116,11 @@ struct QueueProcessTests {
         let inst = try c.store.instances(run: run)
         #expect(inst["stuck"]?.state == .failed)
         #expect(inst["never"]?.state == .upstreamFailed)
-        let error = try c.store.pg.query("SELECT error FROM \(c.schema).task_instance WHERE run_id = $1 AND task_id = 'stuck'", [run]).rows[0].decode(String.self, 0)
-        #expect(error.contains("timed out"))
+        let row = try c.store.pg.query("SELECT error, started_at, ended_at FROM \(c.schema).task_instance WHERE run_id = $1 AND task_id = 'stuck'", [run]).rows[0]
+        #expect(try row.decode(String.self, 0).contains("timed out"))
+        // Timed out at its 1 s timeout: never before it, and soon after (the scheduler looks every second).
+        let ran = try row.decode(Date.self, 2).timeIntervalSince(try row.decode(Date.self, 1))
+        #expect(ran >= 1 && ran < 5, "the 1 s task was timed out after \(ran) s")
     }
 
     @Test("a worker killed with SIGKILL mid-task: the task finishes on another worker, in effect once")
@@ -71,9 +130,7 @@ struct QueueProcessTests {
         let first = try c.startWorker(name: "victim")
         let run = try c.trigger("example_slow")
         // Wait until the victim runs it, then kill it and start a healthy worker.
-        let end = monotonicSeconds() + 20
-        while monotonicSeconds() < end, try c.store.instances(run: run)["slow"]?.state != .running { usleep(50_000) }
-        #expect(try c.store.instances(run: run)["slow"]?.state == .running)
+        #expect(try c.waitRunning(run: run, task: "slow").hasPrefix("victim"))
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
         let killedAt = monotonicSeconds()
@@ -84,7 +141,9 @@ struct QueueProcessTests {
         #expect(effects.count == 1)  // the killed attempt's write was never committed
         #expect(try c.store.pg.query("SELECT worker FROM \(c.schema).task_instance WHERE run_id = $1", [run]).rows[0]
             .decode(String.self, 0).hasPrefix("rescuer"))
-        print("recovered \(String(format: "%.1f", recovered)) s after SIGKILL (3 s of it is the task itself)")
+        // Liveness: dead after 2 s without a heartbeat (ETL_WORKER_DEAD_AFTER), reclaimed, 3 s of
+        // task. A generous bound for a loaded machine; a reclaim that never happened fails above.
+        #expect(recovered < 20, "recovered \(recovered) s after the SIGKILL")
     }
 
     @Test("a dead worker's two running tasks are reclaimed one per idle slot and run side by side")
@@ -94,19 +153,22 @@ struct QueueProcessTests {
         let victim = try c.startWorker(["--concurrency", "2", "--prefetch", "1"], name: "victim")
         let runs = [try c.trigger("example_slow", date: Date(timeIntervalSince1970: 1_717_200_000)),
                     try c.trigger("example_slow", date: Date(timeIntervalSince1970: 1_717_286_400))]
-        let end = monotonicSeconds() + 20
-        while monotonicSeconds() < end, try !runs.allSatisfy({ try c.store.instances(run: $0)["slow"]?.state == .running }) { usleep(50_000) }
+        // The victim holds both (one per slot) when it dies.
+        for r in runs { #expect(try c.waitRunning(run: r, task: "slow").hasPrefix("victim"), "\(c.logs())") }
         kill(victim.processIdentifier, SIGKILL)
         victim.waitUntilExit()
         try c.startWorker(["--concurrency", "2"], name: "rescuer")
         for r in runs { #expect(try c.wait(run: r) == "success", "\(c.logs())") }
-        let rows = try c.store.pg.query("SELECT worker, started_at FROM \(c.schema).task_instance WHERE run_id = ANY($1::bigint[]) ORDER BY started_at",
+        let rows = try c.store.pg.query("SELECT worker, started_at, ended_at FROM \(c.schema).task_instance WHERE run_id = ANY($1::bigint[]) ORDER BY started_at",
                                         ["{\(runs[0]),\(runs[1])}"]).rows
         let workers = try rows.map { try $0.decode(String.self, 0) }
-        let starts = try rows.map { try $0.decode(Date.self, 1) }
-        // Each on a slot of its own, the second started before the first (3 s long) ended.
+        // Each on a slot of its own, side by side: the second started before the first (3 s of
+        // sleep) ended. Run one after the other, the second would start after the first's end.
         #expect(Set(workers) == ["rescuer/0", "rescuer/1"], "\(workers)")
-        #expect(starts[1].timeIntervalSince(starts[0]) < 2.5, "started \(starts[1].timeIntervalSince(starts[0])) s apart")
+        if rows.count == 2 {
+            let firstEnd = try rows[0].decode(Date.self, 2), secondStart = try rows[1].decode(Date.self, 1)
+            #expect(secondStart < firstEnd, "the second reclaimed task started \(secondStart.timeIntervalSince(firstEnd)) s after the first ended")
+        }
         for r in runs { #expect(try c.effects(run: r).count == 1) }
     }
 
@@ -116,9 +178,8 @@ struct QueueProcessTests {
         try c.startScheduler()
         let run = try c.trigger("example_batch")
         // Every message waits before the worker starts, so its one slot takes them in one fetch.
-        let end = monotonicSeconds() + 20
         // (19 tasks; the scheduler may add example_hourly's one task too.)
-        while monotonicSeconds() < end, (try c.queue.redis.command("XLEN", c.queue.keys.queue("default")).int ?? 0) < 19 { usleep(20_000) }
+        try c.waitFor("19 messages waiting") { (try c.queue.redis.command("XLEN", c.queue.keys.queue("default")).int ?? 0) >= 19 }
         try c.startWorker(["--concurrency", "1", "--prefetch", "32"])
         #expect(try c.wait(run: run) == "failed", "\(c.logs())")
         let inst = try c.store.instances(run: run)
@@ -146,10 +207,10 @@ struct QueueProcessTests {
 
         // A task with a 1 s timeout fetched together with a 2 s task: whichever comes first, the
         // wait does not count, and both succeed.
+        #expect(c.workers.count == 1 && c.workers[0].isRunning)
         for w in c.workers where w.isRunning { kill(w.processIdentifier, SIGKILL); w.waitUntilExit() }
         let waiting = try c.trigger("example_wait_batch")
-        let until = monotonicSeconds() + 20
-        while monotonicSeconds() < until, try c.store.instances(run: waiting).values.contains(where: { $0.state != .queued }) { usleep(20_000) }
+        try c.waitFor("both tasks queued") { try c.store.instances(run: waiting).values.allSatisfy { $0.state == .queued } }
         try c.startWorker(["--concurrency", "1"])
         #expect(try c.wait(run: waiting) == "success", "\(c.logs())")
         #expect(try c.effects(run: waiting).count == 2)
@@ -194,8 +255,7 @@ struct QueueOperatorTests {
         try c.startScheduler()
         let w = try c.startWorker(name: "graceful")
         let run = try c.trigger("example_slow")
-        let end = monotonicSeconds() + 20
-        while monotonicSeconds() < end, try c.store.instances(run: run)["slow"]?.state != .running { usleep(50_000) }
+        #expect(try c.waitRunning(run: run, task: "slow").hasPrefix("graceful"))
         kill(w.processIdentifier, SIGTERM)
         w.waitUntilExit()
         #expect(w.terminationStatus == 0)
@@ -204,14 +264,50 @@ struct QueueOperatorTests {
         #expect(try c.store.instances(run: run)["slow"]?.tryNumber == 1)
     }
 
+    @Test("a slow but live worker keeps its task past the dead-after time: no other worker takes it")
+    func slowLiveWorkerKeepsTask() throws {
+        let c = try Cluster()  // ETL_WORKER_DEAD_AFTER=2: the 6 s task outlives it three times
+        try c.startScheduler()
+        try c.startWorker(name: "slowpoke")
+        let run = try c.trigger("example_long")
+        #expect(try c.waitRunning(run: run, task: "long").hasPrefix("slowpoke"))
+        try c.startWorker(["--concurrency", "2"], name: "bystander")  // idle, and would reclaim a dead worker's task
+        #expect(try c.wait(run: run, timeout: 40) == "success", "\(c.logs())")
+        #expect(try c.effects(run: run).count == 1)
+        let attempts = try c.store.attemptLogs(run: run, task: "long")
+        #expect(attempts.count == 1 && attempts.first?.worker?.hasPrefix("slowpoke") == true, "\(attempts.map { $0.worker ?? "-" })")
+        #expect(try c.store.instances(run: run)["long"]?.tryNumber == 1)
+    }
+
+    @Test("SIGTERM to a worker whose task outlasts the grace: it hands the task back and exits, another worker takes it at once")
+    func sigtermGraceTakeover() throws {
+        let c = try Cluster()
+        try c.startScheduler()
+        let victim = try c.startWorker(name: "leaving", extraEnv: ["ETL_WORKER_GRACE": "1"])
+        let run = try c.trigger("example_long")
+        #expect(try c.waitRunning(run: run, task: "long").hasPrefix("leaving"))
+        try c.startWorker(name: "rescuer")
+        let sent = monotonicSeconds()
+        kill(victim.processIdentifier, SIGTERM)
+        try c.waitFor("the worker's exit after its 1 s grace", timeout: 15) { !victim.isRunning }
+        #expect(monotonicSeconds() - sent < 10, "the worker took \(monotonicSeconds() - sent) s to leave with a 1 s grace")
+        #expect(try c.wait(run: run, timeout: 40) == "success", "\(c.logs())")
+        // The rescuer ran it to the end; the victim's uncommitted write never landed.
+        #expect(try c.store.pg.query("SELECT worker FROM \(c.schema).task_instance WHERE run_id = $1", [run]).rows[0]
+            .decode(String.self, 0).hasPrefix("rescuer"))
+        #expect(try c.effects(run: run).count == 1)
+        // Taken over at once (the victim marked itself dead), not after a dead-after wait: the
+        // rescuer's 6 s run ended within a few seconds of that.
+        #expect(monotonicSeconds() - sent < 6 + 10)
+    }
+
     @Test("the scheduler killed mid-run and started again: the run completes, nothing lost or doubled")
     func schedulerRestart() throws {
         let c = try Cluster()
         let s = try c.startScheduler(name: "first")
         try c.startWorker(["--concurrency", "2"])
         let run = try c.trigger("example_upstream")  // produce sleeps 1 s, then announce
-        let end = monotonicSeconds() + 20
-        while monotonicSeconds() < end, try c.store.instances(run: run)["produce"]?.state != .running { usleep(20_000) }
+        try c.waitRunning(run: run, task: "produce")
         kill(s.processIdentifier, SIGKILL)
         s.waitUntilExit()
         usleep(1_500_000)  // produce finishes while no scheduler runs; its event waits in the stream
@@ -334,10 +430,10 @@ struct QueueOperatorTests {
         let bin = Cluster.binDir.appendingPathComponent("etlctl").path
         func ctl(_ args: String...) throws -> TestServices.Output { try TestServices.run(bin, args, environment: c.env) }
 
-        let ok = try ctl("dags", "trigger", "example_diamond", "--date", "2024-05-01", "--wait")
+        let ok = try ctl("dags", "trigger", "example_diamond", "--date", "2024-05-01", "--wait", "--timeout", "60")
         #expect(ok.status == 0, "\(ok.stderr)")
         #expect(ok.stdout.contains("success"))
-        let failed = try ctl("dags", "trigger", "example_timeout", "--date", "2024-05-01", "--wait")
+        let failed = try ctl("dags", "trigger", "example_timeout", "--date", "2024-05-01", "--wait", "--timeout", "60")
         #expect(failed.status == 1)
         #expect(failed.stderr.contains("failed. See: etlctl tasks list example_timeout"))
         let tasks = try ctl("tasks", "list", "example_timeout", "--json")
