@@ -155,10 +155,19 @@ struct PipelineFileTests {
             #expect(f[3] >= "2023-06-01" && f[3] < "2024-06-01", "\(line)")
         }
         #expect(buyer.count == 2000)
-        for line in try read("\(fx.path)/a/sales.csv").split(separator: "\n").dropFirst() {
+        let sales = try read("\(fx.path)/a/sales.csv").split(separator: "\n").dropFirst()
+        #expect(sales.count >= 2000, "\(sales.count) sales lines for 2,000 orders (each has 1 to 12)")
+        var ordersWithSales = Set<String>()
+        for line in sales {
             let f = line.split(separator: ",")
-            #expect(catalog["\(buyer[String(f[0])]!)/\(f[2])"] == String(f[4]), "\(line)")
+            guard f.count >= 5, let company = buyer[String(f[0])] else {
+                Issue.record("a sales line without its order: \(line)")
+                continue
+            }
+            ordersWithSales.insert(String(f[0]))
+            #expect(catalog["\(company)/\(f[2])"] == String(f[4]), "\(line)")
         }
+        #expect(ordersWithSales.count == 2000, "orders with no sales line: \(2000 - ordersWithSales.count)")
     }
 
     @Test("a file's scan: checksum, line count and ranges that start at line starts and cover it")
