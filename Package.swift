@@ -93,7 +93,7 @@ let package = Package(
         // spawns a stale one.
         .testTarget(
             name: "SharedTests",
-            dependencies: ["Shared", "Tasks", "Scheduler", "Worker", "Web", "Webserver", "etlctl",
+            dependencies: ["Shared", "Tasks", "Scheduler", "Worker", "Web", "Webserver", "etlctl", "ClientBench",
                            .product(name: "HummingbirdTesting", package: "hummingbird")]
         ),
     ]

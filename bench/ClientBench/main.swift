@@ -5,6 +5,10 @@
 //   ClientBench redis-pipeline N DEPTH    N SETs in pipelines of DEPTH
 //   ClientBench gen-copy FILE ROWS        writes a COPY text file of parsed weblog-like rows
 //   ClientBench copy FILE TABLE           COPYs FILE into TABLE through PostgresConnection.copyIn
+//   ClientBench copy-memory TABLE ROWS    COPYs ROWS generated rows (~110 bytes each) into TABLE and
+//                                         prints `<rows> <bytes sent> <resident growth in bytes>`: the
+//                                         streaming-memory test runs it as a process of its own, so
+//                                         no other test's allocations count against it
 //
 // Each measuring mode prints `<ops per second>` on its last line. Connection settings come from
 // REDIS_URL and DATABASE_URL.
@@ -88,6 +92,27 @@ do {
         let elapsed = monotonicSeconds() - t0
         FileHandle.standardError.write(Data("copied \(rows) rows in \(String(format: "%.2f", elapsed)) s\n".utf8))
         print(Double(rows) / elapsed)
+    case "copy-memory":
+        let a = Array(args)
+        guard a.count > 2 else { fail("copy-memory needs TABLE ROWS") }
+        let rows = number(2)
+        func resident() -> Int {
+            guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+            return (Int(s.split(separator: " ")[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
+        }
+        let pg = try PostgresConnection(config: PostgresConfig(environment: env))
+        let before = resident()
+        var peak = before, sent = 0
+        let padding = String(repeating: "x", count: 80)
+        let copied = try pg.copyIn("COPY \(a[1]) (id, label, amount) FROM STDIN") { w in
+            for i in 0..<rows {
+                try w.write("\(i)\tlabel-\(i)-\(padding)\t\(i % 10_000).\(i % 100)\n")
+                if i % 20_000 == 0 { peak = max(peak, resident()) }
+            }
+            sent = w.bytesSent
+        }
+        peak = max(peak, resident())
+        print("\(copied) \(sent) \(peak - before)")
     default:
         fail("unknown mode \(mode)")
     }

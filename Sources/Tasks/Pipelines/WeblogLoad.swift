@@ -181,6 +181,15 @@ public enum WeblogLoad {
                     var line = nextLine
                     let fileText = String(file)
                     try pg.transaction { tx in
+                        // The range's row, locked for this chunk: a second loader of the same range
+                        // (a message delivered twice) waits here instead of colliding on the rows'
+                        // keys, then sees the offset moved and stops with the reason.
+                        let current = try tx.query("""
+                            SELECT committed_offset FROM \(s.loads).weblog_range WHERE file_id = $1 AND part = $2 AND owner = $3 FOR UPDATE
+                            """, [file, part, owner]).rows.first
+                        guard let current, try current.decode(Int64.self, 0) == committed else {
+                            throw PipelineError("range \(part) of \(path) was taken over by another loader; this chunk was rolled back")
+                        }
                         try tx.copyIn("""
                             COPY \(s.datalake).weblogs (file_id, line_number, client_ip, username, requested_at, method, path, status,
                                  bytes, referer, user_agent, device, os, country_code) FROM STDIN

@@ -244,6 +244,55 @@ struct PipelineDatabaseTests {
         #expect(rest.read == 12_000 - committedRead)  // the resumed attempt read only what was not committed
     }
 
+    @Test("two loaders on one weblog range at once (a task delivered twice): every line stored once")
+    func twoLoadersOneRange() throws {
+        let fx = try PipelineFixture(extra: ["ETL_WEBLOG_CHUNK_LINES": "500", "ETL_WEBLOG_RANGE_MB": "64"])
+        let lines = 100_000
+        let g = try WeblogGenerator(options: .init(lines: lines, seed: 9, end: 1_717_200_000, badRate: 0.02),
+                                    b2bDir: fx.settings.b2bDir, ip2geoCSV: "\(fx.settings.sourcesDir)/data/ip2geo.csv")
+        let file = try g.write(to: fx.settings.weblogDir)
+        _ = try WeblogLoad.register(pg: fx.pg!, settings: fx.settings, runID: 1, logicalDate: nil, log: { _ in })
+        let s = fx.settings
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).weblog_range") == 1)  // one range: both loaders want it
+        // The first claims it; the second comes as the same task's redelivered message would
+        // (same owner) while the first is still loading, on connections of their own.
+        let owner = "run 1/load_part_0"
+        final class Outcome: @unchecked Sendable { var results: [Result<WeblogLoad.PartResult, Error>] = [] ; let lock = NSLock() }
+        let outcome = Outcome()
+        let settings = fx.settings
+        let group = DispatchGroup()
+        for i in 0..<2 {
+            DispatchQueue.global().async(group: group) {
+                let r = Result { () throws -> WeblogLoad.PartResult in
+                    let pg = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
+                    defer { pg.close() }
+                    if i == 1 {  // once the first holds the range and has committed a chunk
+                        let end = monotonicSeconds() + 60
+                        while monotonicSeconds() < end, try pg.query("SELECT count(*) FROM \(settings.loads).weblog_range WHERE state = 'loading' AND rows_read > 0")
+                            .rows[0].decode(Int.self, 0) == 0 { usleep(5_000) }
+                    }
+                    return try WeblogLoad.loadPart(pg: pg, settings: settings, owner: owner, checkDeadline: {}, log: { _ in })
+                }
+                outcome.lock.withLock { outcome.results.append(r) }
+            }
+        }
+        #expect(group.wait(timeout: .now() + 120) == .success)
+        // They overlapped: one of them found a chunk committed under it by the other, rolled that
+        // chunk back and stopped; the other went on. Whatever is left (nothing, if the other
+        // reached the end) is finished by a third attempt, as a retry would.
+        let failures = outcome.results.compactMap { r -> String? in if case .failure(let e) = r { return "\(e)" } else { return nil } }
+        #expect(failures.count == 1 && failures[0].contains("taken over by another loader"), "\(failures)")
+        _ = try WeblogLoad.loadPart(pg: fx.pg!, settings: fx.settings, owner: owner, checkDeadline: {}, log: { _ in })
+        _ = try WeblogLoad.finalize(pg: fx.pg!, settings: fx.settings, runID: 1)
+        #expect(try fx.count("SELECT rows_read FROM \(s.loads).weblog_range") == Int64(lines))
+        #expect(try fx.count("SELECT rows_read FROM \(s.loads).load") == Int64(lines))
+        let good = Int64(file.lines - file.badLines)
+        #expect(try fx.count("SELECT count(*) FROM \(s.datalake).weblogs") == good)
+        #expect(try fx.count("SELECT count(DISTINCT line_number) FROM \(s.datalake).weblogs") == good)
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).reject") == Int64(file.badLines))
+        #expect(try fx.count("SELECT count(DISTINCT line_number) FROM \(s.loads).reject") == Int64(file.badLines))
+    }
+
     @Test("an empty file, and a line over 1 MiB ending a chunk: offsets and line numbers stay right")
     func emptyFileAndLongLine() throws {
         let fx = try PipelineFixture(extra: ["ETL_WEBLOG_CHUNK_LINES": "2"])
