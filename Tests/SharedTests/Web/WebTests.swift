@@ -115,6 +115,49 @@ struct WebTests {
         #expect(try fx.store.dagRows().first { $0.id == "example_diamond" }?.paused == false)  // the refused POSTs changed nothing
     }
 
+    @Test("security headers on every kind of answer: CSP without scripts, no framing, no sniffing")
+    func securityHeaders() async throws {
+        let fx = try WebFixture()
+        try await fx.test { client in
+            let b = try #require(try await Browser.login(client))
+            var answers = [("/login", try await client.execute(uri: "/login", method: .get)),
+                           ("/healthz", try await client.execute(uri: "/healthz", method: .get)),
+                           ("/dags (no login)", try await client.execute(uri: "/dags", method: .get))]
+            for p in Self.pages + Self.apis + ["/dags/no-such-dag"] { answers.append((p, try await b.get(client, p))) }
+            for (p, r) in answers {
+                let csp = r.headers[.contentSecurityPolicy] ?? ""
+                #expect(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'") && !csp.contains("script-src"), "\(p): CSP \(csp)")
+                #expect(r.headers[HTTPField.Name("X-Frame-Options")!] == "DENY", "\(p)")
+                #expect(r.headers[.xContentTypeOptions] == "nosniff", "\(p)")
+            }
+        }
+    }
+
+    @Test("a session ends at its expiry: an expired cookie, correctly signed, is refused; the Secure flag is set when asked")
+    func sessionExpiryAndSecureCookie() async throws {
+        let fx = try WebFixture(extra: ["ETL_WEB_SESSION_SECONDS": "120", "ETL_WEB_SECURE_COOKIES": "true"])
+        try await fx.test { client in
+            let r = try await client.execute(uri: "/login", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
+                                             body: ByteBuffer(string: "username=admin&password=correct+horse+battery"))
+            let set = r.headers[values: .setCookie].first { $0.hasPrefix("etl_session=") } ?? ""
+            #expect(set.contains("Secure") && set.contains("HttpOnly"), "\(set)")
+            // A cookie issued 121 s ago by the server's own key (as a browser keeping it would hold).
+            let (old, _) = fx.web.sessions.issue(user: "admin", now: Date().addingTimeInterval(-121))
+            let (fresh, _) = fx.web.sessions.issue(user: "admin", now: Date().addingTimeInterval(-100))
+            let expired = try await client.execute(uri: "/dags", method: .get, headers: [.cookie: "etl_session=\(old)"])
+            #expect(expired.status == .seeOther && expired.headers[.location]?.hasPrefix("/login") == true)
+            #expect(try await client.execute(uri: "/api/dags", method: .get, headers: [.cookie: "etl_session=\(old)"]).status == .unauthorized)
+            #expect(try await client.execute(uri: "/dags", method: .get, headers: [.cookie: "etl_session=\(fresh)"]).status == .ok)
+        }
+        let plain = try WebFixture(name: "plainCookies")
+        try await plain.test { client in
+            let r = try await client.execute(uri: "/login", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
+                                             body: ByteBuffer(string: "username=admin&password=correct+horse+battery"))
+            let set = r.headers[values: .setCookie].first { $0.hasPrefix("etl_session=") } ?? ""
+            #expect(!set.isEmpty && !set.contains("Secure"), "\(set)")
+        }
+    }
+
     @Test("login: a wrong password is slowed and refused, the fourth try is rate-limited; the cookie is HttpOnly and SameSite; logout ends the session")
     func login() async throws {
         let fx = try WebFixture()
