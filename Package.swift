@@ -1,14 +1,22 @@
 // swift-tools-version:6.0
-// The ETL system: a scheduler, workers, an operator CLI and (later) a web server around one
-// library, `Shared`, which alone talks to the C clients (libpq for Postgres, hiredis for Redis).
+// The ETL system: a scheduler, workers, an operator CLI and a web server over modules named by
+// their role. `Sources/Shared` holds what every program shares (support, the two clients, the broker
+// protocol, the metadata store, the workflow model and orchestration), `Sources/Tasks` the pipelines.
+// Only `PostgresClient` and `RedisClient` import the C libraries (libpq, hiredis).
 import PackageDescription
 
-/// The scheduler, the worker and etlctl are command-line programs over the same libraries.
-let commandDependencies: [Target.Dependency] = [
-    "Shared", "Tasks",
-    .product(name: "ArgumentParser", package: "swift-argument-parser"),
-    .product(name: "Logging", package: "swift-log"),
+let log = Target.Dependency.product(name: "Logging", package: "swift-log")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
+/// The lower modules every program uses, in dependency order.
+let core: [Target.Dependency] = ["ETLSupport", "PostgresClient", "RedisClient", "Workflow", "Broker", "Metadata", "Orchestration"]
+/// The scheduler, the worker and etlctl are command-line programs over the same modules.
+let commandDependencies: [Target.Dependency] = core + [
+    "Tasks", .product(name: "ArgumentParser", package: "swift-argument-parser"), log,
 ]
+// The Redis encoder and reply paths are per-command hot loops over class state; runtime
+// exclusivity checks cost ~10% of pipelined throughput there (perf). Debug builds keep the checks,
+// so tests still catch violations.
+let hotLoops: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
 let package = Package(
     name: "swift-etl",
@@ -18,7 +26,6 @@ let package = Package(
         .executable(name: "scheduler", targets: ["Scheduler"]),
         .executable(name: "worker", targets: ["Worker"]),
         .executable(name: "webserver", targets: ["Webserver"]),
-        .library(name: "Shared", targets: ["Shared"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -28,72 +35,58 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
-        // C libraries, wrapped once: only `Shared` imports these two modules.
-        .systemLibrary(
-            name: "CLibPQ",
-            pkgConfig: "libpq",
-            providers: [.apt(["libpq-dev"])]
-        ),
-        .systemLibrary(
-            name: "CHiredis",
-            pkgConfig: "hiredis",
-            providers: [.apt(["libhiredis-dev"])]
-        ),
+        // C libraries, wrapped once: only the two client modules import them.
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
         // ICU's regular expressions (apt libicu-dev) behind a narrow C face, for the uap-core
         // user-agent rules (Tasks only).
-        .target(
-            name: "CRegex",
-            linkerSettings: [.linkedLibrary("icui18n"), .linkedLibrary("icuuc")]
-        ),
-        .target(
-            name: "Shared",
-            dependencies: [
-                "CLibPQ",
-                "CHiredis",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Crypto", package: "swift-crypto"),
-            ],
-            swiftSettings: [
-                // The Redis encoder and reply paths are per-command hot loops over class state;
-                // runtime exclusivity checks cost ~10% of pipelined throughput there (perf).
-                // Debug builds keep the checks, so tests still catch violations.
-                .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
-            ]
-        ),
-        .target(
-            name: "Tasks",
-            dependencies: ["Shared", "CRegex", .product(name: "Crypto", package: "swift-crypto")]
-        ),
+        .target(name: "CRegex", linkerSettings: [.linkedLibrary("icui18n"), .linkedLibrary("icuuc")]),
+
+        // Sources/Shared: one module per role.
+        // Configuration from the environment and local.env, time and text helpers, backoff, signals.
+        .target(name: "ETLSupport", dependencies: [log], path: "Sources/Shared/Support"),
+        // The Postgres client (libpq) and the Redis client (hiredis).
+        .target(name: "PostgresClient", dependencies: ["CLibPQ", "ETLSupport", log], path: "Sources/Shared/Postgres", swiftSettings: hotLoops),
+        .target(name: "RedisClient", dependencies: ["CHiredis", "ETLSupport", crypto, log], path: "Sources/Shared/Redis", swiftSettings: hotLoops),
+        // DAGs, tasks, their states and schedules (cron): the model, no I/O.
+        .target(name: "Workflow", dependencies: ["ETLSupport"], path: "Sources/Shared/Workflow"),
+        // The broker protocol on Redis Streams: signed task messages, completion events, dead letters, heartbeats.
+        .target(name: "Broker", dependencies: ["ETLSupport", "RedisClient", "Workflow", crypto, log], path: "Sources/Shared/Broker"),
+        // The metadata store in Postgres: migrations, runs, task instances, attempts, the scheduler's lease.
+        .target(name: "Metadata", dependencies: ["ETLSupport", "PostgresClient", "Workflow", log], path: "Sources/Shared/Metadata"),
+        // What runs tasks: the registry of DAGs and operations, a task's context.
+        .target(name: "Orchestration", dependencies: ["ETLSupport", "PostgresClient", "RedisClient", "Workflow", "Broker", "Metadata", log],
+                path: "Sources/Shared/Orchestration"),
+
+        // Sources/Tasks: the pipelines, one folder each (B2B, IP2Geo, Weblog, Reports, Examples) and
+        // what they share (Common).
+        .target(name: "Tasks", dependencies: core + ["CRegex", crypto]),
         .executableTarget(name: "Worker", dependencies: commandDependencies),
         .executableTarget(name: "Scheduler", dependencies: commandDependencies),
         .executableTarget(name: "etlctl", dependencies: commandDependencies),
         // The web UI and JSON API (Hummingbird): a library so that tests drive its router directly.
         .target(
             name: "Web",
-            dependencies: [
-                "Shared", "Tasks",
+            dependencies: core + [
+                "Tasks",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "Crypto", package: "swift-crypto"),
+                crypto,
             ]
         ),
-        .executableTarget(name: "Webserver", dependencies: [
-            "Web", "Shared", .product(name: "Logging", package: "swift-log"),
+        .executableTarget(name: "Webserver", dependencies: core + [
+            "Web", log,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         // Benchmarks live under bench/ so that `swift test` never builds them in release mode twice.
-        .executableTarget(
-            name: "ClientBench",
-            dependencies: ["Shared"],
-            path: "bench/ClientBench"
-        ),
+        .executableTarget(name: "ClientBench", dependencies: ["ETLSupport", "PostgresClient", "RedisClient"], path: "bench/ClientBench"),
         // The tests start the real executables (scheduler, worker, webserver, etlctl) from
         // .build/debug: depending on all four makes `swift test` build them first, so a test never
         // spawns a stale one.
         .testTarget(
             name: "SharedTests",
-            dependencies: ["Shared", "Tasks", "Scheduler", "Worker", "Web", "Webserver", "etlctl", "ClientBench",
+            dependencies: core + ["Tasks", "Scheduler", "Worker", "Web", "Webserver", "etlctl", "ClientBench",
                            .product(name: "HummingbirdTesting", package: "hummingbird")]
         ),
     ]

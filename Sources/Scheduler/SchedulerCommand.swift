@@ -1,8 +1,14 @@
 import ArgumentParser
+import Broker
+import ETLSupport
 import Foundation
 import Logging
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Tasks
+import Workflow
 
 /// `scheduler`: creates DAG runs and enqueues ready tasks. Run one, or two for a hot standby.
 @main

@@ -1,7 +1,13 @@
+import Broker
+import ETLSupport
 import Foundation
 import Logging
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Tasks
+import Workflow
 
 
 /// The scheduler: one leads (through a lease in Postgres), others wait to take over.

@@ -1,8 +1,14 @@
+import Broker
 import Crypto
+import ETLSupport
 import Foundation
 import Hummingbird
+import Metadata
 import NIOCore
-import Shared
+import Orchestration
+import PostgresClient
+import RedisClient
+import Workflow
 
 /// The request context: who is asking (set by the authentication middleware) and from where.
 public struct WebContext: RequestContext {

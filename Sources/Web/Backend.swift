@@ -1,7 +1,13 @@
+import Broker
+import ETLSupport
 import Foundation
 import Logging
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Tasks
+import Workflow
 
 /// One Postgres and one Redis connection, used by one request at a time.
 final class Connections {

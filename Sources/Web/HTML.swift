@@ -1,5 +1,11 @@
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
+import Workflow
 
 /// Markup that is safe by construction: text interpolated into it is escaped; only other `HTML`
 /// values go in raw. A page is built from these and never from concatenated strings.

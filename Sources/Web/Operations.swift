@@ -1,7 +1,13 @@
+import Broker
+import ETLSupport
 import Foundation
 import HTTPTypes
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Tasks
+import Workflow
 
 /// A refusal the user can act on: the HTTP status and a message naming the thing and the fix.
 struct WebError: Error, CustomStringConvertible {

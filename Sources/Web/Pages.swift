@@ -1,6 +1,12 @@
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Tasks
+import Workflow
 
 /// The server-rendered pages. Each takes the data the matching API route returns, so what a page
 /// shows is exactly what `/api` answers.

@@ -1,10 +1,16 @@
+import Broker
+import ETLSupport
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import Logging
+import Metadata
 import NIOCore
-import Shared
+import Orchestration
+import PostgresClient
+import RedisClient
 import Tasks
+import Workflow
 
 /// The web UI and its JSON API on one router.
 ///

@@ -1,6 +1,12 @@
+import Broker
 import Crypto
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
+import Workflow
 
 /// The web server's settings, from the same environment (and `local.env`) as every other program.
 ///

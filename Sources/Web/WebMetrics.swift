@@ -1,7 +1,13 @@
+import Broker
+import ETLSupport
 import Foundation
+import Metadata
+import Orchestration
+import PostgresClient
 import Prometheus
-import Shared
+import RedisClient
 import Tasks
+import Workflow
 
 /// `/metrics` in Prometheus's text format. Each scrape reads the current state (queue depth, task
 /// instances by state, live workers, rows ingested) and adds the durations of the attempts that

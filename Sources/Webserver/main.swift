@@ -1,9 +1,15 @@
 import ArgumentParser
+import Broker
+import ETLSupport
 import Foundation
 import Hummingbird
 import Logging
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Web
+import Workflow
 
 /// `webserver`: the web UI, JSON API and Prometheus metrics (port 8080 by default).
 @main

@@ -1,8 +1,14 @@
 import ArgumentParser
+import Broker
+import ETLSupport
 import Foundation
 import Logging
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Tasks
+import Workflow
 
 /// `worker`: takes task messages from Redis and runs them against Postgres. Run any number.
 @main

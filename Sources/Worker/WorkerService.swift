@@ -1,7 +1,13 @@
+import Broker
+import ETLSupport
 import Foundation
 import Logging
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Tasks
+import Workflow
 
 
 /// One worker process: `concurrency` slots, each a thread with its own Redis and Postgres

@@ -1,7 +1,13 @@
 import ArgumentParser
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Tasks
+import Workflow
 
 /// What every subcommand needs: configuration, the registry, and connections made on first use.
 final class Context {

@@ -1,6 +1,12 @@
 import ArgumentParser
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
+import Workflow
 
 struct Dags: ParsableCommand {
     static let configuration = CommandConfiguration(

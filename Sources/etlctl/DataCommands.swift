@@ -1,7 +1,13 @@
 import ArgumentParser
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Tasks
+import Workflow
 
 extension ETLCtl {
     struct Generate: ParsableCommand {

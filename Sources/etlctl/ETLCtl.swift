@@ -1,6 +1,12 @@
 import ArgumentParser
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
+import Workflow
 
 /// The operator's command line. Subcommands grow with the system; each prints a one-line reason
 /// on standard error and exits non-zero when it fails.

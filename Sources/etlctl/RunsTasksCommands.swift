@@ -1,7 +1,13 @@
 import ArgumentParser
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Tasks
+import Workflow
 
 struct Runs: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "runs", abstract: "List DAG runs, or wait for one.", subcommands: [List.self, Wait.self])

@@ -1,5 +1,12 @@
-import Shared
+import Broker
+import ETLSupport
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
+import Tasks
 import Testing
+import Workflow
 
 @Suite("Combined log format parser", .timeLimit(.minutes(10)))
 struct CombinedLogParserTests {

@@ -1,7 +1,13 @@
+import Broker
+import ETLSupport
 import Foundation
 import Logging
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Testing
+import Workflow
 
 @Suite("Configuration", .timeLimit(.minutes(10)))
 struct ConfigurationTests {

@@ -1,11 +1,17 @@
+import Broker
+import ETLSupport
 import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 @testable import Tasks
 import Testing
 @testable import Web
+import Workflow
 
 /// Hostile input end to end: each kind gets its clear error and nothing else is lost (issue 7).
 @Suite("Hostile input", .serialized, .timeLimit(.minutes(10)))

@@ -1,6 +1,13 @@
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
+import Tasks
 import Testing
+import Workflow
 
 @Suite("IP-to-country ranges", .timeLimit(.minutes(10)))
 struct IPRangeTableTests {

@@ -1,6 +1,12 @@
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Testing
+import Workflow
 
 /// The README's main command, end to end on small data: scripts/run with the test build.
 @Suite("The main job (scripts/run)", .serialized, .timeLimit(.minutes(20)))

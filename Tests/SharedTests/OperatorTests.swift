@@ -1,7 +1,13 @@
+import Broker
+import ETLSupport
 import Foundation
-import Shared
-import Testing
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 @testable import Tasks
+import Testing
+import Workflow
 
 /// What an operator runs by hand: the compose file and etlctl's data commands and errors.
 @Suite("Operator: docker-compose.yaml and etlctl", .serialized, .timeLimit(.minutes(10)))

@@ -1,6 +1,12 @@
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Testing
+import Workflow
 
 @Suite("Redis client against a real server", .timeLimit(.minutes(10)))
 struct RedisClientTests {

@@ -12,8 +12,10 @@
 //
 // Each measuring mode prints `<ops per second>` on its last line. Connection settings come from
 // REDIS_URL and DATABASE_URL.
+import ETLSupport
 import Foundation
-import Shared
+import PostgresClient
+import RedisClient
 
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("ClientBench: \(message)\n".utf8))

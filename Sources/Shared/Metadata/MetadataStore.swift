@@ -1,4 +1,7 @@
+import ETLSupport
 import Foundation
+import PostgresClient
+import Workflow
 
 /// The truth about DAGs, runs and task instances, in Postgres. Every state change is one
 /// conditional UPDATE, so that two processes racing (a redelivered message, a late worker, a

@@ -1,4 +1,7 @@
+import ETLSupport
 import Foundation
+import PostgresClient
+import Workflow
 
 /// The metadata schema (DAGs, runs, task instances, attempts' logs), built by numbered
 /// migrations. `Migrator.run` applies the missing ones under an advisory lock, so any number of

@@ -1,4 +1,5 @@
 import CLibPQ
+import ETLSupport
 import Foundation
 
 /// Streams bytes into a running `COPY ... FROM STDIN`, a bounded chunk at a time.

@@ -1,4 +1,5 @@
 import CLibPQ
+import ETLSupport
 import Foundation
 import Logging
 

@@ -3,6 +3,8 @@
 ///
 /// `description` is short and free of row data and passwords; `debugDescription` adds the
 /// server's detail (which may quote values), hint, context and the SQL text (never its parameters).
+import ETLSupport
+
 public struct PostgresError: Error, CustomStringConvertible, CustomDebugStringConvertible, Sendable {
     /// What kind of failure this is. New codes may be added without breaking callers.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
@@ -44,7 +46,7 @@ public struct PostgresError: Error, CustomStringConvertible, CustomDebugStringCo
     /// `user@host:port/db` of the connection, never the password.
     public let endpoint: String
 
-    init(code: Code, message: String, endpoint: String, sqlState: String? = nil, detail: String? = nil,
+    public init(code: Code, message: String, endpoint: String, sqlState: String? = nil, detail: String? = nil,
          hint: String? = nil, context: String? = nil, copyLine: Int? = nil, query: String? = nil) {
         self.code = code
         self.message = message

@@ -1,4 +1,6 @@
 /// The rows a statement returned, copied out of libpq (so the C result is already freed).
+import ETLSupport
+
 public struct PostgresResult: Sendable {
     /// Column names, in order.
     public let columns: [String]

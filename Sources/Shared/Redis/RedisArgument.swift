@@ -1,3 +1,4 @@
+import ETLSupport
 import Foundation
 
 /// A value that can be one argument of a Redis command. Arguments are length-prefixed, so any

@@ -1,4 +1,5 @@
 import CHiredis
+import ETLSupport
 import Foundation
 import Logging
 

@@ -1,5 +1,7 @@
 /// An error from Redis or from this client. `description` names the server (never the password)
 /// and, where a person can act, what to do.
+import ETLSupport
+
 public struct RedisError: Error, CustomStringConvertible, Sendable {
     /// What kind of failure this is. New codes may be added without breaking callers.
     public struct Code: Hashable, Sendable, CustomStringConvertible {

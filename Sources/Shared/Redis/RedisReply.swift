@@ -1,4 +1,6 @@
 /// A Redis reply, copied out of hiredis (binary-safe: bulk strings are bytes).
+import ETLSupport
+
 public enum RedisReply: Sendable, Equatable {
     case status(String)
     case error(String)

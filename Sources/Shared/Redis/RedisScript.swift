@@ -1,4 +1,5 @@
 import Crypto
+import ETLSupport
 
 /// A Lua script run by `EVALSHA`, loaded again with `EVAL` when the server answers `NOSCRIPT`
 /// (after a restart or `SCRIPT FLUSH`).

@@ -1,7 +1,13 @@
+import Broker
+import ETLSupport
 import Foundation
-import Shared
-import Testing
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 @testable import Tasks
+import Testing
+import Workflow
 
 /// The loads and reports against a real Postgres, on a small dataset whose answers are worked out
 /// by hand below.

@@ -1,8 +1,14 @@
+import Broker
 import Crypto
+import ETLSupport
 import Foundation
-import Shared
-import Testing
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 @testable import Tasks
+import Testing
+import Workflow
 
 @Suite("Pipeline files: CSV checks, generators, line reading", .timeLimit(.minutes(10)))
 struct PipelineFileTests {

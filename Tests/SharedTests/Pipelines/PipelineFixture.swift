@@ -1,6 +1,12 @@
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 @testable import Tasks
+import Workflow
 
 /// Folders and schemas of their own for one pipeline test: the repo's DDL, a temporary folder for
 /// generated files, logs and reports, and datalake/loads/datamart schemas with a unique suffix.

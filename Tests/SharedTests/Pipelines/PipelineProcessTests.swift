@@ -1,7 +1,13 @@
+import Broker
+import ETLSupport
 import Foundation
-import Shared
-import Testing
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 @testable import Tasks
+import Testing
+import Workflow
 
 /// The six DAGs through real scheduler and worker processes.
 @Suite("Pipelines through the scheduler and workers", .serialized, .timeLimit(.minutes(10)))

@@ -1,6 +1,12 @@
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Tasks
+import Workflow
 
 /// Real scheduler and worker processes for one test, isolated by a Postgres schema and a Redis
 /// key prefix of their own, with the example DAGs loaded and unpaused.

@@ -1,7 +1,13 @@
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Tasks
 import Testing
+import Workflow
 
 /// The task queue end to end, with real scheduler and worker processes on the real servers.
 @Suite("Scheduler and workers as processes", .serialized, .timeLimit(.minutes(10)))

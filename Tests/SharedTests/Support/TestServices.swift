@@ -1,6 +1,12 @@
+import Broker
+import ETLSupport
 import Foundation
 import Logging
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
+import Workflow
 
 /// The real Postgres and Redis servers the integration tests use, and the environment every
 /// process a test starts begins from.

@@ -1,6 +1,12 @@
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Testing
+import Workflow
 
 /// The web UI driven in headless Chromium (Debian's chromium, chromium-driver and python3-selenium)
 /// against real processes: the webserver, a scheduler and a worker on the test servers.

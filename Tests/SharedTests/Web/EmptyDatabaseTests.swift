@@ -1,6 +1,12 @@
+import Broker
+import ETLSupport
 import Foundation
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Testing
+import Workflow
 
 /// A brand-new database (issue 12): nothing has run, no schema exists. The real webserver is
 /// started on it, then every listing page, API route and `/metrics` is opened and every listing

@@ -1,11 +1,17 @@
+import Broker
+import ETLSupport
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import HummingbirdTesting
-import Shared
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
 import Tasks
 import Testing
 @testable import Web
+import Workflow
 
 /// The web server's router in process, against the real Postgres and Redis of the test setup
 /// (a schema and key prefix of its own), with the example DAGs.

@@ -1,0 +1,9 @@
+import ETLSupport
+import Foundation
+
+/// A DAG definition that cannot work, with the reason.
+public struct DAGError: Error, CustomStringConvertible, Sendable {
+    public let dag: String
+    public let problem: String
+    public var description: String { "DAG \(dag): \(problem)" }
+}

@@ -1,0 +1,227 @@
+import Broker
+import ETLSupport
+import Foundation
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
+import Workflow
+
+/// A column of a CSV source: its name (the CSV header and the table column) and what a valid value is.
+public struct CSVColumn: Sendable {
+    public enum Kind: Sendable {
+        /// Non-empty text; `valid` (when given) says whether it has the right shape, described by `what`.
+        case text(valid: (@Sendable (String) -> Bool)?, what: String)
+        /// A whole number in `min...max` (`max` defaults to Postgres `integer`'s).
+        case integer(min: Int64, max: Int64 = Int64(Int32.max))
+        case decimal(scale: Int, digits: Int)
+        case date
+        case timestamp
+        case boolean
+    }
+    public let name: String
+    public let kind: Kind
+
+    public init(_ name: String, _ kind: Kind) {
+        self.name = name
+        self.kind = kind
+    }
+
+    /// The value as the table stores it, or why it is not valid.
+    func check(_ raw: String) -> Result<String, CSVRowError> {
+        let v = raw.trimmingCharacters(in: .whitespaces)
+        switch kind {
+        case .text(let valid, let what):
+            if v.isEmpty { return .failure(.init("\(name) is empty")) }
+            if let valid, !valid(v) { return .failure(.init("\(name) \"\(v)\" is not \(what)")) }
+            return .success(v)
+        case .integer(let min, let max):
+            guard let n = Int64(v) else { return .failure(.init("\(name) \"\(v)\" is not a whole number")) }
+            guard n >= min else { return .failure(.init("\(name) \(n) is below \(min)")) }
+            guard n <= max else { return .failure(.init("\(name) \(n) is above \(max)")) }
+            return .success(String(n))
+        case .decimal(let scale, let digits):
+            let parts = v.split(separator: ".", omittingEmptySubsequences: false)
+            let ok = !v.isEmpty && parts.count <= 2 && !parts[0].isEmpty && parts[0].allSatisfy(\.isASCIIDigit)
+                && (parts.count == 1 || (!parts[1].isEmpty && parts[1].allSatisfy(\.isASCIIDigit)))
+            guard ok else { return .failure(.init("\(name) \"\(v)\" is not a non-negative decimal number like 12.50")) }
+            if parts.count == 2 && parts[1].count > scale {
+                return .failure(.init("\(name) \"\(v)\" has more than \(scale) decimals"))
+            }
+            if parts[0].drop(while: { $0 == "0" }).count > digits - scale {
+                return .failure(.init("\(name) \"\(v)\" is too large"))
+            }
+            return .success(v)
+        case .date:
+            guard CivilDateCheck.date(v) else { return .failure(.init("\(name) \"\(v)\" is not a date (YYYY-MM-DD)")) }
+            return .success(v)
+        case .timestamp:
+            let s = v.replacingOccurrences(of: "T", with: " ")
+            let pieces = s.split(separator: " ")
+            guard pieces.count == 2, CivilDateCheck.date(String(pieces[0])), CivilDateCheck.time(String(pieces[1])) else {
+                return .failure(.init("\(name) \"\(v)\" is not a timestamp (YYYY-MM-DD HH:MM:SS)"))
+            }
+            return .success(s)
+        case .boolean:
+            switch v.lowercased() {
+            case "true", "t", "yes", "1": return .success("true")
+            case "false", "f", "no", "0": return .success("false")
+            default: return .failure(.init("\(name) \"\(v)\" is not true or false"))
+            }
+        }
+    }
+}
+
+extension Character {
+    var isASCIIDigit: Bool { isASCII && isNumber }
+}
+
+enum CivilDateCheck {
+    static func date(_ s: String) -> Bool {
+        let p = s.split(separator: "-", omittingEmptySubsequences: false)
+        guard p.count == 3, p[0].count == 4, p[1].count == 2, p[2].count == 2,
+              let y = Int(p[0]), let m = Int(p[1]), let d = Int(p[2]), y >= 1, (1...12).contains(m), (1...31).contains(d) else { return false }
+        // A real day survives the round trip through day numbers; 2024-02-30 comes back as March 1.
+        return CivilDate.fromDays(CivilDate.toDays(year: y, month: m, day: d)) == (y, m, d)
+    }
+
+    static func time(_ s: String) -> Bool {
+        let p = s.split(separator: ":", omittingEmptySubsequences: false)
+        guard p.count == 3, p.allSatisfy({ $0.count == 2 || ($0.count > 2 && $0.contains(".")) }),
+              let h = Int(p[0]), let m = Int(p[1]), let sec = Double(p[2]) else { return false }
+        return (0...23).contains(h) && (0...59).contains(m) && sec >= 0 && sec < 60
+    }
+}
+
+/// Why a CSV row was rejected.
+public struct CSVRowError: Error, Equatable, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A CSV source: its file, its table, its columns, its key and the keys it refers to.
+public struct CSVTableSpec: Sendable {
+    public struct Reference: Sendable {
+        public let columns: [String]
+        public let table: String
+    }
+    public let table: String
+    public let file: String
+    public let columns: [CSVColumn]
+    public let key: [String]
+    public let references: [Reference]
+    /// A check across columns (e.g. total = quantity × unit price), given the checked values in
+    /// column order.
+    public let rowCheck: (@Sendable ([String]) -> String?)?
+    /// Whether another table refers to this one (then its accepted keys are kept for the checks).
+    public var isReferenced = true
+
+    public init(table: String, file: String, columns: [CSVColumn], key: [String], references: [Reference] = [],
+                rowCheck: (@Sendable ([String]) -> String?)? = nil) {
+        self.table = table
+        self.file = file
+        self.columns = columns
+        self.key = key
+        self.references = references
+        self.rowCheck = rowCheck
+    }
+}
+
+/// Checks a CSV file row by row against a spec: column count, types, duplicate keys, references
+/// to keys accepted earlier (in `known`). Good rows are handed on as the table stores them; bad
+/// rows come back with their line number and reason. Streams: memory holds the keys, not the rows.
+public struct CSVValidator {
+    public let spec: CSVTableSpec
+    /// Accepted keys per table, shared across the tables of one load (a reference must point at an
+    /// accepted row).
+    public var known: [String: Set<String>]
+    public private(set) var read: Int64 = 0
+    public private(set) var accepted: Int64 = 0
+    public private(set) var rejects: [Rejection] = []
+    private var seen: [String: Int64] = [:]
+    private var keyIndex: [Int] = []
+    private var refIndex: [(cols: [Int], table: String)] = []
+
+    public init(spec: CSVTableSpec, known: [String: Set<String>]) {
+        self.spec = spec
+        self.known = known
+        let names = spec.columns.map(\.name)
+        keyIndex = spec.key.map { names.firstIndex(of: $0)! }
+        refIndex = spec.references.map { r in (r.columns.map { names.firstIndex(of: $0)! }, r.table) }
+    }
+
+    /// Reads `path`, calling `accept` with each good row's values in column order.
+    public mutating func run(path: String, accept: ([String]) throws -> Void) throws {
+        let reader = try LineReader(path: path)
+        var lineNumber: Int64 = 0
+        var header: [String]?
+        // A record is one line: no column of these tables holds a line break, so a quote left open
+        // is an error of that line rather than the start of a record that swallows the next ones.
+        try reader.forEachLine { bytes, _, cut in
+            lineNumber += 1
+            var text = String(decoding: bytes, as: UTF8.self)
+            while text.last == "\n" || text.last == "\r" { text.removeLast() }
+            if lineNumber == 1 && text.hasPrefix("\u{FEFF}") { text.removeFirst() }  // a UTF-8 byte order mark
+            if header == nil && (cut || CSVLine.split(Substring(text)) == nil) {
+                throw PipelineError("\(path) line 1: the header is not a CSV line; expected \(spec.columns.map(\.name).joined(separator: ",")). Fix the file's first line")
+            }
+            if header != nil && text.isEmpty { return true }  // blank lines are not rows
+            if header != nil { read += 1 }
+            if cut {
+                rejects.append(Rejection(line: lineNumber, raw: text, reason: "row longer than 1 MiB"))
+                return true
+            }
+            guard let fields = CSVLine.split(Substring(text)) else {
+                rejects.append(Rejection(line: lineNumber, raw: text, reason: "a quoted field is not closed on its line"))
+                return true
+            }
+            guard header != nil else {
+                let expected = spec.columns.map(\.name)
+                let got = fields.map { $0.trimmingCharacters(in: .whitespaces) }
+                guard got == expected else {
+                    throw PipelineError("\(path) line 1: the header is \(got.joined(separator: ",")); expected \(expected.joined(separator: ",")). Fix the file's first line")
+                }
+                header = got
+                return true
+            }
+            switch check(fields, line: lineNumber) {
+            case .success(let values):
+                accepted += 1
+                try accept(values)
+            case .failure(let e):
+                rejects.append(Rejection(line: lineNumber, raw: text, reason: e.description))
+            }
+            return true
+        }
+        if header == nil { throw PipelineError("\(path) is empty: it needs at least the header line \(spec.columns.map(\.name).joined(separator: ","))") }
+    }
+
+    mutating func check(_ fields: [String], line: Int64) -> Result<[String], CSVRowError> {
+        guard fields.count == spec.columns.count else {
+            return .failure(.init("wrong column count: \(fields.count) instead of \(spec.columns.count) (\(spec.columns.map(\.name).joined(separator: ",")))"))
+        }
+        var values: [String] = []
+        values.reserveCapacity(fields.count)
+        for (c, f) in zip(spec.columns, fields) {
+            switch c.check(f) {
+            case .success(let v): values.append(v)
+            case .failure(let e): return .failure(e)
+            }
+        }
+        if let rowCheck = spec.rowCheck, let problem = rowCheck(values) { return .failure(.init(problem)) }
+        for (cols, table) in refIndex {
+            let k = cols.map { values[$0] }.joined(separator: "\u{1F}")
+            if known[table]?.contains(k) != true {
+                let names = cols.map { spec.columns[$0].name }.joined(separator: ",")
+                return .failure(.init("unknown \(table): \(names) \(cols.map { values[$0] }.joined(separator: ",")) is not a loaded \(table)"))
+            }
+        }
+        let key = keyIndex.map { values[$0] }.joined(separator: "\u{1F}")
+        if let first = seen[key] {
+            return .failure(.init("duplicate key \(spec.key.joined(separator: ","))=\(keyIndex.map { values[$0] }.joined(separator: ",")), first on line \(first)"))
+        }
+        seen[key] = line
+        if spec.isReferenced { known[spec.table, default: []].insert(key) }
+        return .success(values)
+    }
+}

@@ -1,0 +1,54 @@
+import Broker
+import ETLSupport
+import Foundation
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
+import Workflow
+
+/// A calendar day (UTC), the unit of logical dates and report partitions.
+public struct Day: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public let year: Int
+    public let month: Int
+    public let day: Int
+
+    public init(year: Int, month: Int, day: Int) {
+        self.year = year
+        self.month = month
+        self.day = day
+    }
+
+    public init(daysSince1970 days: Int) {
+        let (y, m, d) = CivilDate.fromDays(days)
+        self.init(year: y, month: m, day: d)
+    }
+
+    /// From `YYYY-MM-DD` (a real calendar day: not 2024-02-30), or the date part of a timestamp like a
+    /// logical date.
+    public init?(_ text: String) {
+        let date = String(text.prefix(10))
+        guard text.count >= 10, CivilDateCheck.date(date), let d = PostgresTimestamp.parse(date) else { return nil }
+        self.init(daysSince1970: Int((d.timeIntervalSince1970 / 86_400).rounded(.down)))
+    }
+
+    /// Exactly `YYYY-MM-DD` and a real calendar day (what a user types for a date), else nil.
+    public init?(strict text: String) {
+        guard text.count == 10 else { return nil }
+        self.init(text)
+    }
+
+    public static func today() -> Day { Day(daysSince1970: Int(Date().timeIntervalSince1970 / 86_400)) }
+
+    public var daysSince1970: Int { CivilDate.toDays(year: year, month: month, day: day) }
+    public var epochSeconds: Int64 { Int64(daysSince1970) * 86_400 }
+    public var description: String {
+        "\(year)-\(month < 10 ? "0" : "")\(month)-\(day < 10 ? "0" : "")\(day)"
+    }
+    /// The first day of the month `n` months from this day's month (negative for earlier).
+    public func monthStart(offset n: Int) -> Day {
+        let m = year * 12 + (month - 1) + n
+        return Day(year: m / 12, month: m % 12 + 1, day: 1)
+    }
+    public static func < (a: Day, b: Day) -> Bool { a.daysSince1970 < b.daysSince1970 }
+}

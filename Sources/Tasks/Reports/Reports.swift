@@ -1,0 +1,134 @@
+import Broker
+import ETLSupport
+import Foundation
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
+import Workflow
+
+/// The three reports. Each replaces its datamart rows for the logical date in the caller's
+/// transaction and writes `reports/<report>/date=<YYYY-MM-DD>/report.csv` atomically.
+public enum Reports {
+    public struct Report: Sendable {
+        public let name: String
+        public let table: String
+        public let columns: [String]
+        /// Fills the datamart table for `$1` (the logical date), after the old rows are deleted.
+        let insert: @Sendable (PipelineSettings) -> String
+    }
+
+    /// How many products popular-products lists.
+    public static let topProducts = 10
+
+    public static let monthlySales = Report(name: "monthly-sales", table: "monthly_sales",
+                                            columns: ["month", "orders", "units", "revenue"]) { s in
+        """
+        WITH bounds AS (
+            SELECT (date_trunc('month', $1::date) - interval '12 months')::date AS first, date_trunc('month', $1::date)::date AS stop
+        ), months AS (
+            SELECT generate_series(b.first, b.stop - interval '1 month', interval '1 month')::date AS month FROM bounds b
+        ), o AS (
+            SELECT date_trunc('month', ordered_at)::date AS month, count(*) AS orders
+            FROM \(s.datalake).orders, bounds b WHERE ordered_at >= b.first AND ordered_at < b.stop GROUP BY 1
+        ), l AS (
+            SELECT date_trunc('month', o.ordered_at)::date AS month, sum(x.quantity) AS units, sum(x.total) AS revenue
+            FROM \(s.datalake).orders o JOIN \(s.datalake).sales x ON x.order_id = o.id, bounds b
+            WHERE o.ordered_at >= b.first AND o.ordered_at < b.stop GROUP BY 1
+        )
+        INSERT INTO \(s.datamart).monthly_sales (logical_date, month, orders, units, revenue)
+        SELECT $1::date, m.month, coalesce(o.orders, 0), coalesce(l.units, 0), coalesce(l.revenue, 0)
+        FROM months m LEFT JOIN o USING (month) LEFT JOIN l USING (month)
+        """
+    }
+
+    public static let popularDevices = Report(name: "popular-devices", table: "popular_devices",
+                                              columns: ["rank", "device", "users", "requests"]) { s in
+        """
+        INSERT INTO \(s.datamart).popular_devices (logical_date, rank, device, users, requests)
+        SELECT $1::date, row_number() OVER (ORDER BY users DESC, requests DESC, device COLLATE "C"), device, users, requests
+        FROM (
+            SELECT w.device, count(DISTINCT w.username) AS users, count(*) AS requests
+            FROM \(s.datalake).weblogs w JOIN \(s.datalake).customer c ON c.username = w.username
+            WHERE w.requested_at < $1::date + 1
+            GROUP BY w.device
+            ORDER BY users DESC, requests DESC, device COLLATE "C"
+            LIMIT 5
+        ) d
+        """
+    }
+
+    public static let popularProducts = Report(name: "popular-products", table: "popular_products",
+                                               columns: ["country", "rank", "product", "units", "revenue"]) { s in
+        """
+        WITH top_country AS (
+            SELECT w.country_code, count(DISTINCT w.username) AS users
+            FROM \(s.datalake).weblogs w
+            WHERE w.method = 'POST' AND w.path = '/login' AND w.status BETWEEN 200 AND 399
+              AND w.username IS NOT NULL AND w.country_code IS NOT NULL AND w.requested_at < $1::date + 1
+            GROUP BY w.country_code
+            ORDER BY users DESC, w.country_code COLLATE "C"
+            LIMIT 1
+        ), sold AS (
+            SELECT x.product_id, sum(x.quantity) AS units, sum(x.total) AS revenue
+            FROM \(s.datalake).sales x
+            JOIN \(s.datalake).orders o ON o.id = x.order_id
+            JOIN \(s.datalake).customer c ON c.document_number = o.customer_document
+            JOIN top_country t ON t.country_code = c.country_code
+            WHERE o.ordered_at >= date_trunc('month', $1::date) - interval '12 months' AND o.ordered_at < date_trunc('month', $1::date)
+            GROUP BY x.product_id
+        )
+        INSERT INTO \(s.datamart).popular_products (logical_date, country, rank, product_id, product, units, revenue)
+        SELECT $1::date,
+               coalesce((SELECT g.country_name FROM \(s.datalake).ip2geo g WHERE g.country_code = t.country_code LIMIT 1), t.country_code),
+               row_number() OVER (ORDER BY sold.units DESC, sold.revenue DESC, sold.product_id),
+               sold.product_id, p.name, sold.units, sold.revenue
+        FROM sold JOIN \(s.datalake).product p ON p.id = sold.product_id CROSS JOIN top_country t
+        ORDER BY sold.units DESC, sold.revenue DESC, sold.product_id
+        LIMIT \(topProducts)
+        """
+    }
+
+    public static let all = [monthlySales, popularDevices, popularProducts]
+
+    public struct Output: Sendable {
+        public let path: String
+        public let rows: [[String]]
+    }
+
+    /// Replaces the report's rows for `date` on `tx` and writes its CSV.
+    public static func run(_ report: Report, date: Day, tx: PostgresConnection, settings s: PipelineSettings) throws -> Output {
+        try tx.query("DELETE FROM \(s.datamart).\(report.table) WHERE logical_date = $1::date", [date.description])
+        try tx.query(report.insert(s), [date.description])
+        let rows = try Self.rows(report, date: date, pg: tx, settings: s)
+        let path = csvPath(report, date: date, settings: s)
+        let out = try BufferedFileWriter(path: path)
+        out.append(report.columns.joined(separator: ",") + "\n")
+        for r in rows { out.append(r.map(CSVLine.field).joined(separator: ",") + "\n") }
+        try out.commit()
+        return Output(path: path, rows: rows)
+    }
+
+    public static func named(_ name: String) -> Report? { all.first { $0.name == name } }
+
+    /// The report's rows for `date`, as text, in its order (by rank, or by month).
+    public static func rows(_ report: Report, date: Day, pg: PostgresConnection, settings s: PipelineSettings) throws -> [[String]] {
+        let order = report.columns.contains("rank") ? "rank" : "month"
+        let result = try pg.query("""
+            SELECT \(report.columns.map { "\($0)::text" }.joined(separator: ", ")) FROM \(s.datamart).\(report.table) t
+            WHERE logical_date = $1::date ORDER BY t.\(order)
+            """, [date.description])
+        return result.rows.map { r in (0..<report.columns.count).map { r[$0] ?? "" } }
+    }
+
+    /// The logical dates the report has rows for, newest first.
+    public static func dates(_ report: Report, pg: PostgresConnection, settings s: PipelineSettings, limit: Int = 60) throws -> [Day] {
+        try pg.query("SELECT DISTINCT logical_date::text FROM \(s.datamart).\(report.table) ORDER BY 1 DESC LIMIT $1", [limit])
+            .rows.compactMap { $0[0].flatMap { Day(strict: $0) } }
+    }
+
+    /// Where the report's CSV for `date` is written.
+    public static func csvPath(_ report: Report, date: Day, settings s: PipelineSettings) -> String {
+        "\(s.reportsDir)/\(report.name)/date=\(date)/report.csv"
+    }
+}
