@@ -81,13 +81,23 @@ let package = Package(
         ]),
         // Benchmarks live under bench/ so that `swift test` never builds them in release mode twice.
         .executableTarget(name: "ClientBench", dependencies: ["ETLSupport", "PostgresClient", "RedisClient"], path: "bench/ClientBench"),
-        // The tests start the real executables (scheduler, worker, webserver, etlctl) from
-        // .build/debug: depending on all four makes `swift test` build them first, so a test never
-        // spawns a stale one.
-        .testTarget(
-            name: "SharedTests",
-            dependencies: core + ["Tasks", "Scheduler", "Worker", "Web", "Webserver", "etlctl", "ClientBench",
-                           .product(name: "HummingbirdTesting", package: "hummingbird")]
-        ),
+        // Tests: one target per module, and SystemTests for the whole system as processes. They
+        // start the real executables (scheduler, worker, webserver, etlctl, ClientBench) from
+        // .build/debug: the targets that do depend on them, so `swift test` builds them first and a
+        // test never spawns a stale one. TestSupport holds the servers, clusters and fixtures.
+        .target(name: "TestSupport", dependencies: core + ["Tasks"], path: "Tests/TestSupport"),
+        .testTarget(name: "ETLSupportTests", dependencies: core + ["TestSupport"]),
+        .testTarget(name: "PostgresClientTests", dependencies: ["ETLSupport", "PostgresClient", "TestSupport", "ClientBench"]),
+        .testTarget(name: "RedisClientTests", dependencies: ["ETLSupport", "RedisClient", "TestSupport"]),
+        .testTarget(name: "WorkflowTests", dependencies: ["ETLSupport", "Workflow", "TestSupport"]),
+        .testTarget(name: "BrokerTests", dependencies: core + ["TestSupport"]),
+        .testTarget(name: "MetadataTests", dependencies: core + ["Tasks", "TestSupport"]),
+        .testTarget(name: "TasksTests", dependencies: core + ["Tasks", "TestSupport"]),
+        .testTarget(name: "WebTests", dependencies: core + ["Tasks", "Web", "Webserver", "Scheduler", "Worker", "etlctl", "TestSupport",
+                                                            .product(name: "HummingbirdTesting", package: "hummingbird")]),
+        // (The webserver binary it starts is built for WebTests: every test target is built by one
+        // `swift build --build-tests`, and importing the webserver's module here would need its
+        // whole dependency graph.)
+        .testTarget(name: "SystemTests", dependencies: core + ["Tasks", "Scheduler", "Worker", "etlctl", "TestSupport"]),
     ]
 )

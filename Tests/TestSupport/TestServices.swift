@@ -17,15 +17,15 @@ import Workflow
 /// env file read, so a bare `swift test` works too. Nothing else of the test runner's environment
 /// reaches the tests' processes: a stray `ETL_WORKER_PREFETCH` in the shell, or the user's
 /// `./local.env` (`ETL_ENV_FILE=/dev/null`), cannot change what a test sees.
-enum TestServices {
-    static let repoRoot: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+public enum TestServices {
+    public static let repoRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     /// The variables of the runner's own environment that children get (what any program needs to
     /// run at all); everything else is set by the tests.
-    static let inherited = ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME"]
+    public static let inherited = ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME"]
 
-    static let environment: Environment = {
+    public static let environment: Environment = {
         let process = ProcessInfo.processInfo.environment
         var values: [String: String] = [:]
         for k in inherited { values[k] = process[k] }
@@ -54,35 +54,39 @@ enum TestServices {
         return try! DotEnv.parse(text, file: path)
     }
 
-    static var postgres: PostgresConfig { get throws { try PostgresConfig(environment: environment) } }
-    static var redis: RedisConfig { get throws { try RedisConfig(environment: environment) } }
+    public static var postgres: PostgresConfig { get throws { try PostgresConfig(environment: environment) } }
+    public static var redis: RedisConfig { get throws { try RedisConfig(environment: environment) } }
 
     /// A fresh schema for one test, with `search_path` pointing at it; dropped by `cleanup`.
-    static func isolatedPostgres(_ name: String = #function) throws -> (PostgresConnection, String) {
+    public static func isolatedPostgres(_ name: String = #function) throws -> (PostgresConnection, String) {
         let conn = try PostgresConnection(config: postgres)
         let schema = "t_" + String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(30)) + "_" + randomSuffix()
         try conn.execute(script: "CREATE SCHEMA \(schema); SET search_path TO \(schema)")
         return (conn, schema)
     }
 
-    static func dropSchema(_ conn: PostgresConnection, _ schema: String) {
+    public static func dropSchema(_ conn: PostgresConnection, _ schema: String) {
         _ = try? conn.execute(script: "DROP SCHEMA IF EXISTS \(schema) CASCADE")
     }
 
     /// A key prefix unique to one test, so tests share one Redis without seeing each other.
-    static func redisPrefix(_ name: String = #function) -> String {
+    public static func redisPrefix(_ name: String = #function) -> String {
         "test:\(name.filter { $0.isLetter || $0.isNumber }):\(randomSuffix()):"
     }
 
-    static func randomSuffix() -> String { String(UInt32.random(in: 0...UInt32.max), radix: 36) }
+    public static func randomSuffix() -> String { String(UInt32.random(in: 0...UInt32.max), radix: 36) }
 
-    struct Output { var status: Int32; var stdout: String; var stderr: String }
+    public struct Output {
+        public var status: Int32
+        public var stdout: String
+        public var stderr: String
+    }
 
     /// Runs a program to completion and captures its output. It gets `environment` (default: the
     /// tests' base environment, never the runner's own) and is SIGKILLed after `timeout` seconds,
     /// which is then an error, so a hung child fails its test instead of hanging the run.
     @discardableResult
-    static func run(_ path: String, _ args: [String], environment: [String: String]? = nil, timeout: Double = 120) throws -> Output {
+    public static func run(_ path: String, _ args: [String], environment: [String: String]? = nil, timeout: Double = 120) throws -> Output {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
@@ -114,7 +118,7 @@ enum TestServices {
     }
 
     /// A TCP port on 127.0.0.1 that nothing listens on right now.
-    static func freePort() -> Int {
+    public static func freePort() -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
@@ -129,7 +133,7 @@ enum TestServices {
 
     /// The status code of `GET path` on 127.0.0.1:`port`, over a plain socket (nil when nothing
     /// answers within 2 s). No URLSession: its requests can hang on a busy test runner.
-    static func httpStatus(port: Int, path: String) -> Int? {
+    public static func httpStatus(port: Int, path: String) -> Int? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -154,7 +158,7 @@ enum TestServices {
     }
 
     /// This process's resident memory in bytes, from /proc.
-    static func residentBytes() -> Int {
+    public static func residentBytes() -> Int {
         guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
         let fields = s.split(separator: " ")
         return (Int(fields[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
@@ -163,15 +167,15 @@ enum TestServices {
 
 /// A private redis-server process for tests that stop, pause or restart the server, so that
 /// other tests sharing the main server are not disturbed.
-final class PrivateRedisServer: @unchecked Sendable {  // used from one test at a time
+public final class PrivateRedisServer: @unchecked Sendable {  // used from one test at a time
     private(set) var port: Int
-    let password: String
-    let dir: URL
+    public let password: String
+    public let dir: URL
     private var process: Process?
 
     /// A port is chosen free, but another program may bind it before the server does: the server is
     /// then started again on another port (redis-server exits when its port is taken).
-    init() throws {
+    public init() throws {
         port = TestServices.freePort()
         password = "pw-" + TestServices.randomSuffix() + TestServices.randomSuffix()
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("etl-test-redis-\(TestServices.randomSuffix())")
@@ -203,14 +207,14 @@ final class PrivateRedisServer: @unchecked Sendable {  // used from one test at 
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: dir.appendingPathComponent("redis.conf").path)
     }
 
-    var config: RedisConfig {
+    public var config: RedisConfig {
         var c = RedisConfig(host: "127.0.0.1", port: port, password: password)
         c.commandTimeout = 2
         c.reconnectTimeout = 10
         return c
     }
 
-    func start() throws {
+    public func start() throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         p.arguments = [dir.appendingPathComponent("redis.conf").path]
@@ -228,7 +232,7 @@ final class PrivateRedisServer: @unchecked Sendable {  // used from one test at 
 
     /// Stops the server the way an operator would: `SHUTDOWN` flushes the AOF and exits. (Not
     /// SIGTERM: children of the test runner inherit a signal mask that blocks it.)
-    func stop() {
+    public func stop() {
         guard let p = process else { return }
         if let c = try? RedisConnection(config: config) { _ = try? c.command("SHUTDOWN") }
         let deadline = monotonicSeconds() + 5
@@ -238,7 +242,7 @@ final class PrivateRedisServer: @unchecked Sendable {  // used from one test at 
         process = nil
     }
 
-    func restart() throws {
+    public func restart() throws {
         stop()
         try start()
     }
@@ -249,7 +253,8 @@ final class PrivateRedisServer: @unchecked Sendable {  // used from one test at 
     }
 }
 
-struct TestSetupError: Error, CustomStringConvertible {
-    let message: String
-    var description: String { message }
+public struct TestSetupError: Error, CustomStringConvertible {
+    public init(message: String) { self.message = message }
+    public let message: String
+    public var description: String { message }
 }

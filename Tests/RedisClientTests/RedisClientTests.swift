@@ -6,6 +6,7 @@ import Orchestration
 import PostgresClient
 import RedisClient
 import Testing
+import TestSupport
 import Workflow
 
 @Suite("Redis client against a real server", .timeLimit(.minutes(10)))

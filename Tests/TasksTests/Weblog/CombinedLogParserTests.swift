@@ -6,6 +6,7 @@ import PostgresClient
 import RedisClient
 import Tasks
 import Testing
+import TestSupport
 import Workflow
 
 @Suite("Combined log format parser", .timeLimit(.minutes(10)))

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// bench/faults/run at its small size, with the test build: the six pipelines clean and under
 /// faults (workers and the leading scheduler SIGKILLed, Redis and Postgres restarted) on servers of

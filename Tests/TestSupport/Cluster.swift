@@ -10,24 +10,24 @@ import Workflow
 
 /// Real scheduler and worker processes for one test, isolated by a Postgres schema and a Redis
 /// key prefix of their own, with the example DAGs loaded and unpaused.
-final class Cluster {
-    let schema: String
-    let prefix: String
-    let env: [String: String]
-    let logDir: URL
-    let store: MetadataStore
-    let queue: TaskQueue
-    let registry: Registry
-    private(set) var workers: [Process] = []
-    private(set) var schedulers: [Process] = []
+public final class Cluster {
+    public let schema: String
+    public let prefix: String
+    public let env: [String: String]
+    public let logDir: URL
+    public let store: MetadataStore
+    public let queue: TaskQueue
+    public let registry: Registry
+    public private(set) var workers: [Process] = []
+    public private(set) var schedulers: [Process] = []
     /// Other programs started for the test (the web server).
-    private(set) var others: [Process] = []
+    public private(set) var others: [Process] = []
 
-    static var binDir: URL { TestServices.repoRoot.appendingPathComponent(".build/debug") }
+    public static var binDir: URL { TestServices.repoRoot.appendingPathComponent(".build/debug") }
 
     /// `migrate: false` leaves the database as it is (no metadata, no schemas), for tests of what
     /// the programs do on a brand-new database.
-    init(name: String = #function, extra: [String: String] = [:], migrate: Bool = true) throws {
+    public init(name: String = #function, extra: [String: String] = [:], migrate: Bool = true) throws {
         let tag = String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(24)) + "_" + TestServices.randomSuffix()
         schema = "q_" + tag
         prefix = "test:\(tag):"
@@ -64,7 +64,7 @@ final class Cluster {
     }
 
     @discardableResult
-    func startWorker(_ args: [String] = [], name: String? = nil, extraEnv: [String: String] = [:]) throws -> Process {
+    public func startWorker(_ args: [String] = [], name: String? = nil, extraEnv: [String: String] = [:]) throws -> Process {
         let n = name ?? "w\(workers.count)-\(TestServices.randomSuffix())"
         let p = try spawn("worker", args, log: "worker-\(n).log", extra: extraEnv.merging(["ETL_WORKER_NAME": n]) { _, x in x })
         workers.append(p)
@@ -72,7 +72,7 @@ final class Cluster {
     }
 
     @discardableResult
-    func startScheduler(name: String? = nil) throws -> Process {
+    public func startScheduler(name: String? = nil) throws -> Process {
         let n = name ?? "s\(schedulers.count)"
         let p = try spawn("scheduler", [], log: "scheduler-\(n).log", extra: ["ETL_SCHEDULER_NAME": n])
         schedulers.append(p)
@@ -81,7 +81,7 @@ final class Cluster {
 
     /// Starts another of our executables with the cluster's environment plus `extra`.
     @discardableResult
-    func start(_ binary: String, _ args: [String] = [], extra: [String: String] = [:]) throws -> Process {
+    public func start(_ binary: String, _ args: [String] = [], extra: [String: String] = [:]) throws -> Process {
         let p = try spawn(binary, args, log: "\(binary)-\(others.count).log", extra: extra)
         others.append(p)
         return p
@@ -106,7 +106,7 @@ final class Cluster {
     }
 
     /// Creates a manual run and wakes the scheduler, as `etlctl dags trigger` does.
-    func trigger(_ dagID: String, date: Date = Date(timeIntervalSince1970: 1_717_200_000)) throws -> Int64 {
+    public func trigger(_ dagID: String, date: Date = Date(timeIntervalSince1970: 1_717_200_000)) throws -> Int64 {
         guard let dag = registry.dag(dagID), let run = try store.createRun(dag, logicalDate: date, type: "manual") else {
             throw TestSetupError(message: "could not create a run of \(dagID)")
         }
@@ -116,7 +116,7 @@ final class Cluster {
 
     /// Waits until `condition` holds; throws, naming `what`, when `timeout` seconds pass first, so a
     /// test never goes on as if the thing it waited for had happened.
-    func waitFor(_ what: String, timeout: Double = 20, _ condition: () throws -> Bool) throws {
+    public func waitFor(_ what: String, timeout: Double = 20, _ condition: () throws -> Bool) throws {
         let end = monotonicSeconds() + timeout
         repeat {
             if try condition() { return }
@@ -127,14 +127,14 @@ final class Cluster {
 
     /// Waits until `task` of `run` is running and returns the worker running it.
     @discardableResult
-    func waitRunning(run: Int64, task: String, timeout: Double = 20) throws -> String {
+    public func waitRunning(run: Int64, task: String, timeout: Double = 20) throws -> String {
         try waitFor("\(task) of run \(run) running", timeout: timeout) { try store.instances(run: run)[task]?.state == .running }
         return try store.pg.query("SELECT coalesce(worker, '') FROM \(schema).task_instance WHERE run_id = $1 AND task_id = $2", [run, task])
             .rows[0].decode(String.self, 0)
     }
 
     /// Waits for the run to end; returns its final state.
-    func wait(run: Int64, timeout: Double = 60) throws -> String {
+    public func wait(run: Int64, timeout: Double = 60) throws -> String {
         let end = monotonicSeconds() + timeout
         while monotonicSeconds() < end {
             if let r = try store.run(run), r.state == "success" || r.state == "failed" { return r.state }
@@ -145,7 +145,7 @@ final class Cluster {
 
     /// Every process's log, each cut to its last 3,000 characters for a failure message, or
     /// `whole` (for tests that search the logs).
-    func logs(whole: Bool = false) -> String {
+    public func logs(whole: Bool = false) -> String {
         let files = (try? FileManager.default.contentsOfDirectory(atPath: logDir.path)) ?? []
         return files.sorted().map { f in
             let text = (try? String(contentsOfFile: logDir.appendingPathComponent(f).path, encoding: .utf8)) ?? ""
@@ -153,20 +153,20 @@ final class Cluster {
         }.joined(separator: "\n")
     }
 
-    func effects(run: Int64) throws -> [(task: String, tryNumber: Int, at: Date)] {
+    public func effects(run: Int64) throws -> [(task: String, tryNumber: Int, at: Date)] {
         try store.pg.query("SELECT task_id, try_number, at FROM \(schema).example_effect WHERE run_id = $1 ORDER BY at", [run]).rows.map {
             (try $0.decode(String.self, 0), try $0.decode(Int.self, 1), try $0.decode(Date.self, 2))
         }
     }
 
-    func stopAll() {
+    public func stopAll() {
         for p in workers + schedulers + others where p.isRunning { kill(p.processIdentifier, SIGKILL) }
         for p in workers + schedulers + others { p.waitUntilExit() }
     }
 
     /// Starts a webserver on a port the system picks (`ETL_WEB_PORT=0`) and returns it with the
     /// port it bound, read from its `ETL_WEB_PORT_FILE` (waits up to `timeout` seconds).
-    func startWebserver(extra: [String: String], timeout: Double = 30) throws -> (Process, Int) {
+    public func startWebserver(extra: [String: String], timeout: Double = 30) throws -> (Process, Int) {
         let portFile = logDir.appendingPathComponent("webserver-\(others.count).port").path
         var e = extra
         e["ETL_WEB_PORT"] = "0"

@@ -7,6 +7,7 @@ import Orchestration
 import PostgresClient
 import RedisClient
 import Testing
+import TestSupport
 import Workflow
 
 @Suite("Configuration", .timeLimit(.minutes(10)))

@@ -7,6 +7,7 @@ import PostgresClient
 import RedisClient
 @testable import Tasks
 import Testing
+import TestSupport
 import Workflow
 
 /// What an operator runs by hand: the compose file and etlctl's data commands and errors.

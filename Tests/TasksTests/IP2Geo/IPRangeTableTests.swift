@@ -7,6 +7,7 @@ import PostgresClient
 import RedisClient
 import Tasks
 import Testing
+import TestSupport
 import Workflow
 
 @Suite("IP-to-country ranges", .timeLimit(.minutes(10)))

@@ -10,15 +10,15 @@ import Workflow
 
 /// Folders and schemas of their own for one pipeline test: the repo's DDL, a temporary folder for
 /// generated files, logs and reports, and datalake/loads/datamart schemas with a unique suffix.
-final class PipelineFixture {
-    let dir: URL
-    let tag: String
-    let values: [String: String]
-    let settings: PipelineSettings
-    let pg: PostgresConnection?
+public final class PipelineFixture {
+    public let dir: URL
+    public let tag: String
+    public let values: [String: String]
+    public let settings: PipelineSettings
+    public let pg: PostgresConnection?
 
     /// `ownB2B`: the B2B CSVs are read from `<fixture>/b2b` (written by the test).
-    init(name: String = #function, ownB2B: Bool = false, extra: [String: String] = [:], database: Bool = true) throws {
+    public init(name: String = #function, ownB2B: Bool = false, extra: [String: String] = [:], database: Bool = true) throws {
         tag = String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(20)) + "_" + TestServices.randomSuffix()
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("etl-pipe-\(tag)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -45,18 +45,18 @@ final class PipelineFixture {
         }
     }
 
-    var path: String { dir.path }
+    public var path: String { dir.path }
 
     /// Writes `text` to `name` under the fixture folder and returns its path.
     @discardableResult
-    func write(_ name: String, _ text: String) throws -> String {
+    public func write(_ name: String, _ text: String) throws -> String {
         let url = dir.appendingPathComponent(name)
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         try text.write(to: url, atomically: true, encoding: .utf8)
         return url.path
     }
 
-    func count(_ sql: String, _ params: [any PostgresEncodable] = []) throws -> Int64 {
+    public func count(_ sql: String, _ params: [any PostgresEncodable] = []) throws -> Int64 {
         try pg!.query(sql, params).rows[0].decode(Int64.self, 0)
     }
 

@@ -6,6 +6,7 @@ import Orchestration
 import PostgresClient
 import RedisClient
 import Testing
+import TestSupport
 import Workflow
 
 /// A brand-new database (issue 12): nothing has run, no schema exists. The real webserver is

@@ -6,6 +6,7 @@ import Orchestration
 import PostgresClient
 import RedisClient
 import Testing
+import TestSupport
 import Workflow
 
 /// The README's main command, end to end on small data: scripts/run with the test build.

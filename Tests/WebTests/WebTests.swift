@@ -10,6 +10,7 @@ import PostgresClient
 import RedisClient
 import Tasks
 import Testing
+import TestSupport
 @testable import Web
 import Workflow
 

@@ -1,6 +1,7 @@
 import Foundation
 import Tasks
 import Testing
+import TestSupport
 
 @Suite("User agent to device (uap-core rules)", .timeLimit(.minutes(10)))
 struct DeviceRulesTests {

@@ -7,6 +7,7 @@ import PostgresClient
 import RedisClient
 @testable import Tasks
 import Testing
+import TestSupport
 import Workflow
 
 /// The six DAGs through real scheduler and worker processes.

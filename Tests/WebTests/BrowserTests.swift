@@ -6,6 +6,7 @@ import Orchestration
 import PostgresClient
 import RedisClient
 import Testing
+import TestSupport
 import Workflow
 
 /// The web UI driven in headless Chromium (Debian's chromium, chromium-driver and python3-selenium)

@@ -8,6 +8,7 @@ import PostgresClient
 import RedisClient
 @testable import Tasks
 import Testing
+import TestSupport
 import Workflow
 
 @Suite("Pipeline files: CSV checks, generators, line reading", .timeLimit(.minutes(10)))
