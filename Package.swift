@@ -91,6 +91,7 @@ let package = Package(
         .testTarget(name: "RedisClientTests", dependencies: ["ETLSupport", "RedisClient", "TestSupport"]),
         .testTarget(name: "WorkflowTests", dependencies: ["ETLSupport", "Workflow", "TestSupport"]),
         .testTarget(name: "BrokerTests", dependencies: core + ["TestSupport"]),
+        .testTarget(name: "OrchestrationTests", dependencies: ["Orchestration", "Workflow"]),
         .testTarget(name: "MetadataTests", dependencies: core + ["Tasks", "TestSupport"]),
         .testTarget(name: "TasksTests", dependencies: core + ["Tasks", "TestSupport"]),
         .testTarget(name: "WebTests", dependencies: core + ["Tasks", "Web", "Webserver", "Scheduler", "Worker", "etlctl", "TestSupport",

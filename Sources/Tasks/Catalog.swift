@@ -30,6 +30,6 @@ public enum Catalog {
         if env["ETL_DAGS_ARE_PAUSED_AT_CREATION"]?.lowercased() == "false" {
             dags = dags.map { var d = $0; d.pausedOnCreation = false; return d }
         }
-        return Registry(dags: dags, operations: ops, setup: setup)
+        return try Registry(dags: dags, operations: ops, setup: setup)
     }
 }

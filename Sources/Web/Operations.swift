@@ -215,60 +215,41 @@ extension Backend {
         return path
     }
 
-    // MARK: Changing
+    // MARK: Changing (through OperatorActions, as etlctl does)
 
-    func setPaused(_ id: String, _ paused: Bool) async throws {
+    func setPaused(_ id: String, _ paused: Bool, by user: String) async throws {
         _ = try dag(id)
-        _ = try await run { c in try c.store.setPaused(id, paused) }
+        try await run { [self] c in try operations(c, user).setPaused(id, paused) }
     }
 
     /// Creates a manual run for `date` (default today, UTC) and wakes the scheduler.
     func trigger(_ id: String, date: String?, by user: String) async throws -> Int64 {
-        let d = try dag(id)
+        _ = try dag(id)
         let day = try date.map(Self.day) ?? Day.today()
         let logical = Date(timeIntervalSince1970: Double(day.epochSeconds))
-        return try await run { c in
-            guard let run = try c.store.createRun(d, logicalDate: logical, type: "manual") else {
-                throw WebError(status: .conflict, message: "DAG '\(id)' already has a run for \(day). Fix: pick another date, or clear its failed tasks")
-            }
-            try c.queue.wakeScheduler(dag: id, run: run, reason: "triggered", by: "web:\(user)")
-            return run
-        }
+        return try await run { [self] c in try operations(c, user).trigger(id, logicalDate: logical) }
     }
 
     /// Runs a task again with everything downstream of it (etlctl tasks retry).
     func retry(dag id: String, run: Int64, task: String, by user: String) async throws -> Int {
-        let d = try dag(id)
-        guard d.task(task) != nil else { throw WebError.notFound("DAG '\(id)' has no task '\(shown(task))'") }
-        return try await self.run { c in
-            guard try c.store.run(run)?.dag == id else { throw WebError.notFound("DAG '\(id)' has no run \(run)") }
-            let n = try c.store.clear(run: run, tasks: d.downstream(of: [task]).union([task]))
-            try c.queue.wakeScheduler(dag: id, run: run, reason: "cleared", by: "web:\(user)")
-            return n
-        }
+        try await self.run { [self] c in try operations(c, user).retry(dag: id, run: run, task: task) }
     }
 
     /// Restarts a run's failed and upstream-failed tasks with what depends on them (etlctl tasks clear --failed).
     func clearFailed(dag id: String, run: Int64, by user: String) async throws -> Int {
-        let d = try dag(id)
-        return try await self.run { c in
-            guard try c.store.run(run)?.dag == id else { throw WebError.notFound("DAG '\(id)' has no run \(run)") }
-            let failed = Set(try c.store.taskRows(run: run).filter { $0.state == "failed" || $0.state == "upstream_failed" }.map(\.task))
-            let n = try c.store.clear(run: run, tasks: d.downstream(of: failed).union(failed))
-            if n > 0 { try c.queue.wakeScheduler(dag: id, run: run, reason: "cleared", by: "web:\(user)") }
-            return n
-        }
+        try await self.run { [self] c in try operations(c, user).clearFailed(dag: id, run: run) }
     }
 
     func markFailed(dag id: String, run: Int64, by user: String) async throws -> Bool {
-        _ = try dag(id)
-        return try await self.run { c in
-            guard try c.store.run(run)?.dag == id else { throw WebError.notFound("DAG '\(id)' has no run \(run)") }
-            return try c.store.markRunFailed(run, reason: "marked failed by \(user) in the web UI")
-        }
+        try await self.run { [self] c in try operations(c, user).markFailed(dag: id, run: run) }
     }
 
-    func requeueDeadLetters(ids: Set<String>?) async throws -> Int {
-        try await run { c in try c.queue.requeueDeadLetters(ids: ids) }
+    func requeueDeadLetters(ids: Set<String>?, by user: String) async throws -> Int {
+        try await run { [self] c in try operations(c, user).requeueDeadLetters(ids: ids) }
+    }
+
+    /// The operator actions on this request's connections, in the name of the web user.
+    private func operations(_ c: Connections, _ user: String) -> OperatorActions {
+        OperatorActions(registry: registry, store: c.store, queue: c.queue, actor: "web:\(user)")
     }
 }

@@ -93,6 +93,9 @@ public struct WebApp: Sendable {
         let status: HTTPResponse.Status, message: String
         switch error {
         case let e as WebError: status = e.status; message = e.message
+        case let e as OperatorError:
+            status = e.kind == .notFound ? .notFound : e.kind == .conflict ? .conflict : .badRequest
+            message = e.message
         // A server that cannot be reached is 503 (try again later); any other database error is
         // 500. Both errors' descriptions carry their own cause and fix.
         case let e as PostgresError: status = e.isConnectionProblem ? .serviceUnavailable : .internalServerError; message = "\(e)"
@@ -222,14 +225,14 @@ public struct WebApp: Sendable {
         let backToDAG: @Sendable (Request, WebContext) -> String = { request, context in
             Self.safeNext(context.form["back"] ?? "/dags/\(HTML.component(context.parameters.get("dag") ?? ""))")
         }
-        router.post("/dags/:dag/pause", use: action(back: backToList) { _, context, _ in
+        router.post("/dags/:dag/pause", use: action(back: backToList) { _, context, user in
             let dag = try context.parameters.require("dag")
-            try await backend.setPaused(dag, true)
+            try await backend.setPaused(dag, true, by: user)
             return "Paused \(dag)."
         })
-        router.post("/dags/:dag/unpause", use: action(back: backToList) { _, context, _ in
+        router.post("/dags/:dag/unpause", use: action(back: backToList) { _, context, user in
             let dag = try context.parameters.require("dag")
-            try await backend.setPaused(dag, false)
+            try await backend.setPaused(dag, false, by: user)
             return "Unpaused \(dag)."
         })
         router.post("/dags/:dag/trigger", use: action(back: backToDAG) { _, context, user in
@@ -255,9 +258,9 @@ public struct WebApp: Sendable {
         router.get("/queues", use: page { _, _, session, flash in
             Self.html(Pages.queues(try await backend.queueOverview(), session: session, flash: flash))
         })
-        router.post("/dead-letters/requeue", use: action(back: { _, _ in "/queues" }) { _, context, _ in
+        router.post("/dead-letters/requeue", use: action(back: { _, _ in "/queues" }) { _, context, user in
             let ids: Set<String>? = Forms.yes(context.form["all"]) ? nil : Set([context.form["id"] ?? ""])
-            return "Requeued \(try await backend.requeueDeadLetters(ids: ids)) message(s)."
+            return "Requeued \(try await backend.requeueDeadLetters(ids: ids, by: user)) message(s)."
         })
         router.get("/loads", use: page { request, _, session, _ in
             let pipeline = request.uri.queryParameters.get("pipeline").flatMap { $0.isEmpty ? nil : $0 }
@@ -319,12 +322,12 @@ public struct WebApp: Sendable {
             try await backend.attempts(dag: try context.parameters.require("dag"), run: try Self.runID(context), task: try context.parameters.require("task"))
         })
         struct Done: Encodable { let ok: Bool; let message: String; var run: Int64? = nil; var count: Int? = nil }
-        api.post("dags/:dag/pause", use: self.api { _, context, _ in
-            try await backend.setPaused(try context.parameters.require("dag"), true)
+        api.post("dags/:dag/pause", use: self.api { _, context, user in
+            try await backend.setPaused(try context.parameters.require("dag"), true, by: user)
             return Done(ok: true, message: "paused")
         })
-        api.post("dags/:dag/unpause", use: self.api { _, context, _ in
-            try await backend.setPaused(try context.parameters.require("dag"), false)
+        api.post("dags/:dag/unpause", use: self.api { _, context, user in
+            try await backend.setPaused(try context.parameters.require("dag"), false, by: user)
             return Done(ok: true, message: "unpaused")
         })
         api.post("dags/:dag/trigger", use: self.api { request, context, user in
@@ -347,9 +350,9 @@ public struct WebApp: Sendable {
         api.get("queues", use: self.api { _, _, _ in try await backend.queueOverview() })
         api.get("workers", use: self.api { _, _, _ in try await backend.workers() })
         api.get("dead-letters", use: self.api { _, _, _ in try await backend.deadLetters() })
-        api.post("dead-letters/requeue", use: self.api { _, context, _ in
+        api.post("dead-letters/requeue", use: self.api { _, context, user in
             let ids: Set<String>? = Forms.yes(context.form["all"]) ? nil : Set((context.form["ids"] ?? context.form["id"] ?? "").split(separator: ",").map { String($0) })
-            return Done(ok: true, message: "requeued", count: try await backend.requeueDeadLetters(ids: ids))
+            return Done(ok: true, message: "requeued", count: try await backend.requeueDeadLetters(ids: ids, by: user))
         })
         api.get("loads", use: self.api { request, _, _ in
             let limit = request.uri.queryParameters.get("limit", as: Int.self) ?? 50

@@ -44,6 +44,11 @@ final class Context {
         return TaskQueue(redis: redis, keys: RedisKeys(environment: env))
     }
 
+    /// The operator actions (shared with the web UI) on new connections, in the name of etlctl.
+    func operations() throws -> OperatorActions {
+        OperatorActions(registry: registry, store: try store(), queue: try queue(), actor: "etlctl")
+    }
+
     func dag(_ id: String) throws -> DAG {
         guard let d = registry.dag(id) else {
             let known = registry.dags.map(\.id).joined(separator: ", ")

@@ -66,14 +66,11 @@ struct Dags: ParsableCommand {
 
         func run() throws {
             let ctx = try Context()
-            let d = try ctx.dag(dag)
+            _ = try ctx.dag(dag)  // an unknown DAG is refused before any connection is made
             let logical = try date.map(parseDate) ?? parseDate(String(PostgresTimestamp.format(Date()).prefix(10)))
-            let store = try ctx.store()
-            guard let run = try failing({ try store.createRun(d, logicalDate: logical, type: "manual") }) else {
-                throw fail("DAG '\(dag)' already has a run for \(PostgresTimestamp.format(logical).prefix(10)). Fix: pick another --date, or retry its tasks with etlctl tasks clear --failed \(dag)")
-            }
-            // Wake the scheduler at once instead of at its next tick.
-            try wake(ctx, dag: dag, run: run, reason: "triggered")
+            let ops = try ctx.operations()
+            let store = ops.store
+            let run = try failing { try ops.trigger(dag, logicalDate: logical) }  // wakes the scheduler too
             if try failing({ try store.pausedDAGs() }).contains(dag) {
                 FileHandle.standardError.write(Data("etlctl: note: DAG '\(dag)' is paused; the run waits until: etlctl dags unpause \(dag)\n".utf8))
             }
@@ -89,8 +86,8 @@ struct Dags: ParsableCommand {
 private func setPaused(_ dag: String, _ paused: Bool) throws {
     let ctx = try Context()
     _ = try ctx.dag(dag)
-    let store = try ctx.store()
-    _ = try failing { try store.setPaused(dag, paused) }
+    let ops = try ctx.operations()
+    try failing { try ops.setPaused(dag, paused) }
     print("\(dag) \(paused ? "paused" : "unpaused")")
 }
 

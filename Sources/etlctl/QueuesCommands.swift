@@ -77,8 +77,8 @@ struct DeadLetters: ParsableCommand {
         func validate() throws { if ids.isEmpty && !all { throw ValidationError("name dead letter ids, or --all. Example: etlctl dead-letters requeue --all") } }
         func run() throws {
             let ctx = try Context()
-            let queue = try ctx.queue()
-            let n = try failing { try queue.requeueDeadLetters(ids: all ? nil : Set(ids)) }
+            let ops = try ctx.operations()
+            let n = try failing { try ops.requeueDeadLetters(ids: all ? nil : Set(ids)) }
             print("requeued \(n) message(s)")
         }
     }

@@ -106,10 +106,9 @@ struct TasksCmd: ParsableCommand {
             let ctx = try Context()
             let d = try ctx.dag(dag)
             _ = try ctx.task(d, task)
-            let store = try ctx.store()
-            let id = try ctx.runID(dag: dag, run: runID, store: store)
-            let n = try failing { try store.clear(run: id, tasks: d.downstream(of: [task]).union([task])) }
-            try wake(ctx, dag: dag, run: id)
+            let ops = try ctx.operations()
+            let id = try ctx.runID(dag: dag, run: runID, store: ops.store)
+            let n = try failing { try ops.retry(dag: d.id, run: id, task: task) }
             print("cleared \(n) task(s) of \(dag) run \(id); the scheduler runs them again")
         }
     }
@@ -125,23 +124,11 @@ struct TasksCmd: ParsableCommand {
         func run() throws {
             let ctx = try Context()
             if let dag { _ = try ctx.dag(dag) }
-            let store = try ctx.store()
-            var total = 0
-            for f in try failing({ try store.failedTasks(dag: dag) }) {
-                guard let d = ctx.registry.dag(f.dag) else { continue }
-                let set = Set(f.tasks)
-                total += try failing { try store.clear(run: f.run, tasks: d.downstream(of: set).union(set)) }
-                try wake(ctx, dag: f.dag, run: f.run)
-            }
+            let ops = try ctx.operations()
+            let total = try failing { try ops.clearAllFailed(dag: dag) }
             print("cleared \(total) task(s)")
         }
     }
-}
-
-/// Tells the scheduler a run changed (triggered, cleared) so it acts now rather than at its tick.
-func wake(_ ctx: Context, dag: String, run: Int64, reason: String = "cleared") throws {
-    let queue = try ctx.queue()
-    try failing { try queue.wakeScheduler(dag: dag, run: run, reason: reason, by: "etlctl") }
 }
 
 struct Logs: ParsableCommand {

@@ -18,11 +18,25 @@ public struct Registry: Sendable {
     public let setup: [String]
     private let byID: [String: DAG]
 
-    public init(dags: [DAG], operations: [String: TaskOperation], setup: [String] = []) {
+    /// Refuses, at start-up, what would otherwise fail at run time: two DAGs with one id, and a task
+    /// naming an operation this build does not have (its message would end as a dead letter).
+    public init(dags: [DAG], operations: [String: TaskOperation], setup: [String] = []) throws {
+        var byID: [String: DAG] = [:]
+        for d in dags {
+            guard byID[d.id] == nil else {
+                throw DAGError(dag: d.id, problem: "two DAGs have this id. Fix: give each DAG an id of its own")
+            }
+            byID[d.id] = d
+            for t in d.tasks where operations[t.operation] == nil {
+                let known = operations.keys.sorted().joined(separator: ", ")
+                throw DAGError(dag: d.id, problem: "task '\(t.id)' runs operation '\(t.operation)', which this build does not have. "
+                               + "Fix: name one of its operations (\(known)) or add '\(t.operation)' to the pipeline's operations")
+            }
+        }
         self.dags = dags
         self.operations = operations
         self.setup = setup
-        byID = Dictionary(uniqueKeysWithValues: dags.map { ($0.id, $0) })
+        self.byID = byID
     }
 
     public func dag(_ id: String) -> DAG? { byID[id] }

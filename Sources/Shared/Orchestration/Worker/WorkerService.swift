@@ -3,12 +3,9 @@ import ETLSupport
 import Foundation
 import Logging
 import Metadata
-import Orchestration
 import PostgresClient
 import RedisClient
-import Tasks
 import Workflow
-
 
 /// One worker process: `concurrency` slots, each a thread with its own Redis and Postgres
 /// connections, plus a heartbeat thread.
@@ -17,7 +14,7 @@ import Workflow
 /// verify signatures → look up the tasks → `startAttempts` (skips finished or superseded attempts)
 /// → run the operations and record their ends in one Postgres transaction → `complete` (ack +
 /// delete + completion events, atomically). See `handle`.
-final class WorkerService: @unchecked Sendable {
+public final class WorkerService: @unchecked Sendable {
     let id: String
     let env: Environment
     let registry: Registry
@@ -33,7 +30,7 @@ final class WorkerService: @unchecked Sendable {
     private var current: [Int: String] = [:]
     private var running = 0
 
-    init(env: Environment, registry: Registry, queues: [String], concurrency: Int, prefetch: Int?, logger: Logger) throws {
+    public init(env: Environment, registry: Registry, queues: [String], concurrency: Int, prefetch: Int?, logger: Logger) throws {
         self.env = env
         self.registry = registry
         self.queues = queues
@@ -47,7 +44,7 @@ final class WorkerService: @unchecked Sendable {
         self.prefetch = try prefetch ?? env.integer("ETL_WORKER_PREFETCH", default: 64, range: 1...1000)
     }
 
-    func run() throws {
+    public func run() throws {
         let codec = try MessageCodec(environment: env)
         let keys = RedisKeys(environment: env)
         let setup = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: keys)
@@ -370,10 +367,4 @@ final class WorkerService: @unchecked Sendable {
     private struct Superseded: Error {
         let job: Job
     }
-}
-
-/// Hands a non-Sendable value to exactly one other thread.
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }

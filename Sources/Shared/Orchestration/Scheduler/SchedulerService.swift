@@ -3,10 +3,8 @@ import ETLSupport
 import Foundation
 import Logging
 import Metadata
-import Orchestration
 import PostgresClient
 import RedisClient
-import Tasks
 import Workflow
 
 
@@ -19,7 +17,7 @@ import Workflow
 /// 3. Reacts to completion events at once (event-driven: no sleep between a task and its downstream),
 ///    with a one-second tick for schedules, retries and timeouts.
 /// 4. On taking the lead, re-enqueues queued tasks whose message a crash lost.
-final class SchedulerService {
+public final class SchedulerService {
     let env: Environment
     let registry: Registry
     let logger: Logger
@@ -37,7 +35,7 @@ final class SchedulerService {
     private var lastRenew = 0.0
     private var lastTick = 0.0
 
-    init(env: Environment, registry: Registry, logger: Logger) throws {
+    public init(env: Environment, registry: Registry, logger: Logger) throws {
         self.env = env
         self.registry = registry
         self.logger = logger
@@ -48,7 +46,7 @@ final class SchedulerService {
         codec = try MessageCodec(environment: env)
     }
 
-    func run() throws {
+    public func run() throws {
         let pg = try PostgresConnection(config: PostgresConfig(environment: env))
         try Migrator.run(pg, schema: schema, setup: registry.setup)
         store = MetadataStore(pg: pg, schema: schema)

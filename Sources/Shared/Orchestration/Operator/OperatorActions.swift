@@ -1,0 +1,121 @@
+import Broker
+import ETLSupport
+import Foundation
+import Metadata
+import Workflow
+
+/// What an operator does to DAGs, runs and the queues: the one implementation behind `etlctl` and
+/// the web UI (pages and JSON API), so both check the same things and change the same state.
+///
+/// 1. Looks up what the request names (a DAG, a run of that DAG, a task of that DAG) and refuses
+///    unknown names with the fix.
+/// 2. Changes the metadata in Postgres (pause, a new run, cleared tasks, a failed run).
+/// 3. Wakes the scheduler through the broker, so it acts now rather than at its next tick.
+///
+/// ```swift
+/// let ops = OperatorActions(registry: registry, store: store, queue: queue, actor: "etlctl")
+/// let run = try ops.trigger("b2b", logicalDate: date)
+/// ```
+public struct OperatorActions {
+    public let registry: Registry
+    public let store: MetadataStore
+    public let queue: TaskQueue
+    /// Who acts ("etlctl", "web:admin"): named on the scheduler's wake-up message.
+    public let actor: String
+
+    public init(registry: Registry, store: MetadataStore, queue: TaskQueue, actor: String) {
+        self.registry = registry
+        self.store = store
+        self.queue = queue
+        self.actor = actor
+    }
+
+    /// The DAG `id` of this build, or `notFound` listing the known ones.
+    public func dag(_ id: String) throws -> DAG {
+        guard let d = registry.dag(id) else {
+            let known = registry.dags.map(\.id).joined(separator: ", ")
+            throw OperatorError(.notFound, "no DAG named '\(shown(id))'. Fix: use one of: \(known.isEmpty ? "(none loaded)" : known)")
+        }
+        return d
+    }
+
+    /// The task `task` of `dag`, or `notFound` listing the DAG's tasks.
+    public func task(_ dag: DAG, _ task: String) throws -> TaskSpec {
+        guard let t = dag.task(task) else {
+            throw OperatorError(.notFound, "DAG '\(dag.id)' has no task '\(shown(task))'. Fix: use one of: \(dag.tasks.map(\.id).joined(separator: ", "))")
+        }
+        return t
+    }
+
+    /// Checks that run `run` exists and belongs to `dag`.
+    public func checkRun(_ run: Int64, of dag: String) throws {
+        guard try store.run(run)?.dag == dag else {
+            throw OperatorError(.notFound, "DAG '\(dag)' has no run \(run). Fix: pick one from the DAG's runs (etlctl runs list \(dag))")
+        }
+    }
+
+    /// Pauses or unpauses `dag` (a paused DAG gets no new runs and no new tasks).
+    public func setPaused(_ dag: String, _ paused: Bool) throws {
+        _ = try self.dag(dag)
+        _ = try store.setPaused(dag, paused)
+    }
+
+    /// Creates a manual run of `dag` for `logicalDate` and wakes the scheduler; `conflict` when the
+    /// DAG has a run for that date already.
+    public func trigger(_ dag: String, logicalDate: Date) throws -> Int64 {
+        let d = try self.dag(dag)
+        guard let run = try store.createRun(d, logicalDate: logicalDate, type: "manual") else {
+            throw OperatorError(.conflict, "DAG '\(dag)' already has a run for \(PostgresTimestamp.format(logicalDate).prefix(10)). "
+                                + "Fix: pick another date, or retry its failed tasks (etlctl tasks clear --failed \(dag))")
+        }
+        try queue.wakeScheduler(dag: dag, run: run, reason: "triggered", by: actor)
+        return run
+    }
+
+    /// Runs `task` of run `run` again, with everything downstream of it; returns how many task
+    /// instances were cleared.
+    public func retry(dag: String, run: Int64, task: String) throws -> Int {
+        let d = try self.dag(dag)
+        _ = try self.task(d, task)
+        try checkRun(run, of: dag)
+        let n = try store.clear(run: run, tasks: d.downstream(of: [task]).union([task]))
+        try queue.wakeScheduler(dag: dag, run: run, reason: "cleared", by: actor)
+        return n
+    }
+
+    /// Restarts the failed and upstream-failed tasks of run `run` with what depends on them.
+    public func clearFailed(dag: String, run: Int64) throws -> Int {
+        let d = try self.dag(dag)
+        try checkRun(run, of: dag)
+        let failed = Set(try store.taskRows(run: run).filter { $0.state == "failed" || $0.state == "upstream_failed" }.map(\.task))
+        let n = try store.clear(run: run, tasks: d.downstream(of: failed).union(failed))
+        if n > 0 { try queue.wakeScheduler(dag: dag, run: run, reason: "cleared", by: actor) }
+        return n
+    }
+
+    /// Restarts every failed task (and what depends on it) of every run of `dag`, or of every DAG
+    /// when nil; returns how many task instances were cleared.
+    public func clearAllFailed(dag: String?) throws -> Int {
+        if let dag { _ = try self.dag(dag) }
+        var total = 0
+        for f in try store.failedTasks(dag: dag) {
+            guard let d = registry.dag(f.dag) else { continue }  // a DAG no longer in this build
+            let set = Set(f.tasks)
+            total += try store.clear(run: f.run, tasks: d.downstream(of: set).union(set))
+            try queue.wakeScheduler(dag: f.dag, run: f.run, reason: "cleared", by: actor)
+        }
+        return total
+    }
+
+    /// Marks run `run` failed with the operator's name as the reason; false when it had ended.
+    public func markFailed(dag: String, run: Int64) throws -> Bool {
+        _ = try self.dag(dag)
+        try checkRun(run, of: dag)
+        return try store.markRunFailed(run, reason: "marked failed by \(actor)")
+    }
+
+    /// Puts dead letters back on their queues (all when `ids` is nil); returns how many.
+    public func requeueDeadLetters(ids: Set<String>?) throws -> Int {
+        try queue.requeueDeadLetters(ids: ids)
+    }
+}
