@@ -6,12 +6,13 @@
 import PackageDescription
 
 let log = Target.Dependency.product(name: "Logging", package: "swift-log")
+let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 /// The lower modules every program uses, in dependency order.
 let core: [Target.Dependency] = ["ETLSupport", "PostgresClient", "RedisClient", "Workflow", "Broker", "Metadata", "Orchestration"]
 /// The scheduler, the worker and etlctl are command-line programs over the same modules.
 let commandDependencies: [Target.Dependency] = core + [
-    "Tasks", .product(name: "ArgumentParser", package: "swift-argument-parser"), log,
+    "Tasks", .product(name: "ArgumentParser", package: "swift-argument-parser"), log, lifecycle,
 ]
 // The Redis encoder and reply paths are per-command hot loops over class state; runtime
 // exclusivity checks cost ~10% of pipelined throughput there (perf). Debug builds keep the checks,
@@ -33,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // C libraries, wrapped once: only the two client modules import them.
@@ -55,7 +57,7 @@ let package = Package(
         // The metadata store in Postgres: migrations, runs, task instances, attempts, the scheduler's lease.
         .target(name: "Metadata", dependencies: ["ETLSupport", "PostgresClient", "Workflow", log], path: "Sources/Shared/Metadata"),
         // What runs tasks: the registry of DAGs and operations, a task's context.
-        .target(name: "Orchestration", dependencies: ["ETLSupport", "PostgresClient", "RedisClient", "Workflow", "Broker", "Metadata", log],
+        .target(name: "Orchestration", dependencies: ["ETLSupport", "PostgresClient", "RedisClient", "Workflow", "Broker", "Metadata", log, lifecycle],
                 path: "Sources/Shared/Orchestration"),
 
         // Sources/Tasks: the pipelines, one folder each (B2B, IP2Geo, Weblog, Reports, Examples) and

@@ -32,7 +32,7 @@ struct WebserverCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        ProcessSignals.install()
+        ProcessSignals.prepare()  // signals: Hummingbird's ServiceGroup handles SIGTERM and SIGINT
         let app: WebApp
         do {
             let env = try Environment.load()

@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import Metadata
 import Orchestration
+import ServiceLifecycle
 import PostgresClient
 import RedisClient
 import Tasks
@@ -12,7 +13,7 @@ import Workflow
 
 /// `worker`: takes task messages from Redis and runs them against Postgres. Run any number.
 @main
-struct WorkerCommand: ParsableCommand {
+struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker",
         abstract: "Run ETL tasks from the Redis queues.",
@@ -38,17 +39,26 @@ struct WorkerCommand: ParsableCommand {
         if let prefetch, !(1...1000).contains(prefetch) { throw ValidationError("--prefetch must be from 1 to 1000, got \(prefetch)") }
     }
 
-    func run() throws {
-        ProcessSignals.install()
+    func run() async throws {
+        ProcessSignals.prepare()
+        let logger = Logger(label: "etl.worker")
         let env = try failing { try Environment.load() }
         try failing { try LoggingSetup.bootstrap(env) }
         let registry = try failing { try Catalog.registry(environment: env) }
         let qs = queues?.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             ?? (registry.queues.isEmpty ? ["default"] : registry.queues)
         let service = try failing {
-            try WorkerService(env: env, registry: registry, queues: qs, concurrency: concurrency, prefetch: prefetch, logger: Logger(label: "etl.worker"))
+            try WorkerService(env: env, registry: registry, queues: qs, concurrency: concurrency, prefetch: prefetch, logger: logger)
         }
-        try failing { try service.run() }
+        do {
+            try await ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
+        } catch {
+            FileHandle.standardError.write(Data("worker: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        // Tasks handed back after the grace period may still hold slot threads in C calls: the
+        // process ends here, with a code that says so.
+        if service.outcome == .handedBack { throw ExitCode(3) }
     }
 }
 

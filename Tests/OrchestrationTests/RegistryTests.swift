@@ -4,7 +4,7 @@ import Testing
 import Workflow
 
 /// The registry every program loads refuses at start-up what would fail at run time.
-@Suite("Registry", .timeLimit(.minutes(1)))
+@Suite("Registry", .timeLimit(.minutes(10)))
 struct RegistryTests {
     static let start = Date(timeIntervalSince1970: 1_704_067_200)
 

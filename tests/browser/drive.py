@@ -23,6 +23,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 url = os.environ["WEB_URL"].rstrip("/")
@@ -49,11 +50,28 @@ def shot(name):
     driver.set_window_size(1400, 1000)
 
 
+def replaced(element):
+    """A wait condition: `element` no longer belongs to the page. Chromedriver reports that either
+    as a stale element or, while the next page is being attached, as an inspector error "Node with
+    given id does not belong to the document"; both mean the old page is gone."""
+    def check(_):
+        try:
+            element.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:
+            if "does not belong to the document" in str(e):
+                return True
+            raise
+    return check
+
+
 def click(element):
     """Clicks a link or button and waits until the next page has replaced this one."""
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 20).until(replaced(old))
     WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 

@@ -178,6 +178,13 @@ public final class TaskQueue {
     }
 
     /// Removes a worker that stopped cleanly.
+    /// Marks `worker` dead now (its heartbeat set to the epoch), so that live workers reclaim its
+    /// pending messages at once instead of after the dead-after time: a worker hands back what it
+    /// could not finish this way.
+    public func markDead(_ worker: String) throws {
+        try redis.command("ZADD", keys.heartbeats, 0, worker)
+    }
+
     public func forgetWorker(_ worker: String) throws {
         _ = try redis.pipeline { p in
             p.add("ZREM", keys.heartbeats, worker)

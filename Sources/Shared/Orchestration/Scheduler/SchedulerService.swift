@@ -17,7 +17,7 @@ import Workflow
 /// 3. Reacts to completion events at once (event-driven: no sleep between a task and its downstream),
 ///    with a one-second tick for schedules, retries and timeouts.
 /// 4. On taking the lead, re-enqueues queued tasks whose message a crash lost.
-public final class SchedulerService {
+public final class SchedulerService: @unchecked Sendable {  // its state is used by its one loop thread
     let env: Environment
     let registry: Registry
     let logger: Logger
@@ -46,7 +46,11 @@ public final class SchedulerService {
         codec = try MessageCodec(environment: env)
     }
 
-    public func run() throws {
+    /// Set by the service's graceful shutdown.
+    public let stop = StopFlag()
+
+    /// Runs until `stop` is set; gives the lease up on the way out.
+    public func runBlocking() throws {
         let pg = try PostgresConnection(config: PostgresConfig(environment: env))
         try Migrator.run(pg, schema: schema, setup: registry.setup)
         store = MetadataStore(pg: pg, schema: schema)
@@ -54,7 +58,7 @@ public final class SchedulerService {
         queue = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: RedisKeys(environment: env))
         try queue.ensureGroups(queues: registry.queues.isEmpty ? ["default"] : registry.queues)
         logger.info("scheduler started", metadata: ["scheduler": "\(id)", "dags": "\(registry.dags.count)"])
-        while stopRequested == 0 {
+        while !stop.isSet {
             do {
                 try step()
             } catch let e as RedisError where e.isConnectionProblem {

@@ -26,6 +26,12 @@ public final class WorkerService: @unchecked Sendable {
     let prefetch: Int
     let schema: String
     let logger: Logger
+    /// Set by the service's graceful shutdown; the slots and the heartbeat check it.
+    public let stop = StopFlag()
+    private var ended: Outcome?
+    /// How the last run ended (nil while it runs).
+    public var outcome: Outcome? { lock.withLock { ended } }
+    func setOutcome(_ o: Outcome) { lock.withLock { ended = o } }
     private let lock = NSLock()
     private var current: [Int: String] = [:]
     private var running = 0
@@ -44,7 +50,17 @@ public final class WorkerService: @unchecked Sendable {
         self.prefetch = try prefetch ?? env.integer("ETL_WORKER_PREFETCH", default: 64, range: 1...1000)
     }
 
-    public func run() throws {
+    /// How a worker's run ended.
+    public enum Outcome: Sendable {
+        /// Every running task finished within the grace period.
+        case stopped
+        /// The grace period ran out: the worker marked itself dead so that others take its tasks
+        /// at once; its slot threads may still sit in C calls (the process should end now).
+        case handedBack
+    }
+
+    /// Runs until `stop` is set, then gives running tasks `ETL_WORKER_GRACE` seconds.
+    public func runBlocking() throws -> Outcome {
         let codec = try MessageCodec(environment: env)
         let keys = RedisKeys(environment: env)
         let setup = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: keys)
@@ -73,26 +89,27 @@ public final class WorkerService: @unchecked Sendable {
             t.start()
         }
         // Wait for a stop request, then give running tasks the grace period.
-        while stopRequested == 0 && done.wait(timeout: .now() + 0.2) == .timedOut {}
-        if stopRequested != 0 {
+        while !stop.isSet && done.wait(timeout: .now() + 0.2) == .timedOut {}
+        if stop.isSet {
             logger.info("stopping: no new tasks; waiting up to \(grace) s for running ones", metadata: ["worker": "\(id)"])
             if done.wait(timeout: .now() + grace) == .timedOut {
                 // Hand back: our pending messages become claimable at once by marking us dead.
                 logger.warning("grace period over; handing running tasks back", metadata: ["worker": "\(id)"])
-                _ = try? setup.redis.command("ZADD", keys.heartbeats, 0, id)
-                exit(3)
+                _ = try? setup.markDead(id)
+                return .handedBack
             }
         }
         try? setup.forgetWorker(id)
         logger.info("worker stopped", metadata: ["worker": "\(id)"])
+        return .stopped
     }
 
     private func heartbeatLoop(queue: TaskQueue) {
-        while stopRequested == 0 || runningCount > 0 {
+        while !stop.isSet || runningCount > 0 {
             let info = lock.withLock { () -> String in
                 let tasks = current.values.sorted()
                 let obj: [String: Any] = ["pid": Int(getpid()), "queues": queues, "concurrency": concurrency, "tasks": tasks,
-                                          "stopping": stopRequested != 0]
+                                          "stopping": stop.isSet]
                 return String(decoding: (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
             }
             do { try queue.heartbeat(worker: id, info: info) } catch {
@@ -130,7 +147,7 @@ public final class WorkerService: @unchecked Sendable {
         try pg.query("SET synchronous_commit = off")
         let store = MetadataStore(pg: pg, schema: schema)
         var limit = prefetch
-        while stopRequested == 0 {
+        while !stop.isSet {
             do {
                 if reclaimDue() {
                     // One message per idle slot: a dead worker's tasks run side by side on the

@@ -1,18 +1,15 @@
 import Foundation
 
-/// Set by SIGTERM or SIGINT once `ProcessSignals.install()` ran; long-running loops poll it.
-nonisolated(unsafe) public var stopRequested: Int32 = 0
-
-/// Graceful-stop signals for the long-running executables (scheduler, worker).
+/// What the long-running executables do with signals before they start their services.
 public enum ProcessSignals {
     /// Unblocks every signal (a parent such as a test runner or a shell may have blocked them, and
-    /// children inherit the mask), turns SIGTERM and SIGINT into `stopRequested`, ignores SIGPIPE.
-    public static func install() {
+    /// children inherit the mask: SIGTERM would then be ignored) and ignores SIGPIPE. SIGTERM and
+    /// SIGINT are then handled in one place, the `ServiceGroup` of each executable
+    /// (swift-service-lifecycle), which starts the services' graceful shutdown.
+    public static func prepare() {
         var all = sigset_t()
         sigfillset(&all)
         pthread_sigmask(SIG_UNBLOCK, &all, nil)
-        signal(SIGTERM) { _ in stopRequested = 1 }
-        signal(SIGINT) { _ in stopRequested = 1 }
         signal(SIGPIPE, SIG_IGN)
     }
 }
