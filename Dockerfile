@@ -21,7 +21,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libpq5 libhiredis0.14 libicu72 libstdc++6 uap-core tor-geoipdb iso-codes ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --create-home --home-dir /app etl
+ && groupadd --system --gid 10001 etl \
+ && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /app etl
 WORKDIR /app
 COPY --from=build /out/ /usr/local/bin/
 COPY --chown=etl sources /app/sources
