@@ -15,7 +15,7 @@ public enum Catalog {
         let settings = try PipelineSettings(environment: env)
         // The pipelines' schemas exist in every deployment, whichever DAGs are loaded: the web UI,
         // /metrics and etlctl read them (see PipelineSchemas).
-        var setup: [String] = try PipelineSchemas.scripts(settings)
+        var setup: [SetupScript] = PipelineSchemas.setupScripts(settings)
         if env["ETL_PIPELINE_DAGS"]?.lowercased() != "false" {
             dags += try PipelineDAGs.dags(settings: settings)
             ops.merge(PipelineDAGs.operations(settings: settings, environment: env)) { a, _ in a }

@@ -250,6 +250,6 @@ extension Backend {
 
     /// The operator actions on this request's connections, in the name of the web user.
     private func operations(_ c: Connections, _ user: String) -> OperatorActions {
-        OperatorActions(registry: registry, store: c.store, queue: c.queue, actor: "web:\(user)")
+        OperatorActions(registry: registry, store: { c.store }, queue: { c.queue }, actor: "web:\(user)")
     }
 }

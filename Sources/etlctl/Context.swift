@@ -29,9 +29,11 @@ final class Context {
         return try PostgresConnection(config: config)
     }
 
-    func store() throws -> MetadataStore {
+    /// The metadata store, migrated (`forceSetup`: every setup script applied again, as
+    /// `etlctl migrate` does to put back what was dropped by hand).
+    func store(forceSetup: Bool = false) throws -> MetadataStore {
         let pg = try failing { try connectPG() }
-        _ = try failing { try Migrator.run(pg, schema: schema, setup: registry.setup) }
+        _ = try failing { try Migrator.run(pg, schema: schema, setup: registry.setup, force: forceSetup) }
         let store = MetadataStore(pg: pg, schema: schema)
         try failing { try store.sync(dags: registry.dags) }
         return store
@@ -45,8 +47,21 @@ final class Context {
     }
 
     /// The operator actions (shared with the web UI) on new connections, in the name of etlctl.
-    func operations() throws -> OperatorActions {
-        OperatorActions(registry: registry, store: try store(), queue: try queue(), actor: "etlctl")
+    func operations() -> OperatorActions {
+        // Each opened at most once, and only by the actions that need it.
+        final class Lazy<T>: @unchecked Sendable {
+            private var value: T?
+            private let make: () throws -> T
+            init(_ make: @escaping () throws -> T) { self.make = make }
+            func get() throws -> T {
+                if let value { return value }
+                let v = try make()
+                value = v
+                return v
+            }
+        }
+        let store = Lazy { try self.store() }, queue = Lazy { try self.queue() }
+        return OperatorActions(registry: registry, store: store.get, queue: queue.get, actor: "etlctl")
     }
 
     func dag(_ id: String) throws -> DAG {

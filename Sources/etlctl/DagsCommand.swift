@@ -68,8 +68,8 @@ struct Dags: ParsableCommand {
             let ctx = try Context()
             _ = try ctx.dag(dag)  // an unknown DAG is refused before any connection is made
             let logical = try date.map(parseDate) ?? parseDate(String(PostgresTimestamp.format(Date()).prefix(10)))
-            let ops = try ctx.operations()
-            let store = ops.store
+            let ops = ctx.operations()
+            let store = try ops.store
             let run = try failing { try ops.trigger(dag, logicalDate: logical) }  // wakes the scheduler too
             if try failing({ try store.pausedDAGs() }).contains(dag) {
                 FileHandle.standardError.write(Data("etlctl: note: DAG '\(dag)' is paused; the run waits until: etlctl dags unpause \(dag)\n".utf8))
@@ -86,7 +86,7 @@ struct Dags: ParsableCommand {
 private func setPaused(_ dag: String, _ paused: Bool) throws {
     let ctx = try Context()
     _ = try ctx.dag(dag)
-    let ops = try ctx.operations()
+    let ops = ctx.operations()
     try failing { try ops.setPaused(dag, paused) }
     print("\(dag) \(paused ? "paused" : "unpaused")")
 }

@@ -319,7 +319,7 @@ extension ETLCtl {
         )
         func run() throws {
             let ctx = try Context()
-            _ = try ctx.store()  // metadata migrations and the pipelines' schemas, then the DAGs registered
+            _ = try ctx.store(forceSetup: true)  // metadata migrations and the pipelines' schemas, then the DAGs registered
             let s = try settings()
             print("migrated: metadata schema \(ctx.schema) and \(ctx.registry.dags.count) DAGs; data schemas \(s.datalake), \(s.loads), \(s.datamart)")
         }

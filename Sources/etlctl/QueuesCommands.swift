@@ -77,7 +77,7 @@ struct DeadLetters: ParsableCommand {
         func validate() throws { if ids.isEmpty && !all { throw ValidationError("name dead letter ids, or --all. Example: etlctl dead-letters requeue --all") } }
         func run() throws {
             let ctx = try Context()
-            let ops = try ctx.operations()
+            let ops = ctx.operations()
             let n = try failing { try ops.requeueDeadLetters(ids: all ? nil : Set(ids)) }
             print("requeued \(n) message(s)")
         }

@@ -106,8 +106,8 @@ struct TasksCmd: ParsableCommand {
             let ctx = try Context()
             let d = try ctx.dag(dag)
             _ = try ctx.task(d, task)
-            let ops = try ctx.operations()
-            let id = try ctx.runID(dag: dag, run: runID, store: ops.store)
+            let ops = ctx.operations()
+            let id = try ctx.runID(dag: dag, run: runID, store: try ops.store)
             let n = try failing { try ops.retry(dag: d.id, run: id, task: task) }
             print("cleared \(n) task(s) of \(dag) run \(id); the scheduler runs them again")
         }
@@ -124,7 +124,7 @@ struct TasksCmd: ParsableCommand {
         func run() throws {
             let ctx = try Context()
             if let dag { _ = try ctx.dag(dag) }
-            let ops = try ctx.operations()
+            let ops = ctx.operations()
             let total = try failing { try ops.clearAllFailed(dag: dag) }
             print("cleared \(total) task(s)")
         }

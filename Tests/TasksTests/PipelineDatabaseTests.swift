@@ -213,18 +213,32 @@ struct PipelineDatabaseTests {
         final class Outcome: @unchecked Sendable { var results: [Result<WeblogLoad.PartResult, Error>] = [] ; let lock = NSLock() }
         let outcome = Outcome()
         let settings = fx.settings
+        // The first holds after committing its first chunk until the second has started on the
+        // range, so they really overlap (without this, the first could finish the only range first).
+        let firstCommitted = DispatchSemaphore(value: 0), secondStarted = DispatchSemaphore(value: 0)
+        final class Counter: @unchecked Sendable { var chunks = 0 }
+        let counter = Counter()
         let group = DispatchGroup()
         for i in 0..<2 {
             DispatchQueue.global().async(group: group) {
                 let r = Result { () throws -> WeblogLoad.PartResult in
                     let pg = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
                     defer { pg.close() }
-                    if i == 1 {  // once the first holds the range and has committed a chunk
-                        let end = monotonicSeconds() + 60
-                        while monotonicSeconds() < end, try pg.query("SELECT count(*) FROM \(settings.loads).weblog_range WHERE state = 'loading' AND rows_read > 0")
-                            .rows[0].decode(Int.self, 0) == 0 { usleep(5_000) }
-                    }
-                    return try WeblogLoad.loadPart(pg: pg, settings: settings, owner: owner, checkDeadline: {}, log: { _ in })
+                    if i == 1 { _ = firstCommitted.wait(timeout: .now() + 60) }
+                    var started = false
+                    // checkDeadline runs before the claim and before each chunk.
+                    return try WeblogLoad.loadPart(pg: pg, settings: settings, owner: owner, checkDeadline: {
+                        if i == 1 {
+                            if !started { started = true; secondStarted.signal() }
+                        } else {
+                            counter.chunks += 1
+                            if counter.chunks == 3 {  // the claim's check, chunk 1's, then this one: chunk 1 committed
+                                firstCommitted.signal()
+                                _ = secondStarted.wait(timeout: .now() + 60)
+                                usleep(50_000)  // let the second reach its first chunk
+                            }
+                        }
+                    }, log: { _ in })
                 }
                 outcome.lock.withLock { outcome.results.append(r) }
             }

@@ -44,6 +44,13 @@ public enum TestServices {
             servers = readEnvFile(try! run(script, ["env"], environment: env).stdout.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         values.merge(servers) { _, s in s }
+        // Where those servers live, for tests that run scripts starting programs against them
+        // (scripts/run calls scripts/services start, which must find these servers, not start others).
+        if let file = servers["__file"] { values["ETL_RUN_DIR"] = URL(fileURLWithPath: file).deletingLastPathComponent().path }
+        values["__file"] = nil
+        for (variable, url) in [("ETL_PG_PORT", "DATABASE_URL"), ("ETL_REDIS_PORT", "REDIS_URL")] {
+            if let port = values[url].flatMap({ URLComponents(string: $0)?.port }) { values[variable] = String(port) }
+        }
         return Environment(values)
     }()
 
@@ -51,7 +58,9 @@ public enum TestServices {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             preconditionFailure("cannot read the test servers' env file \(path) (ETL_TEST_ENV_FILE): run the tests with scripts/test")
         }
-        return try! DotEnv.parse(text, file: path)
+        var values = try! DotEnv.parse(text, file: path)
+        values["__file"] = path
+        return values
     }
 
     public static var postgres: PostgresConfig { get throws { try PostgresConfig(environment: environment) } }
@@ -83,13 +92,15 @@ public enum TestServices {
     }
 
     /// Runs a program to completion and captures its output. It gets `environment` (default: the
-    /// tests' base environment, never the runner's own) and is SIGKILLed after `timeout` seconds,
-    /// which is then an error, so a hung child fails its test instead of hanging the run.
+    /// tests' base environment, never the runner's own) and runs in a process group of its own
+    /// (through setsid), which is SIGKILLed whole after `timeout` seconds: the program and whatever
+    /// it started (a script's servers and workers, which may hold the output pipes). A timeout is an
+    /// error, so a hung child fails its test instead of hanging the run.
     @discardableResult
     public static func run(_ path: String, _ args: [String], environment: [String: String]? = nil, timeout: Double = 120) throws -> Output {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
+        p.arguments = ["--wait", path] + args
         p.environment = environment ?? Self.environment.values
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
@@ -97,7 +108,8 @@ public enum TestServices {
         try p.run()
         final class Flag: @unchecked Sendable { var killed = false }
         let killed = Flag(), pid = p.processIdentifier
-        let watchdog = DispatchWorkItem { killed.killed = true; kill(pid, SIGKILL) }
+        // The group outlives its leader while any member lives, so its id cannot be reused meanwhile.
+        let watchdog = DispatchWorkItem { killed.killed = true; kill(-pid, SIGKILL); kill(pid, SIGKILL) }
         DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
         defer { watchdog.cancel() }
         // Both pipes are drained at once: reading one to its end first would deadlock on a child
@@ -110,7 +122,7 @@ public enum TestServices {
         group.wait()
         p.waitUntilExit()
         let output = Output(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e.data, as: UTF8.self))
-        if killed.killed && p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGKILL {
+        if killed.killed {
             throw TestSetupError(message: "\(path) \(args.joined(separator: " ").prefix(200)) ran past \(timeout) s and was killed; its output:\n"
                                  + "\(output.stdout.suffix(3000))\n\(output.stderr.suffix(3000))")
         }
@@ -218,6 +230,7 @@ public final class PrivateRedisServer: @unchecked Sendable {  // used from one t
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         p.arguments = [dir.appendingPathComponent("redis.conf").path]
+        p.environment = TestServices.environment.values  // not the runner's own
         p.standardOutput = FileHandle.nullDevice
         try p.run()
         process = p

@@ -86,8 +86,9 @@ struct ScheduleTests {
                 }
                 return set
             }
-            domRestricted = parts[2] != "*"
-            dowRestricted = parts[4] != "*"
+            // Vixie cron: a day field starting with * (also */2) does not restrict.
+            domRestricted = !parts[2].hasPrefix("*")
+            dowRestricted = !parts[4].hasPrefix("*")
         }
 
         func dayMatches(_ days: Int) -> Bool {

@@ -219,7 +219,12 @@ public final class TaskQueue {
                     let pending = try redis.command("XPENDING", stream, Self.workerGroup, "-", "+", limit - taken, name).array ?? []
                     let ids = pending.compactMap { $0.array?.first?.string }
                     if !ids.isEmpty {
-                        let claimed = try redis.command(["XCLAIM", stream, Self.workerGroup, consumer, Int(deadAfter * 1000)] + ids.map { $0 as any RedisArgument })
+                        // The minimum idle time only keeps two reclaimers from taking the same
+                        // entry (a claim resets it); the owner is known dead already. Capped at 2 s,
+                        // so that a worker that handed its tasks back (marked itself dead after its
+                        // grace) has them taken at once, not once they are idle for dead-after.
+                        let minIdle = Int(min(deadAfter, 2) * 1000)
+                        let claimed = try redis.command(["XCLAIM", stream, Self.workerGroup, consumer, minIdle] + ids.map { $0 as any RedisArgument })
                         let n = claimed.array?.count ?? 0
                         taken += n
                         if n > 0 { mayOwnPending = true }

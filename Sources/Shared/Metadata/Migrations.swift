@@ -128,22 +128,31 @@ public enum Migrations {
 }
 
 /// Applies `Migrations.all` to a database, into the schema `schema` (default `etl`; tests use
-/// one schema each).
+/// one schema each), then the setup scripts that changed since they were last applied.
 public enum Migrator {
-    /// Applies the migrations not yet recorded in `<schema>.schema_migrations`; returns the
-    /// versions applied now (empty when the schema was already current).
+    /// How long a program's start waits for a lock its migration needs before it fails with the
+    /// reason (a lock held by a running load, say), instead of waiting for ever.
+    public static let lockTimeout = "30s"
+
+    /// Applies the migrations not yet recorded in `<schema>.schema_migrations`, and each setup
+    /// script whose checksum differs from the one recorded in `<schema>.schema_setup` (`force`:
+    /// every script, as `etlctl migrate` does, to put back a table dropped by hand). Returns the
+    /// migration versions applied now (empty when the schema was already current).
     @discardableResult
-    public static func run(_ pg: PostgresConnection, schema: String = "etl", setup: [String] = []) throws -> [Int] {
+    public static func run(_ pg: PostgresConnection, schema: String = "etl", setup: [SetupScript] = [], force: Bool = false) throws -> [Int] {
         guard schema.allSatisfy({ $0 == "_" || ($0.isASCII && ($0.isLowercase || $0.isNumber)) }), !schema.isEmpty else {
             throw ConfigError(variable: "ETL_SCHEMA", problem: "'\(schema)' is not a plain schema name", fix: "use lower-case letters, digits and underscores")
         }
         return try pg.transaction { tx in
+            try tx.execute(script: "SET LOCAL lock_timeout = '\(lockTimeout)'")
             // One migrator at a time across every process; released at commit.
             try tx.query("SELECT pg_advisory_xact_lock(727274)")
             try tx.execute(script: """
                 CREATE SCHEMA IF NOT EXISTS \(schema);
                 CREATE TABLE IF NOT EXISTS \(schema).schema_migrations (
-                    version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
+                    version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+                CREATE TABLE IF NOT EXISTS \(schema).schema_setup (
+                    name text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
                 """)
             let done = Set(try tx.query("SELECT version FROM \(schema).schema_migrations").rows.map { try $0.decode(Int.self, 0) })
             var applied: [Int] = []
@@ -153,8 +162,19 @@ public enum Migrator {
                 applied.append(m.version)
             }
             // Idempotent DDL the loaded DAGs need (CREATE ... IF NOT EXISTS), under the same lock so
-            // processes starting together do not race on it.
-            for sql in setup { try tx.execute(script: sql.replacingOccurrences(of: "@S", with: schema)) }
+            // processes starting together do not race on it; skipped when unchanged, because even
+            // CREATE INDEX IF NOT EXISTS locks its table against writers.
+            for script in setup {
+                let sql = try script.sql().replacingOccurrences(of: "@S", with: schema)
+                let same = try tx.query("SELECT checksum = md5($2) FROM \(schema).schema_setup WHERE name = $1", [script.name, sql])
+                    .rows.first.map { try $0.decode(Bool.self, 0) } ?? false
+                if same && !force { continue }
+                try tx.execute(script: sql)
+                try tx.query("""
+                    INSERT INTO \(schema).schema_setup (name, checksum) VALUES ($1, md5($2))
+                    ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now()
+                    """, [script.name, sql])
+            }
             return applied
         }
     }

@@ -15,12 +15,12 @@ public struct Registry: Sendable {
     public let operations: [String: TaskOperation]
     /// Idempotent DDL the DAGs' tasks need, with `@S` for the metadata schema; applied by
     /// `Migrator.run(pg, schema:, setup:)` when a process starts.
-    public let setup: [String]
+    public let setup: [SetupScript]
     private let byID: [String: DAG]
 
     /// Refuses, at start-up, what would otherwise fail at run time: two DAGs with one id, and a task
     /// naming an operation this build does not have (its message would end as a dead letter).
-    public init(dags: [DAG], operations: [String: TaskOperation], setup: [String] = []) throws {
+    public init(dags: [DAG], operations: [String: TaskOperation], setup: [SetupScript] = []) throws {
         var byID: [String: DAG] = [:]
         for d in dags {
             guard byID[d.id] == nil else {

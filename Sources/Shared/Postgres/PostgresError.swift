@@ -71,8 +71,8 @@ public struct PostgresError: Error, CustomStringConvertible, CustomDebugStringCo
         case .server where sqlState == "42P01" || sqlState == "3F000":
             // Undefined table or schema: every program creates its schemas when it starts, so the
             // usual cause is a program started with other schema settings, or a schema dropped since.
-            s += ". Fix: run `etlctl migrate` with the same ETL_SCHEMA and ETL_DATALAKE_SCHEMA / ETL_LOADS_SCHEMA /"
-                + " ETL_DATAMART_SCHEMA settings as this program (every program also does it when it starts)"
+            s += ". Fix: if it is one of the project's tables, run `etlctl migrate` with the same ETL_SCHEMA and"
+                + " ETL_DATALAKE_SCHEMA / ETL_LOADS_SCHEMA / ETL_DATAMART_SCHEMA settings as this program"
         default: break
         }
         return s

@@ -19,24 +19,28 @@ public enum PipelineSchemas {
         [("datalake", s.datalake), ("loads", s.loads), ("datamart", s.datamart)].map { ("\(s.sourcesDir)/ddl/\($0.0).sql", $0.1) }
     }
 
-    /// SQL scripts that create the schemas and apply their DDL (idempotent), for `Migrator.run`'s
-    /// `setup`: each one sets `search_path` for the transaction only and puts the caller's back.
-    public static func scripts(_ s: PipelineSettings) throws -> [String] {
-        try files(s).map { file in
-            guard let sql = try? String(contentsOfFile: file.path, encoding: .utf8) else {
-                throw ConfigError(
-                    variable: "ETL_SOURCES_DIR", problem: "cannot read \(file.path), which defines the \(file.schema) schema",
-                    fix: "run from the project folder, or set ETL_SOURCES_DIR to the folder holding ddl/ and data/")
-            }
-            // `@S` in the setup scripts stands for the metadata schema; the DDL files never use it.
-            return """
-                SELECT set_config('etl.saved_search_path', current_setting('search_path'), true);
-                CREATE SCHEMA IF NOT EXISTS \(file.schema);
-                SET LOCAL search_path TO \(file.schema);
-                \(sql)
-                ;
-                SELECT set_config('search_path', current_setting('etl.saved_search_path'), true);
-                """
+    /// One schema's script: creates the schema and applies its DDL file (idempotent), setting
+    /// `search_path` for the transaction only and putting the caller's back.
+    static func script(path: String, schema: String) throws -> String {
+        guard let sql = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ConfigError(
+                variable: "ETL_SOURCES_DIR", problem: "cannot read \(path), which defines the \(schema) schema",
+                fix: "run from the project folder, or set ETL_SOURCES_DIR to the folder holding ddl/ and data/")
+        }
+        return """
+            SELECT set_config('etl.saved_search_path', current_setting('search_path'), true);
+            CREATE SCHEMA IF NOT EXISTS \(schema);
+            SET LOCAL search_path TO \(schema);
+            \(sql)
+            ;
+            SELECT set_config('search_path', current_setting('etl.saved_search_path'), true);
+            """
+    }
+
+    /// The start-up migration's scripts for the three schemas; the files are read when it runs.
+    public static func setupScripts(_ s: PipelineSettings) -> [SetupScript] {
+        files(s).map { file in
+            SetupScript(name: "pipelines: \(file.path) in \(file.schema)") { try script(path: file.path, schema: file.schema) }
         }
     }
 
@@ -44,7 +48,7 @@ public enum PipelineSchemas {
     /// `create_tables` task; idempotent; serialized by an advisory lock so that concurrent
     /// workers do not race on CREATE TABLE IF NOT EXISTS).
     public static func ensure(_ pg: PostgresConnection, _ s: PipelineSettings) throws {
-        let scripts = try scripts(s)
+        let scripts = try files(s).map { try script(path: $0.path, schema: $0.schema) }
         try pg.transaction { tx in
             try tx.query("SELECT pg_advisory_xact_lock(727274)")  // the migrator's lock: one DDL writer at a time
             for sql in scripts { try tx.execute(script: sql) }

@@ -194,7 +194,7 @@ public enum WeblogLoad {
                             SELECT committed_offset FROM \(s.loads).weblog_range WHERE file_id = $1 AND part = $2 AND owner = $3 FOR UPDATE
                             """, [file, part, owner]).rows.first
                         guard let current, try current.decode(Int64.self, 0) == committed else {
-                            throw PipelineError("range \(part) of \(path) was taken over by another loader; this chunk was rolled back")
+                            throw TakenOver(message: "range \(part) of \(path) was taken over by another loader; this chunk was rolled back")
                         }
                         try tx.copyIn("""
                             COPY \(s.datalake).weblogs (file_id, line_number, client_ip, username, requested_at, method, path, status,
@@ -228,7 +228,7 @@ public enum WeblogLoad {
                             WHERE file_id = $1 AND part = $2 AND owner = $3 AND committed_offset = $10
                             """, [file, part, owner, min(offset, end), line, read, loaded, Int64(rejects.count), done, committed]).affectedRows
                         guard moved == 1 else {
-                            throw PipelineError("range \(part) of \(path) was taken over by another loader; this chunk was rolled back")
+                            throw TakenOver(message: "range \(part) of \(path) was taken over by another loader; this chunk was rolled back")
                         }
                         finished = done
                     }
@@ -238,6 +238,8 @@ public enum WeblogLoad {
                     total.loaded += loaded
                     total.rejected += Int64(rejects.count)
                 }
+            } catch let e as TakenOver {
+                throw e  // the other loader goes on with the load: it is not broken
             } catch {
                 try? loads.broke(load, error: "range \(part): \(error)")
                 throw error
@@ -283,4 +285,11 @@ public enum WeblogLoad {
         }
         return out
     }
+}
+
+/// A loader found its range's committed offset moved by another loader of the same range (a
+/// message delivered twice): its chunk was rolled back and it stops; the other goes on.
+struct TakenOver: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
 }

@@ -9,26 +9,35 @@ import Workflow
 ///
 /// 1. Looks up what the request names (a DAG, a run of that DAG, a task of that DAG) and refuses
 ///    unknown names with the fix.
-/// 2. Changes the metadata in Postgres (pause, a new run, cleared tasks, a failed run).
-/// 3. Wakes the scheduler through the broker, so it acts now rather than at its next tick.
+/// 2. Changes the metadata in Postgres (pause, a new run, cleared tasks, a failed run) or the
+///    dead letters in Redis.
+/// 3. After a trigger, a retry or a clear, wakes the scheduler through the broker, so it acts now
+///    rather than at its next tick (a pause is seen at its next tick).
+///
+/// Each server is reached only by the actions that need it (pausing needs no Redis, requeueing no
+/// Postgres): the connections are opened on first use.
 ///
 /// ```swift
-/// let ops = OperatorActions(registry: registry, store: store, queue: queue, actor: "etlctl")
+/// let ops = OperatorActions(registry: registry, store: { store }, queue: { queue }, actor: "etlctl")
 /// let run = try ops.trigger("b2b", logicalDate: date)
 /// ```
 public struct OperatorActions {
     public let registry: Registry
-    public let store: MetadataStore
-    public let queue: TaskQueue
-    /// Who acts ("etlctl", "web:admin"): named on the scheduler's wake-up message.
+    private let openStore: () throws -> MetadataStore
+    private let openQueue: () throws -> TaskQueue
+    /// Who acts ("etlctl", "web:admin"): named on the scheduler's wake-up message and in reasons.
     public let actor: String
 
-    public init(registry: Registry, store: MetadataStore, queue: TaskQueue, actor: String) {
+    public init(registry: Registry, store: @escaping () throws -> MetadataStore, queue: @escaping () throws -> TaskQueue, actor: String) {
         self.registry = registry
-        self.store = store
-        self.queue = queue
+        openStore = store
+        openQueue = queue
         self.actor = actor
     }
+
+    /// The metadata store (opened on first use by the caller's closure).
+    public var store: MetadataStore { get throws { try openStore() } }
+    var queue: TaskQueue { get throws { try openQueue() } }
 
     /// The DAG `id` of this build, or `notFound` listing the known ones.
     public func dag(_ id: String) throws -> DAG {
@@ -50,14 +59,14 @@ public struct OperatorActions {
     /// Checks that run `run` exists and belongs to `dag`.
     public func checkRun(_ run: Int64, of dag: String) throws {
         guard try store.run(run)?.dag == dag else {
-            throw OperatorError(.notFound, "DAG '\(dag)' has no run \(run). Fix: pick one from the DAG's runs (etlctl runs list \(dag))")
+            throw OperatorError(.notFound, "DAG '\(dag)' has no run \(run). Fix: pick one of the DAG's runs (its page, or etlctl runs list \(dag))")
         }
     }
 
     /// Pauses or unpauses `dag` (a paused DAG gets no new runs and no new tasks).
     public func setPaused(_ dag: String, _ paused: Bool) throws {
         _ = try self.dag(dag)
-        _ = try store.setPaused(dag, paused)
+        _ = try store.setPaused(dag, paused)  // the scheduler reads pauses at every tick
     }
 
     /// Creates a manual run of `dag` for `logicalDate` and wakes the scheduler; `conflict` when the
@@ -66,7 +75,7 @@ public struct OperatorActions {
         let d = try self.dag(dag)
         guard let run = try store.createRun(d, logicalDate: logicalDate, type: "manual") else {
             throw OperatorError(.conflict, "DAG '\(dag)' already has a run for \(PostgresTimestamp.format(logicalDate).prefix(10)). "
-                                + "Fix: pick another date, or retry its failed tasks (etlctl tasks clear --failed \(dag))")
+                                + "Fix: pick another date, or clear its failed tasks (Clear failed on the DAG's page, or etlctl tasks clear --failed \(dag))")
         }
         try queue.wakeScheduler(dag: dag, run: run, reason: "triggered", by: actor)
         return run
