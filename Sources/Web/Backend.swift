@@ -15,6 +15,11 @@ final class Connections {
     let store: MetadataStore
     let queue: TaskQueue
 
+    func close() {
+        pg.close()
+        queue.redis.close()
+    }
+
     init(pg: PostgresConnection, store: MetadataStore, queue: TaskQueue) {
         self.pg = pg
         self.store = store
@@ -24,7 +29,9 @@ final class Connections {
 
 /// The state the web server reads and changes: the same Postgres metadata and Redis queues as
 /// `etlctl`, through the same blocking C clients. Calls run on their own threads (never on
-/// SwiftNIO's event loops) with a connection pair taken from a small pool.
+/// SwiftNIO's event loops) with a connection pair taken from a pool of at most
+/// `ETL_WEB_CONNECTIONS` pairs (default 16): a request beyond that waits for a pair up to 10 s,
+/// then answers 503, so a burst of requests cannot open connections without bound.
 public final class Backend: @unchecked Sendable {
     public let registry: Registry
     public let schema: String
@@ -36,6 +43,9 @@ public final class Backend: @unchecked Sendable {
     private let lock = NSLock()
     private var idle: [Connections] = []
     private let maxIdle = 8
+    /// Pairs open or being opened, at most `maxConnections`.
+    private let slots: DispatchSemaphore
+    let maxConnections: Int
     private let work = DispatchQueue(label: "etl.web.backend", attributes: .concurrent)
     private let logger = Logger(label: "etl.web")
 
@@ -52,11 +62,13 @@ public final class Backend: @unchecked Sendable {
         redisConfig = redis
         keys = RedisKeys(environment: env)
         workerDeadAfter = try env.seconds("ETL_WORKER_DEAD_AFTER", default: 5, range: 0.5...3600) * 2
+        maxConnections = try env.integer("ETL_WEB_CONNECTIONS", default: 16, range: 1...1000)
+        slots = DispatchSemaphore(value: maxConnections)
     }
 
     /// Creates the metadata tables if needed and records the DAGs, as every other program does.
     public func prepare() throws {
-        let c = try open()
+        let c = try take()
         _ = try Migrator.run(c.pg, schema: schema, setup: registry.setup)
         try c.store.sync(dags: registry.dags)
         give(c)
@@ -68,13 +80,34 @@ public final class Backend: @unchecked Sendable {
         return Connections(pg: pg, store: MetadataStore(pg: pg, schema: schema), queue: TaskQueue(redis: redis, keys: keys))
     }
 
+    /// A pair from the pool (waiting for one when `maxConnections` are in use), or a new one.
     private func take() throws -> Connections {
+        guard slots.wait(timeout: .now() + 10) == .success else {
+            throw WebError(status: .serviceUnavailable,
+                           message: "all \(maxConnections) database connections of the web server are busy. Fix: try again, or raise ETL_WEB_CONNECTIONS")
+        }
         if let c = lock.withLock({ idle.popLast() }) { return c }
-        return try open()
+        do { return try open() } catch {
+            slots.signal()
+            throw error
+        }
     }
 
+    /// Returns a pair to the pool (kept idle, up to `maxIdle`).
     private func give(_ c: Connections) {
-        lock.withLock { if idle.count < maxIdle { idle.append(c) } }
+        let kept = lock.withLock { () -> Bool in
+            guard idle.count < maxIdle else { return false }
+            idle.append(c)
+            return true
+        }
+        if !kept { c.close() }
+        slots.signal()
+    }
+
+    /// A pair whose call failed: closed rather than returned, so it never serves the next request.
+    private func discard(_ c: Connections) {
+        c.close()
+        slots.signal()
     }
 
     /// Runs `body` with a connection pair on a backend thread. A pair whose call failed is closed
@@ -91,7 +124,11 @@ public final class Backend: @unchecked Sendable {
                     } catch let e as WebError {
                         give(c)  // a refusal of the request, not a fault of the connection
                         k.resume(throwing: e)
+                    } catch let e as OperatorError {
+                        give(c)
+                        k.resume(throwing: e)
                     } catch {
+                        discard(c)
                         k.resume(throwing: error)
                     }
                 } catch {

@@ -249,7 +249,7 @@ enum Pages {
     // MARK: Loads
 
     static func loads(_ list: [LoadQueries.Load], pipeline: String?, session: Session) -> HTML {
-        let filters: [HTML] = ["b2b", "ip2geo", "weblog"].map { p in
+        let filters: [HTML] = PipelineDAGs.ingestions.map { p in
             p == pipeline ? "<b>\(p)</b>" : "<a href=\"/loads?pipeline=\(p)\">\(p)</a>"
         }
         let rows: [HTML] = list.map { l in
@@ -284,13 +284,13 @@ enum Pages {
 
     // MARK: Reports
 
-    static let reportTitles = ["monthly-sales": "Monthly sales, last 12 months", "popular-devices": "Top 5 devices of B2B clients",
-                               "popular-products": "Most popular products in the country most users log in from"]
+    /// Each report's title, from its declaration (Reports.all).
+    static func title(_ report: String) -> String { Reports.named(report)?.title ?? report }
 
     static func reportIndex(_ data: [Backend.ReportData], session: Session) -> HTML {
         let cards: [HTML] = data.map { r in
             let latest: HTML = r.date.map { "latest: \($0) (\(r.rows.count) rows)" } ?? "no data yet: run the \(r.report) DAG"
-            return "<div class=\"card\"><a href=\"/reports/\(r.report)\"><b>\(reportTitles[r.report] ?? r.report)</b></a><br><span class=\"muted\">\(latest)</span></div>"
+            return "<div class=\"card\"><a href=\"/reports/\(r.report)\"><b>\(title(r.report))</b></a><br><span class=\"muted\">\(latest)</span></div>"
         }
         return Layout.page("Reports", section: "/reports", session: session, "\(cards)")
     }
@@ -320,7 +320,7 @@ enum Pages {
         <div class="card">\(chart)</div>
         <table><tr>\(head)</tr>\(rows)</table>
         """
-        return Layout.page(reportTitles[r.report] ?? r.report, section: "/reports", session: session, body)
+        return Layout.page(title(r.report), section: "/reports", session: session, body)
     }
 }
 

@@ -257,52 +257,21 @@ extension ETLCtl {
             let ctx = try Context()
             let s = try settings()
             let store = try ctx.store()
-            let pipelines = ["b2b", "ip2geo", "weblog", "monthly-sales", "popular-devices", "popular-products"]
-            var runs: [[String: Any]] = []
-            var runIDs: [Int64] = []
-            for dag in pipelines {
-                let r = try ctx.run(dag: dag, on: when, store: store)
-                if let r { runIDs.append(r.id) }
-                runs.append(["dag": dag, "run": r.map { $0.id as Any } ?? NSNull(), "state": r?.state ?? "no run",
-                             "seconds": r.flatMap { run in run.startedAt.map { (run.endedAt ?? Date()).timeIntervalSince($0) } } ?? NSNull()])
-            }
-            let pg = try ctx.connectPG()
-            var loads: [[String: Any]] = []
-            if !runIDs.isEmpty, (try? pg.query("SELECT 1 FROM \(s.loads).load LIMIT 1")) != nil {
-                loads = try failing {
-                    try pg.query("""
-                        SELECT pipeline, count(*) FILTER (WHERE state = 'finished'),
-                               coalesce(sum(rows_read) FILTER (WHERE state = 'finished'), 0)::bigint,
-                               coalesce(sum(rows_loaded) FILTER (WHERE state = 'finished'), 0)::bigint,
-                               coalesce(sum(rows_rejected) FILTER (WHERE state = 'finished'), 0)::bigint,
-                               count(*) FILTER (WHERE state = 'broken'), count(*) FILTER (WHERE state = 'running')
-                        FROM \(s.loads).load WHERE run_id = ANY($1::bigint[]) GROUP BY pipeline ORDER BY pipeline
-                        """, ["{\(runIDs.map(String.init).joined(separator: ","))}"]).rows.map { r in
-                        ["pipeline": try r.decode(String.self, 0), "loads": try r.decode(Int64.self, 1), "read": try r.decode(Int64.self, 2),
-                         "loaded": try r.decode(Int64.self, 3), "rejected": try r.decode(Int64.self, 4), "broken": try r.decode(Int64.self, 5),
-                         "running": try r.decode(Int64.self, 6)] as [String: Any]
-                    }
-                }
-            }
-            let reports = Reports.all.map { r -> [String: Any] in
-                let path = "\(s.reportsDir)/\(r.name)/date=\(when)/report.csv"
-                return ["report": r.name, "path": path, "exists": FileManager.default.fileExists(atPath: path)]
-            }
+            let summary = try failing { try PipelineSummary.read(day: when, store: store, pg: store.pg, settings: s) }
             if json {
-                Output.json(["date": when.description, "runs": runs, "loads": loads, "reports": reports])
+                Output.encoded(summary)
                 return
             }
             print("DAG runs for \(when):")
-            Output.table(["DAG", "RUN", "STATE", "DURATION"], runs.map { r in
-                [r["dag"] as! String, (r["run"] as? Int64).map(String.init) ?? "-", r["state"] as! String,
-                 (r["seconds"] as? Double).map { String(format: "%.1fs", $0) } ?? "-"]
+            Output.table(["DAG", "RUN", "STATE", "DURATION"], summary.runs.map { r in
+                [r.dag, r.run.map(String.init) ?? "-", r.state, r.seconds.map { String(format: "%.1fs", $0) } ?? "-"]
             })
             print("\nFinished loads of these runs (rows read = loaded + rejected), and loads that broke (retried attempts) or still run:")
-            Output.table(["PIPELINE", "FINISHED", "READ", "LOADED", "REJECTED", "BROKEN", "RUNNING"], loads.map { l in
-                [l["pipeline"] as! String, "\(l["loads"]!)", "\(l["read"]!)", "\(l["loaded"]!)", "\(l["rejected"]!)", "\(l["broken"]!)", "\(l["running"]!)"]
+            Output.table(["PIPELINE", "FINISHED", "READ", "LOADED", "REJECTED", "BROKEN", "RUNNING"], summary.loads.map { l in
+                [l.pipeline, "\(l.loads)", "\(l.read)", "\(l.loaded)", "\(l.rejected)", "\(l.broken)", "\(l.running)"]
             })
             print("\nReports:")
-            for r in reports { print("  \(r["report"]!): \(r["path"]!)\((r["exists"] as! Bool) ? "" : "  (not written)")") }
+            for r in summary.reports { print("  \(r.report): \(r.path)\(r.exists ? "" : "  (not written)")") }
         }
     }
 }

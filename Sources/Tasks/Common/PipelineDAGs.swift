@@ -10,6 +10,11 @@ import Workflow
 /// The six DAGs of the original, with the same names and dependencies: three ingestions (b2b,
 /// ip2geo, weblog) and three reports that wait for them (same logical date).
 public enum PipelineDAGs {
+    /// The ingestion DAGs, in the order their runs are shown (etlctl summary, the loads page).
+    public static let ingestions = ["b2b", "ip2geo", "weblog"]
+    /// The six DAGs: the ingestions, then one report DAG per report (named as the report).
+    public static var names: [String] { ingestions + Reports.all.map(\.name) }
+
     public static func dags(settings s: PipelineSettings) throws -> [DAG] {
         let start = Date(timeIntervalSince1970: 1_704_067_200)  // 2024-01-01
         let daily = try s.schedule()

@@ -12,6 +12,8 @@ import Workflow
 public enum Reports {
     public struct Report: Sendable {
         public let name: String
+        /// The title people see (the web UI's report pages).
+        public let title: String
         public let table: String
         public let columns: [String]
         /// Fills the datamart table for `$1` (the logical date), after the old rows are deleted.
@@ -21,7 +23,7 @@ public enum Reports {
     /// How many products popular-products lists.
     public static let topProducts = 10
 
-    public static let monthlySales = Report(name: "monthly-sales", table: "monthly_sales",
+    public static let monthlySales = Report(name: "monthly-sales", title: "Monthly sales, last 12 months", table: "monthly_sales",
                                             columns: ["month", "orders", "units", "revenue"]) { s in
         """
         WITH bounds AS (
@@ -42,7 +44,7 @@ public enum Reports {
         """
     }
 
-    public static let popularDevices = Report(name: "popular-devices", table: "popular_devices",
+    public static let popularDevices = Report(name: "popular-devices", title: "Top 5 devices of B2B clients", table: "popular_devices",
                                               columns: ["rank", "device", "users", "requests"]) { s in
         """
         INSERT INTO \(s.datamart).popular_devices (logical_date, rank, device, users, requests)
@@ -58,7 +60,8 @@ public enum Reports {
         """
     }
 
-    public static let popularProducts = Report(name: "popular-products", table: "popular_products",
+    public static let popularProducts = Report(name: "popular-products", title: "Most popular products in the country most users log in from",
+                                               table: "popular_products",
                                                columns: ["country", "rank", "product", "units", "revenue"]) { s in
         """
         WITH top_country AS (
