@@ -39,7 +39,7 @@ enum Pages {
         }
         let rows: [HTML] = list.map { d in
             let squares: [HTML] = d.recentRuns.reversed().map { r in
-                Layout.square(r.state, title: runTitle(r), href: "/dags/\(HTML.component(d.dag))/runs/\(r.id)")
+                Layout.square(r.state.rawValue, title: runTitle(r), href: "/dags/\(HTML.component(d.dag))/runs/\(r.id)")
             }
             let tags: [HTML] = d.tags.map { "<a class=\"tag\" href=\"/dags?tag=\(HTML.component($0))\">\($0)</a>" }
             let toggle = d.paused
@@ -132,7 +132,7 @@ enum Pages {
         var cell: [String: MetadataStore.GridCell] = [:]
         for c in detail.grid { cell["\(c.run)/\(c.task)"] = c }
         let latest = d.recentRuns.first.map { r in detail.grid.filter { $0.run == r.id }.reduce(into: [String: String]()) { $0[$1.task] = $1.state } } ?? [:]
-        let head: [HTML] = runs.map { r in "<th>\(Layout.square(r.state, title: runTitle(r), href: "\(dagPath)/runs/\(r.id)"))</th>" }
+        let head: [HTML] = runs.map { r in "<th>\(Layout.square(r.state.rawValue, title: runTitle(r), href: "\(dagPath)/runs/\(r.id)"))</th>" }
         let gridRows: [HTML] = detail.tasks.map { t in
             let cells: [HTML] = runs.map { r in
                 guard let c = cell["\(r.id)/\(t.task)"] else { return "<td>\(Layout.square(nil, title: "not in this run"))</td>" }
@@ -142,15 +142,15 @@ enum Pages {
         }
         let runRows: [HTML] = d.recentRuns.map { r in
             var actions: [HTML] = []
-            if r.state == "failed" || detail.grid.contains(where: { $0.run == r.id && ($0.state == "failed" || $0.state == "upstream_failed") }) {
+            if r.state == .failed || detail.grid.contains(where: { $0.run == r.id && ($0.state == "failed" || $0.state == "upstream_failed") }) {
                 actions.append(Layout.button("Clear failed", action: "\(dagPath)/runs/\(r.id)/clear-failed", session: session))
             }
-            if r.state == "queued" || r.state == "running" {
+            if !r.state.isFinished {
                 actions.append(Layout.button("Mark failed", action: "\(dagPath)/runs/\(r.id)/mark-failed", session: session, style: "danger"))
             }
             return """
-            <tr><td><a href="\(dagPath)/runs/\(r.id)">\(r.id)</a></td><td>\(HTML.time(r.logicalDate).prefix(10))</td><td>\(r.type)</td>
-            <td>\(Layout.square(r.state, title: r.state)) \(r.state)</td><td>\(HTML.time(r.startedAt))</td><td>\(HTML.duration(r.startedAt, r.endedAt))</td><td>\(actions)</td></tr>
+            <tr><td><a href="\(dagPath)/runs/\(r.id)">\(r.id)</a></td><td>\(HTML.time(r.logicalDate).prefix(10))</td><td>\(r.type.rawValue)</td>
+            <td>\(Layout.square(r.state.rawValue, title: r.state.rawValue)) \(r.state.rawValue)</td><td>\(HTML.time(r.startedAt))</td><td>\(HTML.duration(r.startedAt, r.endedAt))</td><td>\(actions)</td></tr>
             """
         }
         let tasks: [HTML] = detail.tasks.map { t in
@@ -190,11 +190,11 @@ enum Pages {
         if detail.tasks.contains(where: { $0.state == "failed" || $0.state == "upstream_failed" }) {
             actions.append(Layout.button("Clear failed", action: "\(dagPath)/runs/\(r.id)/clear-failed", session: session))
         }
-        if r.state == "queued" || r.state == "running" {
+        if !r.state.isFinished {
             actions.append(Layout.button("Mark failed", action: "\(dagPath)/runs/\(r.id)/mark-failed", session: session, style: "danger"))
         }
         let body: HTML = """
-        <p><a href="\(dagPath)">← \(dag)</a> · logical date \(HTML.time(r.logicalDate).prefix(10)) · \(r.type) · \(Layout.square(r.state, title: r.state)) <b>\(r.state)</b>
+        <p><a href="\(dagPath)">← \(dag)</a> · logical date \(HTML.time(r.logicalDate).prefix(10)) · \(r.type.rawValue) · \(Layout.square(r.state.rawValue, title: r.state.rawValue)) <b>\(r.state.rawValue)</b>
         · started \(HTML.time(r.startedAt)) · \(HTML.duration(r.startedAt, r.endedAt)) \(actions)</p>
         <table><tr><th>Task</th><th>State</th><th class="num">Try</th><th>Worker</th><th>Started</th><th>Duration</th><th>Error</th><th></th></tr>\(rows)</table>
         """

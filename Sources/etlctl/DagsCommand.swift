@@ -108,9 +108,9 @@ func waitForRun(store: MetadataStore, dag: String, run: Int64, timeout: Double, 
             let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
             FileHandle.standardError.write(Data("\r\(dag) run \(run) [\(bar)] \(done)/\(tasks.count) done, \(running) running\(failed > 0 ? ", \(failed) failed" : "")   ".utf8))
         }
-        if let r = try failing({ try store.run(run) }), r.state == "success" || r.state == "failed" {
-            if json { Output.json(["dag": dag, "run": run, "state": r.state]) } else { print("\(dag) run \(run): \(r.state)") }
-            if r.state == "failed" { throw fail("\(dag) run \(run) failed. See: etlctl tasks list \(dag) --run \(run)") }
+        if let r = try failing({ try store.run(run) }), r.state.isFinished {
+            if json { Output.json(["dag": dag, "run": run, "state": r.state.rawValue]) } else { print("\(dag) run \(run): \(r.state.rawValue)") }
+            if r.state == .failed { throw fail("\(dag) run \(run) failed. See: etlctl tasks list \(dag) --run \(run)") }
             return
         }
         sleepSeconds(0.1)

@@ -51,11 +51,11 @@ struct Runs: ParsableCommand {
                 return
             }
             if json {
-                Output.json(rows.map { ["run": $0.id, "dag": $0.dag, "logical_date": PostgresTimestamp.format($0.logicalDate), "type": $0.type,
-                                        "state": $0.state, "started_at": Output.jsonTime($0.startedAt), "ended_at": Output.jsonTime($0.endedAt)] as [String: Any] })
+                Output.json(rows.map { ["run": $0.id, "dag": $0.dag, "logical_date": PostgresTimestamp.format($0.logicalDate), "type": $0.type.rawValue,
+                                        "state": $0.state.rawValue, "started_at": Output.jsonTime($0.startedAt), "ended_at": Output.jsonTime($0.endedAt)] as [String: Any] })
             } else {
                 Output.table(["RUN", "DAG", "LOGICAL DATE", "TYPE", "STATE", "STARTED", "DURATION"], rows.map {
-                    [String($0.id), $0.dag, String(PostgresTimestamp.format($0.logicalDate).prefix(10)), $0.type, $0.state,
+                    [String($0.id), $0.dag, String(PostgresTimestamp.format($0.logicalDate).prefix(10)), $0.type.rawValue, $0.state.rawValue,
                      Output.time($0.startedAt), Output.duration($0.startedAt, $0.endedAt)]
                 })
             }

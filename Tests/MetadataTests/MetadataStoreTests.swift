@@ -22,7 +22,7 @@ struct MetadataStoreTests {
         let t1 = try #require(try a.acquireLease(holder: "a", ttl: 30))
         try a.setFence(t1)
         let dag = try #require(c.registry.dag("example_diamond"))
-        let run = try #require(try a.createRun(dag, logicalDate: Date(timeIntervalSince1970: 1_717_200_000), type: "manual"))
+        let run = try #require(try a.createRun(dag, logicalDate: Date(timeIntervalSince1970: 1_717_200_000), type: .manual))
         // a's lease runs out (as if its process had been paused) and b takes over.
         try c.store.pg.query("UPDATE \(c.schema).scheduler_lease SET expires_at = now() - interval '1 second'")
         let t2 = try #require(try b.acquireLease(holder: "b", ttl: 30))
@@ -31,9 +31,9 @@ struct MetadataStoreTests {
         let refused = #expect(throws: PostgresError.self) { try a.markQueued(run: run, tasks: ["extract"]) }
         #expect(refused?.sqlState == MetadataStore.fencedOut)
         #expect(refused?.description.contains("fenced out") == true, "\(String(describing: refused))")
-        #expect(throws: PostgresError.self) { try a.setRunState(run, "failed") }
+        #expect(throws: PostgresError.self) { try a.setRunState(run, .failed) }
         #expect(try c.store.instances(run: run)["extract"]?.state == .scheduled)
-        #expect(try c.store.run(run)?.state == "queued")
+        #expect(try c.store.run(run)?.state == .queued)
         #expect(try b.markQueued(run: run, tasks: ["extract"]).count == 1)
         // A session without a fence (a worker, etlctl, the web server) is not affected.
         #expect(try c.store.startAttempt(run: run, task: "extract", tryNumber: 1, worker: "w"))

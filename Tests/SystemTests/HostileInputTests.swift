@@ -97,7 +97,7 @@ struct HostileInputTests {
         try c.startScheduler()
         try c.startWorker()
         let run = try c.trigger("example_diamond")
-        #expect(try c.wait(run: run, timeout: 40) == "success", "\(c.logs())")
+        #expect(try c.wait(run: run, timeout: 40) == .success, "\(c.logs())")
         #expect(try c.effects(run: run).count == 6)
         // Replay every task's message as the scheduler sent it: same run, task and try.
         let codec = try MessageCodec(secret: c.env["ETL_SECRET_KEY"]!)
@@ -158,7 +158,7 @@ struct SecurityTests {
         try c.startScheduler()
         try c.startWorker()
         let run = try c.trigger("example_diamond")
-        #expect(try c.wait(run: run, timeout: 40) == "success")
+        #expect(try c.wait(run: run, timeout: 40) == .success)
         let secrets = [secret, webPassword, web["ETL_WEB_API_TOKEN"]!, c.pgPassword, c.redisPassword].compactMap { $0 }.filter { !$0.isEmpty }
         // Process lists: the command lines of everything we started.
         for p in c.workers + c.schedulers + [webserver] {

@@ -34,7 +34,7 @@ struct PipelineProcessTests {
         // Reports first: they wait for their upstream DAGs without holding a worker.
         let reports = try ["monthly-sales", "popular-devices", "popular-products"].map { try c.trigger($0, date: date) }
         let ingestions = try ["b2b", "ip2geo", "weblog"].map { try c.trigger($0, date: date) }
-        for run in ingestions + reports { #expect(try c.wait(run: run, timeout: 180) == "success", "\(c.logs())") }
+        for run in ingestions + reports { #expect(try c.wait(run: run, timeout: 180) == .success, "\(c.logs())") }
         let s = fx.settings
         for (name, minRows) in [("monthly-sales", 12), ("popular-devices", 5), ("popular-products", 1)] {
             let path = "\(s.reportsDir)/\(name)/date=2024-06-15/report.csv"
@@ -76,7 +76,7 @@ struct PipelineProcessTests {
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
         try c.startWorker(["--concurrency", "1"])
-        #expect(try c.wait(run: run, timeout: 180) == "success", "\(c.logs())")
+        #expect(try c.wait(run: run, timeout: 180) == .success, "\(c.logs())")
 
         // Every good line once, every injected bad line rejected once, as the generator counted them.
         let good = Int64(generated.lines - generated.badLines), bad = Int64(generated.badLines)

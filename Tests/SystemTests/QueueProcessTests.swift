@@ -20,7 +20,7 @@ struct QueueProcessTests {
         try c.startWorker(["--concurrency", "2"])
         try c.startWorker()
         let run = try c.trigger("example_diamond")
-        #expect(try c.wait(run: run) == "success", "\(c.logs())")
+        #expect(try c.wait(run: run) == .success, "\(c.logs())")
         let effects = try c.effects(run: run)
         #expect(effects.map(\.task).sorted() == ["clean", "enrich", "extract", "join", "publish", "score"])
         // Grouped, not keyed uniquely: a task that ran twice is a failed expectation, not a crash.
@@ -44,13 +44,13 @@ struct QueueProcessTests {
         // Another run goes through meanwhile: the scheduler has looked at the waiting run (it acts
         // on every run at each event and tick), and the only slot was free for other work.
         let other = try c.trigger("example_diamond")
-        #expect(try c.wait(run: other) == "success", "\(c.logs())")
-        #expect(try c.store.run(down)?.state == "queued")
+        #expect(try c.wait(run: other) == .success, "\(c.logs())")
+        #expect(try c.store.run(down)?.state == .queued)
         #expect(try c.store.instances(run: down)["consume"]?.state == .scheduled, "the downstream task left scheduled before its upstream DAG ran")
         #expect(try c.effects(run: down).isEmpty)
         let up = try c.trigger("example_upstream")
-        #expect(try c.wait(run: up) == "success")
-        #expect(try c.wait(run: down) == "success")
+        #expect(try c.wait(run: up) == .success)
+        #expect(try c.wait(run: down) == .success)
         let upEnd = try c.store.pg.query("SELECT ended_at FROM \(c.schema).dag_run WHERE run_id = $1", [up]).rows[0].decode(Date.self, 0)
         let consumed = try c.effects(run: down).first!.at
         #expect(consumed >= upEnd)
@@ -62,7 +62,7 @@ struct QueueProcessTests {
         try c.startScheduler()
         try c.startWorker()
         let run = try c.trigger("example_retry")
-        #expect(try c.wait(run: run) == "success")
+        #expect(try c.wait(run: run) == .success)
         #expect(try c.store.instances(run: run)["flaky"]?.tryNumber == 3)
         let attempts = try c.store.pg.query("SELECT try_number, state FROM \(c.schema).task_attempt WHERE run_id = $1 AND task_id = 'flaky' ORDER BY try_number", [run]).rows
         #expect(try attempts.map { try $0.decode(String.self, 1) } == ["up_for_retry", "up_for_retry", "success"])
@@ -74,7 +74,7 @@ struct QueueProcessTests {
         try c.startScheduler()
         try c.startWorker()
         let run = try c.trigger("example_retry_out")
-        #expect(try c.wait(run: run, timeout: 60) == "failed", "\(c.logs())")
+        #expect(try c.wait(run: run, timeout: 60) == .failed, "\(c.logs())")
         let inst = try c.store.instances(run: run)
         #expect(inst["doomed"]?.state == .failed && inst["doomed"]?.tryNumber == 3)
         #expect(inst["after"]?.state == .upstreamFailed)
@@ -105,13 +105,13 @@ struct QueueProcessTests {
         let paused = try c.trigger("example_diamond")
         // An unpaused DAG's run goes through meanwhile, so the scheduler has been working.
         let other = try c.trigger("example_upstream")
-        #expect(try c.wait(run: other) == "success", "\(c.logs())")
+        #expect(try c.wait(run: other) == .success, "\(c.logs())")
         usleep(1_500_000)  // and at least one more tick
         let inst = try c.store.instances(run: paused)
         #expect(inst.values.allSatisfy { $0.state == .scheduled && $0.tryNumber == 0 }, "\(inst.values.map { "\($0.task) \($0.state)" })")
         #expect(try c.effects(run: paused).isEmpty)
         try c.store.setPaused("example_diamond", false)
-        #expect(try c.wait(run: paused) == "success", "\(c.logs())")
+        #expect(try c.wait(run: paused) == .success, "\(c.logs())")
         #expect(try c.effects(run: paused).count == 6)
     }
 
@@ -121,7 +121,7 @@ struct QueueProcessTests {
         try c.startScheduler()
         try c.startWorker()
         let run = try c.trigger("example_timeout")
-        #expect(try c.wait(run: run, timeout: 30) == "failed")
+        #expect(try c.wait(run: run, timeout: 30) == .failed)
         let inst = try c.store.instances(run: run)
         #expect(inst["stuck"]?.state == .failed)
         #expect(inst["never"]?.state == .upstreamFailed)
@@ -144,7 +144,7 @@ struct QueueProcessTests {
         first.waitUntilExit()
         let killedAt = monotonicSeconds()
         try c.startWorker(name: "rescuer")
-        #expect(try c.wait(run: run) == "success", "\(c.logs())")
+        #expect(try c.wait(run: run) == .success, "\(c.logs())")
         let recovered = monotonicSeconds() - killedAt
         let effects = try c.effects(run: run)
         #expect(effects.count == 1)  // the killed attempt's write was never committed
@@ -167,7 +167,7 @@ struct QueueProcessTests {
         kill(victim.processIdentifier, SIGKILL)
         victim.waitUntilExit()
         try c.startWorker(["--concurrency", "2"], name: "rescuer")
-        for r in runs { #expect(try c.wait(run: r) == "success", "\(c.logs())") }
+        for r in runs { #expect(try c.wait(run: r) == .success, "\(c.logs())") }
         let rows = try c.store.pg.query("SELECT worker, started_at, ended_at FROM \(c.schema).task_instance WHERE run_id = ANY($1::bigint[]) ORDER BY started_at",
                                         ["{\(runs[0]),\(runs[1])}"]).rows
         let workers = try rows.map { try $0.decode(String.self, 0) }
@@ -190,7 +190,7 @@ struct QueueProcessTests {
         // (19 tasks; the scheduler may add example_hourly's one task too.)
         try c.waitFor("19 messages waiting") { (try c.queue.redis.command("XLEN", c.queue.keys.queue("default")).int ?? 0) >= 19 }
         try c.startWorker(["--concurrency", "1", "--prefetch", "32"])
-        #expect(try c.wait(run: run) == "failed", "\(c.logs())")
+        #expect(try c.wait(run: run) == .failed, "\(c.logs())")
         let inst = try c.store.instances(run: run)
         #expect(inst.filter { $0.value.state == .success }.keys.sorted() == ((0..<8).map { "noop_\($0)" } + (0..<8).map { "write_\($0)" }).sorted())
         #expect(inst.filter { $0.value.state == .failed }.keys.sorted() == ["fail_0", "fail_1", "fail_2"])
@@ -204,7 +204,7 @@ struct QueueProcessTests {
 
         // A writer timed out by the scheduler while it blocks: its row must not land, the others' must.
         let stuck = try c.trigger("example_stuck_batch")
-        #expect(try c.wait(run: stuck, timeout: 60) == "failed", "\(c.logs())")
+        #expect(try c.wait(run: stuck, timeout: 60) == .failed, "\(c.logs())")
         let s = try c.store.instances(run: stuck)
         #expect(s["stuck_writer"]?.state == .failed)
         #expect((0..<4).allSatisfy { s["write_\($0)"]?.state == .success })
@@ -221,7 +221,7 @@ struct QueueProcessTests {
         let waiting = try c.trigger("example_wait_batch")
         try c.waitFor("both tasks queued") { try c.store.instances(run: waiting).values.allSatisfy { $0.state == .queued } }
         try c.startWorker(["--concurrency", "1"])
-        #expect(try c.wait(run: waiting) == "success", "\(c.logs())")
+        #expect(try c.wait(run: waiting) == .success, "\(c.logs())")
         #expect(try c.effects(run: waiting).count == 2)
     }
 
@@ -238,7 +238,7 @@ struct QueueProcessTests {
         let ours = try MessageCodec(environment: Environment(c.env))
         try c.queue.enqueue(TaskMessage(dag: "no_such_dag", runID: 1, task: "x", logicalDate: "2024-01-01", tryNumber: 1), codec: ours)
         let run = try c.trigger("example_diamond")
-        #expect(try c.wait(run: run) == "success")
+        #expect(try c.wait(run: run) == .success)
         let end = monotonicSeconds() + 10
         var reasons: [String] = []
         while monotonicSeconds() < end {
@@ -268,7 +268,7 @@ struct QueueOperatorTests {
         kill(w.processIdentifier, SIGTERM)
         try c.waitFor("the worker's exit after SIGTERM", timeout: 40) { !w.isRunning }
         #expect(w.terminationStatus == 0)
-        #expect(try c.store.run(run)?.state == "success" || c.wait(run: run) == "success")
+        #expect(try c.store.run(run)?.state == .success || c.wait(run: run) == .success)
         #expect(try c.effects(run: run).count == 1)
         #expect(try c.store.instances(run: run)["slow"]?.tryNumber == 1)
     }
@@ -283,7 +283,7 @@ struct QueueOperatorTests {
         let run = try c.trigger("example_long")
         #expect(try c.waitRunning(run: run, task: "long").hasPrefix("slowpoke"))
         try c.startWorker(["--concurrency", "2"], name: "bystander")  // idle, and would reclaim a dead worker's task
-        #expect(try c.wait(run: run, timeout: 40) == "success", "\(c.logs())")
+        #expect(try c.wait(run: run, timeout: 40) == .success, "\(c.logs())")
         #expect(try c.effects(run: run).count == 1)
         let attempts = try c.store.attemptLogs(run: run, task: "long")
         #expect(attempts.count == 1 && attempts.first?.worker?.hasPrefix("slowpoke") == true, "\(attempts.map { $0.worker ?? "-" })")
@@ -304,7 +304,7 @@ struct QueueOperatorTests {
         kill(victim.processIdentifier, SIGTERM)
         try c.waitFor("the worker's exit after its 1 s grace", timeout: 15) { !victim.isRunning }
         #expect(monotonicSeconds() - sent < 10, "the worker took \(monotonicSeconds() - sent) s to leave with a 1 s grace")
-        #expect(try c.wait(run: run, timeout: 40) == "success", "\(c.logs())")
+        #expect(try c.wait(run: run, timeout: 40) == .success, "\(c.logs())")
         // The rescuer ran it to the end; the victim's uncommitted write never landed.
         #expect(try c.store.pg.query("SELECT worker FROM \(c.schema).task_instance WHERE run_id = $1", [run]).rows[0]
             .decode(String.self, 0).hasPrefix("rescuer"))
@@ -325,7 +325,7 @@ struct QueueOperatorTests {
         s.waitUntilExit()
         usleep(1_500_000)  // produce finishes while no scheduler runs; its event waits in the stream
         try c.startScheduler(name: "second")
-        #expect(try c.wait(run: run) == "success", "\(c.logs())")
+        #expect(try c.wait(run: run) == .success, "\(c.logs())")
         let effects = try c.effects(run: run)
         #expect(effects.map(\.task) == ["announce"])
         #expect(try c.store.instances(run: run).values.allSatisfy { $0.tryNumber == 1 })
@@ -339,13 +339,13 @@ struct QueueOperatorTests {
         let b = try c.startScheduler(name: "b")
         try c.startWorker()
         let first = try c.trigger("example_diamond", date: Date(timeIntervalSince1970: 1_717_200_000))
-        #expect(try c.wait(run: first) == "success")
+        #expect(try c.wait(run: first) == .success)
         let leader = try c.store.pg.query("SELECT holder FROM \(c.schema).scheduler_lease").rows[0].decode(String.self, 0)
         let victim = leader == "a" ? a : b
         kill(victim.processIdentifier, SIGKILL)
         victim.waitUntilExit()
         let second = try c.trigger("example_diamond", date: Date(timeIntervalSince1970: 1_717_286_400))
-        #expect(try c.wait(run: second, timeout: 30) == "success", "\(c.logs())")
+        #expect(try c.wait(run: second, timeout: 30) == .success, "\(c.logs())")
         let now = try c.store.pg.query("SELECT holder, fencing_token FROM \(c.schema).scheduler_lease").rows[0]
         #expect(try now.decode(String.self, 0) != leader)
         #expect(try now.decode(Int.self, 1) >= 2)
@@ -360,11 +360,11 @@ struct QueueOperatorTests {
         var run: MetadataStore.RunRow?
         while monotonicSeconds() < end {
             run = try c.store.runRows(dag: "example_hourly", limit: 5).first
-            if run?.state == "success" { break }
+            if run?.state == .success { break }
             usleep(100_000)
         }
-        #expect(run?.state == "success", "\(c.logs())")
-        #expect(run?.type == "scheduled")
+        #expect(run?.state == .success, "\(c.logs())")
+        #expect(run?.type == .scheduled)
         // Airflow semantics: the logical date is the start of the last full hour.
         let hour = floor(Date().timeIntervalSince1970 / 3600) * 3600
         #expect(run?.logicalDate.timeIntervalSince1970 == hour - 3600 || run?.logicalDate.timeIntervalSince1970 == hour - 7200)
@@ -395,7 +395,7 @@ struct QueueOperatorTests {
         try c.queue.redis.command("XTRIM", c.queue.keys.queue("default"), "MAXLEN", 0)
         usleep(1_200_000)
         try c.startWorker()
-        #expect(try c.wait(run: run, timeout: 40) == "success", "\(c.logs())")
+        #expect(try c.wait(run: run, timeout: 40) == .success, "\(c.logs())")
         #expect(try c.effects(run: run).count == 6)
         #expect(c.logs().contains("re-enqueued"))
     }

@@ -107,7 +107,7 @@ public final class Cluster {
 
     /// Creates a manual run and wakes the scheduler, as `etlctl dags trigger` does.
     public func trigger(_ dagID: String, date: Date = Date(timeIntervalSince1970: 1_717_200_000)) throws -> Int64 {
-        guard let dag = registry.dag(dagID), let run = try store.createRun(dag, logicalDate: date, type: "manual") else {
+        guard let dag = registry.dag(dagID), let run = try store.createRun(dag, logicalDate: date, type: .manual) else {
             throw TestSetupError(message: "could not create a run of \(dagID)")
         }
         try queue.publish(CompletionEvent(dag: dagID, runID: run, task: "", tryNumber: 0, state: "triggered", worker: "test"))
@@ -134,10 +134,10 @@ public final class Cluster {
     }
 
     /// Waits for the run to end; returns its final state.
-    public func wait(run: Int64, timeout: Double = 60) throws -> String {
+    public func wait(run: Int64, timeout: Double = 60) throws -> RunState {
         let end = monotonicSeconds() + timeout
         while monotonicSeconds() < end {
-            if let r = try store.run(run), r.state == "success" || r.state == "failed" { return r.state }
+            if let r = try store.run(run), r.state.isFinished { return r.state }
             usleep(50_000)
         }
         throw TestSetupError(message: "run \(run) did not finish within \(timeout) s; logs in \(logDir.path):\n\(logs())")

@@ -50,7 +50,7 @@ struct BrowserTests {
         }
         // What the browser did really happened: the DAG is unpaused and its run succeeded.
         #expect(try c.store.dagRows().first { $0.id == "example_diamond" }?.paused == false)
-        #expect(try c.store.runRows(dag: "example_diamond", limit: 5).first?.state == "success")
+        #expect(try c.store.runRows(dag: "example_diamond", limit: 5).first?.state == .success)
         #expect(try c.effects(run: try #require(c.store.runRows(dag: "example_diamond", limit: 1).first?.id)).count == 6)
     }
 

@@ -296,7 +296,7 @@ struct WebTests {
             #expect(states["extract"] == .scheduled && states["publish"] == .scheduled)  // the task and what depends on it
 
             #expect(try await b.post(client, "/dags/example_diamond/runs/\(run)/mark-failed").status == .seeOther)
-            #expect(try fx.store.run(run)?.state == "failed")
+            #expect(try fx.store.run(run)?.state == .failed)
             #expect(try fx.store.instances(run: run)["extract"]?.state == .failed)
 
             #expect(try await b.post(client, "/dead-letters/requeue", ["all": "0"]).status == .seeOther)  // not a yes: nothing requeued

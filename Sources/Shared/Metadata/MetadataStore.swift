@@ -45,12 +45,12 @@ public final class MetadataStore {
 
     /// Creates a run with every task `scheduled`; nil if the DAG already has a run for that date.
     @discardableResult
-    public func createRun(_ dag: DAG, logicalDate: Date, type: String) throws -> Int64? {
+    public func createRun(_ dag: DAG, logicalDate: Date, type: RunType) throws -> Int64? {
         let run = try pg.transaction { tx -> Int64? in
             guard let row = try tx.query("""
                 INSERT INTO \(s).dag_run (dag_id, logical_date, run_type, state) VALUES ($1, $2, $3, 'queued')
                 ON CONFLICT (dag_id, logical_date) DO NOTHING RETURNING run_id
-                """, [dag.id, logicalDate, type]).first else { return nil }
+                """, [dag.id, logicalDate, type.rawValue]).first else { return nil }
             let runID = try row.decode(Int64.self, 0)
             // Every task in one statement: a 20,000-task run is one round trip, not 20,000.
             try tx.query("""
@@ -82,17 +82,17 @@ public final class MetadataStore {
         public let id: Int64
         public let dag: String
         public let logicalDate: Date
-        public let state: String
+        public let state: RunState
     }
 
     public func activeRuns() throws -> [Run] {
         try pg.query("SELECT run_id, dag_id, logical_date, state FROM \(s).dag_run WHERE state IN ('queued', 'running') ORDER BY run_id")
-            .rows.map { Run(id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1), logicalDate: try $0.decode(Date.self, 2), state: try $0.decode(String.self, 3)) }
+            .rows.map { Run(id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1), logicalDate: try $0.decode(Date.self, 2), state: try MetadataStore.runState($0, 3)) }
     }
 
     public func run(_ id: Int64) throws -> Run? {
         try pg.query("SELECT run_id, dag_id, logical_date, state FROM \(s).dag_run WHERE run_id = $1", [id])
-            .rows.first.map { Run(id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1), logicalDate: try $0.decode(Date.self, 2), state: try $0.decode(String.self, 3)) }
+            .rows.first.map { Run(id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1), logicalDate: try $0.decode(Date.self, 2), state: try MetadataStore.runState($0, 3)) }
     }
 
     /// True when every DAG in `upstream` has a successful run for `logicalDate`.
@@ -104,14 +104,14 @@ public final class MetadataStore {
         return n == upstream.count
     }
 
-    public func setRunState(_ run: Int64, _ state: String) throws {
-        let ended = state == "success" || state == "failed"
+    public func setRunState(_ run: Int64, _ state: RunState) throws {
+        let ended = state.isFinished
         try pg.query("""
             UPDATE \(s).dag_run SET state = $2,
               started_at = CASE WHEN $2 = 'running' AND started_at IS NULL THEN now() ELSE started_at END,
               ended_at = CASE WHEN $3 THEN now() ELSE NULL END
             WHERE run_id = $1 AND state <> $2
-            """, [run, state, ended])
+            """, [run, state.rawValue, ended])
     }
 
     // MARK: Task instances
@@ -409,7 +409,7 @@ extension MetadataStore {
     }
 
     public struct RunRow: Codable, Sendable {
-        public let id: Int64; public let dag: String; public let logicalDate: Date; public let type: String; public let state: String
+        public let id: Int64; public let dag: String; public let logicalDate: Date; public let type: RunType; public let state: RunState
         public let startedAt: Date?; public let endedAt: Date?
         enum CodingKeys: String, CodingKey {
             case id = "run", dag, logicalDate = "logical_date", type, state, startedAt = "started_at", endedAt = "ended_at"
@@ -431,7 +431,7 @@ extension MetadataStore {
 
     static func runRow(_ r: PostgresRow) throws -> RunRow {
         RunRow(id: try r.decode(Int64.self, 0), dag: try r.decode(String.self, 1), logicalDate: try r.decode(Date.self, 2),
-               type: try r.decode(String.self, 3), state: try r.decode(String.self, 4),
+               type: RunType(rawValue: try r.decode(String.self, 3)) ?? .manual, state: try MetadataStore.runState(r, 4),
                startedAt: try r.decode(Date?.self, 5), endedAt: try r.decode(Date?.self, 6))
     }
 
@@ -563,5 +563,10 @@ extension MetadataStore {
 
     public func retryingCount() throws -> Int {
         try pg.query("SELECT count(*) FROM \(schema).task_instance WHERE state = 'up_for_retry'").rows[0].decode(Int.self, 0)
+    }
+
+    /// A run's state as stored (the table's CHECK allows only these); an unknown one reads as failed.
+    static func runState(_ row: PostgresRow, _ column: Int) throws -> RunState {
+        RunState(rawValue: try row.decode(String.self, column)) ?? .failed
     }
 }

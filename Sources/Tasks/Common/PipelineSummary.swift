@@ -43,7 +43,7 @@ public struct PipelineSummary: Encodable, Sendable {
         for dag in PipelineDAGs.names {
             let r = try store.runRows(dag: dag, limit: 1000).first { PostgresTimestamp.format($0.logicalDate).hasPrefix(prefix) }
             if let r { ids.append(r.id) }
-            runs.append(RunLine(dag: dag, run: r?.id, state: r?.state ?? "no run",
+            runs.append(RunLine(dag: dag, run: r?.id, state: r?.state.rawValue ?? "no run",
                                 seconds: r.flatMap { run in run.startedAt.map { (run.endedAt ?? Date()).timeIntervalSince($0) } }))
         }
         var loads: [LoadLine] = []

@@ -73,7 +73,7 @@ public struct OperatorActions {
     /// DAG has a run for that date already.
     public func trigger(_ dag: String, logicalDate: Date) throws -> Int64 {
         let d = try self.dag(dag)
-        guard let run = try store.createRun(d, logicalDate: logicalDate, type: "manual") else {
+        guard let run = try store.createRun(d, logicalDate: logicalDate, type: .manual) else {
             throw OperatorError(.conflict, "DAG '\(dag)' already has a run for \(PostgresTimestamp.format(logicalDate).prefix(10)). "
                                 + "Fix: pick another date, or clear its failed tasks (Clear failed on the DAG's page, or etlctl tasks clear --failed \(dag))")
         }

@@ -128,7 +128,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     /// can have become ready, so only those (and their upstream tasks) are read, instead of the
     /// whole run; a 20,000-task run costs the same per event as a 3-task one.
     private func advanceAfterSuccess(_ run: MetadataStore.Run, finished: [String]) throws {
-        guard run.state == "queued" || run.state == "running", let dag = registry.dag(run.dag) else { return }
+        guard !run.state.isFinished, let dag = registry.dag(run.dag) else { return }
         if pausedCache.contains(dag.id) { return }
         let candidates = Array(Set(finished.flatMap { dag.directDownstream(of: $0) }))
         if !candidates.isEmpty {
@@ -172,7 +172,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     }
 
     private func finish(dag: DAG, run: MetadataStore.Run, ok: Bool) throws {
-        try store.setRunState(run.id, ok ? "success" : "failed")
+        try store.setRunState(run.id, ok ? .success : .failed)
         finishedSeen[run.id] = nil
         lastEvent[run.id] = nil
         lastFullPass[run.id] = nil
@@ -191,7 +191,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         let lastScheduled = try store.lastScheduledLogicalDates()
         for dag in registry.dags where !paused.contains(dag.id) {
             for date in dag.schedule.dueLogicalDates(start: dag.startDate, lastLogical: lastScheduled[dag.id], now: Date(), catchup: dag.catchup) {
-                if let run = try store.createRun(dag, logicalDate: date, type: "scheduled") {
+                if let run = try store.createRun(dag, logicalDate: date, type: .scheduled) {
                     logger.info("created run", metadata: ["dag": "\(dag.id)", "run": "\(run)", "logical_date": "\(PostgresTimestamp.format(date))"])
                 }
             }
@@ -211,7 +211,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     /// The full pass over one run (events other than success, the tick, a trigger). Paused DAGs
     /// come from the tick's read, at most a second old.
     private func advance(_ run: MetadataStore.Run) throws {
-        guard run.state == "queued" || run.state == "running" else { return }
+        guard !run.state.isFinished else { return }
         guard let dag = registry.dag(run.dag) else { return }
         if pausedCache.contains(dag.id) { return }
         // Waiting on another DAG holds no worker: the tasks are simply not enqueued yet.
@@ -252,8 +252,8 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
 
         if states.values.allSatisfy(\.isFinished) {
             try finish(dag: dag, run: run, ok: states.values.allSatisfy { $0 == .success })
-        } else if run.state == "queued" && states.values.contains(where: { $0 != .scheduled }) {
-            try store.setRunState(run.id, "running")
+        } else if run.state == .queued && states.values.contains(where: { $0 != .scheduled }) {
+            try store.setRunState(run.id, .running)
         }
     }
 
