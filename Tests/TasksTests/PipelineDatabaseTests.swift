@@ -33,7 +33,10 @@ struct PipelineDatabaseTests {
     func b2bLoad() throws {
         let fx = try fixture()
         let results = try loadB2B(fx)
-        let byTable = Dictionary(uniqueKeysWithValues: results.map { ($0.table, $0) })
+        // Grouped, not keyed uniquely: a table loaded twice is a failed expectation, not a crash.
+        let grouped = Dictionary(grouping: results, by: \.table)
+        #expect(grouped.values.allSatisfy { $0.count == 1 }, "\(grouped.mapValues(\.count))")
+        let byTable = grouped.compactMapValues(\.first)
         #expect(byTable["customer"]?.loaded == 7 && byTable["customer"]?.rejected == 1)
         #expect(byTable["orders"]?.loaded == 7 && byTable["orders"]?.rejected == 1)   // order 8's customer was rejected
         #expect(byTable["sales"]?.loaded == 8 && byTable["sales"]?.rejected == 2)     // order 99 unknown, order 8 rejected
