@@ -9,11 +9,14 @@ let log = Target.Dependency.product(name: "Logging", package: "swift-log")
 let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 /// The lower modules every program uses, in dependency order.
-let core: [Target.Dependency] = ["ETLSupport", "PostgresClient", "RedisClient", "Workflow", "Broker", "Metadata", "Orchestration"]
-/// The scheduler, the worker and etlctl are command-line programs over the same modules.
-let commandDependencies: [Target.Dependency] = core + [
-    "Tasks", .product(name: "ArgumentParser", package: "swift-argument-parser"), log, lifecycle,
+let core: [Target.Dependency] = [
+    "ETLSupport", "PostgresClient", "RedisClient", "Workflow", "Broker", "Metadata", "Orchestration",
 ]
+/// The scheduler, the worker and etlctl are command-line programs over the same modules.
+let commandDependencies: [Target.Dependency] =
+    core + [
+        "Tasks", .product(name: "ArgumentParser", package: "swift-argument-parser"), log, lifecycle,
+    ]
 // The Redis encoder and reply paths are per-command hot loops over class state; runtime
 // exclusivity checks cost ~10% of pipelined throughput there (perf). Debug builds keep the checks,
 // so tests still catch violations.
@@ -48,17 +51,29 @@ let package = Package(
         // Configuration from the environment and local.env, time and text helpers, backoff, signals.
         .target(name: "ETLSupport", dependencies: [log], path: "Sources/Shared/Support"),
         // The Postgres client (libpq) and the Redis client (hiredis).
-        .target(name: "PostgresClient", dependencies: ["CLibPQ", "ETLSupport", log], path: "Sources/Shared/Postgres", swiftSettings: hotLoops),
-        .target(name: "RedisClient", dependencies: ["CHiredis", "ETLSupport", crypto, log], path: "Sources/Shared/Redis", swiftSettings: hotLoops),
+        .target(
+            name: "PostgresClient", dependencies: ["CLibPQ", "ETLSupport", log], path: "Sources/Shared/Postgres",
+            swiftSettings: hotLoops),
+        .target(
+            name: "RedisClient", dependencies: ["CHiredis", "ETLSupport", crypto, log], path: "Sources/Shared/Redis",
+            swiftSettings: hotLoops),
         // DAGs, tasks, their states and schedules (cron): the model, no I/O.
         .target(name: "Workflow", dependencies: ["ETLSupport"], path: "Sources/Shared/Workflow"),
         // The broker protocol on Redis Streams: signed task messages, completion events, dead letters, heartbeats.
-        .target(name: "Broker", dependencies: ["ETLSupport", "RedisClient", "Workflow", crypto, log], path: "Sources/Shared/Broker"),
+        .target(
+            name: "Broker", dependencies: ["ETLSupport", "RedisClient", "Workflow", crypto, log],
+            path: "Sources/Shared/Broker"),
         // The metadata store in Postgres: migrations, runs, task instances, attempts, the scheduler's lease.
-        .target(name: "Metadata", dependencies: ["ETLSupport", "PostgresClient", "Workflow", log], path: "Sources/Shared/Metadata"),
+        .target(
+            name: "Metadata", dependencies: ["ETLSupport", "PostgresClient", "Workflow", log],
+            path: "Sources/Shared/Metadata"),
         // What runs tasks: the registry of DAGs and operations, a task's context.
-        .target(name: "Orchestration", dependencies: ["ETLSupport", "PostgresClient", "RedisClient", "Workflow", "Broker", "Metadata", log, lifecycle],
-                path: "Sources/Shared/Orchestration"),
+        .target(
+            name: "Orchestration",
+            dependencies: [
+                "ETLSupport", "PostgresClient", "RedisClient", "Workflow", "Broker", "Metadata", log, lifecycle,
+            ],
+            path: "Sources/Shared/Orchestration"),
 
         // Sources/Tasks: the pipelines, one folder each (B2B, IP2Geo, Weblog, Reports, Examples) and
         // what they share (Common).
@@ -76,31 +91,41 @@ let package = Package(
                 crypto,
             ]
         ),
-        .executableTarget(name: "Webserver", dependencies: core + [
-            "Web", log,
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Hummingbird", package: "hummingbird"),
-        ]),
+        .executableTarget(
+            name: "Webserver",
+            dependencies: core + [
+                "Web", log,
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]),
         // Benchmarks live under bench/ so that `swift test` never builds them in release mode twice.
-        .executableTarget(name: "ClientBench", dependencies: ["ETLSupport", "PostgresClient", "RedisClient"], path: "bench/ClientBench"),
+        .executableTarget(
+            name: "ClientBench", dependencies: ["ETLSupport", "PostgresClient", "RedisClient"],
+            path: "bench/ClientBench"),
         // Tests: one target per module, and SystemTests for the whole system as processes. They
         // start the real executables (scheduler, worker, webserver, etlctl, ClientBench) from
         // .build/debug: the targets that do depend on them, so `swift test` builds them first and a
         // test never spawns a stale one. TestSupport holds the servers, clusters and fixtures.
         .target(name: "TestSupport", dependencies: core + ["Tasks"], path: "Tests/TestSupport"),
         .testTarget(name: "ETLSupportTests", dependencies: core + ["TestSupport"]),
-        .testTarget(name: "PostgresClientTests", dependencies: ["ETLSupport", "PostgresClient", "TestSupport", "ClientBench"]),
+        .testTarget(
+            name: "PostgresClientTests", dependencies: ["ETLSupport", "PostgresClient", "TestSupport", "ClientBench"]),
         .testTarget(name: "RedisClientTests", dependencies: ["ETLSupport", "RedisClient", "TestSupport"]),
         .testTarget(name: "WorkflowTests", dependencies: ["ETLSupport", "Workflow", "TestSupport"]),
         .testTarget(name: "BrokerTests", dependencies: core + ["TestSupport"]),
         .testTarget(name: "OrchestrationTests", dependencies: ["Orchestration", "Workflow"]),
         .testTarget(name: "MetadataTests", dependencies: core + ["Tasks", "TestSupport"]),
         .testTarget(name: "TasksTests", dependencies: core + ["Tasks", "TestSupport"]),
-        .testTarget(name: "WebTests", dependencies: core + ["Tasks", "Web", "Webserver", "Scheduler", "Worker", "etlctl", "TestSupport",
-                                                            .product(name: "HummingbirdTesting", package: "hummingbird")]),
+        .testTarget(
+            name: "WebTests",
+            dependencies: core + [
+                "Tasks", "Web", "Webserver", "Scheduler", "Worker", "etlctl", "TestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]),
         // (The webserver binary it starts is built for WebTests: every test target is built by one
         // `swift build --build-tests`, and importing the webserver's module here would need its
         // whole dependency graph.)
-        .testTarget(name: "SystemTests", dependencies: core + ["Tasks", "Scheduler", "Worker", "etlctl", "TestSupport"]),
+        .testTarget(
+            name: "SystemTests", dependencies: core + ["Tasks", "Scheduler", "Worker", "etlctl", "TestSupport"]),
     ]
 )

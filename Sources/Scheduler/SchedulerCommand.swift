@@ -26,8 +26,10 @@ struct SchedulerCommand: AsyncParsableCommand {
         do {
             let env = try Environment.load()
             try LoggingSetup.bootstrap(env)
-            let service = try SchedulerService(env: env, registry: try Catalog.registry(environment: env), logger: logger)
-            try await ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
+            let service = try SchedulerService(
+                env: env, registry: try Catalog.registry(environment: env), logger: logger)
+            try await ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+                .run()
         } catch {
             FileHandle.standardError.write(Data("scheduler: \(error)\n".utf8))
             throw ExitCode(1)

@@ -28,7 +28,11 @@ public enum Catalog {
             setup += ExampleDAGs.setup
         }
         if env["ETL_DAGS_ARE_PAUSED_AT_CREATION"]?.lowercased() == "false" {
-            dags = dags.map { var d = $0; d.pausedOnCreation = false; return d }
+            dags = dags.map {
+                var d = $0
+                d.pausedOnCreation = false
+                return d
+            }
         }
         return try Registry(dags: dags, operations: ops, setup: setup)
     }

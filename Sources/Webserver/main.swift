@@ -28,7 +28,10 @@ struct WebserverCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on (default: ETL_WEB_PORT, else 8080).") var port: Int?
 
     func validate() throws {
-        if let port, !(0...65535).contains(port) { throw ValidationError("--port \(port) is not a port. Fix: use 1 to 65535 (0 for any free one), e.g. --port 8080") }
+        if let port, !(0...65535).contains(port) {
+            throw ValidationError(
+                "--port \(port) is not a port. Fix: use 1 to 65535 (0 for any free one), e.g. --port 8080")
+        }
     }
 
     func run() async throws {

@@ -5,9 +5,9 @@ import Foundation
 import Logging
 import Metadata
 import Orchestration
-import ServiceLifecycle
 import PostgresClient
 import RedisClient
+import ServiceLifecycle
 import Tasks
 import Workflow
 
@@ -30,13 +30,20 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Comma-separated queues to take tasks from (default: every queue the DAGs use).")
     var queues: String?
 
-    @Option(help: ArgumentHelp("Messages a slot takes at once when several wait (default ETL_WORKER_PREFETCH or 64; 1 takes one at a time).",
-                               valueName: "n"))
+    @Option(
+        help: ArgumentHelp(
+            "Messages a slot takes at once when several wait"
+                + " (default ETL_WORKER_PREFETCH or 64; 1 takes one at a time).",
+            valueName: "n"))
     var prefetch: Int?
 
     func validate() throws {
-        guard (1...256).contains(concurrency) else { throw ValidationError("--concurrency must be from 1 to 256, got \(concurrency)") }
-        if let prefetch, !(1...1000).contains(prefetch) { throw ValidationError("--prefetch must be from 1 to 1000, got \(prefetch)") }
+        guard (1...256).contains(concurrency) else {
+            throw ValidationError("--concurrency must be from 1 to 256, got \(concurrency)")
+        }
+        if let prefetch, !(1...1000).contains(prefetch) {
+            throw ValidationError("--prefetch must be from 1 to 1000, got \(prefetch)")
+        }
     }
 
     func run() async throws {
@@ -45,13 +52,16 @@ struct WorkerCommand: AsyncParsableCommand {
         let env = try failing { try Environment.load() }
         try failing { try LoggingSetup.bootstrap(env) }
         let registry = try failing { try Catalog.registry(environment: env) }
-        let qs = queues?.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let qs =
+            queues?.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             ?? (registry.queues.isEmpty ? ["default"] : registry.queues)
         let service = try failing {
-            try WorkerService(env: env, registry: registry, queues: qs, concurrency: concurrency, prefetch: prefetch, logger: logger)
+            try WorkerService(
+                env: env, registry: registry, queues: qs, concurrency: concurrency, prefetch: prefetch, logger: logger)
         }
         do {
-            try await ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
+            try await ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+                .run()
         } catch {
             FileHandle.standardError.write(Data("worker: \(error)\n".utf8))
             throw ExitCode(1)

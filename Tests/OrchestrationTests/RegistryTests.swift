@@ -10,12 +10,18 @@ struct RegistryTests {
 
     @Test("a task naming an operation the build lacks is refused, naming the DAG, task, operation and the known ones")
     func unknownOperation() throws {
-        let dag = try DAG("typo", schedule: .manual, startDate: Self.start, tasks: [
-            TaskSpec("extract", operation: "noop"), TaskSpec("load", operation: "lod", upstream: ["extract"]),
-        ])
-        let e = #expect(throws: DAGError.self) { try Registry(dags: [dag], operations: ["noop": { _ in }, "load": { _ in }]) }
+        let dag = try DAG(
+            "typo", schedule: .manual, startDate: Self.start,
+            tasks: [
+                TaskSpec("extract", operation: "noop"), TaskSpec("load", operation: "lod", upstream: ["extract"]),
+            ])
+        let e = #expect(throws: DAGError.self) {
+            try Registry(dags: [dag], operations: ["noop": { _ in }, "load": { _ in }])
+        }
         let text = e.map { "\($0)" } ?? ""
-        #expect(text.contains("DAG typo") && text.contains("task 'load'") && text.contains("'lod'") && text.contains("load, noop"), "\(text)")
+        #expect(
+            text.contains("DAG typo") && text.contains("task 'load'") && text.contains("'lod'")
+                && text.contains("load, noop"), "\(text)")
     }
 
     @Test("two DAGs with one id are refused; a consistent registry loads and answers by id")

@@ -2,8 +2,8 @@ import ETLSupport
 import Foundation
 import Orchestration
 import Tasks
-import Testing
 import TestSupport
+import Testing
 import Workflow
 
 /// The lists that name pipelines (summary, loads page, report titles) come from the declarations

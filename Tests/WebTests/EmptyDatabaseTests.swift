@@ -5,8 +5,8 @@ import Metadata
 import Orchestration
 import PostgresClient
 import RedisClient
-import Testing
 import TestSupport
+import Testing
 import Workflow
 
 /// A brand-new database (issue 12): nothing has run, no schema exists. The real webserver is
@@ -18,28 +18,36 @@ struct EmptyDatabaseTests {
     static let password = "empty database password"
 
     func schemaExists(_ c: Cluster, _ name: String) throws -> Bool {
-        try c.store.pg.query("SELECT count(*) FROM pg_namespace WHERE nspname = $1", [name]).rows[0].decode(Int.self, 0) == 1
+        try c.store.pg.query("SELECT count(*) FROM pg_namespace WHERE nspname = $1", [name]).rows[0].decode(Int.self, 0)
+            == 1
     }
 
     @Test("every page, API route, /metrics and etlctl listing works before anything has run")
     func everythingEmpty() throws {
         let c = try Cluster(extra: ["ETL_PIPELINE_DAGS": "true", "ETL_EXAMPLE_DAGS": "false"], migrate: false)
-        let schemas = [c.schema, c.env["ETL_DATALAKE_SCHEMA"]!, c.env["ETL_LOADS_SCHEMA"]!, c.env["ETL_DATAMART_SCHEMA"]!]
+        let schemas = [
+            c.schema, c.env["ETL_DATALAKE_SCHEMA"]!, c.env["ETL_LOADS_SCHEMA"]!, c.env["ETL_DATAMART_SCHEMA"]!,
+        ]
         for s in schemas { #expect(try !schemaExists(c, s), "\(s) exists before the test started anything") }
 
         let (_, port) = try c.startWebserver(extra: ["ETL_WEB_USER": "admin", "ETL_WEB_PASSWORD": Self.password])
         // The webserver's start-up created the metadata and the pipelines' schemas (one migration step).
         for s in schemas { #expect(try schemaExists(c, s), "the webserver did not create schema \(s) at start-up") }
 
-        let ok = ["/dags", "/dags/b2b", "/dags/monthly-sales", "/queues", "/loads", "/loads?pipeline=weblog", "/reports",
-                  "/reports/monthly-sales", "/reports/popular-devices", "/reports/popular-products",
-                  "/api/dags", "/api/dags/b2b", "/api/queues", "/api/workers", "/api/dead-letters", "/api/loads",
-                  "/api/loads?pipeline=b2b", "/api/reports/monthly-sales", "/api/reports/popular-devices",
-                  "/api/reports/popular-products", "/api/session", "/reports/monthly-sales?date=2024-06-01", "/metrics", "/healthz"]
-        let missing = ["/dags/no-such-dag", "/dags/b2b/runs/987654", "/dags/b2b/runs/987654/tasks/load_tables", "/loads/987654",
-                       "/reports/no-such-report", "/reports/monthly-sales/2024-06-01/report.csv", "/api/dags/no-such-dag",
-                       "/api/dags/b2b/runs/987654", "/api/dags/b2b/runs/987654/tasks/load_tables/attempts",
-                       "/api/loads/987654/rejects", "/api/reports/no-such-report"]
+        let ok = [
+            "/dags", "/dags/b2b", "/dags/monthly-sales", "/queues", "/loads", "/loads?pipeline=weblog", "/reports",
+            "/reports/monthly-sales", "/reports/popular-devices", "/reports/popular-products",
+            "/api/dags", "/api/dags/b2b", "/api/queues", "/api/workers", "/api/dead-letters", "/api/loads",
+            "/api/loads?pipeline=b2b", "/api/reports/monthly-sales", "/api/reports/popular-devices",
+            "/api/reports/popular-products", "/api/session", "/reports/monthly-sales?date=2024-06-01", "/metrics",
+            "/healthz",
+        ]
+        let missing = [
+            "/dags/no-such-dag", "/dags/b2b/runs/987654", "/dags/b2b/runs/987654/tasks/load_tables", "/loads/987654",
+            "/reports/no-such-report", "/reports/monthly-sales/2024-06-01/report.csv", "/api/dags/no-such-dag",
+            "/api/dags/b2b/runs/987654", "/api/dags/b2b/runs/987654/tasks/load_tables/attempts",
+            "/api/loads/987654/rejects", "/api/reports/no-such-report",
+        ]
         let pages = try Self.fetch(port: port, paths: ok + missing)
         for path in ok {
             let (status, body) = try #require(pages[path], "\(path) not fetched")
@@ -63,7 +71,8 @@ struct EmptyDatabaseTests {
             "/api/dead-letters": "[]",
         ]
         for (path, text) in expectations {
-            #expect(pages[path]?.1.contains(text) == true, "\(path) lacks \"\(text)\": \(pages[path]?.1.prefix(800) ?? "")")
+            #expect(
+                pages[path]?.1.contains(text) == true, "\(path) lacks \"\(text)\": \(pages[path]?.1.prefix(800) ?? "")")
         }
         #expect(pages["/metrics"]?.1.contains("etl_task_instances") == true)
         #expect(pages["/loads/987654"]?.1.contains("there is no load 987654") == true)
@@ -71,9 +80,12 @@ struct EmptyDatabaseTests {
         // etlctl's listings, on the same fresh database.
         let etlctl = Cluster.binDir.appendingPathComponent("etlctl").path
         let listings: [([String], String)] = [
-            (["dags", "list"], "b2b"), (["runs", "list"], "no runs yet"), (["runs", "list", "b2b"], "DAG 'b2b' has no runs yet"),
-            (["tasks", "list", "b2b"], "DAG 'b2b' has no runs yet"), (["logs", "b2b", "load_tables"], "DAG 'b2b' has no runs yet"),
-            (["queues"], "dead letters: 0"), (["workers"], "no workers have reported"), (["dead-letters", "list"], "no dead letters"),
+            (["dags", "list"], "b2b"), (["runs", "list"], "no runs yet"),
+            (["runs", "list", "b2b"], "DAG 'b2b' has no runs yet"),
+            (["tasks", "list", "b2b"], "DAG 'b2b' has no runs yet"),
+            (["logs", "b2b", "load_tables"], "DAG 'b2b' has no runs yet"),
+            (["queues"], "dead letters: 0"), (["workers"], "no workers have reported"),
+            (["dead-letters", "list"], "no dead letters"),
             (["summary", "--date", "2024-06-01"], "no run"), (["loads", "list"], "no loads yet"),
             (["loads", "list", "--pipeline", "ip2geo"], "no loads of ip2geo yet"),
         ]
@@ -82,11 +94,15 @@ struct EmptyDatabaseTests {
             #expect(out.status == 0, "etlctl \(args.joined(separator: " ")) exited \(out.status): \(out.stderr)")
             #expect(out.stdout.contains(text), "etlctl \(args.joined(separator: " ")) printed: \(out.stdout)")
             let json = try TestServices.run(etlctl, args + ["--json"], environment: c.env)
-            #expect(json.status == 0, "etlctl \(args.joined(separator: " ")) --json exited \(json.status): \(json.stderr)")
-            #expect((try? JSONSerialization.jsonObject(with: Data(json.stdout.utf8))) != nil, "not JSON: \(json.stdout)")
+            #expect(
+                json.status == 0, "etlctl \(args.joined(separator: " ")) --json exited \(json.status): \(json.stderr)")
+            #expect(
+                (try? JSONSerialization.jsonObject(with: Data(json.stdout.utf8))) != nil, "not JSON: \(json.stdout)")
         }
         let noLoad = try TestServices.run(etlctl, ["loads", "rejects", "987654"], environment: c.env)
-        #expect(noLoad.status == 1 && noLoad.stderr.contains("there is no load 987654"), "\(noLoad.status) \(noLoad.stderr)")
+        #expect(
+            noLoad.status == 1 && noLoad.stderr.contains("there is no load 987654"), "\(noLoad.status) \(noLoad.stderr)"
+        )
         let noRun = try TestServices.run(etlctl, ["tasks", "list", "b2b", "--run", "987654"], environment: c.env)
         #expect(noRun.status == 1 && noRun.stderr.contains("has no run 987654"), "\(noRun.status) \(noRun.stderr)")
     }
@@ -114,22 +130,33 @@ struct EmptyDatabaseTests {
     /// GETs each path as a logged-in user (urllib in a child process, over real HTTP); returns the
     /// status and body of each.
     static func fetch(port: Int, paths: [String]) throws -> [String: (Int, String)] {
-        let out = try TestServices.run("/usr/bin/python3", ["-c", """
-            import json, os, sys, urllib.request, urllib.parse, urllib.error, http.cookiejar
-            base = "http://127.0.0.1:%s" % os.environ["PORT"]
-            o = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-            o.open(base + "/login", urllib.parse.urlencode({"username": "admin", "password": os.environ["PW"]}).encode())
-            result = {}
-            for p in json.loads(os.environ["PATHS"]):
-                try:
-                    r = o.open(base + p)
-                    result[p] = [r.status, r.read().decode("utf-8", "replace")]
-                except urllib.error.HTTPError as e:
-                    result[p] = [e.code, e.read().decode("utf-8", "replace")]
-            print(json.dumps(result))
-            """], environment: ["PORT": String(port), "PW": password, "NO_PROXY": "127.0.0.1",
-                                "PATHS": String(decoding: try JSONSerialization.data(withJSONObject: paths), as: UTF8.self)])
-        guard out.status == 0, let parsed = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: [Any]] else {
+        let out = try TestServices.run(
+            "/usr/bin/python3",
+            [
+                "-c",
+                """
+                import json, os, sys, urllib.request, urllib.parse, urllib.error, http.cookiejar
+                base = "http://127.0.0.1:%s" % os.environ["PORT"]
+                o = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+                login = urllib.parse.urlencode({"username": "admin", "password": os.environ["PW"]}).encode()
+                o.open(base + "/login", login)
+                result = {}
+                for p in json.loads(os.environ["PATHS"]):
+                    try:
+                        r = o.open(base + p)
+                        result[p] = [r.status, r.read().decode("utf-8", "replace")]
+                    except urllib.error.HTTPError as e:
+                        result[p] = [e.code, e.read().decode("utf-8", "replace")]
+                print(json.dumps(result))
+                """,
+            ],
+            environment: [
+                "PORT": String(port), "PW": password, "NO_PROXY": "127.0.0.1",
+                "PATHS": String(decoding: try JSONSerialization.data(withJSONObject: paths), as: UTF8.self),
+            ])
+        guard out.status == 0,
+            let parsed = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: [Any]]
+        else {
             throw TestSetupError(message: "fetching pages failed: \(out.stderr)")
         }
         return parsed.mapValues { (($0[0] as? Int) ?? 0, ($0[1] as? String) ?? "") }

@@ -17,8 +17,10 @@ public struct CompletionEvent: Codable, Sendable, Equatable {
     /// state (`task` is the first of them); nil for one task.
     public var tasks: [String]?
 
-    public init(dag: String, runID: Int64, task: String, tryNumber: Int, state: String, worker: String,
-                finishedAt: Double = Date().timeIntervalSince1970, tasks: [String]? = nil) {
+    public init(
+        dag: String, runID: Int64, task: String, tryNumber: Int, state: String, worker: String,
+        finishedAt: Double = Date().timeIntervalSince1970, tasks: [String]? = nil
+    ) {
         self.dag = dag
         self.runID = runID
         self.task = task
@@ -66,15 +68,19 @@ extension CompletionEvent {
 
     /// Reads the wire form; nil when it is not one (the caller falls back to `JSONDecoder`).
     public init?(flat bytes: [UInt8]) {
-        guard let o = FlatJSON.parse(bytes), let dag = o["dag"]?.string, let run = o["runID"]?.int, let task = o["task"]?.string,
-              let tryNumber = o["tryNumber"]?.int, let state = o["state"]?.string, let worker = o["worker"]?.string,
-              let finishedAt = o["finishedAt"]?.double else { return nil }
+        guard let o = FlatJSON.parse(bytes), let dag = o["dag"]?.string, let run = o["runID"]?.int,
+            let task = o["task"]?.string,
+            let tryNumber = o["tryNumber"]?.int, let state = o["state"]?.string, let worker = o["worker"]?.string,
+            let finishedAt = o["finishedAt"]?.double
+        else { return nil }
         var tasks: [String]?
         switch o["tasks"] {
         case nil, .null?: tasks = nil
         case .strings(let list)?: tasks = list
         default: return nil
         }
-        self.init(dag: dag, runID: Int64(run), task: task, tryNumber: tryNumber, state: state, worker: worker, finishedAt: finishedAt, tasks: tasks)
+        self.init(
+            dag: dag, runID: Int64(run), task: task, tryNumber: tryNumber, state: state, worker: worker,
+            finishedAt: finishedAt, tasks: tasks)
     }
 }

@@ -18,8 +18,9 @@ public struct MessageCodec: Sendable {
 
     public init(secret: String) throws {
         guard secret.utf8.count >= 16 else {
-            throw ConfigError(variable: "ETL_SECRET_KEY", problem: "the secret is shorter than 16 bytes",
-                              fix: "set ETL_SECRET_KEY to a long random value, e.g. the output of `openssl rand -hex 32`")
+            throw ConfigError(
+                variable: "ETL_SECRET_KEY", problem: "the secret is shorter than 16 bytes",
+                fix: "set ETL_SECRET_KEY to a long random value, e.g. the output of `openssl rand -hex 32`")
         }
         self.secret = Array(secret.utf8)
     }
@@ -27,8 +28,12 @@ public struct MessageCodec: Sendable {
     /// Reads `ETL_SECRET_KEY`.
     public init(environment env: Environment) throws {
         guard let secret = env["ETL_SECRET_KEY"] else {
-            throw ConfigError(variable: "ETL_SECRET_KEY", problem: "it is not set; task messages and web sessions are signed with it",
-                              fix: "set ETL_SECRET_KEY to a long random value, the same for the scheduler, every worker and the web server")
+            throw ConfigError(
+                variable: "ETL_SECRET_KEY", problem: "it is not set; task messages and web sessions are signed with it",
+                fix:
+                    "set ETL_SECRET_KEY to a long random value,"
+                    + " the same for the scheduler, every worker and the web server"
+            )
         }
         try self.init(secret: secret)
     }
@@ -49,7 +54,8 @@ public struct MessageCodec: Sendable {
         guard body.count <= Self.maxBodyBytes else { throw .oversized(bytes: body.count) }
         guard let signature, !signature.isEmpty else { throw .unsigned }
         guard let mac = Hex.decode(signature), mac.count == SHA256.byteCount,
-              HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: key) else {
+            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: key)
+        else {
             throw .badSignature
         }
         // Signed by us, so a decode failure is a version or programming mismatch, not an attack.
@@ -60,10 +66,13 @@ public struct MessageCodec: Sendable {
         do {
             message = try JSONDecoder().decode(TaskMessage.self, from: data)
         } catch {
-            if let probe = try? JSONDecoder().decode(VersionProbe.self, from: data), probe.v != TaskMessage.currentVersion {
+            if let probe = try? JSONDecoder().decode(VersionProbe.self, from: data),
+                probe.v != TaskMessage.currentVersion
+            {
                 throw .unsupportedVersion(probe.v)
             }
-            throw .malformed("the body is not a version-\(TaskMessage.currentVersion) task message: \(Self.describe(error))")
+            throw .malformed(
+                "the body is not a version-\(TaskMessage.currentVersion) task message: \(Self.describe(error))")
         }
         guard message.version == TaskMessage.currentVersion else { throw .unsupportedVersion(message.version) }
         return message

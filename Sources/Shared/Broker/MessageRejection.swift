@@ -15,12 +15,24 @@ public enum MessageRejection: Error, Sendable, Equatable, CustomStringConvertibl
 
     public var description: String {
         switch self {
-        case .unsigned: return "unsigned message: it carries no signature. Fix: enqueue tasks through the scheduler or etlctl, which sign them"
-        case .badSignature: return "bad signature: the message was altered or signed with another key. Fix: give the scheduler and every worker the same ETL_SECRET_KEY"
+        case .unsigned:
+            return
+                "unsigned message: it carries no signature."
+                + " Fix: enqueue tasks through the scheduler or etlctl, which sign them"
+        case .badSignature:
+            return
+                "bad signature: the message was altered or signed with another key."
+                + " Fix: give the scheduler and every worker the same ETL_SECRET_KEY"
         case .oversized(let n): return "oversized message: \(n) bytes, the limit is \(MessageCodec.maxBodyBytes)"
         case .malformed(let why): return "malformed message: \(why)"
-        case .unsupportedVersion(let v): return "unsupported message version \(v): this worker reads version \(TaskMessage.currentVersion). Fix: run the same release on the scheduler and the workers"
-        case .unknownTask(let dag, let task): return "unknown task \(dag).\(task): no such DAG or task in this worker's build. Fix: deploy the same DAGs to the scheduler and the workers"
+        case .unsupportedVersion(let v):
+            return
+                "unsupported message version \(v): this worker reads version \(TaskMessage.currentVersion)."
+                + " Fix: run the same release on the scheduler and the workers"
+        case .unknownTask(let dag, let task):
+            return
+                "unknown task \(dag).\(task): no such DAG or task in this worker's build."
+                + " Fix: deploy the same DAGs to the scheduler and the workers"
         }
     }
 }

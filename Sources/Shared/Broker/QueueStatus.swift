@@ -11,7 +11,11 @@ extension TaskQueue {
         public let consumer: String
         public let idleSeconds: Double
         public let deliveries: Int
-        enum CodingKeys: String, CodingKey { case id, consumer, idleSeconds = "idle_seconds", deliveries }
+        enum CodingKeys: String, CodingKey {
+            case id, consumer
+            case idleSeconds = "idle_seconds"
+            case deliveries
+        }
     }
 
     public struct Depth: Codable, Sendable, Equatable {
@@ -21,7 +25,11 @@ extension TaskQueue {
         public let inFlight: [InFlight]
         /// Seconds since the oldest message still in the stream was added (0 when empty).
         public let oldestAgeSeconds: Double
-        enum CodingKeys: String, CodingKey { case queue, waiting, inFlight = "in_flight", oldestAgeSeconds = "oldest_age_seconds" }
+        enum CodingKeys: String, CodingKey {
+            case queue, waiting
+            case inFlight = "in_flight"
+            case oldestAgeSeconds = "oldest_age_seconds"
+        }
     }
 
     /// Depth of each queue in `names`, with up to 1,000 in-flight messages each.
@@ -33,14 +41,22 @@ extension TaskQueue {
             let pending = try redis.rawCommand(["XPENDING", stream, Self.workerGroup, "-", "+", 1000])
             for p in pending.array ?? [] {
                 guard let f = p.array, f.count >= 4, let id = f[0].string else { continue }
-                inFlight.append(InFlight(id: id, consumer: f[1].string ?? "", idleSeconds: Double(f[2].int ?? 0) / 1000, deliveries: f[3].int ?? 0))
+                inFlight.append(
+                    InFlight(
+                        id: id, consumer: f[1].string ?? "", idleSeconds: Double(f[2].int ?? 0) / 1000,
+                        deliveries: f[3].int ?? 0))
             }
             var oldest = 0.0
-            if length > 0, let first = try redis.command("XRANGE", stream, "-", "+", "COUNT", 1).array?.first?.array?.first?.string,
-               let ms = first.split(separator: "-").first.flatMap({ Double($0) }) {
+            if length > 0,
+                let first = try redis.command("XRANGE", stream, "-", "+", "COUNT", 1).array?.first?.array?.first?
+                    .string,
+                let ms = first.split(separator: "-").first.flatMap({ Double($0) })
+            {
                 oldest = max(0, Date().timeIntervalSince1970 - ms / 1000)
             }
-            return Depth(queue: q, waiting: max(0, length - inFlight.count), inFlight: inFlight, oldestAgeSeconds: (oldest * 10).rounded() / 10)
+            return Depth(
+                queue: q, waiting: max(0, length - inFlight.count), inFlight: inFlight,
+                oldestAgeSeconds: (oldest * 10).rounded() / 10)
         }
     }
 
@@ -52,7 +68,9 @@ extension TaskQueue {
         public let queues: [String]
         public let concurrency: Int
         enum CodingKeys: String, CodingKey {
-            case worker, heartbeatAgeSeconds = "heartbeat_age_seconds", alive, tasks, queues, concurrency
+            case worker
+            case heartbeatAgeSeconds = "heartbeat_age_seconds"
+            case alive, tasks, queues, concurrency
         }
     }
 
@@ -63,7 +81,9 @@ extension TaskQueue {
         // Every worker's info in one round trip: field, value, field, value, ...
         let all = try redis.command("HGETALL", keys.workers).array ?? []
         var infos: [String: [UInt8]] = [:]
-        for i in stride(from: 0, to: all.count - 1, by: 2) { if let k = all[i].string, let v = all[i + 1].bytes { infos[k] = v } }
+        for i in stride(from: 0, to: all.count - 1, by: 2) {
+            if let k = all[i].string, let v = all[i + 1].bytes { infos[k] = v }
+        }
         let now = Date().timeIntervalSince1970
         var rows: [WorkerStatus] = []
         var i = 0
@@ -72,9 +92,11 @@ extension TaskQueue {
             let age = now - Double(beats[i + 1].string.flatMap(Double.init) ?? 0) / 1000
             let info = infos[name]
             let obj = info.flatMap { try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any] } ?? [:]
-            rows.append(WorkerStatus(worker: name, heartbeatAgeSeconds: (age * 10).rounded() / 10, alive: age < deadAfter,
-                                     tasks: obj["tasks"] as? [String] ?? [], queues: obj["queues"] as? [String] ?? [],
-                                     concurrency: obj["concurrency"] as? Int ?? 0))
+            rows.append(
+                WorkerStatus(
+                    worker: name, heartbeatAgeSeconds: (age * 10).rounded() / 10, alive: age < deadAfter,
+                    tasks: obj["tasks"] as? [String] ?? [], queues: obj["queues"] as? [String] ?? [],
+                    concurrency: obj["concurrency"] as? Int ?? 0))
             i += 2
         }
         return rows
@@ -93,14 +115,17 @@ extension TaskQueue {
         let entries = try redis.command("XRANGE", keys.dead, "-", "+", "COUNT", limit).array ?? []
         return entries.compactMap { e in
             guard let a = e.array, let id = a.first?.string, let f = a.last?.array else { return nil }
-            return DeadLetter(id: id, queue: Self.field("queue", in: f)?.string ?? "", reason: Self.field("reason", in: f)?.string ?? "",
-                              bytes: Self.field("body", in: f)?.bytes?.count ?? 0, at: Self.field("at", in: f)?.string ?? "")
+            return DeadLetter(
+                id: id, queue: Self.field("queue", in: f)?.string ?? "",
+                reason: Self.field("reason", in: f)?.string ?? "",
+                bytes: Self.field("body", in: f)?.bytes?.count ?? 0, at: Self.field("at", in: f)?.string ?? "")
         }
     }
 
     /// Moves one dead letter back to its queue in one step: only the caller whose XDEL removed it
     /// adds it, so two operators requeueing at once never queue it twice.
-    private static let requeueScript = RedisScript("""
+    private static let requeueScript = RedisScript(
+        """
         if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
           redis.call('XADD', KEYS[2], '*', 'body', ARGV[2], 'sig', ARGV[3])
           return 1
@@ -116,7 +141,10 @@ extension TaskQueue {
             // Only well-formed stream ids (digits-digits) are looked up; anything else names no entry.
             let valid = ids.filter { id in
                 let parts = id.split(separator: "-", omittingEmptySubsequences: false)
-                return parts.count == 2 && parts.allSatisfy { !$0.isEmpty && $0.count <= 20 && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }
+                return parts.count == 2
+                    && parts.allSatisfy {
+                        !$0.isEmpty && $0.count <= 20 && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber)
+                    }
             }
             entries = try valid.sorted().flatMap { try redis.command("XRANGE", keys.dead, $0, $0).array ?? [] }
         } else {
@@ -126,8 +154,11 @@ extension TaskQueue {
         for e in entries {
             guard let a = e.array, let id = a.first?.string, let f = a.last?.array else { continue }
             let queue = keys.queue(Self.field("queue", in: f)?.string ?? "default")
-            n += try redis.eval(Self.requeueScript, keys: [keys.dead, queue],
-                                args: [id, Self.field("body", in: f)?.bytes ?? [], Self.field("sig", in: f)?.string ?? ""]).int ?? 0
+            n +=
+                try redis.eval(
+                    Self.requeueScript, keys: [keys.dead, queue],
+                    args: [id, Self.field("body", in: f)?.bytes ?? [], Self.field("sig", in: f)?.string ?? ""]
+                ).int ?? 0
         }
         return n
     }

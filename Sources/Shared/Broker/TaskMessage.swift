@@ -29,9 +29,11 @@ public struct TaskMessage: Codable, Sendable, Equatable {
     /// Task-specific arguments (a byte range of a file to load, a generator size, ...).
     public var arguments: [String: String]
 
-    public init(id: String = UUID().uuidString.lowercased(), dag: String, runID: Int64, task: String, logicalDate: String,
-                tryNumber: Int, queue: String = "default", timeoutSeconds: Double = 0,
-                enqueuedAt: Double = Date().timeIntervalSince1970, arguments: [String: String] = [:]) {
+    public init(
+        id: String = UUID().uuidString.lowercased(), dag: String, runID: Int64, task: String, logicalDate: String,
+        tryNumber: Int, queue: String = "default", timeoutSeconds: Double = 0,
+        enqueuedAt: Double = Date().timeIntervalSince1970, arguments: [String: String] = [:]
+    ) {
         version = Self.currentVersion
         self.id = id
         self.dag = dag
@@ -46,8 +48,16 @@ public struct TaskMessage: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case version = "v", id, dag, runID = "run", task, logicalDate = "date", tryNumber = "try", queue
-        case timeoutSeconds = "timeout", enqueuedAt = "enqueued_at", arguments = "args"
+        case version = "v"
+        case id, dag
+        case runID = "run"
+        case task
+        case logicalDate = "date"
+        case tryNumber = "try"
+        case queue
+        case timeoutSeconds = "timeout"
+        case enqueuedAt = "enqueued_at"
+        case arguments = "args"
     }
 }
 
@@ -72,11 +82,16 @@ extension TaskMessage {
     /// Reads the wire form of the current version; nil for anything else (the caller then uses
     /// `JSONDecoder`, which says what is wrong).
     public init?(flat bytes: [UInt8]) {
-        guard let o = FlatJSON.parse(bytes), o["v"]?.int == Self.currentVersion, let id = o["id"]?.string, let dag = o["dag"]?.string,
-              let run = o["run"]?.int, let task = o["task"]?.string, let date = o["date"]?.string, let tryNumber = o["try"]?.int,
-              let queue = o["queue"]?.string, let timeout = o["timeout"]?.double, let enqueuedAt = o["enqueued_at"]?.double,
-              case .object(let args)? = o["args"] else { return nil }
-        self.init(id: id, dag: dag, runID: Int64(run), task: task, logicalDate: date, tryNumber: tryNumber, queue: queue,
-                  timeoutSeconds: timeout, enqueuedAt: enqueuedAt, arguments: args)
+        guard let o = FlatJSON.parse(bytes), o["v"]?.int == Self.currentVersion, let id = o["id"]?.string,
+            let dag = o["dag"]?.string,
+            let run = o["run"]?.int, let task = o["task"]?.string, let date = o["date"]?.string,
+            let tryNumber = o["try"]?.int,
+            let queue = o["queue"]?.string, let timeout = o["timeout"]?.double,
+            let enqueuedAt = o["enqueued_at"]?.double,
+            case .object(let args)? = o["args"]
+        else { return nil }
+        self.init(
+            id: id, dag: dag, runID: Int64(run), task: task, logicalDate: date, tryNumber: tryNumber, queue: queue,
+            timeoutSeconds: timeout, enqueuedAt: enqueuedAt, arguments: args)
     }
 }

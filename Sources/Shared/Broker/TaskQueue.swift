@@ -56,7 +56,10 @@ public final class TaskQueue {
     @discardableResult
     public func enqueueRaw(queue: String, fields: [(String, [UInt8])]) throws -> String {
         var args: [any RedisArgument] = ["XADD", keys.queue(queue), "*"]
-        for (k, v) in fields { args.append(k); args.append(v) }
+        for (k, v) in fields {
+            args.append(k)
+            args.append(v)
+        }
         guard let id = try redis.command(args).string else {
             throw RedisError(.server, "XADD returned no id", endpoint: redis.endpoint)
         }
@@ -92,7 +95,9 @@ public final class TaskQueue {
         let reply = try block.map { try redis.blockingCommand(args, blockFor: $0) } ?? redis.command(args)
         var out: [Delivery] = []
         for s in reply.array ?? [] {
-            guard let pair = s.array, pair.count == 2, let name = pair[0].string, let entries = pair[1].array else { continue }
+            guard let pair = s.array, pair.count == 2, let name = pair[0].string, let entries = pair[1].array else {
+                continue
+            }
             let queue = keys.queueName(fromStream: name)
             for entry in entries {
                 guard let e = entry.array, e.count == 2, let entryID = e[0].string else { continue }
@@ -101,7 +106,8 @@ public final class TaskQueue {
                     try redis.command("XACK", name, Self.workerGroup, entryID)
                     continue
                 }
-                var body: [UInt8]?, sig: String?
+                var body: [UInt8]?
+                var sig: String?
                 var i = 0
                 while i + 1 < fields.count {
                     switch fields[i].string {
@@ -119,7 +125,8 @@ public final class TaskQueue {
 
     // KEYS: the event stream, then the streams of the messages. ARGV: the group, the number of
     // messages, per message the index of its stream in KEYS and its entry id, then the events.
-    private static let completeScript = RedisScript("""
+    private static let completeScript = RedisScript(
+        """
         local n = tonumber(ARGV[2])
         for i = 3, 2 + 2 * n, 2 do
           local stream = KEYS[tonumber(ARGV[i])]
@@ -143,7 +150,13 @@ public final class TaskQueue {
         var args: [any RedisArgument] = [Self.workerGroup, items.count]
         for (d, _) in items {
             let stream = keys.queue(d.queue)
-            let k = index[stream] ?? { streams.append(stream); index[stream] = streams.count; return streams.count }()
+            let k =
+                index[stream]
+                ?? {
+                    streams.append(stream)
+                    index[stream] = streams.count
+                    return streams.count
+                }()
             args.append(k)
             args.append(d.entryID)
         }
@@ -151,7 +164,8 @@ public final class TaskQueue {
         try redis.eval(Self.completeScript, keys: streams.map { $0 as any RedisArgument }, args: args)
     }
 
-    private static let deadLetterScript = RedisScript("""
+    private static let deadLetterScript = RedisScript(
+        """
         redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'queue', ARGV[3], 'reason', ARGV[4],
                    'body', ARGV[5], 'sig', ARGV[6], 'at', ARGV[7], 'original_id', ARGV[2])
         redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
@@ -162,8 +176,9 @@ public final class TaskQueue {
     /// Moves a message that cannot run to the dead letters with `reason`, atomically.
     public func deadLetter(_ d: Delivery, reason: String) throws {
         let now = String(format: "%.3f", Date().timeIntervalSince1970)
-        try redis.eval(Self.deadLetterScript, keys: [keys.queue(d.queue), keys.dead],
-                       args: [Self.workerGroup, d.entryID, d.queue, reason, d.body ?? [], d.signature ?? "", now])
+        try redis.eval(
+            Self.deadLetterScript, keys: [keys.queue(d.queue), keys.dead],
+            args: [Self.workerGroup, d.entryID, d.queue, reason, d.body ?? [], d.signature ?? "", now])
     }
 
     // MARK: Worker liveness
@@ -195,7 +210,8 @@ public final class TaskQueue {
     /// Workers whose last heartbeat is older than `deadAfter` seconds.
     public func deadWorkers(deadAfter: Double) throws -> [String] {
         let cutoff = Int((Date().timeIntervalSince1970 - deadAfter) * 1000)
-        return try redis.command("ZRANGEBYSCORE", keys.heartbeats, "-inf", "(\(cutoff)").array?.compactMap(\.string) ?? []
+        return try redis.command("ZRANGEBYSCORE", keys.heartbeats, "-inf", "(\(cutoff)").array?.compactMap(\.string)
+            ?? []
     }
 
     /// Moves up to `limit` pending messages of consumers belonging to dead workers (consumer names
@@ -216,7 +232,9 @@ public final class TaskQueue {
                 let owner = String(name.split(separator: "/").first ?? "")
                 guard dead.contains(owner) else { continue }
                 if taken < limit {
-                    let pending = try redis.command("XPENDING", stream, Self.workerGroup, "-", "+", limit - taken, name).array ?? []
+                    let pending =
+                        try redis.command("XPENDING", stream, Self.workerGroup, "-", "+", limit - taken, name).array
+                        ?? []
                     let ids = pending.compactMap { $0.array?.first?.string }
                     if !ids.isEmpty {
                         // The minimum idle time only keeps two reclaimers from taking the same
@@ -224,7 +242,9 @@ public final class TaskQueue {
                         // so that a worker that handed its tasks back (marked itself dead after its
                         // grace) has them taken at once, not once they are idle for dead-after.
                         let minIdle = Int(min(deadAfter, 2) * 1000)
-                        let claimed = try redis.command(["XCLAIM", stream, Self.workerGroup, consumer, minIdle] + ids.map { $0 as any RedisArgument })
+                        let claimed = try redis.command(
+                            ["XCLAIM", stream, Self.workerGroup, consumer, minIdle]
+                                + ids.map { $0 as any RedisArgument })
                         let n = claimed.array?.count ?? 0
                         taken += n
                         if n > 0 { mayOwnPending = true }
@@ -252,7 +272,9 @@ public final class TaskQueue {
             let consumers = try redis.command("XINFO", "CONSUMERS", keys.queue(q), Self.workerGroup).array ?? []
             if consumers.contains(where: { c in
                 (c.array.flatMap { Self.field("name", in: $0)?.string }?.hasPrefix(worker + "/")) ?? false
-            }) { return true }
+            }) {
+                return true
+            }
         }
         return false
     }
@@ -270,7 +292,9 @@ public final class TaskQueue {
     // MARK: Events (scheduler side)
 
     /// Waits up to `block` seconds for completion events; pending ones of this consumer come first.
-    public func readEvents(consumer: String, block: Double, count: Int = 100) throws -> [(id: String, event: CompletionEvent?)] {
+    public func readEvents(
+        consumer: String, block: Double, count: Int = 100
+    ) throws -> [(id: String, event: CompletionEvent?)] {
         var out: [(String, CompletionEvent?)] = []
         for id in mayOwnPending ? ["0", ">"] : [">"] {
             var args: [any RedisArgument] = ["XREADGROUP", "GROUP", Self.schedulerGroup, consumer, "COUNT", count]
@@ -281,7 +305,14 @@ public final class TaskQueue {
                 for entry in s.array?.last?.array ?? [] {
                     guard let e = entry.array, let eid = e.first?.string else { continue }
                     let json = e.last?.array.flatMap { Self.field("event", in: $0)?.bytes }
-                    out.append((eid, json.flatMap { CompletionEvent(flat: $0) ?? (try? JSONDecoder().decode(CompletionEvent.self, from: Data($0))) }))
+                    out.append(
+                        (
+                            eid,
+                            json.flatMap {
+                                CompletionEvent(flat: $0)
+                                    ?? (try? JSONDecoder().decode(CompletionEvent.self, from: Data($0)))
+                            }
+                        ))
                 }
             }
             if !out.isEmpty { break }

@@ -29,8 +29,12 @@ public struct Registry: Sendable {
             byID[d.id] = d
             for t in d.tasks where operations[t.operation] == nil {
                 let known = operations.keys.sorted().joined(separator: ", ")
-                throw DAGError(dag: d.id, problem: "task '\(t.id)' runs operation '\(t.operation)', which this build does not have. "
-                               + "Fix: name one of its operations (\(known)) or add '\(t.operation)' to the pipeline's operations")
+                throw DAGError(
+                    dag: d.id,
+                    problem: "task '\(t.id)' runs operation '\(t.operation)', which this build does not have. "
+                        + "Fix: name one of its operations (\(known))"
+                        + " or add '\(t.operation)' to the pipeline's operations"
+                )
             }
         }
         self.dags = dags

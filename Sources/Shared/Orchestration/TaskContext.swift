@@ -23,8 +23,10 @@ public final class TaskContext {
     /// `firstUse` runs once, the first time the task asks for `pg`: a worker running several
     /// tasks in one transaction opens each one's savepoint there, so tasks that never touch the
     /// database cost no round trip for it.
-    public init(message: TaskMessage, pg: PostgresConnection, schema: String, deadline: Double?,
-                firstUse: ((PostgresConnection) throws -> Void)? = nil) {
+    public init(
+        message: TaskMessage, pg: PostgresConnection, schema: String, deadline: Double?,
+        firstUse: ((PostgresConnection) throws -> Void)? = nil
+    ) {
         self.message = message
         self.connection = pg
         self.schema = schema

@@ -7,11 +7,11 @@ import Foundation
 /// weekdays also take names (`jan`, `mon`). As in Vixie cron, when both day fields are restricted
 /// a day matches if either does.
 public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
-    let minutes: UInt64      // bits 0...59
-    let hours: UInt32        // bits 0...23
+    let minutes: UInt64  // bits 0...59
+    let hours: UInt32  // bits 0...23
     let daysOfMonth: UInt32  // bits 1...31
-    let months: UInt16       // bits 1...12
-    let daysOfWeek: UInt8    // bits 0...6, Sunday = 0 (7 is folded into 0)
+    let months: UInt16  // bits 1...12
+    let daysOfWeek: UInt8  // bits 0...6, Sunday = 0 (7 is folded into 0)
     let dayOfMonthRestricted: Bool
     let dayOfWeekRestricted: Bool
     public let description: String
@@ -19,7 +19,12 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
     public init(_ text: String) throws {
         let fields = text.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
         guard fields.count == 5 else {
-            throw ScheduleError(text: text, problem: "a cron expression has 5 fields (minute hour day-of-month month day-of-week), this has \(fields.count)")
+            throw ScheduleError(
+                text: text,
+                problem:
+                    "a cron expression has 5 fields (minute hour day-of-month month day-of-week)"
+                    + ", this has \(fields.count)"
+            )
         }
         let monthNames = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
         let dayNames = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
@@ -35,12 +40,19 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
         description = fields.joined(separator: " ")
     }
 
-    private static func parse(_ field: String, _ range: ClosedRange<Int>, names: [String], nameBase: Int = 0,
-                              field name: String, text: String) throws -> UInt64 {
+    private static func parse(
+        _ field: String, _ range: ClosedRange<Int>, names: [String], nameBase: Int = 0,
+        field name: String, text: String
+    ) throws -> UInt64 {
         func value(_ s: Substring) throws -> Int {
             if let n = Int(s), range.contains(n) { return n }
             if let i = names.firstIndex(of: s.lowercased()) { return i + nameBase }
-            throw ScheduleError(text: text, problem: "'\(s)' is not a valid \(name) (\(range.lowerBound)-\(range.upperBound)\(names.isEmpty ? "" : " or a name like \(names[0])"))")
+            throw ScheduleError(
+                text: text,
+                problem:
+                    "'\(s)' is not a valid \(name)"
+                    + " (\(range.lowerBound)-\(range.upperBound)\(names.isEmpty ? "" : " or a name like \(names[0])"))"
+            )
         }
         var bits: UInt64 = 0
         for part in field.split(separator: ",", omittingEmptySubsequences: false) {
@@ -49,17 +61,21 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
             if let slash = part.firstIndex(of: "/") {
                 rangePart = part[..<slash]
                 guard let s = Int(part[part.index(after: slash)...]), s > 0 else {
-                    throw ScheduleError(text: text, problem: "the step in '\(part)' (\(name)) must be a positive number")
+                    throw ScheduleError(
+                        text: text, problem: "the step in '\(part)' (\(name)) must be a positive number")
                 }
                 step = s
             }
-            let lo: Int, hi: Int
+            let lo: Int
+            let hi: Int
             if rangePart == "*" {
                 (lo, hi) = (range.lowerBound, range.upperBound)
             } else if let dash = rangePart.firstIndex(of: "-") {
                 lo = try value(rangePart[..<dash])
                 hi = try value(rangePart[rangePart.index(after: dash)...])
-                guard lo <= hi else { throw ScheduleError(text: text, problem: "the range '\(rangePart)' (\(name)) runs backwards") }
+                guard lo <= hi else {
+                    throw ScheduleError(text: text, problem: "the range '\(rangePart)' (\(name)) runs backwards")
+                }
             } else {
                 lo = try value(rangePart)
                 hi = step > 1 ? range.upperBound : lo
@@ -70,7 +86,8 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
     }
 
     func matchesDay(year: Int, month: Int, day: Int) -> Bool {
-        let weekday = ((CivilDate.toDays(year: year, month: month, day: day) % 7) + 11) % 7  // 1970-01-01 was a Thursday (4)
+        // 1970-01-01 was a Thursday (4).
+        let weekday = ((CivilDate.toDays(year: year, month: month, day: day) % 7) + 11) % 7
         let domOK = daysOfMonth & (1 << UInt32(day)) != 0
         let dowOK = daysOfWeek & (1 << UInt8(weekday)) != 0
         if dayOfMonthRestricted && dayOfWeekRestricted { return domOK || dowOK }
@@ -121,6 +138,7 @@ public struct ScheduleError: Error, CustomStringConvertible, Sendable {
     public let text: String
     public let problem: String
     public var description: String {
-        "schedule \"\(text)\": \(problem). Fix: use @once, @hourly, @daily, @weekly, @monthly, or 5 cron fields such as \"30 2 * * mon-fri\""
+        "schedule \"\(text)\": \(problem)."
+            + " Fix: use @once, @hourly, @daily, @weekly, @monthly, or 5 cron fields such as \"30 2 * * mon-fri\""
     }
 }

@@ -17,8 +17,10 @@ public struct DAG: Sendable {
     private var index: [String: Int]
     private var children: [String: [String]] = [:]
 
-    public init(_ id: String, schedule: Schedule, startDate: Date, catchup: Bool = false, tags: [String] = [],
-                pausedOnCreation: Bool = true, upstreamDAGs: [String] = [], tasks: [TaskSpec]) throws {
+    public init(
+        _ id: String, schedule: Schedule, startDate: Date, catchup: Bool = false, tags: [String] = [],
+        pausedOnCreation: Bool = true, upstreamDAGs: [String] = [], tasks: [TaskSpec]
+    ) throws {
         self.id = id
         self.schedule = schedule
         self.startDate = startDate
@@ -82,7 +84,9 @@ public struct DAG: Sendable {
         for id in (try? topologicalOrder()) ?? [] {
             let t = task(id)!
             guard states[id] == .scheduled || states[id] == .upstreamFailed else { continue }
-            if t.upstream.contains(where: { states[$0] == .failed || states[$0] == .upstreamFailed || blocked.contains($0) }) {
+            if t.upstream.contains(where: {
+                states[$0] == .failed || states[$0] == .upstreamFailed || blocked.contains($0)
+            }) {
                 blocked.insert(id)
             }
         }

@@ -47,7 +47,8 @@ public enum Schedule: Sendable, Equatable, CustomStringConvertible {
 
     /// The logical dates of the runs due by `now`, after `lastLogical` (or from `start` when there
     /// was none). With `catchup` off only the latest due interval is returned, as in Airflow.
-    public func dueLogicalDates(start: Date, lastLogical: Date?, now: Date, catchup: Bool, limit: Int = 1000) -> [Date] {
+    public func dueLogicalDates(start: Date, lastLogical: Date?, now: Date, catchup: Bool, limit: Int = 1000) -> [Date]
+    {
         switch self {
         case .manual:
             return []
@@ -73,7 +74,10 @@ public enum Schedule: Sendable, Equatable, CustomStringConvertible {
                 while back < 20 * 366 * 86_400 {
                     let probe = now.addingTimeInterval(-back)
                     if probe <= logical { break }
-                    if let f1 = cron.next(after: probe), let f2 = cron.next(after: f1), f2 <= now { logical = f1; break }
+                    if let f1 = cron.next(after: probe), let f2 = cron.next(after: f1), f2 <= now {
+                        logical = f1
+                        break
+                    }
                     back *= 2
                 }
             }
@@ -90,15 +94,20 @@ public enum Schedule: Sendable, Equatable, CustomStringConvertible {
     /// The next run the scheduler will create: its logical date and when it is due (`now` when it
     /// is due already). Nil for a manual DAG or an `@once` DAG that has run.
     public func nextRun(start: Date, lastLogical: Date?, now: Date, catchup: Bool) -> (logicalDate: Date, due: Date)? {
-        if let due = dueLogicalDates(start: start, lastLogical: lastLogical, now: now, catchup: catchup).first { return (due, now) }
+        if let due = dueLogicalDates(start: start, lastLogical: lastLogical, now: now, catchup: catchup).first {
+            return (due, now)
+        }
         switch self {
         case .manual:
             return nil
         case .once:
             return lastLogical == nil ? (start, start) : nil
         case .cron(let cron):
-            guard let logical = lastLogical.flatMap({ cron.next(after: $0) }) ?? cron.next(after: start.addingTimeInterval(-60)),
-                  let end = cron.next(after: logical) else { return nil }
+            guard
+                let logical = lastLogical.flatMap({ cron.next(after: $0) })
+                    ?? cron.next(after: start.addingTimeInterval(-60)),
+                let end = cron.next(after: logical)
+            else { return nil }
             return (logical, end)
         }
     }

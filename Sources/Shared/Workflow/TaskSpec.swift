@@ -15,9 +15,11 @@ public struct TaskSpec: Sendable {
     public var timeout: Double
     public var queue: String
 
-    public init(_ id: String, operation: String, upstream: [String] = [], arguments: [String: String] = [:],
-                retries: Int = 0, retryBackoff: Backoff = Backoff(base: 5, cap: 300, jitter: 0.5),
-                timeout: Double = 0, queue: String = "default") {
+    public init(
+        _ id: String, operation: String, upstream: [String] = [], arguments: [String: String] = [:],
+        retries: Int = 0, retryBackoff: Backoff = Backoff(base: 5, cap: 300, jitter: 0.5),
+        timeout: Double = 0, queue: String = "default"
+    ) {
         self.id = id
         self.operation = operation
         self.upstream = upstream

@@ -16,7 +16,9 @@ import Workflow
 public enum PipelineSchemas {
     /// The three DDL files and the schema each is applied in, in dependency order.
     public static func files(_ s: PipelineSettings) -> [(path: String, schema: String)] {
-        [("datalake", s.datalake), ("loads", s.loads), ("datamart", s.datamart)].map { ("\(s.sourcesDir)/ddl/\($0.0).sql", $0.1) }
+        [("datalake", s.datalake), ("loads", s.loads), ("datamart", s.datamart)].map {
+            ("\(s.sourcesDir)/ddl/\($0.0).sql", $0.1)
+        }
     }
 
     /// One schema's script: creates the schema and applies its DDL file (idempotent), setting
@@ -40,7 +42,9 @@ public enum PipelineSchemas {
     /// The start-up migration's scripts for the three schemas; the files are read when it runs.
     public static func setupScripts(_ s: PipelineSettings) -> [SetupScript] {
         files(s).map { file in
-            SetupScript(name: "pipelines: \(file.path) in \(file.schema)") { try script(path: file.path, schema: file.schema) }
+            SetupScript(name: "pipelines: \(file.path) in \(file.schema)") {
+                try script(path: file.path, schema: file.schema)
+            }
         }
     }
 

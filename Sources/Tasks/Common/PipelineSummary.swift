@@ -36,29 +36,40 @@ public struct PipelineSummary: Encodable, Sendable {
     public let reports: [ReportLine]
 
     /// Reads it from the metadata (`store`) and the loads schema (`pg`, migrated).
-    public static func read(day: Day, store: MetadataStore, pg: PostgresConnection, settings s: PipelineSettings) throws -> PipelineSummary {
+    public static func read(
+        day: Day, store: MetadataStore, pg: PostgresConnection, settings s: PipelineSettings
+    ) throws -> PipelineSummary {
         let prefix = day.description
         var runs: [RunLine] = []
         var ids: [Int64] = []
         for dag in PipelineDAGs.names {
-            let r = try store.runRows(dag: dag, limit: 1000).first { PostgresTimestamp.format($0.logicalDate).hasPrefix(prefix) }
+            let r = try store.runRows(dag: dag, limit: 1000).first {
+                PostgresTimestamp.format($0.logicalDate).hasPrefix(prefix)
+            }
             if let r { ids.append(r.id) }
-            runs.append(RunLine(dag: dag, run: r?.id, state: r?.state.rawValue ?? "no run",
-                                seconds: r.flatMap { run in run.startedAt.map { (run.endedAt ?? Date()).timeIntervalSince($0) } }))
+            runs.append(
+                RunLine(
+                    dag: dag, run: r?.id, state: r?.state.rawValue ?? "no run",
+                    seconds: r.flatMap { run in run.startedAt.map { (run.endedAt ?? Date()).timeIntervalSince($0) } }))
         }
         var loads: [LoadLine] = []
         if !ids.isEmpty {
-            loads = try pg.query("""
+            loads = try pg.query(
+                """
                 SELECT pipeline, count(*) FILTER (WHERE state = 'finished'),
                        coalesce(sum(rows_read) FILTER (WHERE state = 'finished'), 0)::bigint,
                        coalesce(sum(rows_loaded) FILTER (WHERE state = 'finished'), 0)::bigint,
                        coalesce(sum(rows_rejected) FILTER (WHERE state = 'finished'), 0)::bigint,
                        count(*) FILTER (WHERE state = 'broken'), count(*) FILTER (WHERE state = 'running')
                 FROM \(s.loads).load WHERE run_id = ANY($1::bigint[]) GROUP BY pipeline ORDER BY pipeline
-                """, ["{\(ids.map(String.init).joined(separator: ","))}"]).rows.map { r in
-                LoadLine(pipeline: try r.decode(String.self, 0), loads: try r.decode(Int64.self, 1), read: try r.decode(Int64.self, 2),
-                         loaded: try r.decode(Int64.self, 3), rejected: try r.decode(Int64.self, 4), broken: try r.decode(Int64.self, 5),
-                         running: try r.decode(Int64.self, 6))
+                """, ["{\(ids.map(String.init).joined(separator: ","))}"]
+            ).rows.map { r in
+                LoadLine(
+                    pipeline: try r.decode(String.self, 0), loads: try r.decode(Int64.self, 1),
+                    read: try r.decode(Int64.self, 2),
+                    loaded: try r.decode(Int64.self, 3), rejected: try r.decode(Int64.self, 4),
+                    broken: try r.decode(Int64.self, 5),
+                    running: try r.decode(Int64.self, 6))
             }
         }
         let reports = Reports.all.map { r in

@@ -7,7 +7,9 @@ import ServiceLifecycle
 /// group ending) sets `stop`, which the body and the threads it starts check; `run()` returns when
 /// the body does. The body never calls `exit`: what it cannot finish in time it hands back, and it
 /// returns, leaving `main` to end the process.
-public func runOnThread<T: Sendable>(stop: StopFlag, name: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+public func runOnThread<T: Sendable>(
+    stop: StopFlag, name: String, _ body: @escaping @Sendable () throws -> T
+) async throws -> T {
     try await withGracefulShutdownHandler {
         try await withCheckedThrowingContinuation { (k: CheckedContinuation<T, Error>) in
             let t = Thread {

@@ -28,7 +28,10 @@ public struct OperatorActions {
     /// Who acts ("etlctl", "web:admin"): named on the scheduler's wake-up message and in reasons.
     public let actor: String
 
-    public init(registry: Registry, store: @escaping () throws -> MetadataStore, queue: @escaping () throws -> TaskQueue, actor: String) {
+    public init(
+        registry: Registry, store: @escaping () throws -> MetadataStore, queue: @escaping () throws -> TaskQueue,
+        actor: String
+    ) {
         self.registry = registry
         openStore = store
         openQueue = queue
@@ -43,7 +46,8 @@ public struct OperatorActions {
     public func dag(_ id: String) throws -> DAG {
         guard let d = registry.dag(id) else {
             let known = registry.dags.map(\.id).joined(separator: ", ")
-            throw OperatorError(.notFound, "no DAG named '\(shown(id))'. Fix: use one of: \(known.isEmpty ? "(none loaded)" : known)")
+            throw OperatorError(
+                .notFound, "no DAG named '\(shown(id))'. Fix: use one of: \(known.isEmpty ? "(none loaded)" : known)")
         }
         return d
     }
@@ -51,7 +55,11 @@ public struct OperatorActions {
     /// The task `task` of `dag`, or `notFound` listing the DAG's tasks.
     public func task(_ dag: DAG, _ task: String) throws -> TaskSpec {
         guard let t = dag.task(task) else {
-            throw OperatorError(.notFound, "DAG '\(dag.id)' has no task '\(shown(task))'. Fix: use one of: \(dag.tasks.map(\.id).joined(separator: ", "))")
+            throw OperatorError(
+                .notFound,
+                "DAG '\(dag.id)' has no task '\(shown(task))'."
+                    + " Fix: use one of: \(dag.tasks.map(\.id).joined(separator: ", "))"
+            )
         }
         return t
     }
@@ -59,7 +67,10 @@ public struct OperatorActions {
     /// Checks that run `run` exists and belongs to `dag`.
     public func checkRun(_ run: Int64, of dag: String) throws {
         guard try store.run(run)?.dag == dag else {
-            throw OperatorError(.notFound, "DAG '\(dag)' has no run \(run). Fix: pick one of the DAG's runs (its page, or etlctl runs list \(dag))")
+            throw OperatorError(
+                .notFound,
+                "DAG '\(dag)' has no run \(run). Fix: pick one of the DAG's runs (its page, or etlctl runs list \(dag))"
+            )
         }
     }
 
@@ -74,8 +85,12 @@ public struct OperatorActions {
     public func trigger(_ dag: String, logicalDate: Date) throws -> Int64 {
         let d = try self.dag(dag)
         guard let run = try store.createRun(d, logicalDate: logicalDate, type: .manual) else {
-            throw OperatorError(.conflict, "DAG '\(dag)' already has a run for \(PostgresTimestamp.format(logicalDate).prefix(10)). "
-                                + "Fix: pick another date, or clear its failed tasks (Clear failed on the DAG's page, or etlctl tasks clear --failed \(dag))")
+            throw OperatorError(
+                .conflict,
+                "DAG '\(dag)' already has a run for \(PostgresTimestamp.format(logicalDate).prefix(10)). "
+                    + "Fix: pick another date, or clear its failed tasks "
+                    + "(Clear failed on the DAG's page, or etlctl tasks clear --failed \(dag))"
+            )
         }
         try queue.wakeScheduler(dag: dag, run: run, reason: "triggered", by: actor)
         return run
@@ -96,7 +111,8 @@ public struct OperatorActions {
     public func clearFailed(dag: String, run: Int64) throws -> Int {
         let d = try self.dag(dag)
         try checkRun(run, of: dag)
-        let failed = Set(try store.taskRows(run: run).filter { $0.state == "failed" || $0.state == "upstream_failed" }.map(\.task))
+        let failed = Set(
+            try store.taskRows(run: run).filter { $0.state == "failed" || $0.state == "upstream_failed" }.map(\.task))
         let n = try store.clear(run: run, tasks: d.downstream(of: failed).union(failed))
         if n > 0 { try queue.wakeScheduler(dag: dag, run: run, reason: "cleared", by: actor) }
         return n

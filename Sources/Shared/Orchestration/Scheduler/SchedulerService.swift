@@ -7,7 +7,6 @@ import PostgresClient
 import RedisClient
 import Workflow
 
-
 /// The scheduler: one leads (through a lease in Postgres), others wait to take over.
 ///
 /// 1. Creates runs when their schedules are due.
@@ -55,7 +54,8 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         try Migrator.run(pg, schema: schema, setup: registry.setup)
         store = MetadataStore(pg: pg, schema: schema)
         try store.sync(dags: registry.dags)
-        queue = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: RedisKeys(environment: env))
+        queue = TaskQueue(
+            redis: try RedisConnection(config: RedisConfig(environment: env)), keys: RedisKeys(environment: env))
         try queue.ensureGroups(queues: registry.queues.isEmpty ? ["default"] : registry.queues)
         logger.info("scheduler started", metadata: ["scheduler": "\(id)", "dags": "\(registry.dags.count)"])
         while !stop.isSet {
@@ -176,7 +176,8 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         finishedSeen[run.id] = nil
         lastEvent[run.id] = nil
         lastFullPass[run.id] = nil
-        logger.info("run finished", metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "state": "\(ok ? "success" : "failed")"])
+        logger.info(
+            "run finished", metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "state": "\(ok ? "success" : "failed")"])
         // Runs of other DAGs waiting on this one can go now.
         let waiting = Set(registry.dags.filter { $0.upstreamDAGs.contains(dag.id) }.map(\.id))
         guard !waiting.isEmpty else { return }
@@ -190,9 +191,15 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         // Every DAG's latest scheduled run in one query (not one per DAG every second).
         let lastScheduled = try store.lastScheduledLogicalDates()
         for dag in registry.dags where !paused.contains(dag.id) {
-            for date in dag.schedule.dueLogicalDates(start: dag.startDate, lastLogical: lastScheduled[dag.id], now: Date(), catchup: dag.catchup) {
+            for date in dag.schedule.dueLogicalDates(
+                start: dag.startDate, lastLogical: lastScheduled[dag.id], now: Date(), catchup: dag.catchup)
+            {
                 if let run = try store.createRun(dag, logicalDate: date, type: .scheduled) {
-                    logger.info("created run", metadata: ["dag": "\(dag.id)", "run": "\(run)", "logical_date": "\(PostgresTimestamp.format(date))"])
+                    logger.info(
+                        "created run",
+                        metadata: [
+                            "dag": "\(dag.id)", "run": "\(run)", "logical_date": "\(PostgresTimestamp.format(date))",
+                        ])
                 }
             }
         }
@@ -223,13 +230,16 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         var timedOut = false
         for (task, inst) in instances where inst.state == .running {
             guard let spec = dag.task(task), spec.timeout > 0, let started = inst.startedAt,
-                  Date().timeIntervalSince(started) > spec.timeout else { continue }
+                Date().timeIntervalSince(started) > spec.timeout
+            else { continue }
             let retry = inst.tryNumber <= spec.retries
             let state: TaskState = retry ? .upForRetry : .failed
             let retryAt = retry ? Date().addingTimeInterval(spec.retryBackoff.delay(attempt: inst.tryNumber - 1)) : nil
-            if try store.finishAttempt(run: run.id, task: task, tryNumber: inst.tryNumber, state: state,
-                                       error: "timed out after \(spec.timeout) s", retryAt: retryAt,
-                                       log: "--- failed by the scheduler: execution timeout of \(spec.timeout) s ---\n") {
+            if try store.finishAttempt(
+                run: run.id, task: task, tryNumber: inst.tryNumber, state: state,
+                error: "timed out after \(spec.timeout) s", retryAt: retryAt,
+                log: "--- failed by the scheduler: execution timeout of \(spec.timeout) s ---\n")
+            {
                 logger.warning("task timed out", metadata: ["dag": "\(dag.id)", "task": "\(task)", "run": "\(run.id)"])
                 timedOut = true
             }
@@ -262,7 +272,8 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     /// 4,000 while they work (fewer, larger statements for the rest).
     private func enqueue(dag: DAG, run: MetadataStore.Run, tasks: [String]) throws {
         let date = PostgresTimestamp.format(run.logicalDate)
-        var start = 0, size = 250
+        var start = 0
+        var size = 250
         while start < tasks.count {
             let chunk = Array(tasks[start..<min(start + size, tasks.count)])
             start += chunk.count
@@ -272,8 +283,9 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             var encoded: [(queue: String, body: [UInt8], sig: String)] = []
             for m in moved {
                 let spec = dag.task(m.task)!
-                let message = TaskMessage(id: m.messageID, dag: dag.id, runID: run.id, task: m.task, logicalDate: date,
-                                          tryNumber: m.tryNumber, queue: spec.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
+                let message = TaskMessage(
+                    id: m.messageID, dag: dag.id, runID: run.id, task: m.task, logicalDate: date,
+                    tryNumber: m.tryNumber, queue: spec.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
                 let (body, sig) = try codec.encode(message)
                 encoded.append((spec.queue, body, sig))
             }
@@ -299,7 +311,8 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
                 let page = try queue.redis.command("XRANGE", queue.keys.queue(q), from, "+", "COUNT", 1000).array ?? []
                 for entry in page {
                     guard let fields = entry.array?.last?.array, let body = TaskQueue.field("body", in: fields)?.bytes,
-                          let mid = FlatJSON.parse(body)?["id"]?.string else { continue }
+                        let mid = FlatJSON.parse(body)?["id"]?.string
+                    else { continue }
                     present.insert(mid)
                 }
                 guard page.count == 1000, let last = page.last?.array?.first?.string else { break }
@@ -309,9 +322,10 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         var fixed = 0
         for q in queued where !(q.messageID.map(present.contains) ?? false) {
             guard let dag = registry.dag(q.dag), let spec = dag.task(q.task) else { continue }
-            let message = TaskMessage(id: q.messageID ?? UUID().uuidString.lowercased(), dag: q.dag, runID: q.run, task: q.task,
-                                      logicalDate: PostgresTimestamp.format(q.logicalDate), tryNumber: q.tryNumber,
-                                      queue: q.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
+            let message = TaskMessage(
+                id: q.messageID ?? UUID().uuidString.lowercased(), dag: q.dag, runID: q.run, task: q.task,
+                logicalDate: PostgresTimestamp.format(q.logicalDate), tryNumber: q.tryNumber,
+                queue: q.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
             try queue.enqueue(message, codec: codec)
             fixed += 1
         }

@@ -36,7 +36,9 @@ public final class WorkerService: @unchecked Sendable {
     private var current: [Int: String] = [:]
     private var running = 0
 
-    public init(env: Environment, registry: Registry, queues: [String], concurrency: Int, prefetch: Int?, logger: Logger) throws {
+    public init(
+        env: Environment, registry: Registry, queues: [String], concurrency: Int, prefetch: Int?, logger: Logger
+    ) throws {
         self.env = env
         self.registry = registry
         self.queues = queues
@@ -68,10 +70,15 @@ public final class WorkerService: @unchecked Sendable {
         let pg = try PostgresConnection(config: PostgresConfig(environment: env))
         try Migrator.run(pg, schema: schema, setup: registry.setup)
         pg.close()
-        logger.info("worker started", metadata: ["worker": "\(id)", "queues": "\(queues.joined(separator: ","))", "concurrency": "\(concurrency)"])
+        logger.info(
+            "worker started",
+            metadata: [
+                "worker": "\(id)", "queues": "\(queues.joined(separator: ","))", "concurrency": "\(concurrency)",
+            ])
 
         // The heartbeat has a connection of its own: connections are not shared between threads.
-        let beatQueue = UncheckedBox(TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: keys))
+        let beatQueue = UncheckedBox(
+            TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: keys))
         let heartbeat = Thread { [self] in heartbeatLoop(queue: beatQueue.value) }
         heartbeat.start()
         var threads: [Thread] = []
@@ -91,7 +98,8 @@ public final class WorkerService: @unchecked Sendable {
         // Wait for a stop request, then give running tasks the grace period.
         while !stop.isSet && done.wait(timeout: .now() + 0.2) == .timedOut {}
         if stop.isSet {
-            logger.info("stopping: no new tasks; waiting up to \(grace) s for running ones", metadata: ["worker": "\(id)"])
+            logger.info(
+                "stopping: no new tasks; waiting up to \(grace) s for running ones", metadata: ["worker": "\(id)"])
             if done.wait(timeout: .now() + grace) == .timedOut {
                 // Hand back: our pending messages become claimable at once by marking us dead.
                 logger.warning("grace period over; handing running tasks back", metadata: ["worker": "\(id)"])
@@ -108,9 +116,13 @@ public final class WorkerService: @unchecked Sendable {
         while !stop.isSet || runningCount > 0 {
             let info = lock.withLock { () -> String in
                 let tasks = current.values.sorted()
-                let obj: [String: Any] = ["pid": Int(getpid()), "queues": queues, "concurrency": concurrency, "tasks": tasks,
-                                          "stopping": stop.isSet]
-                return String(decoding: (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
+                let obj: [String: Any] = [
+                    "pid": Int(getpid()), "queues": queues, "concurrency": concurrency, "tasks": tasks,
+                    "stopping": stop.isSet,
+                ]
+                return String(
+                    decoding: (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data(),
+                    as: UTF8.self)
             }
             do { try queue.heartbeat(worker: id, info: info) } catch {
                 logger.warning("heartbeat failed: \(error)")
@@ -155,13 +167,20 @@ public final class WorkerService: @unchecked Sendable {
                     let n = try queue.reclaim(queues: queues, deadAfter: deadAfter, consumer: consumer, limit: 1)
                     if n > 0 {
                         lock.withLock { reclaimMore = true }
-                        logger.warning("reclaimed \(n) task(s) from dead workers", metadata: ["worker": "\(id)", "slot": "\(slot)"])
+                        logger.warning(
+                            "reclaimed \(n) task(s) from dead workers",
+                            metadata: ["worker": "\(id)", "slot": "\(slot)"])
                     }
                 }
                 let batch = try queue.fetch(queues: queues, consumer: consumer, block: 1, count: limit)
                 if batch.isEmpty { continue }
                 lock.withLock { running += 1 }
-                defer { lock.withLock { running -= 1; current[slot] = nil } }
+                defer {
+                    lock.withLock {
+                        running -= 1
+                        current[slot] = nil
+                    }
+                }
                 let slow = try handle(batch, slot: slot, codec: codec, queue: queue, store: store)
                 // After a task that ran past the batch window, take one message at a time until
                 // tasks are quick again: quick tasks never wait long behind a slow one.
@@ -191,7 +210,9 @@ public final class WorkerService: @unchecked Sendable {
         let message: TaskMessage
         let spec: TaskSpec
         let op: TaskOperation
-        var key: MetadataStore.AttemptKey { .init(run: message.runID, task: message.task, tryNumber: message.tryNumber) }
+        var key: MetadataStore.AttemptKey {
+            .init(run: message.runID, task: message.task, tryNumber: message.tryNumber)
+        }
         var label: String { "\(message.dag).\(message.task) run \(message.runID) try \(message.tryNumber)" }
     }
 
@@ -210,7 +231,9 @@ public final class WorkerService: @unchecked Sendable {
     /// together; one Lua call acknowledges the messages and publishes their completion events.
     /// When the batch has run for `batchWindow` seconds (or the next task has a timeout) the done
     /// part is committed and acknowledged, and the rest starts again as a new round.
-    private func handle(_ batch: [TaskQueue.Delivery], slot: Int, codec: MessageCodec, queue: TaskQueue, store: MetadataStore) throws -> Bool {
+    private func handle(
+        _ batch: [TaskQueue.Delivery], slot: Int, codec: MessageCodec, queue: TaskQueue, store: MetadataStore
+    ) throws -> Bool {
         var jobs: [Job] = []
         for d in batch {
             let message: TaskMessage
@@ -221,7 +244,9 @@ public final class WorkerService: @unchecked Sendable {
                 try queue.deadLetter(d, reason: error.description)
                 continue
             }
-            guard let dag = registry.dag(message.dag), let spec = dag.task(message.task), let op = registry.operations[spec.operation] else {
+            guard let dag = registry.dag(message.dag), let spec = dag.task(message.task),
+                let op = registry.operations[spec.operation]
+            else {
                 let reason = MessageRejection.unknownTask(dag: message.dag, task: message.task)
                 logger.error("dead-lettered message \(d.entryID): \(reason)")
                 try queue.deadLetter(d, reason: reason.description)
@@ -266,7 +291,8 @@ public final class WorkerService: @unchecked Sendable {
                 if chunk.count > 1 {
                     alone = true
                 } else if let job = chunk.first {
-                    let end = failedEnd(job, error: error, log: "attempt \(job.message.tryNumber) on \(id)/\(slot) failed: \(error)\n")
+                    let end = failedEnd(
+                        job, error: error, log: "attempt \(job.message.tryNumber) on \(id)/\(slot) failed: \(error)\n")
                     let current = try store.finishAttempts([end])
                     acks.append((job.delivery, current.isEmpty ? nil : event(job, state: end.state)))
                     ranCount = 1
@@ -285,43 +311,48 @@ public final class WorkerService: @unchecked Sendable {
     /// Runs `jobs` in one transaction until they are all done or the batch window has passed.
     /// Returns the jobs done with their completion events (nil for a superseded one), and
     /// whether one of them ran longer than the window.
-    private func runInTransaction(_ jobs: [Job], slot: Int, store: MetadataStore) throws -> (ran: [(job: Job, event: CompletionEvent?)], slow: Bool) {
+    private func runInTransaction(
+        _ jobs: [Job], slot: Int, store: MetadataStore
+    ) throws -> (ran: [(job: Job, event: CompletionEvent?)], slow: Bool) {
         guard !jobs.isEmpty else { return ([], false) }
         let batchStart = monotonicSeconds()
         var slow = false
         let done: [(job: Job, event: CompletionEvent?)]
         do {
-          done = try store.pg.transaction { tx -> [(job: Job, event: CompletionEvent?)] in
-            // Durable before the messages are acknowledged (a session reconnected after a
-            // failure is back to the server's default, which is durable too).
-            try tx.query("SET LOCAL synchronous_commit = on")
-            var ran: [Ran] = []
-            for job in jobs {
-                // A task with a timeout only runs first in a round: it is the one whose start time
-                // the round's start statement records, so the scheduler times it from its real start
-                // (the others' start is recorded when they end; they cannot time out while waiting).
-                if !ran.isEmpty && (monotonicSeconds() - batchStart > Self.batchWindow || job.spec.timeout > 0) { break }
-                let taskStart = monotonicSeconds()
-                ran.append(try run(job, slot: slot, tx: tx))
-                if monotonicSeconds() - taskStart > Self.batchWindow { slow = true }
-            }
-            let current = try store.finishAttempts(ran.map(\.end), on: tx)
-            var out: [(job: Job, event: CompletionEvent?)] = []
-            for (i, r) in ran.enumerated() {
-                if current.contains(i) {
-                    out.append((r.job, event(r.job, state: r.end.state)))
-                } else if r.wrote && r.end.state == .success {
-                    if ran.count > 1 { throw SupersededWrites() }
-                    throw Superseded(job: r.job)
-                } else {
-                    logger.warning("\(r.job.label) was superseded (timed out or cleared) while running")
-                    out.append((r.job, nil))
+            done = try store.pg.transaction { tx -> [(job: Job, event: CompletionEvent?)] in
+                // Durable before the messages are acknowledged (a session reconnected after a
+                // failure is back to the server's default, which is durable too).
+                try tx.query("SET LOCAL synchronous_commit = on")
+                var ran: [Ran] = []
+                for job in jobs {
+                    // A task with a timeout only runs first in a round: it is the one whose start time
+                    // the round's start statement records, so the scheduler times it from its real start
+                    // (the others' start is recorded when they end; they cannot time out while waiting).
+                    if !ran.isEmpty && (monotonicSeconds() - batchStart > Self.batchWindow || job.spec.timeout > 0) {
+                        break
+                    }
+                    let taskStart = monotonicSeconds()
+                    ran.append(try run(job, slot: slot, tx: tx))
+                    if monotonicSeconds() - taskStart > Self.batchWindow { slow = true }
                 }
+                let current = try store.finishAttempts(ran.map(\.end), on: tx)
+                var out: [(job: Job, event: CompletionEvent?)] = []
+                for (i, r) in ran.enumerated() {
+                    if current.contains(i) {
+                        out.append((r.job, event(r.job, state: r.end.state)))
+                    } else if r.wrote && r.end.state == .success {
+                        if ran.count > 1 { throw SupersededWrites() }
+                        throw Superseded(job: r.job)
+                    } else {
+                        logger.warning("\(r.job.label) was superseded (timed out or cleared) while running")
+                        out.append((r.job, nil))
+                    }
+                }
+                return out
             }
-            return out
-          }
         } catch let e as Superseded {
-            logger.warning("\(e.job.label) was superseded (timed out or cleared) while running; its writes were rolled back")
+            logger.warning(
+                "\(e.job.label) was superseded (timed out or cleared) while running; its writes were rolled back")
             return ([(e.job, nil)], slow)
         }
         return (done, slow)
@@ -355,8 +386,11 @@ public final class WorkerService: @unchecked Sendable {
         }
         guard let failure else {
             ctx.log("succeeded")
-            return Ran(job: job, end: .init(key: job.key, state: .success, error: nil, retryAt: nil, log: ctx.logText, startedAt: startedAt),
-                       wrote: ctx.usedDatabase)
+            return Ran(
+                job: job,
+                end: .init(
+                    key: job.key, state: .success, error: nil, retryAt: nil, log: ctx.logText, startedAt: startedAt),
+                wrote: ctx.usedDatabase)
         }
         ctx.log("failed: \(failure)")
         return Ran(job: job, end: failedEnd(job, error: failure, log: ctx.logText, startedAt: startedAt), wrote: false)
@@ -366,14 +400,16 @@ public final class WorkerService: @unchecked Sendable {
     private func failedEnd(_ job: Job, error: Error, log: String, startedAt: Date? = nil) -> MetadataStore.AttemptEnd {
         let retry = job.message.tryNumber <= job.spec.retries
         let state: TaskState = retry ? .upForRetry : .failed
-        let retryAt = retry ? Date().addingTimeInterval(job.spec.retryBackoff.delay(attempt: job.message.tryNumber - 1)) : nil
+        let retryAt =
+            retry ? Date().addingTimeInterval(job.spec.retryBackoff.delay(attempt: job.message.tryNumber - 1)) : nil
         logger.warning("\(job.label) failed: \(error)", metadata: ["next": "\(state.rawValue)"])
         return .init(key: job.key, state: state, error: "\(error)", retryAt: retryAt, log: log, startedAt: startedAt)
     }
 
     private func event(_ job: Job, state: TaskState) -> CompletionEvent {
-        CompletionEvent(dag: job.message.dag, runID: job.message.runID, task: job.message.task, tryNumber: job.message.tryNumber,
-                        state: state.rawValue, worker: id)
+        CompletionEvent(
+            dag: job.message.dag, runID: job.message.runID, task: job.message.task, tryNumber: job.message.tryNumber,
+            state: state.rawValue, worker: id)
     }
 
     /// A batch commits what it ran after this many seconds, so a long batch never hides its

@@ -9,7 +9,8 @@ public struct Backoff: Sendable, Equatable {
     public var jitter: Double
 
     public init(base: Double, cap: Double, jitter: Double = 0.5) {
-        precondition(base >= 0 && cap >= base && (0...1).contains(jitter), "Backoff needs 0 <= base <= cap and jitter in 0...1")
+        precondition(
+            base >= 0 && cap >= base && (0...1).contains(jitter), "Backoff needs 0 <= base <= cap and jitter in 0...1")
         self.base = base
         self.cap = cap
         self.jitter = jitter

@@ -14,13 +14,15 @@ extension Backoff {
             do {
                 let value = try open()
                 if attempt > 0 {
-                    logger.info("reconnected to \(server)", metadata: ["endpoint": "\(endpoint)", "attempts": "\(attempt + 1)"])
+                    logger.info(
+                        "reconnected to \(server)", metadata: ["endpoint": "\(endpoint)", "attempts": "\(attempt + 1)"])
                 }
                 return value
-            } catch where isRetryable(error) {
+            } catch  where isRetryable(error) {
                 let wait = delay(attempt: attempt)
                 if monotonicSeconds() + wait > deadline { throw error }
-                logger.debug("\(server) not reachable yet, retrying", metadata: ["endpoint": "\(endpoint)", "in": "\(wait)"])
+                logger.debug(
+                    "\(server) not reachable yet, retrying", metadata: ["endpoint": "\(endpoint)", "in": "\(wait)"])
                 sleepSeconds(wait)
                 attempt += 1
             }
