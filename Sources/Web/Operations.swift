@@ -21,12 +21,7 @@ struct WebError: Error, CustomStringConvertible {
 /// What the pages and the JSON API show and do. Both call these, so a page and its API route
 /// always agree; every one reads or changes the same state as the matching `etlctl` command.
 extension Backend {
-    func dag(_ id: String) throws -> DAG {
-        guard let d = registry.dag(id) else {
-            throw WebError.notFound("no DAG named '\(shown(id))'. Fix: pick one from /dags (known: \(registry.dags.map(\.id).joined(separator: ", ")))")
-        }
-        return d
-    }
+    func dag(_ id: String) throws -> DAG { try registry.requireDAG(id) }  // an OperatorError: 404
 
     // MARK: Reading
 
@@ -122,7 +117,7 @@ extension Backend {
 
     func attempts(dag: String, run id: Int64, task: String) async throws -> [MetadataStore.AttemptRow] {
         let d = try self.dag(dag)
-        guard d.task(task) != nil else { throw WebError.notFound("DAG '\(dag)' has no task '\(shown(task))'. Fix: use one of: \(d.tasks.map(\.id).joined(separator: ", "))") }
+        _ = try registry.requireTask(d, task)
         return try await run { c in
             guard try c.store.run(id)?.dag == dag else { throw WebError.notFound("DAG '\(dag)' has no run \(id). Fix: pick a run from /dags/\(dag)") }
             return try c.store.attemptLogs(run: id, task: task)

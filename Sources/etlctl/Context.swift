@@ -64,21 +64,11 @@ final class Context {
         return OperatorActions(registry: registry, store: store.get, queue: queue.get, actor: "etlctl")
     }
 
-    func dag(_ id: String) throws -> DAG {
-        guard let d = registry.dag(id) else {
-            let known = registry.dags.map(\.id).joined(separator: ", ")
-            throw fail("no DAG named '\(shown(id))'. Fix: use one of: \(known.isEmpty ? "(none loaded)" : known) (etlctl dags list)")
-        }
-        return d
-    }
+    /// The DAG `id`, or a one-line error listing the known ones (`Registry.requireDAG`).
+    func dag(_ id: String) throws -> DAG { try failing { try registry.requireDAG(id) } }
 
     /// The task `task` of DAG `dag`, or a one-line error listing the DAG's tasks.
-    func task(_ dag: DAG, _ task: String) throws -> TaskSpec {
-        guard let t = dag.task(task) else {
-            throw fail("DAG '\(dag.id)' has no task '\(shown(task))'. Fix: use one of: \(dag.tasks.map(\.id).joined(separator: ", "))")
-        }
-        return t
-    }
+    func task(_ dag: DAG, _ task: String) throws -> TaskSpec { try failing { try registry.requireTask(dag, task) } }
 
     /// The DAG's run for the logical date `day` (the newest, if several), if any.
     func run(dag: String, on day: Day, store: MetadataStore) throws -> MetadataStore.RunRow? {

@@ -43,26 +43,10 @@ public struct OperatorActions {
     var queue: TaskQueue { get throws { try openQueue() } }
 
     /// The DAG `id` of this build, or `notFound` listing the known ones.
-    public func dag(_ id: String) throws -> DAG {
-        guard let d = registry.dag(id) else {
-            let known = registry.dags.map(\.id).joined(separator: ", ")
-            throw OperatorError(
-                .notFound, "no DAG named '\(shown(id))'. Fix: use one of: \(known.isEmpty ? "(none loaded)" : known)")
-        }
-        return d
-    }
+    public func dag(_ id: String) throws -> DAG { try registry.requireDAG(id) }
 
     /// The task `task` of `dag`, or `notFound` listing the DAG's tasks.
-    public func task(_ dag: DAG, _ task: String) throws -> TaskSpec {
-        guard let t = dag.task(task) else {
-            throw OperatorError(
-                .notFound,
-                "DAG '\(dag.id)' has no task '\(shown(task))'."
-                    + " Fix: use one of: \(dag.tasks.map(\.id).joined(separator: ", "))"
-            )
-        }
-        return t
-    }
+    public func task(_ dag: DAG, _ task: String) throws -> TaskSpec { try registry.requireTask(dag, task) }
 
     /// Checks that run `run` exists and belongs to `dag`.
     public func checkRun(_ run: Int64, of dag: String) throws {

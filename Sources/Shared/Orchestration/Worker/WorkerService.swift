@@ -29,6 +29,8 @@ public final class WorkerService: @unchecked Sendable {
     /// Set by the service's graceful shutdown; the slots and the heartbeat check it.
     public let stop = StopFlag()
     private var ended: Outcome?
+    /// Set once the grace ran out: the heartbeat stops, so the mark as dead stays.
+    private var handingBack = false
     /// How the last run ended (nil while it runs).
     public var outcome: Outcome? { lock.withLock { ended } }
     func setOutcome(_ o: Outcome) { lock.withLock { ended = o } }
@@ -79,7 +81,11 @@ public final class WorkerService: @unchecked Sendable {
         // The heartbeat has a connection of its own: connections are not shared between threads.
         let beatQueue = UncheckedBox(
             TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: keys))
-        let heartbeat = Thread { [self] in heartbeatLoop(queue: beatQueue.value) }
+        let beating = DispatchSemaphore(value: 0)
+        let heartbeat = Thread { [self] in
+            heartbeatLoop(queue: beatQueue.value)
+            beating.signal()
+        }
         heartbeat.start()
         var threads: [Thread] = []
         let done = DispatchGroup()
@@ -103,6 +109,10 @@ public final class WorkerService: @unchecked Sendable {
             if done.wait(timeout: .now() + grace) == .timedOut {
                 // Hand back: our pending messages become claimable at once by marking us dead.
                 logger.warning("grace period over; handing running tasks back", metadata: ["worker": "\(id)"])
+                // The heartbeat stops first: one beat after the mark would make this worker look
+                // alive again, and its tasks would wait for the dead-after time instead.
+                lock.withLock { handingBack = true }
+                _ = beating.wait(timeout: .now() + 3)
                 _ = try? setup.markDead(id)
                 return .handedBack
             }
@@ -113,7 +123,7 @@ public final class WorkerService: @unchecked Sendable {
     }
 
     private func heartbeatLoop(queue: TaskQueue) {
-        while !stop.isSet || runningCount > 0 {
+        while (!stop.isSet || runningCount > 0) && !lock.withLock({ handingBack }) {
             let info = lock.withLock { () -> String in
                 let tasks = current.values.sorted()
                 let obj: [String: Any] = [
