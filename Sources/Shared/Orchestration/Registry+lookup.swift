@@ -18,7 +18,8 @@ extension Registry {
         guard let t = dag.task(task) else {
             throw OperatorError(
                 .notFound,
-                "DAG '\(dag.id)' has no task '\(shown(task))'. Fix: use one of: \(dag.tasks.map(\.id).joined(separator: ", "))"
+                "DAG '\(dag.id)' has no task '\(shown(task))'."
+                    + " Fix: use one of: \(dag.tasks.map(\.id).joined(separator: ", "))"
             )
         }
         return t
