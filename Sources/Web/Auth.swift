@@ -69,7 +69,10 @@ final class Sessions: @unchecked Sendable {
         let name = Data(user.utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-")
             .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
         let payload = "\(name).\(expires).\(nonce)"
-        return (payload + "." + mac("s|" + payload), Session(user: user, expires: expires, nonce: nonce, csrf: csrf(nonce: nonce)))
+        return (
+            payload + "." + mac("s|" + payload),
+            Session(user: user, expires: expires, nonce: nonce, csrf: csrf(nonce: nonce))
+        )
     }
 
     /// The session a cookie value stands for, or nil when it is forged, expired or logged out.
@@ -77,13 +80,16 @@ final class Sessions: @unchecked Sendable {
         let parts = cookie.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
         guard parts.count == 4, let expires = Int(parts[1]), parts[2].count == 32 else { return nil }
         let payload = "\(parts[0]).\(parts[1]).\(parts[2])"
-        guard WebConfig.same(Array(mac("s|" + payload).utf8), Array(parts[3].utf8)), Double(expires) > now.timeIntervalSince1970 else { return nil }
+        guard WebConfig.same(Array(mac("s|" + payload).utf8), Array(parts[3].utf8)),
+            Double(expires) > now.timeIntervalSince1970
+        else { return nil }
         let isRevoked = lock.withLock { revoked[parts[2]] != nil }
         guard !isRevoked else { return nil }
         var b64 = parts[0].replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         while b64.count % 4 != 0 { b64 += "=" }
         guard let data = Data(base64Encoded: b64) else { return nil }
-        return Session(user: String(decoding: data, as: UTF8.self), expires: expires, nonce: parts[2], csrf: csrf(nonce: parts[2]))
+        return Session(
+            user: String(decoding: data, as: UTF8.self), expires: expires, nonce: parts[2], csrf: csrf(nonce: parts[2]))
     }
 
     /// Logout: the cookie stops working even if a copy of it survives.
@@ -119,7 +125,9 @@ final class LoginThrottle: @unchecked Sendable {
         lock.withLock {
             let recent = (failures[client] ?? []).filter { $0 > now - window }
             failures[client] = recent
-            guard recent.count >= limit * limitFactor, let oldest = recent.suffix(limit * limitFactor).first else { return nil }
+            guard recent.count >= limit * limitFactor, let oldest = recent.suffix(limit * limitFactor).first else {
+                return nil
+            }
             return max(1, (oldest + window - now).rounded(.up))
         }
     }

@@ -77,14 +77,18 @@ public final class Backend: @unchecked Sendable {
     private func open() throws -> Connections {
         let pg = try PostgresConnection(config: pgConfig)
         let redis = try RedisConnection(config: redisConfig)
-        return Connections(pg: pg, store: MetadataStore(pg: pg, schema: schema), queue: TaskQueue(redis: redis, keys: keys))
+        return Connections(
+            pg: pg, store: MetadataStore(pg: pg, schema: schema), queue: TaskQueue(redis: redis, keys: keys))
     }
 
     /// A pair from the pool (waiting for one when `maxConnections` are in use), or a new one.
     private func take() throws -> Connections {
         guard slots.wait(timeout: .now() + 10) == .success else {
-            throw WebError(status: .serviceUnavailable,
-                           message: "all \(maxConnections) database connections of the web server are busy. Fix: try again, or raise ETL_WEB_CONNECTIONS")
+            throw WebError(
+                status: .serviceUnavailable,
+                message:
+                    "all \(maxConnections) database connections of the web server are busy. Fix: try again, or raise ETL_WEB_CONNECTIONS"
+            )
         }
         if let c = lock.withLock({ idle.popLast() }) { return c }
         do { return try open() } catch {

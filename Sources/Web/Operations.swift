@@ -36,8 +36,12 @@ extension Backend {
         let nextLogicalDate: Date?
         let nextRunAt: Date?
         enum CodingKeys: String, CodingKey {
-            case dag, paused, schedule, tags, upstreamDAGs = "upstream_dags", tasks, recentRuns = "recent_runs"
-            case nextLogicalDate = "next_logical_date", nextRunAt = "next_run_at"
+            case dag, paused, schedule, tags
+            case upstreamDAGs = "upstream_dags"
+            case tasks
+            case recentRuns = "recent_runs"
+            case nextLogicalDate = "next_logical_date"
+            case nextRunAt = "next_run_at"
         }
     }
 
@@ -46,21 +50,28 @@ extension Backend {
         try await run { [self] c in
             let recent = Dictionary(grouping: try c.store.recentRuns(perDAG: runs), by: \.dag)
             return try summaries(c, recent: recent, lastScheduled: try c.store.lastScheduledLogicalDates()) { d in
-                (tag.map { $0.isEmpty || d.tags.contains($0) } ?? true) && (search.map { $0.isEmpty || d.id.localizedCaseInsensitiveContains($0) } ?? true)
+                (tag.map { $0.isEmpty || d.tags.contains($0) } ?? true)
+                    && (search.map { $0.isEmpty || d.id.localizedCaseInsensitiveContains($0) } ?? true)
             }
         }
     }
 
     /// Summaries of the recorded DAGs that `include` accepts, from runs and last scheduled dates
     /// already read.
-    private func summaries(_ c: Connections, recent: [String: [MetadataStore.RunRow]], lastScheduled: [String: Date],
-                           include: (DAG) -> Bool) throws -> [DAGSummary] {
+    private func summaries(
+        _ c: Connections, recent: [String: [MetadataStore.RunRow]], lastScheduled: [String: Date],
+        include: (DAG) -> Bool
+    ) throws -> [DAGSummary] {
         let now = Date()
         return try c.store.dagRows().compactMap { row -> DAGSummary? in
             guard let d = registry.dag(row.id), include(d) else { return nil }
-            let next = d.schedule.nextRun(start: d.startDate, lastLogical: lastScheduled[d.id], now: now, catchup: d.catchup)
-            return DAGSummary(dag: d.id, paused: row.paused, schedule: d.schedule.description, tags: d.tags, upstreamDAGs: d.upstreamDAGs,
-                              tasks: d.tasks.count, recentRuns: recent[d.id] ?? [], nextLogicalDate: next?.logicalDate, nextRunAt: next?.due)
+            let next = d.schedule.nextRun(
+                start: d.startDate, lastLogical: lastScheduled[d.id], now: now, catchup: d.catchup)
+            return DAGSummary(
+                dag: d.id, paused: row.paused, schedule: d.schedule.description, tags: d.tags,
+                upstreamDAGs: d.upstreamDAGs,
+                tasks: d.tasks.count, recentRuns: recent[d.id] ?? [], nextLogicalDate: next?.logicalDate,
+                nextRunAt: next?.due)
         }
     }
 
@@ -71,7 +82,11 @@ extension Backend {
         let retries: Int
         let timeoutSeconds: Double
         let queue: String
-        enum CodingKeys: String, CodingKey { case task, operation, upstream, retries, timeoutSeconds = "timeout_seconds", queue }
+        enum CodingKeys: String, CodingKey {
+            case task, operation, upstream, retries
+            case timeoutSeconds = "timeout_seconds"
+            case queue
+        }
     }
 
     struct DAGDetail: Codable, Sendable {
@@ -91,11 +106,14 @@ extension Backend {
             return (summary, try c.store.taskGrid(runs: recent.map(\.id)))
         }
         guard let summary else {
-            throw WebError.notFound("DAG '\(id)' is not recorded yet. Fix: start the scheduler once so it registers the DAGs")
+            throw WebError.notFound(
+                "DAG '\(id)' is not recorded yet. Fix: start the scheduler once so it registers the DAGs")
         }
         let order = (try? d.topologicalOrder()) ?? d.tasks.map(\.id)
         let tasks = order.compactMap(d.task).map {
-            TaskDescription(task: $0.id, operation: $0.operation, upstream: $0.upstream, retries: $0.retries, timeoutSeconds: $0.timeout, queue: $0.queue)
+            TaskDescription(
+                task: $0.id, operation: $0.operation, upstream: $0.upstream, retries: $0.retries,
+                timeoutSeconds: $0.timeout, queue: $0.queue)
         }
         return DAGDetail(summary: summary, tasks: tasks, grid: grid)
     }
@@ -119,7 +137,9 @@ extension Backend {
         let d = try self.dag(dag)
         _ = try registry.requireTask(d, task)
         return try await run { c in
-            guard try c.store.run(id)?.dag == dag else { throw WebError.notFound("DAG '\(dag)' has no run \(id). Fix: pick a run from /dags/\(dag)") }
+            guard try c.store.run(id)?.dag == dag else {
+                throw WebError.notFound("DAG '\(dag)' has no run \(id). Fix: pick a run from /dags/\(dag)")
+            }
             return try c.store.attemptLogs(run: id, task: task)
         }
     }
@@ -138,15 +158,21 @@ extension Backend {
         let delayedRetries: [MetadataStore.DelayedRetry]
         let deadLetters: [TaskQueue.DeadLetter]
         let workers: [TaskQueue.WorkerStatus]
-        enum CodingKeys: String, CodingKey { case queues, delayedRetries = "delayed_retries", deadLetters = "dead_letters", workers }
+        enum CodingKeys: String, CodingKey {
+            case queues
+            case delayedRetries = "delayed_retries"
+            case deadLetters = "dead_letters"
+            case workers
+        }
     }
 
     func queueOverview() async throws -> QueueOverview {
         let names = registry.queues.isEmpty ? ["default"] : registry.queues
         let deadAfter = workerDeadAfter
         return try await run { c in
-            QueueOverview(queues: try c.queue.depths(names), delayedRetries: try c.store.delayedRetries(limit: 200),
-                          deadLetters: try c.queue.deadLetters(limit: 500), workers: try c.queue.workers(deadAfter: deadAfter))
+            QueueOverview(
+                queues: try c.queue.depths(names), delayedRetries: try c.store.delayedRetries(limit: 200),
+                deadLetters: try c.queue.deadLetters(limit: 500), workers: try c.queue.workers(deadAfter: deadAfter))
         }
     }
 
@@ -175,13 +201,16 @@ extension Backend {
 
     static func report(_ name: String) throws -> Reports.Report {
         guard let r = Reports.named(name) else {
-            throw WebError.notFound("no report named '\(shown(name))'. Fix: use one of: \(Reports.all.map(\.name).joined(separator: ", "))")
+            throw WebError.notFound(
+                "no report named '\(shown(name))'. Fix: use one of: \(Reports.all.map(\.name).joined(separator: ", "))")
         }
         return r
     }
 
     static func day(_ text: String) throws -> Day {
-        guard let d = Day(strict: text) else { throw WebError.bad("'\(shown(text))' is not a date. Fix: write it as YYYY-MM-DD, e.g. 2024-05-01") }
+        guard let d = Day(strict: text) else {
+            throw WebError.bad("'\(shown(text))' is not a date. Fix: write it as YYYY-MM-DD, e.g. 2024-05-01")
+        }
         return d
     }
 
@@ -192,12 +221,17 @@ extension Backend {
         let s = settings
         return try await run { c in
             let dates: [Day]
-            do { dates = try Reports.dates(report, pg: c.pg, settings: s) } catch let e as PostgresError where e.sqlState == "42P01" {
+            do { dates = try Reports.dates(report, pg: c.pg, settings: s) } catch let e as PostgresError
+                where e.sqlState == "42P01"
+            {
                 return ReportData(report: name, date: nil, dates: [], columns: report.columns, rows: [])  // datamart not created yet
             }
-            guard let day = wanted ?? dates.first else { return ReportData(report: name, date: nil, dates: [], columns: report.columns, rows: []) }
-            return ReportData(report: name, date: day.description, dates: dates.map(\.description), columns: report.columns,
-                              rows: try Reports.rows(report, date: day, pg: c.pg, settings: s))
+            guard let day = wanted ?? dates.first else {
+                return ReportData(report: name, date: nil, dates: [], columns: report.columns, rows: [])
+            }
+            return ReportData(
+                report: name, date: day.description, dates: dates.map(\.description), columns: report.columns,
+                rows: try Reports.rows(report, date: day, pg: c.pg, settings: s))
         }
     }
 
@@ -205,7 +239,8 @@ extension Backend {
     func reportCSV(_ name: String, date: String) throws -> String {
         let path = Reports.csvPath(try Self.report(name), date: try Self.day(date), settings: settings)
         guard FileManager.default.fileExists(atPath: path) else {
-            throw WebError.notFound("the \(name) report for \(date) has no CSV yet. Fix: run the \(name) DAG for that date")
+            throw WebError.notFound(
+                "the \(name) report for \(date) has no CSV yet. Fix: run the \(name) DAG for that date")
         }
         return path
     }

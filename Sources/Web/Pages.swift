@@ -14,17 +14,19 @@ enum Pages {
     static func login(error: String?, next: String) -> HTML {
         let problem: HTML = error.map { "<p class=\"err\">\($0)</p>" } ?? ""
         let body: HTML = """
-        <div class="card" style="max-width:360px">\(problem)
-        <form method="post" action="/login"><input type="hidden" name="next" value="\(next)">
-        <p><label>User<br><input name="username" autocomplete="username" required autofocus></label></p>
-        <p><label>Password<br><input name="password" type="password" autocomplete="current-password" required></label></p>
-        <p><button class="primary">Log in</button></p></form></div>
-        """
+            <div class="card" style="max-width:360px">\(problem)
+            <form method="post" action="/login"><input type="hidden" name="next" value="\(next)">
+            <p><label>User<br><input name="username" autocomplete="username" required autofocus></label></p>
+            <p><label>Password<br><input name="password" type="password" autocomplete="current-password" required></label></p>
+            <p><button class="primary">Log in</button></p></form></div>
+            """
         return Layout.page("Log in", section: "", session: nil, body)
     }
 
     static func error(_ message: String, session: Session?) -> HTML {
-        Layout.page("Something is wrong", section: "", session: session, "<p class=\"err\">\(message)</p><p><a href=\"/dags\">Back to the DAGs</a></p>")
+        Layout.page(
+            "Something is wrong", section: "", session: session,
+            "<p class=\"err\">\(message)</p><p><a href=\"/dags\">Back to the DAGs</a></p>")
     }
 
     // MARK: DAGs
@@ -33,7 +35,9 @@ enum Pages {
         "run \(r.id) · \(HTML.time(r.logicalDate).prefix(10)) · \(r.type) · \(r.state) · \(HTML.duration(r.startedAt, r.endedAt))"
     }
 
-    static func dags(_ list: [Backend.DAGSummary], allTags: [String], tag: String?, search: String?, session: Session, flash: String?) -> HTML {
+    static func dags(
+        _ list: [Backend.DAGSummary], allTags: [String], tag: String?, search: String?, session: Session, flash: String?
+    ) -> HTML {
         let tagOptions: [HTML] = allTags.map { t in
             t == tag ? "<option selected>\(t)</option>" : "<option>\(t)</option>"
         }
@@ -42,31 +46,40 @@ enum Pages {
                 Layout.square(r.state.rawValue, title: runTitle(r), href: "/dags/\(HTML.component(d.dag))/runs/\(r.id)")
             }
             let tags: [HTML] = d.tags.map { "<a class=\"tag\" href=\"/dags?tag=\(HTML.component($0))\">\($0)</a>" }
-            let toggle = d.paused
-                ? Layout.button("Unpause", action: "/dags/\(HTML.component(d.dag))/unpause", session: session, style: "primary")
+            let toggle =
+                d.paused
+                ? Layout.button(
+                    "Unpause", action: "/dags/\(HTML.component(d.dag))/unpause", session: session, style: "primary")
                 : Layout.button("Pause", action: "/dags/\(HTML.component(d.dag))/pause", session: session)
-            let next: HTML = d.nextLogicalDate.map { (date: Date) -> HTML in "\(HTML.time(date).prefix(16)) <span class=\"muted\">at \(HTML.time(d.nextRunAt))</span>" } ?? "<span class=\"muted\">manual</span>"
-            let upstream: HTML = d.upstreamDAGs.isEmpty ? "" : "<div class=\"muted\">waits for \(d.upstreamDAGs.joined(separator: ", "))</div>"
+            let next: HTML =
+                d.nextLogicalDate.map { (date: Date) -> HTML in
+                    "\(HTML.time(date).prefix(16)) <span class=\"muted\">at \(HTML.time(d.nextRunAt))</span>"
+                } ?? "<span class=\"muted\">manual</span>"
+            let upstream: HTML =
+                d.upstreamDAGs.isEmpty
+                ? "" : "<div class=\"muted\">waits for \(d.upstreamDAGs.joined(separator: ", "))</div>"
             return """
-            <tr><td>\(toggle)</td><td><a href="/dags/\(HTML.component(d.dag))"><b>\(d.dag)</b></a>\(upstream)</td><td>\(tags)</td>
-            <td>\(d.schedule)</td><td>\(squares)</td><td>\(next)</td>
-            <td>\(Layout.button("Trigger", action: "/dags/\(HTML.component(d.dag))/trigger", session: session))</td></tr>
-            """
+                <tr><td>\(toggle)</td><td><a href="/dags/\(HTML.component(d.dag))"><b>\(d.dag)</b></a>\(upstream)</td><td>\(tags)</td>
+                <td>\(d.schedule)</td><td>\(squares)</td><td>\(next)</td>
+                <td>\(Layout.button("Trigger", action: "/dags/\(HTML.component(d.dag))/trigger", session: session))</td></tr>
+                """
         }
         let body: HTML = """
-        <form class="filters" method="get" action="/dags">
-        <input name="q" placeholder="Search DAGs" value="\(search ?? "")">
-        <select name="tag"><option value="">All tags</option>\(tagOptions)</select> <button>Filter</button>
-        \(tag != nil || search != nil ? HTML("<a href=\"/dags\">clear</a>") : "")</form><br>
-        <table><tr><th>On</th><th>DAG</th><th>Tags</th><th>Schedule</th><th>Recent runs</th><th>Next run</th><th></th></tr>\(rows)</table>
-        \(legend)
-        """
+            <form class="filters" method="get" action="/dags">
+            <input name="q" placeholder="Search DAGs" value="\(search ?? "")">
+            <select name="tag"><option value="">All tags</option>\(tagOptions)</select> <button>Filter</button>
+            \(tag != nil || search != nil ? HTML("<a href=\"/dags\">clear</a>") : "")</form><br>
+            <table><tr><th>On</th><th>DAG</th><th>Tags</th><th>Schedule</th><th>Recent runs</th><th>Next run</th><th></th></tr>\(rows)</table>
+            \(legend)
+            """
         return Layout.page("DAGs", section: "/dags", session: session, flash: flash, body)
     }
 
     static let legend: HTML = {
         let states = ["scheduled", "queued", "running", "success", "failed", "up_for_retry", "upstream_failed"]
-        let items: [HTML] = states.map { "<span>\(Layout.square($0, title: $0)) \($0.replacingOccurrences(of: "_", with: " "))</span>" }
+        let items: [HTML] = states.map {
+            "<span>\(Layout.square($0, title: $0)) \($0.replacingOccurrences(of: "_", with: " "))</span>"
+        }
         return "<p class=\"legend muted\">\(items)</p>"
     }()
 
@@ -80,44 +93,58 @@ enum Pages {
         var column: [Int: [String]] = [:]
         for t in detail.tasks { column[depth[t.task]! + shift, default: []].append(t.task) }
         if hasUpstreamDAGs { column[0] = detail.summary.upstreamDAGs.map { "dag:" + $0 } }
-        let boxW = 170.0, boxH = 30.0, gapX = 60.0, gapY = 14.0
+        let boxW = 170.0
+        let boxH = 30.0
+        let gapX = 60.0
+        let gapY = 14.0
         var pos: [String: (x: Double, y: Double)] = [:]
-        for (c, names) in column { for (i, n) in names.enumerated() { pos[n] = (20 + Double(c) * (boxW + gapX), 20 + Double(i) * (boxH + gapY)) } }
+        for (c, names) in column {
+            for (i, n) in names.enumerated() {
+                pos[n] = (20 + Double(c) * (boxW + gapX), 20 + Double(i) * (boxH + gapY))
+            }
+        }
         let width = 40 + Double((column.keys.max() ?? 0) + 1) * (boxW + gapX) - gapX
         let height = 40 + Double(column.values.map(\.count).max() ?? 1) * (boxH + gapY) - gapY
         var edges: [HTML] = []
         func edge(_ a: String, _ b: String, dashed: Bool) {
             guard let p = pos[a], let q = pos[b] else { return }
-            edges.append("<path d=\"M\(Int(p.x + boxW)) \(Int(p.y + boxH / 2)) C\(Int(p.x + boxW + gapX / 2)) \(Int(p.y + boxH / 2)) \(Int(q.x - gapX / 2)) \(Int(q.y + boxH / 2)) \(Int(q.x)) \(Int(q.y + boxH / 2))\" fill=\"none\" stroke=\"#7b8698\" \(dashed ? HTML("stroke-dasharray=\"4 3\"") : "") marker-end=\"url(#arrow)\"/>")
+            edges.append(
+                "<path d=\"M\(Int(p.x + boxW)) \(Int(p.y + boxH / 2)) C\(Int(p.x + boxW + gapX / 2)) \(Int(p.y + boxH / 2)) \(Int(q.x - gapX / 2)) \(Int(q.y + boxH / 2)) \(Int(q.x)) \(Int(q.y + boxH / 2))\" fill=\"none\" stroke=\"#7b8698\" \(dashed ? HTML("stroke-dasharray=\"4 3\"") : "") marker-end=\"url(#arrow)\"/>"
+            )
         }
         for t in detail.tasks {
             for u in t.upstream { edge(u, t.task, dashed: false) }
             if t.upstream.isEmpty { for u in detail.summary.upstreamDAGs { edge("dag:" + u, t.task, dashed: true) } }
         }
-        let colours = ["success": "#2e9e47", "failed": "#d64235", "running": "#40a9e0", "queued": "#9a8be0", "scheduled": "#c9ced6",
-                       "up_for_retry": "#f0b429", "upstream_failed": "#f28b30"]
+        let colours = [
+            "success": "#2e9e47", "failed": "#d64235", "running": "#40a9e0", "queued": "#9a8be0",
+            "scheduled": "#c9ced6",
+            "up_for_retry": "#f0b429", "upstream_failed": "#f28b30",
+        ]
         var nodes: [HTML] = []
         for (name, p) in pos.sorted(by: { $0.key < $1.key }) {
             if name.hasPrefix("dag:") {
                 let dag = String(name.dropFirst(4))
-                nodes.append("""
-                <a href="/dags/\(HTML.component(dag))"><rect x="\(Int(p.x))" y="\(Int(p.y))" width="\(Int(boxW))" height="\(Int(boxH))" rx="4" fill="#fff" stroke="#1f5fbf" stroke-dasharray="4 3"/>\
-                <text x="\(Int(p.x + 8))" y="\(Int(p.y + 19))" fill="#1f5fbf">DAG \(dag)</text></a>
-                """)
+                nodes.append(
+                    """
+                    <a href="/dags/\(HTML.component(dag))"><rect x="\(Int(p.x))" y="\(Int(p.y))" width="\(Int(boxW))" height="\(Int(boxH))" rx="4" fill="#fff" stroke="#1f5fbf" stroke-dasharray="4 3"/>\
+                    <text x="\(Int(p.x + 8))" y="\(Int(p.y + 19))" fill="#1f5fbf">DAG \(dag)</text></a>
+                    """)
             } else {
                 let state = latest[name]
-                nodes.append("""
-                <g><title>\(name): \(state ?? "no run yet")</title><rect x="\(Int(p.x))" y="\(Int(p.y))" width="\(Int(boxW))" height="\(Int(boxH))" rx="4" fill="#fff" stroke="#56627a"/>\
-                <rect x="\(Int(p.x))" y="\(Int(p.y))" width="6" height="\(Int(boxH))" rx="2" fill="\(colours[state ?? ""] ?? "#eef0f3")"/>\
-                <text x="\(Int(p.x + 14))" y="\(Int(p.y + 19))">\(String(name.prefix(22)))</text></g>
-                """)
+                nodes.append(
+                    """
+                    <g><title>\(name): \(state ?? "no run yet")</title><rect x="\(Int(p.x))" y="\(Int(p.y))" width="\(Int(boxW))" height="\(Int(boxH))" rx="4" fill="#fff" stroke="#56627a"/>\
+                    <rect x="\(Int(p.x))" y="\(Int(p.y))" width="6" height="\(Int(boxH))" rx="2" fill="\(colours[state ?? ""] ?? "#eef0f3")"/>\
+                    <text x="\(Int(p.x + 14))" y="\(Int(p.y + 19))">\(String(name.prefix(22)))</text></g>
+                    """)
             }
         }
         return """
-        <div class="card" style="overflow:auto"><svg width="\(Int(width))" height="\(Int(height))" role="img" aria-label="task graph">
-        <defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0 0 L10 5 L0 10 z" fill="#7b8698"/></marker></defs>
-        \(edges)\(nodes)</svg></div>
-        """
+            <div class="card" style="overflow:auto"><svg width="\(Int(width))" height="\(Int(height))" role="img" aria-label="task graph">
+            <defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0 0 L10 5 L0 10 z" fill="#7b8698"/></marker></defs>
+            \(edges)\(nodes)</svg></div>
+            """
     }
 
     /// Tasks drawn in a DAG's graph and grid; a larger DAG shows its first ones in dependency
@@ -125,52 +152,72 @@ enum Pages {
     static let maxDrawnTasks = 100
 
     static func dag(_ full: Backend.DAGDetail, session: Session, flash: String?) -> HTML {
-        let detail = Backend.DAGDetail(summary: full.summary, tasks: Array(full.tasks.prefix(maxDrawnTasks)), grid: full.grid)
+        let detail = Backend.DAGDetail(
+            summary: full.summary, tasks: Array(full.tasks.prefix(maxDrawnTasks)), grid: full.grid)
         let d = detail.summary
         let dagPath = "/dags/\(HTML.component(d.dag))"
         let runs = Array(d.recentRuns.reversed())  // oldest first, as in Airflow's grid
         var cell: [String: MetadataStore.GridCell] = [:]
         for c in detail.grid { cell["\(c.run)/\(c.task)"] = c }
-        let latest = d.recentRuns.first.map { r in detail.grid.filter { $0.run == r.id }.reduce(into: [String: String]()) { $0[$1.task] = $1.state } } ?? [:]
-        let head: [HTML] = runs.map { r in "<th>\(Layout.square(r.state.rawValue, title: runTitle(r), href: "\(dagPath)/runs/\(r.id)"))</th>" }
+        let latest =
+            d.recentRuns.first.map { r in
+                detail.grid.filter { $0.run == r.id }.reduce(into: [String: String]()) { $0[$1.task] = $1.state }
+            } ?? [:]
+        let head: [HTML] = runs.map { r in
+            "<th>\(Layout.square(r.state.rawValue, title: runTitle(r), href: "\(dagPath)/runs/\(r.id)"))</th>"
+        }
         let gridRows: [HTML] = detail.tasks.map { t in
             let cells: [HTML] = runs.map { r in
-                guard let c = cell["\(r.id)/\(t.task)"] else { return "<td>\(Layout.square(nil, title: "not in this run"))</td>" }
-                return "<td>\(Layout.square(c.state, title: "\(t.task) · \(c.state) · try \(c.tryNumber) · \(HTML.duration(c.startedAt, c.endedAt))", href: "\(dagPath)/runs/\(r.id)/tasks/\(HTML.component(t.task))"))</td>"
+                guard let c = cell["\(r.id)/\(t.task)"] else {
+                    return "<td>\(Layout.square(nil, title: "not in this run"))</td>"
+                }
+                return
+                    "<td>\(Layout.square(c.state, title: "\(t.task) · \(c.state) · try \(c.tryNumber) · \(HTML.duration(c.startedAt, c.endedAt))", href: "\(dagPath)/runs/\(r.id)/tasks/\(HTML.component(t.task))"))</td>"
             }
             return "<tr><td class=\"task\">\(t.task)</td>\(cells)</tr>"
         }
         let runRows: [HTML] = d.recentRuns.map { r in
             var actions: [HTML] = []
-            if r.state == .failed || detail.grid.contains(where: { $0.run == r.id && ($0.state == "failed" || $0.state == "upstream_failed") }) {
-                actions.append(Layout.button("Clear failed", action: "\(dagPath)/runs/\(r.id)/clear-failed", session: session))
+            if r.state == .failed
+                || detail.grid.contains(where: {
+                    $0.run == r.id && ($0.state == "failed" || $0.state == "upstream_failed")
+                })
+            {
+                actions.append(
+                    Layout.button("Clear failed", action: "\(dagPath)/runs/\(r.id)/clear-failed", session: session))
             }
             if !r.state.isFinished {
-                actions.append(Layout.button("Mark failed", action: "\(dagPath)/runs/\(r.id)/mark-failed", session: session, style: "danger"))
+                actions.append(
+                    Layout.button(
+                        "Mark failed", action: "\(dagPath)/runs/\(r.id)/mark-failed", session: session, style: "danger")
+                )
             }
             return """
-            <tr><td><a href="\(dagPath)/runs/\(r.id)">\(r.id)</a></td><td>\(HTML.time(r.logicalDate).prefix(10))</td><td>\(r.type.rawValue)</td>
-            <td>\(Layout.square(r.state.rawValue, title: r.state.rawValue)) \(r.state.rawValue)</td><td>\(HTML.time(r.startedAt))</td><td>\(HTML.duration(r.startedAt, r.endedAt))</td><td>\(actions)</td></tr>
-            """
+                <tr><td><a href="\(dagPath)/runs/\(r.id)">\(r.id)</a></td><td>\(HTML.time(r.logicalDate).prefix(10))</td><td>\(r.type.rawValue)</td>
+                <td>\(Layout.square(r.state.rawValue, title: r.state.rawValue)) \(r.state.rawValue)</td><td>\(HTML.time(r.startedAt))</td><td>\(HTML.duration(r.startedAt, r.endedAt))</td><td>\(actions)</td></tr>
+                """
         }
         let tasks: [HTML] = detail.tasks.map { t in
             "<tr><td>\(t.task)</td><td>\(t.operation)</td><td>\(t.upstream.joined(separator: ", "))</td><td class=\"num\">\(t.retries)</td><td class=\"num\">\(t.timeoutSeconds > 0 ? "\(Int(t.timeoutSeconds)) s" : "none")</td><td>\(t.queue)</td></tr>"
         }
-        let toggle = d.paused
-            ? Layout.button("Unpause", action: "\(dagPath)/unpause", session: session, fields: [("back", dagPath)], style: "primary")
+        let toggle =
+            d.paused
+            ? Layout.button(
+                "Unpause", action: "\(dagPath)/unpause", session: session, fields: [("back", dagPath)], style: "primary"
+            )
             : Layout.button("Pause", action: "\(dagPath)/pause", session: session, fields: [("back", dagPath)])
         let tags: [HTML] = d.tags.map { "<a class=\"tag\" href=\"/dags?tag=\(HTML.component($0))\">\($0)</a>" }
         let body: HTML = """
-        <p>\(toggle) <form class="inline" method="post" action="\(dagPath)/trigger"><input type="hidden" name="csrf" value="\(session.csrf)">
-        <input name="date" placeholder="YYYY-MM-DD (today)" size="16"> <button>Trigger</button></form>
-        &nbsp; \(tags) <span class="muted">\(d.schedule)\(d.paused ? " · paused" : "")</span></p>
-        \(full.tasks.count > maxDrawnTasks ? HTML("<p class=\"muted\">This DAG has \(full.tasks.count) tasks: the graph, grid and table show the first \(maxDrawnTasks) in dependency order; <a href=\"/api/dags/\(HTML.component(d.dag))\">/api/dags/\(d.dag)</a> has them all.</p>") : "")
-        <h2>Graph</h2>\(graph(detail, latest: latest))
-        <h2>Grid</h2>\(runs.isEmpty ? HTML("<p class=\"muted\">No runs yet.</p>") : HTML("<table class=\"grid\" style=\"width:auto\"><tr><th></th>\(head)</tr>\(gridRows)</table>"))
-        \(legend)
-        <h2>Runs</h2><table><tr><th>Run</th><th>Logical date</th><th>Type</th><th>State</th><th>Started</th><th>Duration</th><th></th></tr>\(runRows)</table>
-        <h2>Tasks</h2><table><tr><th>Task</th><th>Operation</th><th>Upstream</th><th class="num">Retries</th><th class="num">Timeout</th><th>Queue</th></tr>\(tasks)</table>
-        """
+            <p>\(toggle) <form class="inline" method="post" action="\(dagPath)/trigger"><input type="hidden" name="csrf" value="\(session.csrf)">
+            <input name="date" placeholder="YYYY-MM-DD (today)" size="16"> <button>Trigger</button></form>
+            &nbsp; \(tags) <span class="muted">\(d.schedule)\(d.paused ? " · paused" : "")</span></p>
+            \(full.tasks.count > maxDrawnTasks ? HTML("<p class=\"muted\">This DAG has \(full.tasks.count) tasks: the graph, grid and table show the first \(maxDrawnTasks) in dependency order; <a href=\"/api/dags/\(HTML.component(d.dag))\">/api/dags/\(d.dag)</a> has them all.</p>") : "")
+            <h2>Graph</h2>\(graph(detail, latest: latest))
+            <h2>Grid</h2>\(runs.isEmpty ? HTML("<p class=\"muted\">No runs yet.</p>") : HTML("<table class=\"grid\" style=\"width:auto\"><tr><th></th>\(head)</tr>\(gridRows)</table>"))
+            \(legend)
+            <h2>Runs</h2><table><tr><th>Run</th><th>Logical date</th><th>Type</th><th>State</th><th>Started</th><th>Duration</th><th></th></tr>\(runRows)</table>
+            <h2>Tasks</h2><table><tr><th>Task</th><th>Operation</th><th>Upstream</th><th class="num">Retries</th><th class="num">Timeout</th><th>Queue</th></tr>\(tasks)</table>
+            """
         return Layout.page("DAG \(d.dag)", section: "/dags", session: session, flash: flash, body)
     }
 
@@ -178,43 +225,51 @@ enum Pages {
         let dagPath = "/dags/\(HTML.component(dag))"
         let r = detail.run
         let rows: [HTML] = detail.tasks.map { t in
-            let retry: HTML = ["failed", "upstream_failed", "success"].contains(t.state)
-                ? Layout.button("Retry", action: "\(dagPath)/runs/\(r.id)/tasks/\(HTML.component(t.task))/retry", session: session) : ""
+            let retry: HTML =
+                ["failed", "upstream_failed", "success"].contains(t.state)
+                ? Layout.button(
+                    "Retry", action: "\(dagPath)/runs/\(r.id)/tasks/\(HTML.component(t.task))/retry", session: session)
+                : ""
             return """
-            <tr><td><a href="\(dagPath)/runs/\(r.id)/tasks/\(HTML.component(t.task))">\(t.task)</a></td><td>\(Layout.square(t.state, title: t.state)) \(t.state)</td>
-            <td class="num">\(t.tryNumber)/\(t.maxTries)</td><td>\(t.worker ?? "–")</td><td>\(HTML.time(t.startedAt))</td><td>\(HTML.duration(t.startedAt, t.endedAt))</td>
-            <td class="err">\(String((t.error ?? "").prefix(160)))</td><td>\(retry)</td></tr>
-            """
+                <tr><td><a href="\(dagPath)/runs/\(r.id)/tasks/\(HTML.component(t.task))">\(t.task)</a></td><td>\(Layout.square(t.state, title: t.state)) \(t.state)</td>
+                <td class="num">\(t.tryNumber)/\(t.maxTries)</td><td>\(t.worker ?? "–")</td><td>\(HTML.time(t.startedAt))</td><td>\(HTML.duration(t.startedAt, t.endedAt))</td>
+                <td class="err">\(String((t.error ?? "").prefix(160)))</td><td>\(retry)</td></tr>
+                """
         }
         var actions: [HTML] = []
         if detail.tasks.contains(where: { $0.state == "failed" || $0.state == "upstream_failed" }) {
-            actions.append(Layout.button("Clear failed", action: "\(dagPath)/runs/\(r.id)/clear-failed", session: session))
+            actions.append(
+                Layout.button("Clear failed", action: "\(dagPath)/runs/\(r.id)/clear-failed", session: session))
         }
         if !r.state.isFinished {
-            actions.append(Layout.button("Mark failed", action: "\(dagPath)/runs/\(r.id)/mark-failed", session: session, style: "danger"))
+            actions.append(
+                Layout.button(
+                    "Mark failed", action: "\(dagPath)/runs/\(r.id)/mark-failed", session: session, style: "danger"))
         }
         let body: HTML = """
-        <p><a href="\(dagPath)">← \(dag)</a> · logical date \(HTML.time(r.logicalDate).prefix(10)) · \(r.type.rawValue) · \(Layout.square(r.state.rawValue, title: r.state.rawValue)) <b>\(r.state.rawValue)</b>
-        · started \(HTML.time(r.startedAt)) · \(HTML.duration(r.startedAt, r.endedAt)) \(actions)</p>
-        <table><tr><th>Task</th><th>State</th><th class="num">Try</th><th>Worker</th><th>Started</th><th>Duration</th><th>Error</th><th></th></tr>\(rows)</table>
-        """
+            <p><a href="\(dagPath)">← \(dag)</a> · logical date \(HTML.time(r.logicalDate).prefix(10)) · \(r.type.rawValue) · \(Layout.square(r.state.rawValue, title: r.state.rawValue)) <b>\(r.state.rawValue)</b>
+            · started \(HTML.time(r.startedAt)) · \(HTML.duration(r.startedAt, r.endedAt)) \(actions)</p>
+            <table><tr><th>Task</th><th>State</th><th class="num">Try</th><th>Worker</th><th>Started</th><th>Duration</th><th>Error</th><th></th></tr>\(rows)</table>
+            """
         return Layout.page("\(dag) run \(r.id)", section: "/dags", session: session, flash: flash, body)
     }
 
-    static func attempts(dag: String, run: Int64, task: String, _ list: [MetadataStore.AttemptRow], session: Session, flash: String?) -> HTML {
+    static func attempts(
+        dag: String, run: Int64, task: String, _ list: [MetadataStore.AttemptRow], session: Session, flash: String?
+    ) -> HTML {
         let dagPath = "/dags/\(HTML.component(dag))"
         let items: [HTML] = list.reversed().map { a in
             let error: HTML = a.error.map { "<p class=\"err\">\($0)</p>" } ?? ""
             return """
-            <div class="card"><b>Try \(a.tryNumber)</b> · \(Layout.square(a.state, title: a.state)) \(a.state) · worker \(a.worker ?? "–")
-            · started \(HTML.time(a.startedAt)) · ended \(HTML.time(a.endedAt)) · \(HTML.duration(a.startedAt, a.endedAt))
-            \(error)<pre>\(a.log.isEmpty ? "(no log lines)" : a.log)</pre></div>
-            """
+                <div class="card"><b>Try \(a.tryNumber)</b> · \(Layout.square(a.state, title: a.state)) \(a.state) · worker \(a.worker ?? "–")
+                · started \(HTML.time(a.startedAt)) · ended \(HTML.time(a.endedAt)) · \(HTML.duration(a.startedAt, a.endedAt))
+                \(error)<pre>\(a.log.isEmpty ? "(no log lines)" : a.log)</pre></div>
+                """
         }
         let body: HTML = """
-        <p><a href="\(dagPath)/runs/\(run)">← run \(run) of \(dag)</a> \(Layout.button("Retry", action: "\(dagPath)/runs/\(run)/tasks/\(HTML.component(task))/retry", session: session))</p>
-        \(list.isEmpty ? HTML("<p class=\"muted\">No attempts yet.</p>") : HTML("\(items)"))
-        """
+            <p><a href="\(dagPath)/runs/\(run)">← run \(run) of \(dag)</a> \(Layout.button("Retry", action: "\(dagPath)/runs/\(run)/tasks/\(HTML.component(task))/retry", session: session))</p>
+            \(list.isEmpty ? HTML("<p class=\"muted\">No attempts yet.</p>") : HTML("\(items)"))
+            """
         return Layout.page("\(dag) · \(task) · run \(run)", section: "/dags", session: session, flash: flash, body)
     }
 
@@ -225,7 +280,9 @@ enum Pages {
             "<tr><td>\(q.queue)</td><td class=\"num\">\(q.waiting)</td><td class=\"num\">\(q.inFlight.count)</td><td class=\"num\">\(String(format: "%.1f s", q.oldestAgeSeconds))</td></tr>"
         }
         let flight: [HTML] = o.queues.flatMap { q in
-            q.inFlight.map { f in "<tr><td>\(q.queue)</td><td>\(f.id)</td><td>\(f.consumer)</td><td class=\"num\">\(String(format: "%.1f s", f.idleSeconds))</td><td class=\"num\">\(f.deliveries)</td></tr>" }
+            q.inFlight.map { f in
+                "<tr><td>\(q.queue)</td><td>\(f.id)</td><td>\(f.consumer)</td><td class=\"num\">\(String(format: "%.1f s", f.idleSeconds))</td><td class=\"num\">\(f.deliveries)</td></tr>"
+            }
         }
         let workers: [HTML] = o.workers.map { w in
             "<tr><td>\(w.worker)</td><td>\(w.alive ? HTML("<span class=\"ok\">alive</span>") : HTML("<span class=\"err\">silent</span>"))</td><td class=\"num\">\(String(format: "%.1f s", w.heartbeatAgeSeconds))</td><td class=\"num\">\(w.concurrency)</td><td>\(w.queues.joined(separator: ", "))</td><td>\(w.tasks.joined(separator: "; "))</td></tr>"
@@ -237,12 +294,12 @@ enum Pages {
             "<tr><td>\(d.id)</td><td>\(d.queue)</td><td>\(d.reason)</td><td class=\"num\">\(d.bytes)</td><td>\(Layout.button("Requeue", action: "/dead-letters/requeue", session: session, fields: [("id", d.id)]))</td></tr>"
         }
         let body: HTML = """
-        <h2>Queues</h2><table><tr><th>Queue</th><th class="num">Waiting</th><th class="num">In flight</th><th class="num">Oldest message</th></tr>\(queueRows)</table>
-        <h2>In flight</h2>\(flight.isEmpty ? HTML("<p class=\"muted\">Nothing in flight.</p>") : HTML("<table><tr><th>Queue</th><th>Message</th><th>Consumer</th><th class=\"num\">For</th><th class=\"num\">Deliveries</th></tr>\(flight)</table>"))
-        <h2>Workers</h2>\(workers.isEmpty ? HTML("<p class=\"muted\">No worker has reported. Start one: <code>worker --concurrency 2</code></p>") : HTML("<table><tr><th>Worker</th><th>State</th><th class=\"num\">Heartbeat</th><th class=\"num\">Slots</th><th>Queues</th><th>Current tasks</th></tr>\(workers)</table>"))
-        <h2>Delayed retries (\(o.delayedRetries.count))</h2>\(retries.isEmpty ? HTML("<p class=\"muted\">None.</p>") : HTML("<table><tr><th>Run</th><th>Task</th><th class=\"num\">Next try</th><th>Due</th></tr>\(retries)</table>"))
-        <h2>Dead letters (\(o.deadLetters.count))</h2>\(dead.isEmpty ? HTML("<p class=\"muted\">None.</p>") : HTML("<p>\(Layout.button("Requeue all", action: "/dead-letters/requeue", session: session, fields: [("all", "1")]))</p><table><tr><th>Id</th><th>Queue</th><th>Reason</th><th class=\"num\">Bytes</th><th></th></tr>\(dead)</table>"))
-        """
+            <h2>Queues</h2><table><tr><th>Queue</th><th class="num">Waiting</th><th class="num">In flight</th><th class="num">Oldest message</th></tr>\(queueRows)</table>
+            <h2>In flight</h2>\(flight.isEmpty ? HTML("<p class=\"muted\">Nothing in flight.</p>") : HTML("<table><tr><th>Queue</th><th>Message</th><th>Consumer</th><th class=\"num\">For</th><th class=\"num\">Deliveries</th></tr>\(flight)</table>"))
+            <h2>Workers</h2>\(workers.isEmpty ? HTML("<p class=\"muted\">No worker has reported. Start one: <code>worker --concurrency 2</code></p>") : HTML("<table><tr><th>Worker</th><th>State</th><th class=\"num\">Heartbeat</th><th class=\"num\">Slots</th><th>Queues</th><th>Current tasks</th></tr>\(workers)</table>"))
+            <h2>Delayed retries (\(o.delayedRetries.count))</h2>\(retries.isEmpty ? HTML("<p class=\"muted\">None.</p>") : HTML("<table><tr><th>Run</th><th>Task</th><th class=\"num\">Next try</th><th>Due</th></tr>\(retries)</table>"))
+            <h2>Dead letters (\(o.deadLetters.count))</h2>\(dead.isEmpty ? HTML("<p class=\"muted\">None.</p>") : HTML("<p>\(Layout.button("Requeue all", action: "/dead-letters/requeue", session: session, fields: [("all", "1")]))</p><table><tr><th>Id</th><th>Queue</th><th>Reason</th><th class=\"num\">Bytes</th><th></th></tr>\(dead)</table>"))
+            """
         return Layout.page("Queues & workers", section: "/queues", session: session, flash: flash, body)
     }
 
@@ -255,19 +312,22 @@ enum Pages {
         let rows: [HTML] = list.map { l in
             let rejected: HTML = l.rowsRejected > 0 ? "<a href=\"/loads/\(l.id)\">\(l.rowsRejected)</a>" : "0"
             return """
-            <tr><td><a href="/loads/\(l.id)">\(l.id)</a></td><td>\(l.pipeline)</td><td>\(l.source)</td><td>\(Layout.square(l.state == "finished" ? "success" : l.state == "broken" ? "failed" : "running", title: l.state)) \(l.state)</td>
-            <td>\(HTML.time(l.startedAt))</td><td>\(HTML.time(l.brokeAt))</td><td>\(HTML.time(l.finishedAt))</td>
-            <td class="num">\(l.rowsRead)</td><td class="num">\(l.rowsLoaded)</td><td class="num">\(rejected)</td><td class="err">\(String(l.error.prefix(120)))</td></tr>
-            """
+                <tr><td><a href="/loads/\(l.id)">\(l.id)</a></td><td>\(l.pipeline)</td><td>\(l.source)</td><td>\(Layout.square(l.state == "finished" ? "success" : l.state == "broken" ? "failed" : "running", title: l.state)) \(l.state)</td>
+                <td>\(HTML.time(l.startedAt))</td><td>\(HTML.time(l.brokeAt))</td><td>\(HTML.time(l.finishedAt))</td>
+                <td class="num">\(l.rowsRead)</td><td class="num">\(l.rowsLoaded)</td><td class="num">\(rejected)</td><td class="err">\(String(l.error.prefix(120)))</td></tr>
+                """
         }
-        let table: HTML = list.isEmpty ? "<p class=\"muted\">\(LoadQueries.emptyMessage(pipeline: pipeline))</p>" : """
+        let table: HTML =
+            list.isEmpty
+            ? "<p class=\"muted\">\(LoadQueries.emptyMessage(pipeline: pipeline))</p>"
+            : """
             <table><tr><th>Load</th><th>Pipeline</th><th>Source</th><th>State</th><th>Started</th><th>Broke</th><th>Finished</th>
             <th class="num">Read</th><th class="num">Loaded</th><th class="num">Rejected</th><th>Error</th></tr>\(rows)</table>
             """
         let body: HTML = """
-        <p>Pipeline: <a href="/loads">all</a> · \(filters.enumerated().map { i, f in i == 0 ? f : HTML(" · \(f)") })</p>
-        \(table)
-        """
+            <p>Pipeline: <a href="/loads">all</a> · \(filters.enumerated().map { i, f in i == 0 ? f : HTML(" · \(f)") })</p>
+            \(table)
+            """
         return Layout.page("Loads", section: "/loads", session: session, body)
     }
 
@@ -276,9 +336,9 @@ enum Pages {
             "<tr><td>\(r.source)</td><td class=\"num\">\(r.line)</td><td>\(r.reason)</td><td><code>\(String(r.raw.prefix(300)))</code></td></tr>"
         }
         let body: HTML = """
-        <p><a href="/loads">← loads</a> · the first \(list.count) rejected rows, by line</p>
-        \(list.isEmpty ? HTML("<p class=\"muted\">This load rejected nothing.</p>") : HTML("<table><tr><th>Source</th><th class=\"num\">Line</th><th>Reason</th><th>Raw</th></tr>\(rows)</table>"))
-        """
+            <p><a href="/loads">← loads</a> · the first \(list.count) rejected rows, by line</p>
+            \(list.isEmpty ? HTML("<p class=\"muted\">This load rejected nothing.</p>") : HTML("<table><tr><th>Source</th><th class=\"num\">Line</th><th>Reason</th><th>Raw</th></tr>\(rows)</table>"))
+            """
         return Layout.page("Load \(load): rejected rows", section: "/loads", session: session, body)
     }
 
@@ -289,37 +349,51 @@ enum Pages {
 
     static func reportIndex(_ data: [Backend.ReportData], session: Session) -> HTML {
         let cards: [HTML] = data.map { r in
-            let latest: HTML = r.date.map { "latest: \($0) (\(r.rows.count) rows)" } ?? "no data yet: run the \(r.report) DAG"
-            return "<div class=\"card\"><a href=\"/reports/\(r.report)\"><b>\(title(r.report))</b></a><br><span class=\"muted\">\(latest)</span></div>"
+            let latest: HTML =
+                r.date.map { "latest: \($0) (\(r.rows.count) rows)" } ?? "no data yet: run the \(r.report) DAG"
+            return
+                "<div class=\"card\"><a href=\"/reports/\(r.report)\"><b>\(title(r.report))</b></a><br><span class=\"muted\">\(latest)</span></div>"
         }
         return Layout.page("Reports", section: "/reports", session: session, "\(cards)")
     }
 
     static func report(_ r: Backend.ReportData, session: Session) -> HTML {
-        let dates: [HTML] = r.dates.prefix(30).map { d in d == r.date ? "<b>\(d)</b> " : "<a href=\"/reports/\(r.report)?date=\(d)\">\(d)</a> " }
+        let dates: [HTML] = r.dates.prefix(30).map { d in
+            d == r.date ? "<b>\(d)</b> " : "<a href=\"/reports/\(r.report)?date=\(d)\">\(d)</a> "
+        }
         let head: [HTML] = r.columns.map { "<th>\($0)</th>" }
         let rows: [HTML] = r.rows.map { row in
-            let cells: [HTML] = row.enumerated().map { i, v in Double(v) != nil && r.columns[i] != "month" ? "<td class=\"num\">\(v)</td>" : "<td>\(v)</td>" }
+            let cells: [HTML] = row.enumerated().map { i, v in
+                Double(v) != nil && r.columns[i] != "month" ? "<td class=\"num\">\(v)</td>" : "<td>\(v)</td>"
+            }
             return "<tr>\(cells)</tr>"
         }
         let chart: HTML
         switch r.report {
         case "monthly-sales":
-            let i = r.columns.firstIndex(of: "revenue") ?? 0, m = r.columns.firstIndex(of: "month") ?? 0
-            chart = Charts.columns(labels: r.rows.map { String($0[m].prefix(7)) }, values: r.rows.map { Double($0[i]) ?? 0 }, unit: "revenue")
+            let i = r.columns.firstIndex(of: "revenue") ?? 0
+            let m = r.columns.firstIndex(of: "month") ?? 0
+            chart = Charts.columns(
+                labels: r.rows.map { String($0[m].prefix(7)) }, values: r.rows.map { Double($0[i]) ?? 0 },
+                unit: "revenue")
         case "popular-devices":
-            let i = r.columns.firstIndex(of: "users") ?? 0, l = r.columns.firstIndex(of: "device") ?? 0
+            let i = r.columns.firstIndex(of: "users") ?? 0
+            let l = r.columns.firstIndex(of: "device") ?? 0
             chart = Charts.bars(labels: r.rows.map { $0[l] }, values: r.rows.map { Double($0[i]) ?? 0 }, unit: "users")
         default:
-            let i = r.columns.firstIndex(of: "units") ?? 0, l = r.columns.firstIndex(of: "product") ?? 0
+            let i = r.columns.firstIndex(of: "units") ?? 0
+            let l = r.columns.firstIndex(of: "product") ?? 0
             chart = Charts.bars(labels: r.rows.map { $0[l] }, values: r.rows.map { Double($0[i]) ?? 0 }, unit: "units")
         }
         let csv: HTML = r.date.map { "<a href=\"/reports/\(r.report)/\($0)/report.csv\">Download CSV</a>" } ?? ""
-        let body: HTML = r.date == nil ? "<p class=\"muted\">No data yet. Run the \(r.report) DAG (trigger it from <a href=\"/dags\">DAGs</a>).</p>" : """
-        <p><a href="/reports">← reports</a> · logical date: \(dates) · \(csv)</p>
-        <div class="card">\(chart)</div>
-        <table><tr>\(head)</tr>\(rows)</table>
-        """
+        let body: HTML =
+            r.date == nil
+            ? "<p class=\"muted\">No data yet. Run the \(r.report) DAG (trigger it from <a href=\"/dags\">DAGs</a>).</p>"
+            : """
+            <p><a href="/reports">← reports</a> · logical date: \(dates) · \(csv)</p>
+            <div class="card">\(chart)</div>
+            <table><tr>\(head)</tr>\(rows)</table>
+            """
         return Layout.page(title(r.report), section: "/reports", session: session, body)
     }
 }
@@ -327,36 +401,50 @@ enum Pages {
 /// Bar charts as inline SVG (no script, no library).
 enum Charts {
     static func label(_ v: Double) -> String {
-        v >= 1_000_000 ? String(format: "%.1fM", v / 1_000_000) : v >= 10_000 ? String(format: "%.0fk", v / 1000) : v == v.rounded() ? String(Int(v)) : String(format: "%.2f", v)
+        v >= 1_000_000
+            ? String(format: "%.1fM", v / 1_000_000)
+            : v >= 10_000
+                ? String(format: "%.0fk", v / 1000) : v == v.rounded() ? String(Int(v)) : String(format: "%.2f", v)
     }
 
     /// Vertical columns, one per label, left to right (months).
     static func columns(labels: [String], values: [Double], unit: String) -> HTML {
-        let top = max(values.max() ?? 1, 1), w = 56.0, h = 220.0
+        let top = max(values.max() ?? 1, 1)
+        let w = 56.0
+        let h = 220.0
         var parts: [HTML] = []
         for (i, v) in values.enumerated() {
-            let bh = v / top * (h - 30), x = 40 + Double(i) * w
-            parts.append("""
-            <rect x="\(Int(x))" y="\(Int(h - bh))" width="\(Int(w - 10))" height="\(Int(bh))" fill="#1f5fbf"><title>\(labels[i]): \(label(v)) \(unit)</title></rect>\
-            <text x="\(Int(x + (w - 10) / 2))" y="\(Int(h - bh - 4))" text-anchor="middle">\(label(v))</text>\
-            <text x="\(Int(x + (w - 10) / 2))" y="\(Int(h + 16))" text-anchor="middle">\(labels[i])</text>
-            """)
+            let bh = v / top * (h - 30)
+            let x = 40 + Double(i) * w
+            parts.append(
+                """
+                <rect x="\(Int(x))" y="\(Int(h - bh))" width="\(Int(w - 10))" height="\(Int(bh))" fill="#1f5fbf"><title>\(labels[i]): \(label(v)) \(unit)</title></rect>\
+                <text x="\(Int(x + (w - 10) / 2))" y="\(Int(h - bh - 4))" text-anchor="middle">\(label(v))</text>\
+                <text x="\(Int(x + (w - 10) / 2))" y="\(Int(h + 16))" text-anchor="middle">\(labels[i])</text>
+                """)
         }
-        return "<svg width=\"\(Int(60 + Double(values.count) * w))\" height=\"\(Int(h + 26))\" role=\"img\" aria-label=\"\(unit) by month\">\(parts)<line x1=\"36\" y1=\"\(Int(h))\" x2=\"\(Int(40 + Double(values.count) * w))\" y2=\"\(Int(h))\" stroke=\"#56627a\"/></svg>"
+        return
+            "<svg width=\"\(Int(60 + Double(values.count) * w))\" height=\"\(Int(h + 26))\" role=\"img\" aria-label=\"\(unit) by month\">\(parts)<line x1=\"36\" y1=\"\(Int(h))\" x2=\"\(Int(40 + Double(values.count) * w))\" y2=\"\(Int(h))\" stroke=\"#56627a\"/></svg>"
     }
 
     /// Horizontal bars, ranked top to bottom.
     static func bars(labels: [String], values: [Double], unit: String) -> HTML {
-        let top = max(values.max() ?? 1, 1), rowH = 26.0, labelW = 260.0, barW = 420.0
+        let top = max(values.max() ?? 1, 1)
+        let rowH = 26.0
+        let labelW = 260.0
+        let barW = 420.0
         var parts: [HTML] = []
         for (i, v) in values.enumerated() {
-            let y = 6 + Double(i) * rowH, bw = max(2, v / top * barW)
-            parts.append("""
-            <text x="\(Int(labelW - 8))" y="\(Int(y + 16))" text-anchor="end">\(String(labels[i].prefix(38)))</text>\
-            <rect x="\(Int(labelW))" y="\(Int(y + 3))" width="\(Int(bw))" height="\(Int(rowH - 8))" fill="#2e9e47"><title>\(labels[i]): \(label(v)) \(unit)</title></rect>\
-            <text x="\(Int(labelW + bw + 6))" y="\(Int(y + 16))">\(label(v)) \(unit)</text>
-            """)
+            let y = 6 + Double(i) * rowH
+            let bw = max(2, v / top * barW)
+            parts.append(
+                """
+                <text x="\(Int(labelW - 8))" y="\(Int(y + 16))" text-anchor="end">\(String(labels[i].prefix(38)))</text>\
+                <rect x="\(Int(labelW))" y="\(Int(y + 3))" width="\(Int(bw))" height="\(Int(rowH - 8))" fill="#2e9e47"><title>\(labels[i]): \(label(v)) \(unit)</title></rect>\
+                <text x="\(Int(labelW + bw + 6))" y="\(Int(y + 16))">\(label(v)) \(unit)</text>
+                """)
         }
-        return "<svg width=\"\(Int(labelW + barW + 110))\" height=\"\(Int(12 + Double(values.count) * rowH))\" role=\"img\" aria-label=\"ranked by \(unit)\">\(parts)</svg>"
+        return
+            "<svg width=\"\(Int(labelW + barW + 110))\" height=\"\(Int(12 + Double(values.count) * rowH))\" role=\"img\" aria-label=\"ranked by \(unit)\">\(parts)</svg>"
     }
 }

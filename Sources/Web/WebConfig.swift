@@ -41,20 +41,25 @@ public struct WebConfig: Sendable {
         port = try env.integer("ETL_WEB_PORT", default: 8080, range: 0...65535)
         portFile = env["ETL_WEB_PORT_FILE"]
         guard let user = env["ETL_WEB_USER"] else {
-            throw ConfigError(variable: "ETL_WEB_USER", problem: "it is not set; the web UI needs a login",
-                              fix: "set ETL_WEB_USER and ETL_WEB_PASSWORD (in local.env or the environment)")
+            throw ConfigError(
+                variable: "ETL_WEB_USER", problem: "it is not set; the web UI needs a login",
+                fix: "set ETL_WEB_USER and ETL_WEB_PASSWORD (in local.env or the environment)")
         }
         guard let password = env["ETL_WEB_PASSWORD"] else {
-            throw ConfigError(variable: "ETL_WEB_PASSWORD", problem: "it is not set; the web UI needs a login",
-                              fix: "set ETL_WEB_PASSWORD to a password of 8 characters or more")
+            throw ConfigError(
+                variable: "ETL_WEB_PASSWORD", problem: "it is not set; the web UI needs a login",
+                fix: "set ETL_WEB_PASSWORD to a password of 8 characters or more")
         }
         guard password.count >= 8 else {
-            throw ConfigError(variable: "ETL_WEB_PASSWORD", problem: "it is shorter than 8 characters",
-                              fix: "set ETL_WEB_PASSWORD to a password of 8 characters or more")
+            throw ConfigError(
+                variable: "ETL_WEB_PASSWORD", problem: "it is shorter than 8 characters",
+                fix: "set ETL_WEB_PASSWORD to a password of 8 characters or more")
         }
         guard let secret = env["ETL_SECRET_KEY"], secret.utf8.count >= 16 else {
-            throw ConfigError(variable: "ETL_SECRET_KEY", problem: "it is not set or shorter than 16 bytes; web sessions are signed with it",
-                              fix: "set ETL_SECRET_KEY to a long random value, e.g. the output of `openssl rand -hex 32`")
+            throw ConfigError(
+                variable: "ETL_SECRET_KEY",
+                problem: "it is not set or shorter than 16 bytes; web sessions are signed with it",
+                fix: "set ETL_SECRET_KEY to a long random value, e.g. the output of `openssl rand -hex 32`")
         }
         self.user = user
         digestKeyBytes = (0..<32).map { _ in UInt8.random(in: 0...255) }
@@ -62,14 +67,19 @@ public struct WebConfig: Sendable {
         passwordDigest = Self.digest(password, digestKey)
         if let token = env["ETL_WEB_API_TOKEN"] {
             guard token.utf8.count >= 16 else {
-                throw ConfigError(variable: "ETL_WEB_API_TOKEN", problem: "it is shorter than 16 characters",
-                                  fix: "set ETL_WEB_API_TOKEN to a long random value (`openssl rand -hex 32`), or unset it to allow only browser sessions")
+                throw ConfigError(
+                    variable: "ETL_WEB_API_TOKEN", problem: "it is shorter than 16 characters",
+                    fix:
+                        "set ETL_WEB_API_TOKEN to a long random value (`openssl rand -hex 32`), or unset it to allow only browser sessions"
+                )
             }
             apiTokenDigest = Self.digest(token, digestKey)
         } else {
             apiTokenDigest = nil
         }
-        sessionKey = Array(HMAC<SHA256>.authenticationCode(for: Array("etl web sessions v1".utf8), using: SymmetricKey(data: Array(secret.utf8))))
+        sessionKey = Array(
+            HMAC<SHA256>.authenticationCode(
+                for: Array("etl web sessions v1".utf8), using: SymmetricKey(data: Array(secret.utf8))))
         sessionSeconds = try env.seconds("ETL_WEB_SESSION_SECONDS", default: 12 * 3600, range: 60...(30 * 86400))
         loginDelay = try env.seconds("ETL_WEB_LOGIN_DELAY", default: 1, range: 0...30)
         loginLimit = try env.integer("ETL_WEB_LOGIN_LIMIT", default: 10, range: 1...10_000)

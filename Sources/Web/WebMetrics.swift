@@ -24,7 +24,9 @@ public final class WebMetrics: @unchecked Sendable {
     }
 
     private func gauge(_ name: String, _ unit: String, _ help: String, _ labels: [(String, String)] = []) -> Gauge {
-        registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "etl", metricName: name, unitName: unit, helpText: help), labels: labels)
+        registry.makeGauge(
+            descriptor: MetricNameDescriptor(namespace: "etl", metricName: name, unitName: unit, helpText: help),
+            labels: labels)
     }
 
     /// Refreshes every metric from the backend and returns the exposition text.
@@ -38,29 +40,48 @@ public final class WebMetrics: @unchecked Sendable {
             let dead = try c.queue.redis.command("XLEN", c.queue.keys.dead).int ?? 0
             let workers = try c.queue.workers(deadAfter: deadAfter).filter(\.alive).count
             let states = try c.store.taskStateCounts()
-            let ended = try c.store.finishedAttempts(since: since, limit: 100_000).map { ($0.dag, $0.seconds, $0.endedAt) }
+            let ended = try c.store.finishedAttempts(since: since, limit: 100_000).map {
+                ($0.dag, $0.seconds, $0.endedAt)
+            }
             var ingest: [(String, Int64, Int64)] = []
-            if let rows = try? c.pg.query("""
+            if let rows = try? c.pg.query(
+                """
                 SELECT pipeline, coalesce(sum(rows_loaded), 0)::bigint, coalesce(sum(rows_rejected), 0)::bigint FROM \(s.loads).load GROUP BY pipeline
-                """).rows {
-                ingest = try rows.map { (try $0.decode(String.self, 0), try $0.decode(Int64.self, 1), try $0.decode(Int64.self, 2)) }
+                """
+            ).rows {
+                ingest = try rows.map {
+                    (try $0.decode(String.self, 0), try $0.decode(Int64.self, 1), try $0.decode(Int64.self, 2))
+                }
             }
             return (depths, dead, workers, states, ended, ingest)
         }
         let (depths, dead, workers, states, ended, ingest) = snap
         for d in depths {
-            gauge("queue_waiting", "messages", "Messages waiting in a queue for a worker", [("queue", d.queue)]).set(Double(d.waiting))
-            gauge("queue_in_flight", "messages", "Messages handed to a worker and not yet acknowledged", [("queue", d.queue)]).set(Double(d.inFlight.count))
-            gauge("queue_oldest_age", "seconds", "Age of the oldest message still in the queue", [("queue", d.queue)]).set(d.oldestAgeSeconds)
+            gauge("queue_waiting", "messages", "Messages waiting in a queue for a worker", [("queue", d.queue)]).set(
+                Double(d.waiting))
+            gauge(
+                "queue_in_flight", "messages", "Messages handed to a worker and not yet acknowledged",
+                [("queue", d.queue)]
+            ).set(Double(d.inFlight.count))
+            gauge("queue_oldest_age", "seconds", "Age of the oldest message still in the queue", [("queue", d.queue)])
+                .set(d.oldestAgeSeconds)
         }
-        gauge("dead_letters", "", "Messages refused by workers, with a reason (etlctl dead-letters list)").set(Double(dead))
+        gauge("dead_letters", "", "Messages refused by workers, with a reason (etlctl dead-letters list)").set(
+            Double(dead))
         gauge("workers_alive", "", "Workers whose heartbeat is recent").set(Double(workers))
         for state in TaskState.allCases {
-            gauge("task_instances", "", "Task instances by state", [("state", state.rawValue)]).set(Double(states[state.rawValue] ?? 0))
+            gauge("task_instances", "", "Task instances by state", [("state", state.rawValue)]).set(
+                Double(states[state.rawValue] ?? 0))
         }
         for (pipeline, loaded, rejected) in ingest {
-            gauge("ingest", "rows", "Rows loaded and rejected by all loads of a pipeline", [("pipeline", pipeline), ("outcome", "loaded")]).set(Double(loaded))
-            gauge("ingest", "rows", "Rows loaded and rejected by all loads of a pipeline", [("pipeline", pipeline), ("outcome", "rejected")]).set(Double(rejected))
+            gauge(
+                "ingest", "rows", "Rows loaded and rejected by all loads of a pipeline",
+                [("pipeline", pipeline), ("outcome", "loaded")]
+            ).set(Double(loaded))
+            gauge(
+                "ingest", "rows", "Rows loaded and rejected by all loads of a pipeline",
+                [("pipeline", pipeline), ("outcome", "rejected")]
+            ).set(Double(rejected))
         }
         // Two scrapes at once read the same attempts: only the one that still finds the watermark
         // where it started records them.
@@ -72,7 +93,9 @@ public final class WebMetrics: @unchecked Sendable {
         if mine {
             for (dag, seconds, _) in ended {
                 registry.makeValueHistogram(
-                    descriptor: MetricNameDescriptor(namespace: "etl", metricName: "task_duration", unitName: "seconds", helpText: "Duration of finished task attempts"),
+                    descriptor: MetricNameDescriptor(
+                        namespace: "etl", metricName: "task_duration", unitName: "seconds",
+                        helpText: "Duration of finished task attempts"),
                     labels: [("dag", dag)], buckets: Self.buckets
                 ).record(max(0, seconds))
             }

@@ -60,7 +60,8 @@ final class Context {
                 return v
             }
         }
-        let store = Lazy { try self.store() }, queue = Lazy { try self.queue() }
+        let store = Lazy { try self.store() }
+        let queue = Lazy { try self.queue() }
         return OperatorActions(registry: registry, store: store.get, queue: queue.get, actor: "etlctl")
     }
 
@@ -72,7 +73,9 @@ final class Context {
 
     /// The DAG's run for the logical date `day` (the newest, if several), if any.
     func run(dag: String, on day: Day, store: MetadataStore) throws -> MetadataStore.RunRow? {
-        try failing { try store.runRows(dag: dag, limit: 1000) }.first { PostgresTimestamp.format($0.logicalDate).hasPrefix(day.description) }
+        try failing { try store.runRows(dag: dag, limit: 1000) }.first {
+            PostgresTimestamp.format($0.logicalDate).hasPrefix(day.description)
+        }
     }
 
     /// The run `id`, or the DAG's latest run (an error when it has none, for commands that act).
@@ -114,15 +117,19 @@ enum Output {
         var widths = headers.map(\.count)
         for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
         func line(_ cells: [String]) -> String {
-            cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
-                .joined(separator: "  ")
+            cells.enumerated().map { i, c in
+                i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+            }
+            .joined(separator: "  ")
         }
         print(line(headers))
         for r in rows { print(line(r)) }
     }
 
     static func json(_ value: Any) {
-        let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("null".utf8)
+        let data =
+            (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data("null".utf8)
         print(String(decoding: data, as: UTF8.self))
     }
 

@@ -14,8 +14,9 @@ struct Dags: ParsableCommand {
         subcommands: [List.self, Pause.self, Unpause.self, Trigger.self])
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the DAGs with their schedule, tags and last run.",
-                                                        discussion: "Example:\n  etlctl dags list --json")
+        static let configuration = CommandConfiguration(
+            abstract: "List the DAGs with their schedule, tags and last run.",
+            discussion: "Example:\n  etlctl dags list --json")
         @Flag(help: "One JSON array instead of a table.") var json = false
         func run() throws {
             let ctx = try Context()
@@ -28,28 +29,42 @@ struct Dags: ParsableCommand {
             }
             let dags = rows.filter { ctx.registry.dag($0.id) != nil }
             if json {
-                Output.json(dags.map { d -> [String: Any] in
-                    ["dag": d.id, "paused": d.paused, "schedule": d.schedule, "tags": d.tags,
-                     "upstream_dags": ctx.registry.dag(d.id)?.upstreamDAGs ?? [],
-                     "last_run": last[d.id].map { ["run": $0.id, "state": $0.state, "logical_date": PostgresTimestamp.format($0.logicalDate)] as [String: Any] } ?? NSNull()]
-                })
+                Output.json(
+                    dags.map { d -> [String: Any] in
+                        [
+                            "dag": d.id, "paused": d.paused, "schedule": d.schedule, "tags": d.tags,
+                            "upstream_dags": ctx.registry.dag(d.id)?.upstreamDAGs ?? [],
+                            "last_run": last[d.id].map {
+                                [
+                                    "run": $0.id, "state": $0.state,
+                                    "logical_date": PostgresTimestamp.format($0.logicalDate),
+                                ] as [String: Any]
+                            } ?? NSNull(),
+                        ]
+                    })
             } else {
-                Output.table(["DAG", "PAUSED", "SCHEDULE", "TAGS", "LAST RUN"], dags.map { d in
-                    [d.id, d.paused ? "yes" : "no", d.schedule, d.tags.joined(separator: ","),
-                     last[d.id].map { "\($0.id) \($0.state)" } ?? "-"]
-                })
+                Output.table(
+                    ["DAG", "PAUSED", "SCHEDULE", "TAGS", "LAST RUN"],
+                    dags.map { d in
+                        [
+                            d.id, d.paused ? "yes" : "no", d.schedule, d.tags.joined(separator: ","),
+                            last[d.id].map { "\($0.id) \($0.state)" } ?? "-",
+                        ]
+                    })
             }
         }
     }
 
     struct Pause: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Pause a DAG: no new runs, no new tasks.", discussion: "Example:\n  etlctl dags pause b2b")
+        static let configuration = CommandConfiguration(
+            abstract: "Pause a DAG: no new runs, no new tasks.", discussion: "Example:\n  etlctl dags pause b2b")
         @Argument(help: "The DAG id.") var dag: String
         func run() throws { try setPaused(dag, true) }
     }
 
     struct Unpause: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Unpause a DAG.", discussion: "Example:\n  etlctl dags unpause b2b")
+        static let configuration = CommandConfiguration(
+            abstract: "Unpause a DAG.", discussion: "Example:\n  etlctl dags unpause b2b")
         @Argument(help: "The DAG id.") var dag: String
         func run() throws { try setPaused(dag, false) }
     }
@@ -57,7 +72,9 @@ struct Dags: ParsableCommand {
     struct Trigger: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Start a run of a DAG now.",
-            discussion: "With --wait, exits 0 only when the run succeeded. Example:\n  etlctl dags trigger monthly-sales --date 2024-05-01 --wait")
+            discussion:
+                "With --wait, exits 0 only when the run succeeded. Example:\n  etlctl dags trigger monthly-sales --date 2024-05-01 --wait"
+        )
         @Argument(help: "The DAG id.") var dag: String
         @Option(help: "Logical date, YYYY-MM-DD (default: today).") var date: String?
         @Flag(help: "Wait for the run to finish; exit 1 if it failed.") var wait = false
@@ -72,10 +89,16 @@ struct Dags: ParsableCommand {
             let store = try ops.store
             let run = try failing { try ops.trigger(dag, logicalDate: logical) }  // wakes the scheduler too
             if try failing({ try store.pausedDAGs() }).contains(dag) {
-                FileHandle.standardError.write(Data("etlctl: note: DAG '\(dag)' is paused; the run waits until: etlctl dags unpause \(dag)\n".utf8))
+                FileHandle.standardError.write(
+                    Data("etlctl: note: DAG '\(dag)' is paused; the run waits until: etlctl dags unpause \(dag)\n".utf8)
+                )
             }
             guard wait else {
-                if json { Output.json(["dag": dag, "run": run, "state": "queued"]) } else { print("triggered \(dag) run \(run) for \(PostgresTimestamp.format(logical).prefix(10))") }
+                if json {
+                    Output.json(["dag": dag, "run": run, "state": "queued"])
+                } else {
+                    print("triggered \(dag) run \(run) for \(PostgresTimestamp.format(logical).prefix(10))")
+                }
                 return
             }
             try waitForRun(store: store, dag: dag, run: run, timeout: timeout, json: json)
@@ -104,16 +127,26 @@ func waitForRun(store: MetadataStore, dag: String, run: Int64, timeout: Double, 
             let done = tasks.filter { $0.state == "success" }.count
             let running = tasks.filter { $0.state == "running" }.count
             let failed = tasks.filter { $0.state == "failed" || $0.state == "upstream_failed" }.count
-            let width = 20, filled = tasks.isEmpty ? 0 : width * done / tasks.count
+            let width = 20
+            let filled = tasks.isEmpty ? 0 : width * done / tasks.count
             let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-            FileHandle.standardError.write(Data("\r\(dag) run \(run) [\(bar)] \(done)/\(tasks.count) done, \(running) running\(failed > 0 ? ", \(failed) failed" : "")   ".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "\r\(dag) run \(run) [\(bar)] \(done)/\(tasks.count) done, \(running) running\(failed > 0 ? ", \(failed) failed" : "")   "
+                        .utf8))
         }
         if let r = try failing({ try store.run(run) }), r.state.isFinished {
-            if json { Output.json(["dag": dag, "run": run, "state": r.state.rawValue]) } else { print("\(dag) run \(run): \(r.state.rawValue)") }
+            if json {
+                Output.json(["dag": dag, "run": run, "state": r.state.rawValue])
+            } else {
+                print("\(dag) run \(run): \(r.state.rawValue)")
+            }
             if r.state == .failed { throw fail("\(dag) run \(run) failed. See: etlctl tasks list \(dag) --run \(run)") }
             return
         }
         sleepSeconds(0.1)
     }
-    throw fail("\(dag) run \(run) did not finish within \(Int(timeout)) s. Fix: check that a scheduler and workers run (etlctl workers)")
+    throw fail(
+        "\(dag) run \(run) did not finish within \(Int(timeout)) s. Fix: check that a scheduler and workers run (etlctl workers)"
+    )
 }

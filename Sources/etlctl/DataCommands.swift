@@ -26,18 +26,24 @@ extension ETLCtl {
                     """
             )
             @Option(name: .long, help: "How many orders.") var orders: Int = 10_000
-            @Option(help: "The date whose previous 12 calendar months the orders cover (YYYY-MM-DD; default today).") var date: String?
+            @Option(help: "The date whose previous 12 calendar months the orders cover (YYYY-MM-DD; default today).")
+            var date: String?
             @Option(help: "Random seed: the same seed and arguments give the same files.") var seed: UInt64 = 42
             @Option(help: "Output folder (default ETL_GENERATED_DIR, or sources/generated).") var out: String?
 
-            func validate() throws { if orders < 1 { throw ValidationError("--orders must be at least 1, e.g. --orders 1000") } }
+            func validate() throws {
+                if orders < 1 { throw ValidationError("--orders must be at least 1, e.g. --orders 1000") }
+            }
 
             func run() throws {
                 let s = try settings()
                 let day = try day(date)
                 let dir = out ?? s.generatedDir
                 let bar = ProgressBar(label: "orders", total: Int64(orders))
-                let r = try failing { try OrdersGenerator.generate(orders: orders, date: day, seed: seed, b2bDir: s.b2bDir, outDir: dir, progress: bar) }
+                let r = try failing {
+                    try OrdersGenerator.generate(
+                        orders: orders, date: day, seed: seed, b2bDir: s.b2bDir, outDir: dir, progress: bar)
+                }
                 print("wrote \(r.orders) orders and \(r.lines) sales lines to \(dir)/orders.csv and \(dir)/sales.csv")
             }
         }
@@ -56,12 +62,15 @@ extension ETLCtl {
             @Option(help: "Random seed.") var seed: UInt64 = 42
             @Option(help: "Share of malformed lines, 0…1.") var badRate: Double = 0
             @Option(help: "The log's last instant, YYYY-MM-DD (midnight UTC) or 'now'.") var end: String = "now"
-            @Option(help: "User agents: builtin (real browsers, weighted), uap-tests, or a file with one per line.") var agents: String = "builtin"
+            @Option(help: "User agents: builtin (real browsers, weighted), uap-tests, or a file with one per line.")
+            var agents: String = "builtin"
             @Option(help: "Output folder (default ETL_WEBLOG_DIR, or apache-logs).") var out: String?
 
             func validate() throws {
                 if n < 1 { throw ValidationError("-n must be at least 1, e.g. -n 100000") }
-                if !(0...1).contains(badRate) { throw ValidationError("--bad-rate is a share between 0 and 1, e.g. --bad-rate 0.01") }
+                if !(0...1).contains(badRate) {
+                    throw ValidationError("--bad-rate is a share between 0 and 1, e.g. --bad-rate 0.01")
+                }
             }
 
             func run() throws {
@@ -73,19 +82,26 @@ extension ETLCtl {
                     case "uap-tests": return try WeblogGenerator.uapTestAgents()
                     default:
                         guard let text = try? String(contentsOfFile: agents, encoding: .utf8) else {
-                            throw PipelineError("cannot read --agents \(agents): give builtin, uap-tests or a file with one user agent per line")
+                            throw PipelineError(
+                                "cannot read --agents \(agents): give builtin, uap-tests or a file with one user agent per line"
+                            )
                         }
                         return text.split(separator: "\n").map(String.init).filter { !$0.isEmpty }
                     }
                 }
                 let g = try failing {
-                    try WeblogGenerator(options: .init(lines: n, seed: seed, end: endSeconds, badRate: badRate, agents: pool),
-                                        b2bDir: s.b2bDir, ip2geoCSV: "\(s.sourcesDir)/data/ip2geo.csv")
+                    try WeblogGenerator(
+                        options: .init(lines: n, seed: seed, end: endSeconds, badRate: badRate, agents: pool),
+                        b2bDir: s.b2bDir, ip2geoCSV: "\(s.sourcesDir)/data/ip2geo.csv")
                 }
                 let started = monotonicSeconds()
-                let r = try failing { try g.write(to: out ?? s.weblogDir, progress: ProgressBar(label: "lines", total: Int64(n))) }
+                let r = try failing {
+                    try g.write(to: out ?? s.weblogDir, progress: ProgressBar(label: "lines", total: Int64(n)))
+                }
                 let secs = monotonicSeconds() - started
-                print("wrote \(r.lines) lines (\(r.badLines) malformed, \(r.bytes) bytes) to \(r.path) in \(String(format: "%.2f", secs)) s, \(Int(Double(r.lines) / max(secs, 1e-9))) lines/s")
+                print(
+                    "wrote \(r.lines) lines (\(r.badLines) malformed, \(r.bytes) bytes) to \(r.path) in \(String(format: "%.2f", secs)) s, \(Int(Double(r.lines) / max(secs, 1e-9))) lines/s"
+                )
             }
         }
 
@@ -107,12 +123,16 @@ extension ETLCtl {
 
             func validate() throws {
                 if companies < 5 || products < 1 || customers < 1 {
-                    throw ValidationError("use at least 5 companies, 1 product and 1 customer, e.g. --companies 1000 --customers 100000")
+                    throw ValidationError(
+                        "use at least 5 companies, 1 product and 1 customer, e.g. --companies 1000 --customers 100000")
                 }
             }
 
             func run() throws {
-                let r = try failing { try B2BScaler.write(companies: companies, products: products, customers: customers, seed: seed, to: out) }
+                let r = try failing {
+                    try B2BScaler.write(
+                        companies: companies, products: products, customers: customers, seed: seed, to: out)
+                }
                 print("wrote \(r) to \(out); load it with ETL_B2B_DIR=\(out)")
             }
         }
@@ -139,11 +159,19 @@ extension ETLCtl {
 
             func run() throws {
                 let s = try settings()
-                guard FileManager.default.fileExists(atPath: file) else { throw fail("no file \(file). Fix: give the path of an access log, e.g. apache-logs/access_log_*.log") }
+                guard FileManager.default.fileExists(atPath: file) else {
+                    throw fail(
+                        "no file \(file). Fix: give the path of an access log, e.g. apache-logs/access_log_*.log")
+                }
                 let rules = try failing { try DeviceRules.shared(path: s.uapRegexes) }
-                var e = WeblogEnricher(rules: rules, ranges: try failing { try WeblogEnricher.ranges(pg: nil, settings: s) }, cacheSize: s.deviceCache)
-                var number: Int64 = 0, good: Int64 = 0, bad: Int64 = 0
-                var devices: [String: Int] = [:], countries: [String: Int] = [:]
+                var e = WeblogEnricher(
+                    rules: rules, ranges: try failing { try WeblogEnricher.ranges(pg: nil, settings: s) },
+                    cacheSize: s.deviceCache)
+                var number: Int64 = 0
+                var good: Int64 = 0
+                var bad: Int64 = 0
+                var devices: [String: Int] = [:]
+                var countries: [String: Int] = [:]
                 try failing {
                     try LineReader(path: file).forEachLine { bytes, _, cut in
                         number += 1
@@ -153,14 +181,20 @@ extension ETLCtl {
                             devices[r.device, default: 0] += 1
                             countries[r.country ?? "-", default: 0] += 1
                             if json {
-                                Output.json(["line": number, "load": true, "ip": r.record.clientIP, "user": nullable(r.record.user),
-                                             "time": r.timestamp, "request": nullable(r.record.path ?? r.record.rawRequest),
-                                             "status": r.record.status, "device": r.device, "os": r.os, "country": nullable(r.country)])
+                                Output.json([
+                                    "line": number, "load": true, "ip": r.record.clientIP,
+                                    "user": nullable(r.record.user),
+                                    "time": r.timestamp, "request": nullable(r.record.path ?? r.record.rawRequest),
+                                    "status": r.record.status, "device": r.device, "os": r.os,
+                                    "country": nullable(r.country),
+                                ])
                             }
                         case .failure(let why):
                             bad += 1
                             let raw = Rejection(line: number, raw: bytes, reason: why.reason).raw
-                            if json { Output.json(["line": number, "load": false, "reason": why.reason, "raw": raw]) } else {
+                            if json {
+                                Output.json(["line": number, "load": false, "reason": why.reason, "raw": raw])
+                            } else {
                                 print("line \(number): rejected: \(why.reason)")
                             }
                         }
@@ -169,7 +203,11 @@ extension ETLCtl {
                 }
                 if !json {
                     print("\(file): \(number) lines; would load \(good), reject \(bad)")
-                    let top = { (d: [String: Int]) in d.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(5).map { "\($0.key) \($0.value)" }.joined(separator: ", ") }
+                    let top = { (d: [String: Int]) in
+                        d.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(5).map {
+                            "\($0.key) \($0.value)"
+                        }.joined(separator: ", ")
+                    }
                     print("devices: \(top(devices))")
                     print("countries: \(top(countries))")
                 }
@@ -196,12 +234,27 @@ extension ETLCtl {
                 let s = try settings()
                 let pg = try Context().store().pg  // migrated: the loads schema exists
                 let rows = try failing { try LoadQueries.loads(pg, s, pipeline: pipeline, limit: limit) }
-                if json { Output.encoded(rows); return }
-                if rows.isEmpty { print(LoadQueries.emptyMessage(pipeline: pipeline)); return }
-                Output.table(["ID", "PIPELINE", "SOURCE", "STATE", "STARTED", "BROKE", "FINISHED", "READ", "LOADED", "REJECTED", "ERROR"], rows.map { r in
-                    [String(r.id), r.pipeline, r.source, r.state, Output.time(r.startedAt), Output.time(r.brokeAt), Output.time(r.finishedAt),
-                     String(r.rowsRead), String(r.rowsLoaded), String(r.rowsRejected), String(r.error.prefix(60))]
-                })
+                if json {
+                    Output.encoded(rows)
+                    return
+                }
+                if rows.isEmpty {
+                    print(LoadQueries.emptyMessage(pipeline: pipeline))
+                    return
+                }
+                Output.table(
+                    [
+                        "ID", "PIPELINE", "SOURCE", "STATE", "STARTED", "BROKE", "FINISHED", "READ", "LOADED",
+                        "REJECTED", "ERROR",
+                    ],
+                    rows.map { r in
+                        [
+                            String(r.id), r.pipeline, r.source, r.state, Output.time(r.startedAt),
+                            Output.time(r.brokeAt), Output.time(r.finishedAt),
+                            String(r.rowsRead), String(r.rowsLoaded), String(r.rowsRejected),
+                            String(r.error.prefix(60)),
+                        ]
+                    })
             }
         }
 
@@ -221,9 +274,17 @@ extension ETLCtl {
                     throw fail("there is no load \(load). Fix: pick one from etlctl loads list")
                 }
                 let rows = try failing { try LoadQueries.rejects(pg, s, load: load, limit: limit) }
-                if json { Output.encoded(rows); return }
-                if rows.isEmpty { print("load \(load) rejected nothing"); return }
-                Output.table(["SOURCE", "LINE", "REASON", "RAW"], rows.map { [$0.source, String($0.line), $0.reason, String($0.raw.prefix(80))] })
+                if json {
+                    Output.encoded(rows)
+                    return
+                }
+                if rows.isEmpty {
+                    print("load \(load) rejected nothing")
+                    return
+                }
+                Output.table(
+                    ["SOURCE", "LINE", "REASON", "RAW"],
+                    rows.map { [$0.source, String($0.line), $0.reason, String($0.raw.prefix(80))] })
             }
         }
     }
@@ -237,7 +298,9 @@ func settings() throws -> PipelineSettings {
 /// `YYYY-MM-DD` (today when nil), or a one-line error with the fix.
 func day(_ text: String?) throws -> Day {
     guard let text else { return Day.today() }
-    guard let d = Day(strict: text) else { throw fail("'\(shown(text))' is not a date. Fix: write it as YYYY-MM-DD, e.g. --date 2024-05-01") }
+    guard let d = Day(strict: text) else {
+        throw fail("'\(shown(text))' is not a date. Fix: write it as YYYY-MM-DD, e.g. --date 2024-05-01")
+    }
     return d
 }
 
@@ -246,7 +309,8 @@ func nullable(_ s: String?) -> Any { s.map { $0 as Any } ?? NSNull() }
 extension ETLCtl {
     struct Summary: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "What the six DAGs did for a date: each run's state and duration, rows loaded and rejected, the reports.",
+            abstract:
+                "What the six DAGs did for a date: each run's state and duration, rows loaded and rejected, the reports.",
             discussion: "Example:\n  etlctl summary --date 2024-06-01"
         )
         @Option(help: "Logical date, YYYY-MM-DD (default: today).") var date: String?
@@ -263,13 +327,25 @@ extension ETLCtl {
                 return
             }
             print("DAG runs for \(when):")
-            Output.table(["DAG", "RUN", "STATE", "DURATION"], summary.runs.map { r in
-                [r.dag, r.run.map(String.init) ?? "-", r.state, r.seconds.map { String(format: "%.1fs", $0) } ?? "-"]
-            })
-            print("\nFinished loads of these runs (rows read = loaded + rejected), and loads that broke (retried attempts) or still run:")
-            Output.table(["PIPELINE", "FINISHED", "READ", "LOADED", "REJECTED", "BROKEN", "RUNNING"], summary.loads.map { l in
-                [l.pipeline, "\(l.loads)", "\(l.read)", "\(l.loaded)", "\(l.rejected)", "\(l.broken)", "\(l.running)"]
-            })
+            Output.table(
+                ["DAG", "RUN", "STATE", "DURATION"],
+                summary.runs.map { r in
+                    [
+                        r.dag, r.run.map(String.init) ?? "-", r.state,
+                        r.seconds.map { String(format: "%.1fs", $0) } ?? "-",
+                    ]
+                })
+            print(
+                "\nFinished loads of these runs (rows read = loaded + rejected), and loads that broke (retried attempts) or still run:"
+            )
+            Output.table(
+                ["PIPELINE", "FINISHED", "READ", "LOADED", "REJECTED", "BROKEN", "RUNNING"],
+                summary.loads.map { l in
+                    [
+                        l.pipeline, "\(l.loads)", "\(l.read)", "\(l.loaded)", "\(l.rejected)", "\(l.broken)",
+                        "\(l.running)",
+                    ]
+                })
             print("\nReports:")
             for r in summary.reports { print("  \(r.report): \(r.path)\(r.exists ? "" : "  (not written)")") }
         }
@@ -290,7 +366,9 @@ extension ETLCtl {
             let ctx = try Context()
             _ = try ctx.store(forceSetup: true)  // metadata migrations and the pipelines' schemas, then the DAGs registered
             let s = try settings()
-            print("migrated: metadata schema \(ctx.schema) and \(ctx.registry.dags.count) DAGs; data schemas \(s.datalake), \(s.loads), \(s.datamart)")
+            print(
+                "migrated: metadata schema \(ctx.schema) and \(ctx.registry.dags.count) DAGs; data schemas \(s.datalake), \(s.loads), \(s.datamart)"
+            )
         }
     }
 }

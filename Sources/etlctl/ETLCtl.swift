@@ -20,8 +20,10 @@ struct ETLCtl: ParsableCommand {
             another file). Example:
               etlctl check
             """,
-        subcommands: [Check.self, Dags.self, Runs.self, TasksCmd.self, Queues.self, Workers.self, DeadLetters.self, Logs.self,
-                      Generate.self, WeblogCmd.self, Loads.self, Summary.self, Migrate.self]
+        subcommands: [
+            Check.self, Dags.self, Runs.self, TasksCmd.self, Queues.self, Workers.self, DeadLetters.self, Logs.self,
+            Generate.self, WeblogCmd.self, Loads.self, Summary.self, Migrate.self,
+        ]
     )
 }
 
@@ -44,11 +46,16 @@ extension ETLCtl {
             try failing { try LoggingSetup.bootstrap(env) }
             let report = try failing { try SmokeCheck.run(environment: env) }
             if json {
-                let data = try JSONSerialization.data(withJSONObject: report.dictionary, options: [.sortedKeys, .withoutEscapingSlashes])
+                let data = try JSONSerialization.data(
+                    withJSONObject: report.dictionary, options: [.sortedKeys, .withoutEscapingSlashes])
                 print(String(decoding: data, as: UTF8.self))
             } else {
-                print("postgres ok  \(report.postgresEndpoint)  \(report.postgresVersion)  (query, transaction, COPY of \(report.copiedRows) rows)")
-                print("redis    ok  \(report.redisEndpoint)  Redis \(report.redisVersion)  (round trip, pipeline of \(report.pipelined), Lua)")
+                print(
+                    "postgres ok  \(report.postgresEndpoint)  \(report.postgresVersion)  (query, transaction, COPY of \(report.copiedRows) rows)"
+                )
+                print(
+                    "redis    ok  \(report.redisEndpoint)  Redis \(report.redisVersion)  (round trip, pipeline of \(report.pipelined), Lua)"
+                )
             }
         }
     }

@@ -21,16 +21,27 @@ struct Queues: ParsableCommand {
         let delayed = try failing { try store.retryingCount() }
         let dead = try failing { try queue.redis.command("XLEN", queue.keys.dead).int ?? 0 }
         if json {
-            struct Out: Encodable { let queues: [TaskQueue.Depth]; let delayed_retries: Int; let dead_letters: Int }
+            struct Out: Encodable {
+                let queues: [TaskQueue.Depth]
+                let delayed_retries: Int
+                let dead_letters: Int
+            }
             Output.encoded(Out(queues: depths, delayed_retries: delayed, dead_letters: dead))
             return
         }
-        Output.table(["QUEUE", "WAITING", "IN FLIGHT", "OLDEST IN FLIGHT"], depths.map { d in
-            [d.queue, "\(d.waiting)", "\(d.inFlight.count)", d.inFlight.map(\.idleSeconds).max().map { String(format: "%.1fs", $0) } ?? "-"]
-        })
+        Output.table(
+            ["QUEUE", "WAITING", "IN FLIGHT", "OLDEST IN FLIGHT"],
+            depths.map { d in
+                [
+                    d.queue, "\(d.waiting)", "\(d.inFlight.count)",
+                    d.inFlight.map(\.idleSeconds).max().map { String(format: "%.1fs", $0) } ?? "-",
+                ]
+            })
         for d in depths {
             for f in d.inFlight {
-                print("  \(d.queue) \(f.id) on \(f.consumer) for \(String(format: "%.1f", f.idleSeconds))s (delivered \(f.deliveries)x)")
+                print(
+                    "  \(d.queue) \(f.id) on \(f.consumer) for \(String(format: "%.1f", f.idleSeconds))s (delivered \(f.deliveries)x)"
+                )
             }
         }
         print("delayed retries: \(delayed)   dead letters: \(dead)\(dead > 0 ? " (etlctl dead-letters list)" : "")")
@@ -38,43 +49,68 @@ struct Queues: ParsableCommand {
 }
 
 struct Workers: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Live workers: heartbeat age and current tasks.", discussion: "Example:\n  etlctl workers")
+    static let configuration = CommandConfiguration(
+        abstract: "Live workers: heartbeat age and current tasks.", discussion: "Example:\n  etlctl workers")
     @Flag(help: "One JSON array instead of a table.") var json = false
     func run() throws {
         let ctx = try Context()
         let queue = try ctx.queue()
         let rows = try failing { try queue.workers() }
-        if json { Output.encoded(rows); return }
-        if rows.isEmpty { print("no workers have reported. Start one with: worker --concurrency 2"); return }
-        Output.table(["WORKER", "ALIVE", "HEARTBEAT", "SLOTS", "CURRENT TASKS"], rows.map {
-            [$0.worker, $0.alive ? "yes" : "no", String(format: "%.1fs ago", $0.heartbeatAgeSeconds), "\($0.concurrency)", $0.tasks.joined(separator: "; ")]
-        })
+        if json {
+            Output.encoded(rows)
+            return
+        }
+        if rows.isEmpty {
+            print("no workers have reported. Start one with: worker --concurrency 2")
+            return
+        }
+        Output.table(
+            ["WORKER", "ALIVE", "HEARTBEAT", "SLOTS", "CURRENT TASKS"],
+            rows.map {
+                [
+                    $0.worker, $0.alive ? "yes" : "no", String(format: "%.1fs ago", $0.heartbeatAgeSeconds),
+                    "\($0.concurrency)", $0.tasks.joined(separator: "; "),
+                ]
+            })
     }
 }
 
 struct DeadLetters: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "dead-letters", abstract: "Messages that could not run, with their reasons.",
-                                                    subcommands: [List.self, Requeue.self, Purge.self])
+    static let configuration = CommandConfiguration(
+        commandName: "dead-letters", abstract: "Messages that could not run, with their reasons.",
+        subcommands: [List.self, Requeue.self, Purge.self])
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List dead letters.", discussion: "Example:\n  etlctl dead-letters list --json")
+        static let configuration = CommandConfiguration(
+            abstract: "List dead letters.", discussion: "Example:\n  etlctl dead-letters list --json")
         @Flag(help: "One JSON array instead of a table.") var json = false
         func run() throws {
             let ctx = try Context()
             let queue = try ctx.queue()
             let rows = try failing { try queue.deadLetters() }
-            if json { Output.encoded(rows); return }
-            if rows.isEmpty { print("no dead letters"); return }
+            if json {
+                Output.encoded(rows)
+                return
+            }
+            if rows.isEmpty {
+                print("no dead letters")
+                return
+            }
             Output.table(["ID", "QUEUE", "BYTES", "REASON"], rows.map { [$0.id, $0.queue, "\($0.bytes)", $0.reason] })
         }
     }
 
     struct Requeue: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Put dead letters back on their queue (after fixing the cause).",
-                                                        discussion: "Example:\n  etlctl dead-letters requeue --all")
+        static let configuration = CommandConfiguration(
+            abstract: "Put dead letters back on their queue (after fixing the cause).",
+            discussion: "Example:\n  etlctl dead-letters requeue --all")
         @Argument(help: "Dead letter ids (from list).") var ids: [String] = []
         @Flag(help: "Every dead letter.") var all = false
-        func validate() throws { if ids.isEmpty && !all { throw ValidationError("name dead letter ids, or --all. Example: etlctl dead-letters requeue --all") } }
+        func validate() throws {
+            if ids.isEmpty && !all {
+                throw ValidationError("name dead letter ids, or --all. Example: etlctl dead-letters requeue --all")
+            }
+        }
         func run() throws {
             let ctx = try Context()
             let ops = ctx.operations()
@@ -84,7 +120,8 @@ struct DeadLetters: ParsableCommand {
     }
 
     struct Purge: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete every dead letter.", discussion: "Example:\n  etlctl dead-letters purge")
+        static let configuration = CommandConfiguration(
+            abstract: "Delete every dead letter.", discussion: "Example:\n  etlctl dead-letters purge")
         func run() throws {
             let ctx = try Context()
             let queue = try ctx.queue()

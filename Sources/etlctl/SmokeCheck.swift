@@ -32,9 +32,12 @@ public enum SmokeCheck {
             let n = try tx.copyIn("COPY etl_smoke FROM STDIN") { w in
                 for i in 1...rows { try w.writeRow([String(i), "row \(i)"]) }
             }
-            let sum = try tx.query("SELECT sum(n) FROM etl_smoke WHERE label LIKE $1", ["row %"]).rows[0].decode(Int.self, 0)
+            let sum = try tx.query("SELECT sum(n) FROM etl_smoke WHERE label LIKE $1", ["row %"]).rows[0].decode(
+                Int.self, 0)
             guard sum == rows * (rows + 1) / 2 else {
-                throw PostgresError(code: .misuse, message: "smoke check read back \(sum), expected \(rows * (rows + 1) / 2)", endpoint: pg.endpoint)
+                throw PostgresError(
+                    code: .misuse, message: "smoke check read back \(sum), expected \(rows * (rows + 1) / 2)",
+                    endpoint: pg.endpoint)
             }
             return n
         }
@@ -42,7 +45,8 @@ public enum SmokeCheck {
         let redis = try RedisConnection(config: RedisConfig(environment: env))
         defer { redis.close() }
         let info = try redis.command("INFO", "server").string ?? ""
-        let redisVersion = info.split(whereSeparator: \.isNewline)
+        let redisVersion =
+            info.split(whereSeparator: \.isNewline)
             .first { $0.hasPrefix("redis_version:") }.map { String($0.dropFirst("redis_version:".count)) } ?? "?"
         let key = "etl:smoke:\(UInt32.random(in: 0...UInt32.max))"
         let n = 100

@@ -6,8 +6,8 @@ import Metadata
 import Orchestration
 import PostgresClient
 import RedisClient
-import Testing
 import TestSupport
+import Testing
 import Workflow
 
 @Suite("Configuration", .timeLimit(.minutes(10)))
@@ -35,7 +35,9 @@ struct ConfigurationTests {
     func dotenvCRLFAndSecrets() throws {
         let v = try DotEnv.parse("A=1\r\nB=two\r\nC= # only a comment\r\n")
         #expect(v == ["A": "1", "B": "two", "C": ""])
-        let e = #expect(throws: ConfigError.self) { try DotEnv.parse("DATABASE_URL postgres://u:hunter22@h/db?sslmode=x") }
+        let e = #expect(throws: ConfigError.self) {
+            try DotEnv.parse("DATABASE_URL postgres://u:hunter22@h/db?sslmode=x")
+        }
         #expect(e?.description.contains("hunter22") == false)
     }
 
@@ -56,7 +58,9 @@ struct ConfigurationTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("local.env")
         try "ETL_LOG_LEVEL=debug\nREDIS_URL=redis://file:6379/0\n".write(to: file, atomically: true, encoding: .utf8)
-        let env = try Environment.load(processEnvironment: ["ETL_ENV_FILE": file.path, "REDIS_URL": "redis://env:6379/1"])
+        let env = try Environment.load(processEnvironment: [
+            "ETL_ENV_FILE": file.path, "REDIS_URL": "redis://env:6379/1",
+        ])
         #expect(env["REDIS_URL"] == "redis://env:6379/1")
         #expect(env["ETL_LOG_LEVEL"] == "debug")
         #expect(env.fileRead == file.path)
@@ -69,7 +73,9 @@ struct ConfigurationTests {
     @Test("DATABASE_URL parses, and bad ones say what to write without echoing the password")
     func postgresURLs() throws {
         let c = try PostgresConfig(url: "postgresql://etl:s%40cret@db.local:6543/warehouse?sslmode=disable")
-        #expect(c.host == "db.local" && c.port == 6543 && c.user == "etl" && c.password == "s@cret" && c.database == "warehouse")
+        #expect(
+            c.host == "db.local" && c.port == 6543 && c.user == "etl" && c.password == "s@cret"
+                && c.database == "warehouse")
         #expect(c.sslMode == "disable")
         #expect(!c.description.contains("s@cret"))
         let bad = #expect(throws: ConfigError.self) { try PostgresConfig(url: "mysql://u:hunter22@h/db") }
@@ -102,9 +108,11 @@ struct ConfigurationTests {
         let tls = #expect(throws: ConfigError.self) { try RedisConfig(url: "rediss://h:6379") }
         #expect(tls?.description.contains("TLS") == true)
         // docker-compose.yaml names the host in REDIS_URL; the password comes from local.env.
-        let split = try RedisConfig(environment: Environment(["REDIS_URL": "redis://redis:6379/0", "ETL_REDIS_PASSWORD": "s3cret"]))
+        let split = try RedisConfig(
+            environment: Environment(["REDIS_URL": "redis://redis:6379/0", "ETL_REDIS_PASSWORD": "s3cret"]))
         #expect(split.host == "redis" && split.password == "s3cret" && !split.description.contains("s3cret"))
-        let urlWins = try RedisConfig(environment: Environment(["REDIS_URL": "redis://:inurl@redis:6379/0", "ETL_REDIS_PASSWORD": "other"]))
+        let urlWins = try RedisConfig(
+            environment: Environment(["REDIS_URL": "redis://:inurl@redis:6379/0", "ETL_REDIS_PASSWORD": "other"]))
         #expect(urlWins.password == "inurl")
         let timeout = #expect(throws: ConfigError.self) {
             try RedisConfig(environment: Environment(["ETL_REDIS_TIMEOUT": "soon"]))
@@ -116,7 +124,9 @@ struct ConfigurationTests {
     func logLevel() throws {
         #expect(try LoggingSetup.level(from: Environment([:])) == .info)
         #expect(try LoggingSetup.level(from: Environment(["ETL_LOG_LEVEL": "DEBUG"])) == .debug)
-        let e = #expect(throws: ConfigError.self) { try LoggingSetup.level(from: Environment(["ETL_LOG_LEVEL": "loud"])) }
+        let e = #expect(throws: ConfigError.self) {
+            try LoggingSetup.level(from: Environment(["ETL_LOG_LEVEL": "loud"]))
+        }
         #expect(e?.description.contains("trace") == true)
     }
 }
@@ -156,7 +166,8 @@ struct PureLogicTests {
     func respEncoding() {
         let e = RedisCommandEncoder()
         e.encode(["SET", "k", [UInt8]([0, 10]), -12])
-        #expect(e.bytes == Array("*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n".utf8) + [0, 10] + Array("\r\n$3\r\n-12\r\n".utf8))
+        #expect(
+            e.bytes == Array("*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n".utf8) + [0, 10] + Array("\r\n$3\r\n-12\r\n".utf8))
         #expect(e.commandCount == 1)
     }
 

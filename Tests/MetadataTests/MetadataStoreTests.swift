@@ -6,14 +6,16 @@ import Orchestration
 import PostgresClient
 import RedisClient
 import Tasks
+import TestSupport
 import Testing
 import Workflow
-import TestSupport
 
 /// The metadata store against the real Postgres: migrations and the scheduler lease's fencing.
 @Suite("Metadata store", .serialized, .timeLimit(.minutes(10)))
 struct MetadataStoreTests {
-    @Test("a scheduler that lost its lease is fenced out: its writes are refused, the new leader's and unfenced sessions' go through")
+    @Test(
+        "a scheduler that lost its lease is fenced out: its writes are refused, the new leader's and unfenced sessions' go through"
+    )
     func fencing() throws {
         let c = try Cluster()
         let env = Environment(c.env)
@@ -22,7 +24,8 @@ struct MetadataStoreTests {
         let t1 = try #require(try a.acquireLease(holder: "a", ttl: 30))
         try a.setFence(t1)
         let dag = try #require(c.registry.dag("example_diamond"))
-        let run = try #require(try a.createRun(dag, logicalDate: Date(timeIntervalSince1970: 1_717_200_000), type: .manual))
+        let run = try #require(
+            try a.createRun(dag, logicalDate: Date(timeIntervalSince1970: 1_717_200_000), type: .manual))
         // a's lease runs out (as if its process had been paused) and b takes over.
         try c.store.pg.query("UPDATE \(c.schema).scheduler_lease SET expires_at = now() - interval '1 second'")
         let t2 = try #require(try b.acquireLease(holder: "b", ttl: 30))

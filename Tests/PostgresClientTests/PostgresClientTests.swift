@@ -5,8 +5,8 @@ import Metadata
 import Orchestration
 import PostgresClient
 import RedisClient
-import Testing
 import TestSupport
+import Testing
 import Workflow
 
 @Suite("Postgres client against a real server", .timeLimit(.minutes(10)))
@@ -15,18 +15,21 @@ struct PostgresClientTests {
     func typeRoundTrips() throws {
         let (pg, schema) = try TestServices.isolatedPostgres()
         defer { TestServices.dropSchema(pg, schema) }
-        try pg.execute(script: """
-            CREATE TABLE v (i2 smallint, i4 integer, i8 bigint, f8 double precision, b boolean, t text,
-                            n numeric, u uuid, ts timestamptz, d date, raw bytea)
-            """)
+        try pg.execute(
+            script: """
+                CREATE TABLE v (i2 smallint, i4 integer, i8 bigint, f8 double precision, b boolean, t text,
+                                n numeric, u uuid, ts timestamptz, d date, raw bytea)
+                """)
         let big = String(repeating: "Ünïcødé 世界 🚀 ", count: 40_000)  // ~1 MB of multi-byte text
         let bytes: [UInt8] = [0, 1, 2, 0, 255, 10, 13, 92, 0]
         let when = Date(timeIntervalSince1970: 1_700_000_000.123456)
         let uuid = UUID()
         try pg.query(
             "INSERT INTO v VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            [Int16(-32768), Int32(2_147_483_647), Int64.max, -1.5e300, true, big,
-             Decimal(string: "12345678901234567890.123456789")!, uuid, when, "2024-02-29", bytes])
+            [
+                Int16(-32768), Int32(2_147_483_647), Int64.max, -1.5e300, true, big,
+                Decimal(string: "12345678901234567890.123456789")!, uuid, when, "2024-02-29", bytes,
+            ])
         try pg.query("INSERT INTO v VALUES (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)")
 
         let rows = try pg.query("SELECT * FROM v ORDER BY i2 NULLS LAST").rows
@@ -42,7 +45,9 @@ struct PostgresClientTests {
         #expect(try r.decode(UUID.self, "u") == uuid)
         let ts = try r.decode(Date.self, "ts")
         #expect(abs(ts.timeIntervalSince1970 - when.timeIntervalSince1970) < 0.000_001)
-        #expect(try r.decode(Date.self, "d") == Date(timeIntervalSince1970: Double(CivilDate.toDays(year: 2024, month: 2, day: 29)) * 86_400))
+        #expect(
+            try r.decode(Date.self, "d")
+                == Date(timeIntervalSince1970: Double(CivilDate.toDays(year: 2024, month: 2, day: 29)) * 86_400))
         #expect(try r.decode([UInt8].self, "raw") == bytes)
 
         let nulls = rows[1]
@@ -107,9 +112,12 @@ struct PostgresClientTests {
     func constraintViolation() throws {
         let (pg, schema) = try TestServices.isolatedPostgres()
         defer { TestServices.dropSchema(pg, schema) }
-        try pg.execute(script: "CREATE TABLE company (cuit text PRIMARY KEY); CREATE TABLE orders (cuit text REFERENCES company)")
+        try pg.execute(
+            script: "CREATE TABLE company (cuit text PRIMARY KEY); CREATE TABLE orders (cuit text REFERENCES company)")
         try pg.query("INSERT INTO company VALUES ($1)", ["30-71234567-8"])
-        let dup = #expect(throws: PostgresError.self) { try pg.query("INSERT INTO company VALUES ($1)", ["30-71234567-8"]) }
+        let dup = #expect(throws: PostgresError.self) {
+            try pg.query("INSERT INTO company VALUES ($1)", ["30-71234567-8"])
+        }
         #expect(dup?.code == .server)
         #expect(dup?.sqlState == "23505")
         #expect(dup?.description.contains("company_pkey") == true)
@@ -175,7 +183,10 @@ struct PostgresClientTests {
         }
         #expect(try pg.query("SELECT count(*) FROM s").rows[0].decode(Int.self, 0) == 0)
         // Escaping round-trips through COPY's text format.
-        try pg.copyIn("COPY s FROM STDIN") { w in try w.writeRow(["tab\there\nnew \\ line"]); try w.writeRow([nil]) }
+        try pg.copyIn("COPY s FROM STDIN") { w in
+            try w.writeRow(["tab\there\nnew \\ line"])
+            try w.writeRow([nil])
+        }
         let vals = try pg.query("SELECT v FROM s ORDER BY v NULLS LAST").rows.map { try $0.decode(String?.self, 0) }
         #expect(vals == ["tab\there\nnew \\ line", nil])
     }

@@ -5,8 +5,8 @@ import Metadata
 import Orchestration
 import PostgresClient
 import RedisClient
-import Testing
 import TestSupport
+import Testing
 import Workflow
 
 @Suite("Redis client against a real server", .timeLimit(.minutes(10)))
@@ -35,7 +35,9 @@ struct RedisClientTests {
         #expect(try redis.command("GET", p + "missing") == .null)
 
         try redis.command("RPUSH", p + "list", "a", binary, "")
-        #expect(try redis.command("LRANGE", p + "list", 0, -1) == .array([.bulk(Array("a".utf8)), .bulk(binary), .bulk([])]))
+        #expect(
+            try redis.command("LRANGE", p + "list", 0, -1)
+                == .array([.bulk(Array("a".utf8)), .bulk(binary), .bulk([])]))
         #expect(try redis.command("MGET", p + "n", p + "missing") == .array([.bulk(Array("42".utf8)), .null]))
 
         // An error reply is thrown as .server and leaves the connection usable.
@@ -74,7 +76,9 @@ struct RedisClientTests {
         // And a value pushed meanwhile is returned at once.
         let other = try RedisConnection(config: TestServices.redis)
         try other.command("RPUSH", key, "job")
-        #expect(try redis.blockingCommand(["BLPOP", key, "5"], blockFor: 5) == .array([.bulk(Array(key.utf8)), .bulk(Array("job".utf8))]))
+        #expect(
+            try redis.blockingCommand(["BLPOP", key, "5"], blockFor: 5)
+                == .array([.bulk(Array(key.utf8)), .bulk(Array("job".utf8))]))
     }
 
     @Test("Lua through EVALSHA, falling back to EVAL after SCRIPT FLUSH")
@@ -134,7 +138,10 @@ struct RedisRestartTests {
         // The first call may find the old socket dead (and say so); the next must work.
         var reply: RedisReply?
         for _ in 0..<2 {
-            do { reply = try redis.command("GET", "kept"); break } catch let e as RedisError {
+            do {
+                reply = try redis.command("GET", "kept")
+                break
+            } catch let e as RedisError {
                 #expect(e.code == .connectionLost)
             }
         }
@@ -148,7 +155,10 @@ struct RedisRestartTests {
         let redis = try RedisConnection(config: server.config)
         redis.close()
         server.stop()
-        let restarter = Thread { usleep(700_000); try? server.start() }
+        let restarter = Thread {
+            usleep(700_000)
+            try? server.start()
+        }
         restarter.start()
         #expect(try redis.command("PING") == .status("PONG"))  // blocked in reconnect's backoff meanwhile
         #expect(redis.reconnects == 1)

@@ -5,8 +5,8 @@ import Metadata
 import Orchestration
 import PostgresClient
 import RedisClient
-import Testing
 import TestSupport
+import Testing
 import Workflow
 
 /// The README's main command, end to end on small data: scripts/run with the test build.
@@ -21,15 +21,20 @@ struct MainJobTests {
         for (k, v) in [
             "ETL_BIN_DIR": Cluster.binDir.path, "ETL_SCHEMA": tag, "ETL_REDIS_PREFIX": "\(tag):",
             "ETL_DATALAKE_SCHEMA": "\(tag)_dl", "ETL_LOADS_SCHEMA": "\(tag)_ld", "ETL_DATAMART_SCHEMA": "\(tag)_dm",
-            "ETL_REPORTS_DIR": dir.appendingPathComponent("reports").path, "ETL_WEBLOG_DIR": dir.appendingPathComponent("logs").path,
+            "ETL_REPORTS_DIR": dir.appendingPathComponent("reports").path,
+            "ETL_WEBLOG_DIR": dir.appendingPathComponent("logs").path,
             "ETL_GENERATED_DIR": dir.appendingPathComponent("generated").path, "ETL_PIPELINE_SCHEDULE": "none",
             "ETL_WEBLOG_LINES": "5000", "ETL_ORDERS": "500", "ETL_WEB_PORT": "0",
             "ETL_WEB_USER": "admin", "ETL_WEB_PASSWORD": "main job password",
         ] { e[k] = v }
-        e["DATABASE_URL"] = nil; e["REDIS_URL"] = nil; e["ETL_SECRET_KEY"] = nil  // the script loads the servers' env file
+        e["DATABASE_URL"] = nil
+        e["REDIS_URL"] = nil
+        e["ETL_SECRET_KEY"] = nil  // the script loads the servers' env file
         defer {
             if let pg = try? PostgresConnection(config: PostgresConfig(environment: TestServices.environment)) {
-                for s in [tag, "\(tag)_dl", "\(tag)_ld", "\(tag)_dm"] { _ = try? pg.execute(script: "DROP SCHEMA IF EXISTS \(s) CASCADE") }
+                for s in [tag, "\(tag)_dl", "\(tag)_ld", "\(tag)_dm"] {
+                    _ = try? pg.execute(script: "DROP SCHEMA IF EXISTS \(s) CASCADE")
+                }
             }
             try? FileManager.default.removeItem(at: dir)
         }
@@ -37,11 +42,14 @@ struct MainJobTests {
         let out = try TestServices.run(script, ["--workers", "2"], environment: e, timeout: 900)
         #expect(out.status == 0, "scripts/run failed:\n\(out.stdout.suffix(3000))\n\(out.stderr.suffix(3000))")
         for dag in ["b2b", "ip2geo", "weblog", "monthly-sales", "popular-devices", "popular-products"] {
-            #expect(out.stdout.split(separator: "\n").contains { $0.hasPrefix(dag + " ") && $0.contains("success") },
-                    "\(dag) not successful in:\n\(out.stdout)")
+            #expect(
+                out.stdout.split(separator: "\n").contains { $0.hasPrefix(dag + " ") && $0.contains("success") },
+                "\(dag) not successful in:\n\(out.stdout)")
         }
         // Started on a port the system picked (no race for a port chosen in advance), and said which.
-        let shown = out.stderr.range(of: "web UI: http://127.0.0.1:").map { out.stderr[$0.upperBound...].prefix { $0.isNumber } }
+        let shown = out.stderr.range(of: "web UI: http://127.0.0.1:").map {
+            out.stderr[$0.upperBound...].prefix { $0.isNumber }
+        }
         #expect((shown.flatMap { Int($0) } ?? 0) > 0, "the web UI did not start:\n\(out.stderr.suffix(2000))")
         let today = String(PostgresTimestamp.format(Date()).prefix(10))
         for report in ["monthly-sales", "popular-devices", "popular-products"] {

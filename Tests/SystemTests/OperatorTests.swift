@@ -5,10 +5,11 @@ import Metadata
 import Orchestration
 import PostgresClient
 import RedisClient
-@testable import Tasks
-import Testing
 import TestSupport
+import Testing
 import Workflow
+
+@testable import Tasks
 
 /// What an operator runs by hand: the compose file and etlctl's data commands and errors.
 @Suite("Operator: docker-compose.yaml and etlctl", .serialized, .timeLimit(.minutes(10)))
@@ -19,8 +20,13 @@ struct OperatorTests {
     func composeFile() throws {
         let file = TestServices.repoRoot.appendingPathComponent("docker-compose.yaml").path
         let services = try TestServices.run("/usr/bin/env", ["docker-compose", "-f", file, "config", "--services"])
-        #expect(services.status == 0, "docker-compose config failed (install docker-compose: apt-get install docker-compose): \(services.stderr)")
-        #expect(Set(services.stdout.split(separator: "\n").map(String.init)) == ["app-db", "redis", "migrate", "scheduler", "worker", "webserver"])
+        #expect(
+            services.status == 0,
+            "docker-compose config failed (install docker-compose: apt-get install docker-compose): \(services.stderr)")
+        #expect(
+            Set(services.stdout.split(separator: "\n").map(String.init)) == [
+                "app-db", "redis", "migrate", "scheduler", "worker", "webserver",
+            ])
         let full = try TestServices.run("/usr/bin/env", ["docker-compose", "-f", file, "config"])
         #expect(full.status == 0)
         #expect(full.stdout.contains("service_completed_successfully"))
@@ -46,13 +52,19 @@ struct OperatorTests {
         let e = env(fx)
         let migrate = try TestServices.run(Self.etlctl, ["migrate"], environment: e)
         #expect(migrate.status == 0, "\(migrate.stderr)")
-        let gen = try TestServices.run(Self.etlctl, ["generate", "weblog", "-n", "2000", "--bad-rate", "0.1", "--seed", "3",
-                                                     "--end", "2024-06-01", "--out", fx.path], environment: e)
+        let gen = try TestServices.run(
+            Self.etlctl,
+            [
+                "generate", "weblog", "-n", "2000", "--bad-rate", "0.1", "--seed", "3",
+                "--end", "2024-06-01", "--out", fx.path,
+            ], environment: e)
         #expect(gen.status == 0, "\(gen.stderr)")
         let file = "\(fx.path)/access_log_20240601T000000.log"
         let check = try TestServices.run(Self.etlctl, ["weblog", "check", file, "--json"], environment: e)
         #expect(check.status == 0, "\(check.stderr)")
-        let objects = try check.stdout.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        let objects = try check.stdout.split(separator: "\n").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+        }
         #expect(objects.count == 2000)
         let rejected = objects.filter { $0["load"] as? Bool == false }
         let malformed = Int(gen.stdout.split(separator: "(")[1].split(separator: " ")[0])!

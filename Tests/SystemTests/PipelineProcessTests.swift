@@ -5,10 +5,11 @@ import Metadata
 import Orchestration
 import PostgresClient
 import RedisClient
-@testable import Tasks
-import Testing
 import TestSupport
+import Testing
 import Workflow
+
+@testable import Tasks
 
 /// The six DAGs through real scheduler and worker processes.
 @Suite("Pipelines through the scheduler and workers", .serialized, .timeLimit(.minutes(10)))
@@ -25,7 +26,9 @@ struct PipelineProcessTests {
     @Test("the six DAGs run on generated data and produce the three reports")
     func sixDAGs() throws {
         let fx = try PipelineFixture()
-        let c = try cluster(fx, ["ETL_WEBLOG_LINES": "20000", "ETL_ORDERS": "2000", "ETL_WEBLOG_PARTS": "2", "ETL_WEBLOG_RANGE_MB": "1"])
+        let c = try cluster(
+            fx,
+            ["ETL_WEBLOG_LINES": "20000", "ETL_ORDERS": "2000", "ETL_WEBLOG_PARTS": "2", "ETL_WEBLOG_RANGE_MB": "1"])
         defer { c.stopAll() }
         try c.startScheduler()
         try c.startWorker(["--concurrency", "2"])
@@ -41,24 +44,32 @@ struct PipelineProcessTests {
             let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
             #expect(lines.count >= minRows + 1, "\(name): \(lines)")
         }
-        #expect(try fx.count("SELECT count(*) FROM \(s.datamart).monthly_sales WHERE logical_date = '2024-06-15'") == 12)
+        #expect(
+            try fx.count("SELECT count(*) FROM \(s.datamart).monthly_sales WHERE logical_date = '2024-06-15'") == 12)
         #expect(try fx.count("SELECT count(*) FROM \(s.datalake).weblogs") == 20_000)
         #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE state <> 'finished'") == 0)
         #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE pipeline = 'b2b'") == 6)
     }
 
-    @Test("a worker killed during a weblog load: the load resumes elsewhere, counts equal a clean run, no duplicate rows")
+    @Test(
+        "a worker killed during a weblog load: the load resumes elsewhere, counts equal a clean run, no duplicate rows")
     func killedDuringLoad() throws {
         let fx = try PipelineFixture()
         let lines = 200_000
         // The test writes the log itself, with malformed lines mixed in: the generator's own count
         // of what it injected is the oracle (not the loader's parser).
-        let generated = try WeblogGenerator(options: .init(lines: lines, seed: 11, end: 1_718_496_000, badRate: 0.01),
-                                            b2bDir: fx.settings.b2bDir, ip2geoCSV: "\(fx.settings.sourcesDir)/data/ip2geo.csv")
-            .write(to: fx.settings.weblogDir)
+        let generated = try WeblogGenerator(
+            options: .init(lines: lines, seed: 11, end: 1_718_496_000, badRate: 0.01),
+            b2bDir: fx.settings.b2bDir, ip2geoCSV: "\(fx.settings.sourcesDir)/data/ip2geo.csv"
+        )
+        .write(to: fx.settings.weblogDir)
         #expect(generated.lines == lines && generated.badLines > 0)
-        let c = try cluster(fx, ["ETL_WEBLOG_LINES": "0", "ETL_WEBLOG_PARTS": "1", "ETL_WEBLOG_CHUNK_LINES": "5000",
-                                 "ETL_WEBLOG_RANGE_MB": "8"])
+        let c = try cluster(
+            fx,
+            [
+                "ETL_WEBLOG_LINES": "0", "ETL_WEBLOG_PARTS": "1", "ETL_WEBLOG_CHUNK_LINES": "5000",
+                "ETL_WEBLOG_RANGE_MB": "8",
+            ])
         defer { c.stopAll() }
         try c.startScheduler()
         let first = try c.startWorker(["--concurrency", "1"])
@@ -79,18 +90,26 @@ struct PipelineProcessTests {
         #expect(try c.wait(run: run, timeout: 180) == .success, "\(c.logs())")
 
         // Every good line once, every injected bad line rejected once, as the generator counted them.
-        let good = Int64(generated.lines - generated.badLines), bad = Int64(generated.badLines)
+        let good = Int64(generated.lines - generated.badLines)
+        let bad = Int64(generated.badLines)
         #expect(try fx.count("SELECT count(*) FROM \(s.loads).weblog_file") == 1)
         #expect(try fx.count("SELECT count(*) FROM (SELECT DISTINCT line_number FROM \(s.loads).reject) r") == bad)
         #expect(try fx.count("SELECT count(*) FROM \(s.datalake).weblogs") == good)
-        #expect(try fx.count("SELECT count(*) FROM (SELECT DISTINCT file_id, line_number FROM \(s.datalake).weblogs) d") == good)
+        #expect(
+            try fx.count("SELECT count(*) FROM (SELECT DISTINCT file_id, line_number FROM \(s.datalake).weblogs) d")
+                == good)
         #expect(try fx.count("SELECT count(*) FROM \(s.loads).reject") == bad)
         let load = try fx.pg!.query("SELECT rows_read, rows_loaded, rows_rejected, state FROM \(s.loads).load").rows[0]
-        #expect(try load.decode(Int64.self, 0) == Int64(lines) && load.decode(Int64.self, 1) == good && load.decode(Int64.self, 2) == bad)
+        #expect(
+            try load.decode(Int64.self, 0) == Int64(lines) && load.decode(Int64.self, 1) == good
+                && load.decode(Int64.self, 2) == bad)
         #expect(try load.decode(String.self, 3) == "finished")
         // The message came back to the second worker, which resumed from the committed offset.
-        let log = try c.store.pg.query("SELECT string_agg(log, '') FROM \(c.schema).task_attempt WHERE run_id = $1 AND task_id = 'load_part_0'", [run])
-            .rows[0].decode(String.self, 0)
+        let log = try c.store.pg.query(
+            "SELECT string_agg(log, '') FROM \(c.schema).task_attempt WHERE run_id = $1 AND task_id = 'load_part_0'",
+            [run]
+        )
+        .rows[0].decode(String.self, 0)
         #expect(log.contains("resuming"), "\(log)")
     }
 }

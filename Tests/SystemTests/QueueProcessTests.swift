@@ -6,8 +6,8 @@ import Orchestration
 import PostgresClient
 import RedisClient
 import Tasks
-import Testing
 import TestSupport
+import Testing
 import Workflow
 
 /// The task queue end to end, with real scheduler and worker processes on the real servers.
@@ -46,12 +46,15 @@ struct QueueProcessTests {
         let other = try c.trigger("example_diamond")
         #expect(try c.wait(run: other) == .success, "\(c.logs())")
         #expect(try c.store.run(down)?.state == .queued)
-        #expect(try c.store.instances(run: down)["consume"]?.state == .scheduled, "the downstream task left scheduled before its upstream DAG ran")
+        #expect(
+            try c.store.instances(run: down)["consume"]?.state == .scheduled,
+            "the downstream task left scheduled before its upstream DAG ran")
         #expect(try c.effects(run: down).isEmpty)
         let up = try c.trigger("example_upstream")
         #expect(try c.wait(run: up) == .success)
         #expect(try c.wait(run: down) == .success)
-        let upEnd = try c.store.pg.query("SELECT ended_at FROM \(c.schema).dag_run WHERE run_id = $1", [up]).rows[0].decode(Date.self, 0)
+        let upEnd = try c.store.pg.query("SELECT ended_at FROM \(c.schema).dag_run WHERE run_id = $1", [up]).rows[0]
+            .decode(Date.self, 0)
         let consumed = try c.effects(run: down).first!.at
         #expect(consumed >= upEnd)
     }
@@ -64,11 +67,16 @@ struct QueueProcessTests {
         let run = try c.trigger("example_retry")
         #expect(try c.wait(run: run) == .success)
         #expect(try c.store.instances(run: run)["flaky"]?.tryNumber == 3)
-        let attempts = try c.store.pg.query("SELECT try_number, state FROM \(c.schema).task_attempt WHERE run_id = $1 AND task_id = 'flaky' ORDER BY try_number", [run]).rows
+        let attempts = try c.store.pg.query(
+            "SELECT try_number, state FROM \(c.schema).task_attempt WHERE run_id = $1 AND task_id = 'flaky' ORDER BY try_number",
+            [run]
+        ).rows
         #expect(try attempts.map { try $0.decode(String.self, 1) } == ["up_for_retry", "up_for_retry", "success"])
     }
 
-    @Test("a task that always fails is retried until its retries run out, each try after its backoff; then it fails and its downstream is upstream_failed")
+    @Test(
+        "a task that always fails is retried until its retries run out, each try after its backoff; then it fails and its downstream is upstream_failed"
+    )
     func retriesRunOut() throws {
         let c = try Cluster()
         try c.startScheduler()
@@ -78,21 +86,29 @@ struct QueueProcessTests {
         let inst = try c.store.instances(run: run)
         #expect(inst["doomed"]?.state == .failed && inst["doomed"]?.tryNumber == 3)
         #expect(inst["after"]?.state == .upstreamFailed)
-        let rows = try c.store.pg.query("""
+        let rows = try c.store.pg.query(
+            """
             SELECT try_number, state, started_at, ended_at FROM \(c.schema).task_attempt WHERE run_id = $1 AND task_id = 'doomed' ORDER BY try_number
-            """, [run]).rows
+            """, [run]
+        ).rows
         #expect(try rows.map { try $0.decode(String.self, 1) } == ["up_for_retry", "up_for_retry", "failed"])
         // Backoff(base: 1, cap: 4, jitter: 0): try 2 waits 1 s after try 1 ended, try 3 waits 2 s.
         // Never earlier (the retry time is set just before the attempt's end is written, so allow
         // for that moment on a loaded machine), and not much later either (the scheduler looks
         // every second).
         for (i, wanted) in [1.0, 2.0].enumerated() where rows.count == 3 {
-            let ended = try rows[i].decode(Date.self, 3), next = try rows[i + 1].decode(Date.self, 2)
+            let ended = try rows[i].decode(Date.self, 3)
+            let next = try rows[i + 1].decode(Date.self, 2)
             let gap = next.timeIntervalSince(ended)
-            #expect(gap >= wanted - 0.5, "try \(i + 2) started \(gap) s after try \(i + 1) ended; its backoff is \(wanted) s")
+            #expect(
+                gap >= wanted - 0.5,
+                "try \(i + 2) started \(gap) s after try \(i + 1) ended; its backoff is \(wanted) s")
             #expect(gap < wanted + 5, "try \(i + 2) waited \(gap) s for a backoff of \(wanted) s")
         }
-        #expect(try c.store.pg.query("SELECT count(*) FROM \(c.schema).task_attempt WHERE run_id = $1 AND task_id = 'after'", [run])
+        #expect(
+            try c.store.pg.query(
+                "SELECT count(*) FROM \(c.schema).task_attempt WHERE run_id = $1 AND task_id = 'after'", [run]
+            )
             .rows[0].decode(Int.self, 0) == 0)
     }
 
@@ -108,7 +124,9 @@ struct QueueProcessTests {
         #expect(try c.wait(run: other) == .success, "\(c.logs())")
         usleep(1_500_000)  // and at least one more tick
         let inst = try c.store.instances(run: paused)
-        #expect(inst.values.allSatisfy { $0.state == .scheduled && $0.tryNumber == 0 }, "\(inst.values.map { "\($0.task) \($0.state)" })")
+        #expect(
+            inst.values.allSatisfy { $0.state == .scheduled && $0.tryNumber == 0 },
+            "\(inst.values.map { "\($0.task) \($0.state)" })")
         #expect(try c.effects(run: paused).isEmpty)
         try c.store.setPaused("example_diamond", false)
         #expect(try c.wait(run: paused) == .success, "\(c.logs())")
@@ -125,7 +143,10 @@ struct QueueProcessTests {
         let inst = try c.store.instances(run: run)
         #expect(inst["stuck"]?.state == .failed)
         #expect(inst["never"]?.state == .upstreamFailed)
-        let row = try c.store.pg.query("SELECT error, started_at, ended_at FROM \(c.schema).task_instance WHERE run_id = $1 AND task_id = 'stuck'", [run]).rows[0]
+        let row = try c.store.pg.query(
+            "SELECT error, started_at, ended_at FROM \(c.schema).task_instance WHERE run_id = $1 AND task_id = 'stuck'",
+            [run]
+        ).rows[0]
         #expect(try row.decode(String.self, 0).contains("timed out"))
         // Timed out at its 1 s timeout: never before it, and soon after (the scheduler looks every second).
         let ran = try row.decode(Date.self, 2).timeIntervalSince(try row.decode(Date.self, 1))
@@ -148,8 +169,9 @@ struct QueueProcessTests {
         let recovered = monotonicSeconds() - killedAt
         let effects = try c.effects(run: run)
         #expect(effects.count == 1)  // the killed attempt's write was never committed
-        #expect(try c.store.pg.query("SELECT worker FROM \(c.schema).task_instance WHERE run_id = $1", [run]).rows[0]
-            .decode(String.self, 0).hasPrefix("rescuer"))
+        #expect(
+            try c.store.pg.query("SELECT worker FROM \(c.schema).task_instance WHERE run_id = $1", [run]).rows[0]
+                .decode(String.self, 0).hasPrefix("rescuer"))
         // Liveness: dead after 2 s without a heartbeat (ETL_WORKER_DEAD_AFTER), reclaimed, 3 s of
         // task. A generous bound for a loaded machine; a reclaim that never happened fails above.
         #expect(recovered < 20, "recovered \(recovered) s after the SIGKILL")
@@ -160,44 +182,59 @@ struct QueueProcessTests {
         let c = try Cluster()
         try c.startScheduler()
         let victim = try c.startWorker(["--concurrency", "2", "--prefetch", "1"], name: "victim")
-        let runs = [try c.trigger("example_slow", date: Date(timeIntervalSince1970: 1_717_200_000)),
-                    try c.trigger("example_slow", date: Date(timeIntervalSince1970: 1_717_286_400))]
+        let runs = [
+            try c.trigger("example_slow", date: Date(timeIntervalSince1970: 1_717_200_000)),
+            try c.trigger("example_slow", date: Date(timeIntervalSince1970: 1_717_286_400)),
+        ]
         // The victim holds both (one per slot) when it dies.
         for r in runs { #expect(try c.waitRunning(run: r, task: "slow").hasPrefix("victim"), "\(c.logs())") }
         kill(victim.processIdentifier, SIGKILL)
         victim.waitUntilExit()
         try c.startWorker(["--concurrency", "2"], name: "rescuer")
         for r in runs { #expect(try c.wait(run: r) == .success, "\(c.logs())") }
-        let rows = try c.store.pg.query("SELECT worker, started_at, ended_at FROM \(c.schema).task_instance WHERE run_id = ANY($1::bigint[]) ORDER BY started_at",
-                                        ["{\(runs[0]),\(runs[1])}"]).rows
+        let rows = try c.store.pg.query(
+            "SELECT worker, started_at, ended_at FROM \(c.schema).task_instance WHERE run_id = ANY($1::bigint[]) ORDER BY started_at",
+            ["{\(runs[0]),\(runs[1])}"]
+        ).rows
         let workers = try rows.map { try $0.decode(String.self, 0) }
         // Each on a slot of its own, side by side: the second started before the first (3 s of
         // sleep) ended. Run one after the other, the second would start after the first's end.
         #expect(Set(workers) == ["rescuer/0", "rescuer/1"], "\(workers)")
         if rows.count == 2 {
-            let firstEnd = try rows[0].decode(Date.self, 2), secondStart = try rows[1].decode(Date.self, 1)
-            #expect(secondStart < firstEnd, "the second reclaimed task started \(secondStart.timeIntervalSince(firstEnd)) s after the first ended")
+            let firstEnd = try rows[0].decode(Date.self, 2)
+            let secondStart = try rows[1].decode(Date.self, 1)
+            #expect(
+                secondStart < firstEnd,
+                "the second reclaimed task started \(secondStart.timeIntervalSince(firstEnd)) s after the first ended")
         }
         for r in runs { #expect(try c.effects(run: r).count == 1) }
     }
 
-    @Test("waiting tasks run as a batch: writers commit, failing writers roll back alone, a superseded writer's rows never land")
+    @Test(
+        "waiting tasks run as a batch: writers commit, failing writers roll back alone, a superseded writer's rows never land"
+    )
     func batch() throws {
         let c = try Cluster()
         try c.startScheduler()
         let run = try c.trigger("example_batch")
         // Every message waits before the worker starts, so its one slot takes them in one fetch.
         // (19 tasks; the scheduler may add example_hourly's one task too.)
-        try c.waitFor("19 messages waiting") { (try c.queue.redis.command("XLEN", c.queue.keys.queue("default")).int ?? 0) >= 19 }
+        try c.waitFor("19 messages waiting") {
+            (try c.queue.redis.command("XLEN", c.queue.keys.queue("default")).int ?? 0) >= 19
+        }
         try c.startWorker(["--concurrency", "1", "--prefetch", "32"])
         #expect(try c.wait(run: run) == .failed, "\(c.logs())")
         let inst = try c.store.instances(run: run)
-        #expect(inst.filter { $0.value.state == .success }.keys.sorted() == ((0..<8).map { "noop_\($0)" } + (0..<8).map { "write_\($0)" }).sorted())
+        #expect(
+            inst.filter { $0.value.state == .success }.keys.sorted()
+                == ((0..<8).map { "noop_\($0)" } + (0..<8).map { "write_\($0)" }).sorted())
         #expect(inst.filter { $0.value.state == .failed }.keys.sorted() == ["fail_0", "fail_1", "fail_2"])
         // The writers' rows landed once each; the failing tasks' rows were rolled back with them.
         #expect(try c.effects(run: run).map(\.task).sorted() == (0..<8).map { "write_\($0)" })
         // Fewer transactions than writers: the batch committed them together.
-        let transactions = try c.store.pg.query("SELECT count(DISTINCT txid) FROM \(c.schema).example_effect WHERE run_id = $1", [run]).rows[0].decode(Int.self, 0)
+        let transactions = try c.store.pg.query(
+            "SELECT count(DISTINCT txid) FROM \(c.schema).example_effect WHERE run_id = $1", [run]
+        ).rows[0].decode(Int.self, 0)
         #expect(transactions < 8, "\(transactions) transactions for 8 writers")
         let failLog = try c.store.attemptLogs(run: run, task: "fail_1").first?.log ?? ""
         #expect(failLog.contains("fails on purpose after writing"))
@@ -217,9 +254,14 @@ struct QueueProcessTests {
         // A task with a 1 s timeout fetched together with a 2 s task: whichever comes first, the
         // wait does not count, and both succeed.
         #expect(c.workers.count == 1 && c.workers[0].isRunning)
-        for w in c.workers where w.isRunning { kill(w.processIdentifier, SIGKILL); w.waitUntilExit() }
+        for w in c.workers where w.isRunning {
+            kill(w.processIdentifier, SIGKILL)
+            w.waitUntilExit()
+        }
         let waiting = try c.trigger("example_wait_batch")
-        try c.waitFor("both tasks queued") { try c.store.instances(run: waiting).values.allSatisfy { $0.state == .queued } }
+        try c.waitFor("both tasks queued") {
+            try c.store.instances(run: waiting).values.allSatisfy { $0.state == .queued }
+        }
         try c.startWorker(["--concurrency", "1"])
         #expect(try c.wait(run: waiting) == .success, "\(c.logs())")
         #expect(try c.effects(run: waiting).count == 2)
@@ -231,20 +273,23 @@ struct QueueProcessTests {
         try c.startScheduler()
         try c.startWorker()
         let other = try MessageCodec(secret: "some-other-secret-of-enough-length")
-        let (body, sig) = try other.encode(TaskMessage(dag: "example_diamond", runID: 1, task: "extract", logicalDate: "2024-01-01", tryNumber: 1))
+        let (body, sig) = try other.encode(
+            TaskMessage(dag: "example_diamond", runID: 1, task: "extract", logicalDate: "2024-01-01", tryNumber: 1))
         try c.queue.enqueueRaw(queue: "default", fields: [("body", body)])
         try c.queue.enqueueRaw(queue: "default", fields: [("body", body), ("sig", Array(sig.utf8))])
         try c.queue.enqueueRaw(queue: "default", fields: [("body", [0xff, 0x00, 0x13]), ("sig", Array("00".utf8))])
         let ours = try MessageCodec(environment: Environment(c.env))
-        try c.queue.enqueue(TaskMessage(dag: "no_such_dag", runID: 1, task: "x", logicalDate: "2024-01-01", tryNumber: 1), codec: ours)
+        try c.queue.enqueue(
+            TaskMessage(dag: "no_such_dag", runID: 1, task: "x", logicalDate: "2024-01-01", tryNumber: 1), codec: ours)
         let run = try c.trigger("example_diamond")
         #expect(try c.wait(run: run) == .success)
         let end = monotonicSeconds() + 10
         var reasons: [String] = []
         while monotonicSeconds() < end {
-            reasons = try c.queue.redis.command("XRANGE", c.queue.keys.dead, "-", "+").array?.compactMap {
-                $0.array?.last?.array.flatMap { TaskQueue.field("reason", in: $0)?.string }
-            } ?? []
+            reasons =
+                try c.queue.redis.command("XRANGE", c.queue.keys.dead, "-", "+").array?.compactMap {
+                    $0.array?.last?.array.flatMap { TaskQueue.field("reason", in: $0)?.string }
+                } ?? []
             if reasons.count >= 4 { break }
             usleep(100_000)
         }
@@ -286,11 +331,15 @@ struct QueueOperatorTests {
         #expect(try c.wait(run: run, timeout: 40) == .success, "\(c.logs())")
         #expect(try c.effects(run: run).count == 1)
         let attempts = try c.store.attemptLogs(run: run, task: "long")
-        #expect(attempts.count == 1 && attempts.first?.worker?.hasPrefix("slowpoke") == true, "\(attempts.map { $0.worker ?? "-" })")
+        #expect(
+            attempts.count == 1 && attempts.first?.worker?.hasPrefix("slowpoke") == true,
+            "\(attempts.map { $0.worker ?? "-" })")
         #expect(try c.store.instances(run: run)["long"]?.tryNumber == 1)
     }
 
-    @Test("SIGTERM to a worker whose task outlasts the grace: it hands the task back and exits, another worker takes it at once")
+    @Test(
+        "SIGTERM to a worker whose task outlasts the grace: it hands the task back and exits, another worker takes it at once"
+    )
     func sigtermGraceTakeover() throws {
         // Dead after 60 s: only the hand-back (the worker marking itself dead) can move the task
         // within the bounds below; an ordinary dead-worker reclaim would come a minute later.
@@ -303,11 +352,13 @@ struct QueueOperatorTests {
         let sent = monotonicSeconds()
         kill(victim.processIdentifier, SIGTERM)
         try c.waitFor("the worker's exit after its 1 s grace", timeout: 15) { !victim.isRunning }
-        #expect(monotonicSeconds() - sent < 10, "the worker took \(monotonicSeconds() - sent) s to leave with a 1 s grace")
+        #expect(
+            monotonicSeconds() - sent < 10, "the worker took \(monotonicSeconds() - sent) s to leave with a 1 s grace")
         #expect(try c.wait(run: run, timeout: 40) == .success, "\(c.logs())")
         // The rescuer ran it to the end; the victim's uncommitted write never landed.
-        #expect(try c.store.pg.query("SELECT worker FROM \(c.schema).task_instance WHERE run_id = $1", [run]).rows[0]
-            .decode(String.self, 0).hasPrefix("rescuer"))
+        #expect(
+            try c.store.pg.query("SELECT worker FROM \(c.schema).task_instance WHERE run_id = $1", [run]).rows[0]
+                .decode(String.self, 0).hasPrefix("rescuer"))
         #expect(try c.effects(run: run).count == 1)
         // Taken over at once (the victim marked itself dead), not after a dead-after wait: the
         // rescuer's 6 s run ended within a few seconds of that.
@@ -340,7 +391,8 @@ struct QueueOperatorTests {
         try c.startWorker()
         let first = try c.trigger("example_diamond", date: Date(timeIntervalSince1970: 1_717_200_000))
         #expect(try c.wait(run: first) == .success)
-        let leader = try c.store.pg.query("SELECT holder FROM \(c.schema).scheduler_lease").rows[0].decode(String.self, 0)
+        let leader = try c.store.pg.query("SELECT holder FROM \(c.schema).scheduler_lease").rows[0].decode(
+            String.self, 0)
         let victim = leader == "a" ? a : b
         kill(victim.processIdentifier, SIGKILL)
         victim.waitUntilExit()
@@ -367,7 +419,9 @@ struct QueueOperatorTests {
         #expect(run?.type == .scheduled)
         // Airflow semantics: the logical date is the start of the last full hour.
         let hour = floor(Date().timeIntervalSince1970 / 3600) * 3600
-        #expect(run?.logicalDate.timeIntervalSince1970 == hour - 3600 || run?.logicalDate.timeIntervalSince1970 == hour - 7200)
+        #expect(
+            run?.logicalDate.timeIntervalSince1970 == hour - 3600
+                || run?.logicalDate.timeIntervalSince1970 == hour - 7200)
         #expect(try c.store.runRows(dag: "example_hourly", limit: 5).count == 1)  // no catchup
     }
 
@@ -384,8 +438,9 @@ struct QueueOperatorTests {
             return entries.contains { entry in
                 // [id, [field, value, ...]]: the "body" field holds the message JSON.
                 guard let fields = entry.array?.last?.array, let at = fields.firstIndex(of: .bulk(Array("body".utf8))),
-                      at + 1 < fields.count, let body = fields[at + 1].bytes,
-                      let m = try? JSONDecoder().decode(TaskMessage.self, from: Data(body)) else { return false }
+                    at + 1 < fields.count, let body = fields[at + 1].bytes,
+                    let m = try? JSONDecoder().decode(TaskMessage.self, from: Data(body))
+                else { return false }
                 return m.task == "extract" && m.runID == run
             }
         }
@@ -406,7 +461,9 @@ struct QueueOperatorTests {
         try c.startScheduler()
         try c.startWorker()
         let bin = Cluster.binDir.appendingPathComponent("etlctl").path
-        func ctl(_ args: String...) throws -> TestServices.Output { try TestServices.run(bin, args, environment: c.env) }
+        func ctl(_ args: String...) throws -> TestServices.Output {
+            try TestServices.run(bin, args, environment: c.env)
+        }
 
         let ok = try ctl("dags", "trigger", "example_diamond", "--date", "2024-05-01", "--wait", "--timeout", "60")
         #expect(ok.status == 0, "\(ok.stderr)")

@@ -5,10 +5,11 @@ import Metadata
 import Orchestration
 import PostgresClient
 import RedisClient
-@testable import Tasks
-import Testing
 import TestSupport
+import Testing
 import Workflow
+
+@testable import Tasks
 
 /// The loads and reports against a real Postgres, on a small dataset whose answers are worked out
 /// by hand below.
@@ -20,7 +21,8 @@ struct PipelineDatabaseTests {
     func loadB2B(_ fx: PipelineFixture) throws -> [B2B.TableResult] {
         let meta = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
         defer { meta.close() }
-        return try B2B.load(tx: fx.pg!, meta: meta, settings: fx.settings, runID: 1, logicalDate: "2024-06-15", log: { _ in })
+        return try B2B.load(
+            tx: fx.pg!, meta: meta, settings: fx.settings, runID: 1, logicalDate: "2024-06-15", log: { _ in })
     }
 
     func fixture(_ name: String = #function) throws -> PipelineFixture {
@@ -38,51 +40,78 @@ struct PipelineDatabaseTests {
         #expect(grouped.values.allSatisfy { $0.count == 1 }, "\(grouped.mapValues(\.count))")
         let byTable = grouped.compactMapValues(\.first)
         #expect(byTable["customer"]?.loaded == 7 && byTable["customer"]?.rejected == 1)
-        #expect(byTable["orders"]?.loaded == 7 && byTable["orders"]?.rejected == 1)   // order 8's customer was rejected
-        #expect(byTable["sales"]?.loaded == 8 && byTable["sales"]?.rejected == 2)     // order 99 unknown, order 8 rejected
+        #expect(byTable["orders"]?.loaded == 7 && byTable["orders"]?.rejected == 1)  // order 8's customer was rejected
+        #expect(byTable["sales"]?.loaded == 8 && byTable["sales"]?.rejected == 2)  // order 99 unknown, order 8 rejected
         let s = fx.settings
         #expect(try fx.count("SELECT count(*) FROM \(s.datalake).sales") == 8)
-        let reasons = try fx.pg!.query("SELECT r.line_number, r.reason FROM \(s.loads).reject r JOIN \(s.loads).load l ON l.id = r.load_id WHERE l.source LIKE '%sales.csv' ORDER BY 1").rows
+        let reasons = try fx.pg!.query(
+            "SELECT r.line_number, r.reason FROM \(s.loads).reject r JOIN \(s.loads).load l ON l.id = r.load_id WHERE l.source LIKE '%sales.csv' ORDER BY 1"
+        ).rows
             .map { "\(try $0.decode(Int64.self, 0)): \(try $0.decode(String.self, 1))" }
-        #expect(reasons == ["10: unknown orders: order_id 99 is not a loaded orders", "11: unknown orders: order_id 8 is not a loaded orders"])
-        #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE state = 'finished' AND rows_read = rows_loaded + rows_rejected") == 6)
+        #expect(
+            reasons == [
+                "10: unknown orders: order_id 99 is not a loaded orders",
+                "11: unknown orders: order_id 8 is not a loaded orders",
+            ])
+        #expect(
+            try fx.count(
+                "SELECT count(*) FROM \(s.loads).load WHERE state = 'finished' AND rows_read = rows_loaded + rows_rejected"
+            ) == 6)
         // A load row left `running` by an attempt that died is marked broken by the next load.
-        let stale = try fx.pg!.query("INSERT INTO \(s.loads).load (pipeline, source) VALUES ('b2b', 'killed attempt') RETURNING id").rows[0].decode(Int64.self, 0)
+        let stale = try fx.pg!.query(
+            "INSERT INTO \(s.loads).load (pipeline, source) VALUES ('b2b', 'killed attempt') RETURNING id"
+        ).rows[0].decode(Int64.self, 0)
         // A second load that breaks (sales.csv gone) leaves the first load's rows whole.
         try FileManager.default.removeItem(atPath: "\(fx.settings.generatedDir)/sales.csv")
         #expect(throws: PipelineError.self) { try loadB2B(fx) }
         #expect(try fx.count("SELECT count(*) FROM \(s.datalake).sales") == 8)
         #expect(try fx.count("SELECT count(*) FROM \(s.datalake).orders") == 7)
-        let broken = try fx.pg!.query("SELECT count(*), min(error) FROM \(s.loads).load WHERE state = 'broken' AND broke_at IS NOT NULL").rows[0]
+        let broken = try fx.pg!.query(
+            "SELECT count(*), min(error) FROM \(s.loads).load WHERE state = 'broken' AND broke_at IS NOT NULL"
+        ).rows[0]
         #expect(try broken.decode(Int64.self, 0) == 7)  // the 6 tables of the second load and the stale row
         let staleError = try fx.pg!.query("SELECT state, error FROM \(s.loads).load WHERE id = $1", [stale]).rows[0]
-        #expect(try staleError.decode(String.self, 0) == "broken" && staleError.decode(String.self, 1).hasPrefix("abandoned"))
+        #expect(
+            try staleError.decode(String.self, 0) == "broken"
+                && staleError.decode(String.self, 1).hasPrefix("abandoned"))
         #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE error LIKE '%sales.csv does not exist%'") == 6)
     }
 
     /// The access log of the hand-worked example (times before the cut-off of 2024-06-16).
     static func weblog(_ fx: PipelineFixture) throws -> String {
-        let table = try IPRangeTable(csv: String(contentsOfFile: "\(fx.settings.sourcesDir)/data/ip2geo.csv", encoding: .utf8))
+        let table = try IPRangeTable(
+            csv: String(contentsOfFile: "\(fx.settings.sourcesDir)/data/ip2geo.csv", encoding: .utf8))
         let ip = { (c: String) in IPRangeTable.dottedQuad(table.ranges(of: c)[0].lowerBound + 1) }
         let (ar, br, uy) = (ip("AR"), ip("BR"), ip("UY"))
-        let win = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
-        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1"
-        let mac = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15"
-        let samsung = "Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36"
-        let pixel = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36"
+        let win =
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+        let iphone =
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1"
+        let mac =
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15"
+        let samsung =
+            "Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36"
+        let pixel =
+            "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36"
         let linux = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
-        let ipad = "Mozilla/5.0 (iPad; CPU OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1"
-        func line(_ ip: String, _ user: String, _ request: String, _ status: Int, _ ua: String, day: String = "10/Jun/2024") -> String {
+        let ipad =
+            "Mozilla/5.0 (iPad; CPU OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1"
+        func line(
+            _ ip: String, _ user: String, _ request: String, _ status: Int, _ ua: String, day: String = "10/Jun/2024"
+        ) -> String {
             "\(ip) - \(user) [\(day):10:00:00 +0000] \"\(request) HTTP/1.1\" \(status) 100 \"-\" \"\(ua)\""
         }
         let lines = [
-            line(ar, "ana", "POST /login", 200, win), line(ar, "ana", "GET /products/1", 200, win), line(ar, "ana", "GET /products/2", 200, win),
+            line(ar, "ana", "POST /login", 200, win), line(ar, "ana", "GET /products/1", 200, win),
+            line(ar, "ana", "GET /products/2", 200, win),
             line(ar, "bob", "POST /login", 200, iphone), line(ar, "bob", "GET /cart", 200, iphone),
             line(ar, "eva", "POST /login", 200, mac),
             line(br, "caio", "POST /login", 401, win), line(br, "caio", "POST /login", 200, iphone),
             line(br, "duda", "POST /login", 200, samsung),
-            line(br, "duda", "GET /products/3", 200, samsung), line(br, "duda", "GET /products/3", 200, samsung), line(br, "duda", "GET /products/3", 200, samsung),
-            line(br, "x1", "POST /login", 401, pixel), line(br, "x2", "POST /login", 401, pixel), line(br, "x3", "POST /login", 401, pixel),
+            line(br, "duda", "GET /products/3", 200, samsung), line(br, "duda", "GET /products/3", 200, samsung),
+            line(br, "duda", "GET /products/3", 200, samsung),
+            line(br, "x1", "POST /login", 401, pixel), line(br, "x2", "POST /login", 401, pixel),
+            line(br, "x3", "POST /login", 401, pixel),
             line(br, "zed", "GET /", 200, pixel),
             line(br, "-", "POST /login", 200, linux),
             line(uy, "gus", "GET /", 200, linux), line(uy, "fay", "GET /", 200, ipad),
@@ -95,7 +124,8 @@ struct PipelineDatabaseTests {
     func loadWeblogs(_ fx: PipelineFixture, run: Int64 = 1) throws -> WeblogLoad.PartResult {
         let pg = fx.pg!
         _ = try WeblogLoad.register(pg: pg, settings: fx.settings, runID: run, logicalDate: "2024-06-15", log: { _ in })
-        let r = try WeblogLoad.loadPart(pg: pg, settings: fx.settings, owner: "run \(run)/load_part_0", checkDeadline: {}, log: { _ in })
+        let r = try WeblogLoad.loadPart(
+            pg: pg, settings: fx.settings, owner: "run \(run)/load_part_0", checkDeadline: {}, log: { _ in })
         let f = try WeblogLoad.finalize(pg: pg, settings: fx.settings, runID: run)
         #expect(f.unfinished == 0 && f.unfinishedOwn == 0)
         return r
@@ -114,30 +144,34 @@ struct PipelineDatabaseTests {
         let day = Day("2024-06-15")!
 
         let sales = try Reports.run(Reports.monthlySales, date: day, tx: fx.pg!, settings: fx.settings)
-        var expected: [[String]] = (0..<12).map { i in [Day("2023-06-01")!.monthStart(offset: i).description, "0", "0", "0.00"] }
-        expected[0] = ["2023-06-01", "1", "3", "5.50"]     // order 2: 2 tea + 1 coffee
-        expected[3] = ["2023-09-01", "1", "0", "0.00"]     // order 7 has no lines
-        expected[7] = ["2024-01-01", "2", "9", "25.50"]    // orders 3 and 4
-        expected[11] = ["2024-05-01", "1", "5", "7.50"]    // order 5, one second before the window ends
+        var expected: [[String]] = (0..<12).map { i in
+            [Day("2023-06-01")!.monthStart(offset: i).description, "0", "0", "0.00"]
+        }
+        expected[0] = ["2023-06-01", "1", "3", "5.50"]  // order 2: 2 tea + 1 coffee
+        expected[3] = ["2023-09-01", "1", "0", "0.00"]  // order 7 has no lines
+        expected[7] = ["2024-01-01", "2", "9", "25.50"]  // orders 3 and 4
+        expected[11] = ["2024-05-01", "1", "5", "7.50"]  // order 5, one second before the window ends
         #expect(sales.rows == expected)
 
         let devices = try Reports.run(Reports.popularDevices, date: day, tx: fx.pg!, settings: fx.settings)
-        #expect(devices.rows == [
-            ["1", "Windows PC", "2", "4"],          // ana ×3, caio ×1
-            ["2", "iPhone", "2", "3"],              // bob ×2, caio ×1
-            ["3", "Samsung SM-G991B", "1", "4"],    // duda
-            ["4", "Linux PC", "1", "1"],            // gus; ties by name: Linux PC < Mac < iPad
-            ["5", "Mac", "1", "1"],                 // eva
-        ])
+        #expect(
+            devices.rows == [
+                ["1", "Windows PC", "2", "4"],  // ana ×3, caio ×1
+                ["2", "iPhone", "2", "3"],  // bob ×2, caio ×1
+                ["3", "Samsung SM-G991B", "1", "4"],  // duda
+                ["4", "Linux PC", "1", "1"],  // gus; ties by name: Linux PC < Mac < iPad
+                ["5", "Mac", "1", "1"],  // eva
+            ])
 
         // Successful logins by the login IP's country: AR has ana, bob, eva (3); BR has caio and
         // duda (2; its failed logins and the anonymous one do not count). Products sold over the 12
         // months to AR customers (ana, bob): tea 2 + 5, coffee 1.
         let products = try Reports.run(Reports.popularProducts, date: day, tx: fx.pg!, settings: fx.settings)
-        #expect(products.rows == [
-            ["Argentina", "1", "Tea", "7", "10.50"],
-            ["Argentina", "2", "Coffee", "1", "2.50"],
-        ])
+        #expect(
+            products.rows == [
+                ["Argentina", "1", "Tea", "7", "10.50"],
+                ["Argentina", "2", "Coffee", "1", "2.50"],
+            ])
         let csv = try String(contentsOfFile: products.path, encoding: .utf8)
         #expect(csv == "country,rank,product,units,revenue\nArgentina,1,Tea,7,10.50\nArgentina,2,Coffee,1,2.50\n")
         #expect(products.path.hasSuffix("reports/popular-products/date=2024-06-15/report.csv"))
@@ -154,15 +188,20 @@ struct PipelineDatabaseTests {
         #expect(first.read == 21)
         let again = try loadWeblogs(fx, run: 2)
         #expect(again.read == 0)
-        try FileManager.default.copyItem(atPath: path, toPath: path.replacingOccurrences(of: "20240611", with: "20240612"))
+        try FileManager.default.copyItem(
+            atPath: path, toPath: path.replacingOccurrences(of: "20240611", with: "20240612"))
         let copy = try loadWeblogs(fx, run: 3)
         #expect(copy.read == 0)
         let s = fx.settings
         #expect(try fx.count("SELECT count(*) FROM \(s.datalake).weblogs") == 20)
         #expect(try fx.count("SELECT count(*) FROM \(s.loads).weblog_file") == 1)
-        let load = try fx.pg!.query("SELECT rows_read, rows_loaded, rows_rejected, state FROM \(s.loads).load WHERE pipeline = 'weblog'").rows
+        let load = try fx.pg!.query(
+            "SELECT rows_read, rows_loaded, rows_rejected, state FROM \(s.loads).load WHERE pipeline = 'weblog'"
+        ).rows
         #expect(load.count == 1)
-        #expect(try load[0].decode(Int64.self, 0) == 21 && load[0].decode(Int64.self, 1) == 20 && load[0].decode(Int64.self, 2) == 1)
+        #expect(
+            try load[0].decode(Int64.self, 0) == 21 && load[0].decode(Int64.self, 1) == 20
+                && load[0].decode(Int64.self, 2) == 1)
         #expect(try load[0].decode(String.self, 3) == "finished")
         let reject = try fx.pg!.query("SELECT line_number, raw, reason FROM \(s.loads).reject").rows
         #expect(reject.count == 1)
@@ -173,15 +212,20 @@ struct PipelineDatabaseTests {
     @Test("a load that stops between chunks resumes from its last committed chunk, without duplicates")
     func resumeFromChunk() throws {
         let fx = try PipelineFixture(extra: ["ETL_WEBLOG_CHUNK_LINES": "1000", "ETL_WEBLOG_RANGE_MB": "1"])
-        let g = try WeblogGenerator(options: .init(lines: 12_000, seed: 5, end: 1_717_200_000, badRate: 0.01),
-                                    b2bDir: fx.settings.b2bDir, ip2geoCSV: "\(fx.settings.sourcesDir)/data/ip2geo.csv")
+        let g = try WeblogGenerator(
+            options: .init(lines: 12_000, seed: 5, end: 1_717_200_000, badRate: 0.01),
+            b2bDir: fx.settings.b2bDir, ip2geoCSV: "\(fx.settings.sourcesDir)/data/ip2geo.csv")
         let file = try g.write(to: fx.settings.weblogDir)
         _ = try WeblogLoad.register(pg: fx.pg!, settings: fx.settings, runID: 1, logicalDate: nil, log: { _ in })
         // The loader's deadline fires after 3 chunks: the attempt stops as a killed one would.
         var chunks = 0
         #expect(throws: TaskTimeout.self) {
-            _ = try WeblogLoad.loadPart(pg: fx.pg!, settings: fx.settings, owner: "run 1/load_part_0",
-                                        checkDeadline: { chunks += 1; if chunks > 3 { throw TaskTimeout() } }, log: { _ in })
+            _ = try WeblogLoad.loadPart(
+                pg: fx.pg!, settings: fx.settings, owner: "run 1/load_part_0",
+                checkDeadline: {
+                    chunks += 1
+                    if chunks > 3 { throw TaskTimeout() }
+                }, log: { _ in })
         }
         let s = fx.settings
         #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE state = 'broken'") == 1)
@@ -190,13 +234,19 @@ struct PipelineDatabaseTests {
         let committedRead = try fx.count("SELECT sum(rows_read)::bigint FROM \(s.loads).weblog_range")
         #expect(committedRead == 2000)  // the deadline is checked once before claiming, then before each chunk
         // The next attempt of the same task resumes.
-        let rest = try WeblogLoad.loadPart(pg: fx.pg!, settings: fx.settings, owner: "run 1/load_part_0", checkDeadline: {}, log: { _ in })
+        let rest = try WeblogLoad.loadPart(
+            pg: fx.pg!, settings: fx.settings, owner: "run 1/load_part_0", checkDeadline: {}, log: { _ in })
         _ = try WeblogLoad.finalize(pg: fx.pg!, settings: fx.settings, runID: 1)
         #expect(try fx.count("SELECT count(*) FROM \(s.datalake).weblogs") == Int64(file.lines - file.badLines))
-        #expect(try fx.count("SELECT count(DISTINCT line_number) FROM \(s.datalake).weblogs") == Int64(file.lines - file.badLines))
+        #expect(
+            try fx.count("SELECT count(DISTINCT line_number) FROM \(s.datalake).weblogs")
+                == Int64(file.lines - file.badLines))
         #expect(try fx.count("SELECT count(*) FROM \(s.loads).reject") == Int64(file.badLines))
         #expect(try fx.count("SELECT rows_read FROM \(s.loads).load") == 12_000)
-        #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE state = 'finished' AND rows_loaded + rows_rejected = 12000") == 1)
+        #expect(
+            try fx.count(
+                "SELECT count(*) FROM \(s.loads).load WHERE state = 'finished' AND rows_loaded + rows_rejected = 12000")
+                == 1)
         #expect(rest.read == 12_000 - committedRead)  // the resumed attempt read only what was not committed
     }
 
@@ -204,8 +254,9 @@ struct PipelineDatabaseTests {
     func twoLoadersOneRange() throws {
         let fx = try PipelineFixture(extra: ["ETL_WEBLOG_CHUNK_LINES": "500", "ETL_WEBLOG_RANGE_MB": "64"])
         let lines = 100_000
-        let g = try WeblogGenerator(options: .init(lines: lines, seed: 9, end: 1_717_200_000, badRate: 0.02),
-                                    b2bDir: fx.settings.b2bDir, ip2geoCSV: "\(fx.settings.sourcesDir)/data/ip2geo.csv")
+        let g = try WeblogGenerator(
+            options: .init(lines: lines, seed: 9, end: 1_717_200_000, badRate: 0.02),
+            b2bDir: fx.settings.b2bDir, ip2geoCSV: "\(fx.settings.sourcesDir)/data/ip2geo.csv")
         let file = try g.write(to: fx.settings.weblogDir)
         _ = try WeblogLoad.register(pg: fx.pg!, settings: fx.settings, runID: 1, logicalDate: nil, log: { _ in })
         let s = fx.settings
@@ -213,12 +264,16 @@ struct PipelineDatabaseTests {
         // The first claims it; the second comes as the same task's redelivered message would
         // (same owner) while the first is still loading, on connections of their own.
         let owner = "run 1/load_part_0"
-        final class Outcome: @unchecked Sendable { var results: [Result<WeblogLoad.PartResult, Error>] = [] ; let lock = NSLock() }
+        final class Outcome: @unchecked Sendable {
+            var results: [Result<WeblogLoad.PartResult, Error>] = []
+            let lock = NSLock()
+        }
         let outcome = Outcome()
         let settings = fx.settings
         // The first holds after committing its first chunk until the second has started on the
         // range, so they really overlap (without this, the first could finish the only range first).
-        let firstCommitted = DispatchSemaphore(value: 0), secondStarted = DispatchSemaphore(value: 0)
+        let firstCommitted = DispatchSemaphore(value: 0)
+        let secondStarted = DispatchSemaphore(value: 0)
         final class Counter: @unchecked Sendable { var chunks = 0 }
         let counter = Counter()
         let group = DispatchGroup()
@@ -230,18 +285,23 @@ struct PipelineDatabaseTests {
                     if i == 1 { _ = firstCommitted.wait(timeout: .now() + 60) }
                     var started = false
                     // checkDeadline runs before the claim and before each chunk.
-                    return try WeblogLoad.loadPart(pg: pg, settings: settings, owner: owner, checkDeadline: {
-                        if i == 1 {
-                            if !started { started = true; secondStarted.signal() }
-                        } else {
-                            counter.chunks += 1
-                            if counter.chunks == 3 {  // the claim's check, chunk 1's, then this one: chunk 1 committed
-                                firstCommitted.signal()
-                                _ = secondStarted.wait(timeout: .now() + 60)
-                                usleep(50_000)  // let the second reach its first chunk
+                    return try WeblogLoad.loadPart(
+                        pg: pg, settings: settings, owner: owner,
+                        checkDeadline: {
+                            if i == 1 {
+                                if !started {
+                                    started = true
+                                    secondStarted.signal()
+                                }
+                            } else {
+                                counter.chunks += 1
+                                if counter.chunks == 3 {  // the claim's check, chunk 1's, then this one: chunk 1 committed
+                                    firstCommitted.signal()
+                                    _ = secondStarted.wait(timeout: .now() + 60)
+                                    usleep(50_000)  // let the second reach its first chunk
+                                }
                             }
-                        }
-                    }, log: { _ in })
+                        }, log: { _ in })
                 }
                 outcome.lock.withLock { outcome.results.append(r) }
             }
@@ -250,7 +310,9 @@ struct PipelineDatabaseTests {
         // They overlapped: one of them found a chunk committed under it by the other, rolled that
         // chunk back and stopped; the other went on. Whatever is left (nothing, if the other
         // reached the end) is finished by a third attempt, as a retry would.
-        let failures = outcome.results.compactMap { r -> String? in if case .failure(let e) = r { return "\(e)" } else { return nil } }
+        let failures = outcome.results.compactMap { r -> String? in
+            if case .failure(let e) = r { return "\(e)" } else { return nil }
+        }
         #expect(failures.count == 1 && failures[0].contains("taken over by another loader"), "\(failures)")
         _ = try WeblogLoad.loadPart(pg: fx.pg!, settings: fx.settings, owner: owner, checkDeadline: {}, log: { _ in })
         _ = try WeblogLoad.finalize(pg: fx.pg!, settings: fx.settings, runID: 1)
@@ -266,12 +328,17 @@ struct PipelineDatabaseTests {
     @Test("an empty file, and a line over 1 MiB ending a chunk: offsets and line numbers stay right")
     func emptyFileAndLongLine() throws {
         let fx = try PipelineFixture(extra: ["ETL_WEBLOG_CHUNK_LINES": "2"])
-        func line(_ n: Int) -> String { "10.0.0.\(n) - - [10/Jun/2024:10:00:0\(n) +0000] \"GET /p/\(n) HTTP/1.1\" 200 1 \"-\" \"agent\"" }
+        func line(_ n: Int) -> String {
+            "10.0.0.\(n) - - [10/Jun/2024:10:00:0\(n) +0000] \"GET /p/\(n) HTTP/1.1\" 200 1 \"-\" \"agent\""
+        }
         let long = String(repeating: "x", count: 1_500_000)
-        try fx.write("apache-logs/access_log_20240610T000000.log", [line(1), long, line(3), line(4), line(5)].joined(separator: "\n") + "\n")
+        try fx.write(
+            "apache-logs/access_log_20240610T000000.log",
+            [line(1), long, line(3), line(4), line(5)].joined(separator: "\n") + "\n")
         try fx.write("apache-logs/access_log_20240611T000000.log", "")
         _ = try WeblogLoad.register(pg: fx.pg!, settings: fx.settings, runID: 1, logicalDate: nil, log: { _ in })
-        let r = try WeblogLoad.loadPart(pg: fx.pg!, settings: fx.settings, owner: "run 1/load_part_0", checkDeadline: {}, log: { _ in })
+        let r = try WeblogLoad.loadPart(
+            pg: fx.pg!, settings: fx.settings, owner: "run 1/load_part_0", checkDeadline: {}, log: { _ in })
         let f = try WeblogLoad.finalize(pg: fx.pg!, settings: fx.settings, runID: 1)
         #expect(f.files.count == 2 && f.unfinished == 0 && f.unfinishedOwn == 0)
         #expect(r.read == 5 && r.loaded == 4 && r.rejected == 1)

@@ -6,14 +6,17 @@ import Metadata
 import Orchestration
 import PostgresClient
 import RedisClient
-@testable import Tasks
-import Testing
 import TestSupport
+import Testing
 import Workflow
+
+@testable import Tasks
 
 @Suite("Pipeline files: CSV checks, generators, line reading", .timeLimit(.minutes(10)))
 struct PipelineFileTests {
-    func validate(_ table: String, _ csv: String, known: [String: Set<String>] = [:]) throws -> (accepted: [[String]], rejects: [Rejection]) {
+    func validate(
+        _ table: String, _ csv: String, known: [String: Set<String>] = [:]
+    ) throws -> (accepted: [[String]], rejects: [Rejection]) {
         let fx = try PipelineFixture(database: false)
         let path = try fx.write("\(table).csv", csv)
         var v = CSVValidator(spec: B2B.tables.first { $0.table == table }!, known: known)
@@ -25,7 +28,9 @@ struct PipelineFileTests {
 
     @Test("a corpus of bad CSV rows, each rejected with its line and reason")
     func csvCorpus() throws {
-        let companies = try validate("company", """
+        let companies = try validate(
+            "company",
+            """
             cuit,name,is_supplier
             30-71234567-1,Good S.A.,true
             30-7123456-1,Short CUIT,true
@@ -39,16 +44,19 @@ struct PipelineFileTests {
             """)
         #expect(companies.accepted.map { $0[0] } == ["30-71234567-1", "30-71234567-6"])
         let reasons = companies.rejects.map { "\($0.line): \($0.reason)" }
-        #expect(reasons == [
-            "3: cuit \"30-7123456-1\" is not a CUIT like 30-71234567-1",
-            "4: name is empty",
-            "5: is_supplier \"maybe\" is not true or false",
-            "6: duplicate key cuit=30-71234567-1, first on line 2",
-            "7: wrong column count: 4 instead of 3 (cuit,name,is_supplier)",
-            "8: a quoted field is not closed on its line",
-        ])
+        #expect(
+            reasons == [
+                "3: cuit \"30-7123456-1\" is not a CUIT like 30-71234567-1",
+                "4: name is empty",
+                "5: is_supplier \"maybe\" is not true or false",
+                "6: duplicate key cuit=30-71234567-1, first on line 2",
+                "7: wrong column count: 4 instead of 3 (cuit,name,is_supplier)",
+                "8: a quoted field is not closed on its line",
+            ])
         let known = ["company": Set(["30-71234567-1"]), "product": Set(["1"])]
-        let sales = try validate("product", """
+        let sales = try validate(
+            "product",
+            """
             id,supplier_cuit,name,default_price
             1,30-71234567-1,Tea,2.50
             2,30-71234567-9,Unknown supplier,1.00
@@ -58,14 +66,17 @@ struct PipelineFileTests {
             0,30-71234567-1,Zero id,1
             """, known: known)
         #expect(sales.accepted.count == 1)
-        #expect(sales.rejects.map(\.reason) == [
-            "unknown company: supplier_cuit 30-71234567-9 is not a loaded company",
-            "default_price \"1.234\" has more than 2 decimals",
-            "default_price \"-1\" is not a non-negative decimal number like 12.50",
-            "id \"x\" is not a whole number",
-            "id 0 is below 1",
-        ])
-        let lines = try validate("sales", """
+        #expect(
+            sales.rejects.map(\.reason) == [
+                "unknown company: supplier_cuit 30-71234567-9 is not a loaded company",
+                "default_price \"1.234\" has more than 2 decimals",
+                "default_price \"-1\" is not a non-negative decimal number like 12.50",
+                "id \"x\" is not a whole number",
+                "id 0 is below 1",
+            ])
+        let lines = try validate(
+            "sales",
+            """
             order_id,line,product_id,quantity,unit_price,total
             1,1,1,3,2.50,7.50
             1,2,1,3,2.50,7.00
@@ -73,22 +84,26 @@ struct PipelineFileTests {
             1,4,1,3000000000,2.50,7500000000.00
             1,5,1,2147483647,9999999999.99,1.00
             """, known: ["orders": ["1"], "product": ["1"]])
-        #expect(lines.rejects.map(\.reason) == [
-            "total 7.00 is not quantity 3 × unit price 2.50", "quantity 0 is below 1",
-            "quantity 3000000000 is above 2147483647",                          // Postgres integer
-            "total 1.00 is not quantity 2147483647 × unit price 9999999999.99",  // overflows Int64 cents: rejected, no crash
-        ])
-        let customers = try validate("customer", """
+        #expect(
+            lines.rejects.map(\.reason) == [
+                "total 7.00 is not quantity 3 × unit price 2.50", "quantity 0 is below 1",
+                "quantity 3000000000 is above 2147483647",  // Postgres integer
+                "total 1.00 is not quantity 2147483647 × unit price 9999999999.99",  // overflows Int64 cents: rejected, no crash
+            ])
+        let customers = try validate(
+            "customer",
+            """
             document_number,full_name,date_of_birth,address,country_code,username
             1,Ana,1990-02-30,Somewhere,AR,ana
             2,Ana,1990-02-28,Somewhere,ar,ana2
             3,Ana,1990-02-28,Somewhere,AR,Ana Three
             """)
-        #expect(customers.rejects.map(\.reason) == [
-            "date_of_birth \"1990-02-30\" is not a date (YYYY-MM-DD)",
-            "country_code \"ar\" is not a two-letter country code like AR",
-            "username \"Ana Three\" is not a user name of lower-case letters, digits, '.', '_' or '-'",
-        ])
+        #expect(
+            customers.rejects.map(\.reason) == [
+                "date_of_birth \"1990-02-30\" is not a date (YYYY-MM-DD)",
+                "country_code \"ar\" is not a two-letter country code like AR",
+                "username \"Ana Three\" is not a user name of lower-case letters, digits, '.', '_' or '-'",
+            ])
     }
 
     @Test("a wrong header stops the load with the file and the fix")
@@ -100,18 +115,26 @@ struct PipelineFileTests {
     func weblogGenerator() throws {
         let fx = try PipelineFixture(database: false)
         func make(_ seed: UInt64, _ folder: String) throws -> WeblogGenerator.Summary {
-            let g = try WeblogGenerator(options: .init(lines: 20_000, seed: seed, end: 1_717_200_000, badRate: 0.02),
-                                        b2bDir: fx.settings.b2bDir, ip2geoCSV: "\(fx.settings.sourcesDir)/data/ip2geo.csv")
+            let g = try WeblogGenerator(
+                options: .init(lines: 20_000, seed: seed, end: 1_717_200_000, badRate: 0.02),
+                b2bDir: fx.settings.b2bDir, ip2geoCSV: "\(fx.settings.sourcesDir)/data/ip2geo.csv")
             return try g.write(to: "\(fx.path)/\(folder)")
         }
-        let a = try make(7, "a"), b = try make(7, "b"), c = try make(8, "c")
+        let a = try make(7, "a")
+        let b = try make(7, "b")
+        let c = try make(8, "c")
         let bytes = { (p: String) in try Data(contentsOf: URL(fileURLWithPath: p)) }
         #expect(try bytes(a.path) == bytes(b.path))
         #expect(try bytes(a.path) != bytes(c.path))
         #expect(a.path.hasSuffix("access_log_20240601T000000.log"))
         let rules = try DeviceRules.shared()
-        var e = WeblogEnricher(rules: rules, ranges: try WeblogEnricher.ranges(pg: nil, settings: fx.settings), cacheSize: 1000)
-        var good = 0, bad = 0, lines = 0, loginOK = 0, withCountry = 0
+        var e = WeblogEnricher(
+            rules: rules, ranges: try WeblogEnricher.ranges(pg: nil, settings: fx.settings), cacheSize: 1000)
+        var good = 0
+        var bad = 0
+        var lines = 0
+        var loginOK = 0
+        var withCountry = 0
         var reasons = Set<String>()
         // Each customer's country, to check that IPs are coherent with it.
         var countryOf: [String: String] = [:]
@@ -146,8 +169,10 @@ struct PipelineFileTests {
     func ordersGenerator() throws {
         let fx = try PipelineFixture(database: false)
         let day = Day("2024-06-15")!
-        _ = try OrdersGenerator.generate(orders: 2000, date: day, seed: 3, b2bDir: fx.settings.b2bDir, outDir: "\(fx.path)/a")
-        _ = try OrdersGenerator.generate(orders: 2000, date: day, seed: 3, b2bDir: fx.settings.b2bDir, outDir: "\(fx.path)/b")
+        _ = try OrdersGenerator.generate(
+            orders: 2000, date: day, seed: 3, b2bDir: fx.settings.b2bDir, outDir: "\(fx.path)/a")
+        _ = try OrdersGenerator.generate(
+            orders: 2000, date: day, seed: 3, b2bDir: fx.settings.b2bDir, outDir: "\(fx.path)/b")
         let read = { (p: String) in try String(contentsOfFile: p, encoding: .utf8) }
         #expect(try read("\(fx.path)/a/sales.csv") == read("\(fx.path)/b/sales.csv"))
         var catalog: [String: String] = [:]
@@ -201,7 +226,10 @@ struct PipelineFileTests {
         // Reading each range yields every line exactly once.
         var seen = 0
         for r in scan.ranges {
-            try LineReader(path: path, from: r.start, end: r.end, bufferSize: 4096).forEachLine { _, _, _ in seen += 1; return true }
+            try LineReader(path: path, from: r.start, end: r.end, bufferSize: 4096).forEachLine { _, _, _ in
+                seen += 1
+                return true
+            }
         }
         #expect(seen == 5001)
     }
@@ -211,7 +239,10 @@ struct PipelineFileTests {
         let fx = try PipelineFixture(database: false)
         let path = try fx.write("l.log", "short\n" + String(repeating: "y", count: 20_000) + "\nafter\n")
         var got: [(Int, Int64, Bool)] = []
-        try LineReader(path: path, bufferSize: 4096).forEachLine { line, start, cut in got.append((line.count, start, cut)); return true }
+        try LineReader(path: path, bufferSize: 4096).forEachLine { line, start, cut in
+            got.append((line.count, start, cut))
+            return true
+        }
         #expect(got.map(\.0) == [6, 4096, 6])
         #expect(got.map(\.2) == [false, true, false])
         #expect(got[2].1 == 6 + 20_001)

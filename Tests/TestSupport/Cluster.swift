@@ -28,7 +28,9 @@ public final class Cluster {
     /// `migrate: false` leaves the database as it is (no metadata, no schemas), for tests of what
     /// the programs do on a brand-new database.
     public init(name: String = #function, extra: [String: String] = [:], migrate: Bool = true) throws {
-        let tag = String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(24)) + "_" + TestServices.randomSuffix()
+        let tag =
+            String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(24)) + "_"
+            + TestServices.randomSuffix()
         schema = "q_" + tag
         prefix = "test:\(tag):"
         var e = TestServices.environment.values
@@ -59,14 +61,18 @@ public final class Cluster {
             try Migrator.run(pg, schema: schema, setup: registry.setup)
             try store.sync(dags: registry.dags)
         }
-        queue = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: environment)), keys: RedisKeys(prefix: prefix))
+        queue = TaskQueue(
+            redis: try RedisConnection(config: RedisConfig(environment: environment)), keys: RedisKeys(prefix: prefix))
         try queue.ensureGroups(queues: ["default"])
     }
 
     @discardableResult
-    public func startWorker(_ args: [String] = [], name: String? = nil, extraEnv: [String: String] = [:]) throws -> Process {
+    public func startWorker(
+        _ args: [String] = [], name: String? = nil, extraEnv: [String: String] = [:]
+    ) throws -> Process {
         let n = name ?? "w\(workers.count)-\(TestServices.randomSuffix())"
-        let p = try spawn("worker", args, log: "worker-\(n).log", extra: extraEnv.merging(["ETL_WORKER_NAME": n]) { _, x in x })
+        let p = try spawn(
+            "worker", args, log: "worker-\(n).log", extra: extraEnv.merging(["ETL_WORKER_NAME": n]) { _, x in x })
         workers.append(p)
         return p
     }
@@ -90,7 +96,8 @@ public final class Cluster {
     private func spawn(_ binary: String, _ args: [String], log: String, extra: [String: String]) throws -> Process {
         let path = Self.binDir.appendingPathComponent(binary).path
         guard FileManager.default.isExecutableFile(atPath: path) else {
-            throw TestSetupError(message: "\(path) is missing: build it first (scripts/test does `swift build --build-tests`)")
+            throw TestSetupError(
+                message: "\(path) is missing: build it first (scripts/test does `swift build --build-tests`)")
         }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
@@ -110,7 +117,8 @@ public final class Cluster {
         guard let dag = registry.dag(dagID), let run = try store.createRun(dag, logicalDate: date, type: .manual) else {
             throw TestSetupError(message: "could not create a run of \(dagID)")
         }
-        try queue.publish(CompletionEvent(dag: dagID, runID: run, task: "", tryNumber: 0, state: "triggered", worker: "test"))
+        try queue.publish(
+            CompletionEvent(dag: dagID, runID: run, task: "", tryNumber: 0, state: "triggered", worker: "test"))
         return run
     }
 
@@ -128,9 +136,13 @@ public final class Cluster {
     /// Waits until `task` of `run` is running and returns the worker running it.
     @discardableResult
     public func waitRunning(run: Int64, task: String, timeout: Double = 20) throws -> String {
-        try waitFor("\(task) of run \(run) running", timeout: timeout) { try store.instances(run: run)[task]?.state == .running }
-        return try store.pg.query("SELECT coalesce(worker, '') FROM \(schema).task_instance WHERE run_id = $1 AND task_id = $2", [run, task])
-            .rows[0].decode(String.self, 0)
+        try waitFor("\(task) of run \(run) running", timeout: timeout) {
+            try store.instances(run: run)[task]?.state == .running
+        }
+        return try store.pg.query(
+            "SELECT coalesce(worker, '') FROM \(schema).task_instance WHERE run_id = $1 AND task_id = $2", [run, task]
+        )
+        .rows[0].decode(String.self, 0)
     }
 
     /// Waits for the run to end; returns its final state.
@@ -140,7 +152,8 @@ public final class Cluster {
             if let r = try store.run(run), r.state.isFinished { return r.state }
             usleep(50_000)
         }
-        throw TestSetupError(message: "run \(run) did not finish within \(timeout) s; logs in \(logDir.path):\n\(logs())")
+        throw TestSetupError(
+            message: "run \(run) did not finish within \(timeout) s; logs in \(logDir.path):\n\(logs())")
     }
 
     /// Every process's log, each cut to its last 3,000 characters for a failure message, or
@@ -154,7 +167,9 @@ public final class Cluster {
     }
 
     public func effects(run: Int64) throws -> [(task: String, tryNumber: Int, at: Date)] {
-        try store.pg.query("SELECT task_id, try_number, at FROM \(schema).example_effect WHERE run_id = $1 ORDER BY at", [run]).rows.map {
+        try store.pg.query(
+            "SELECT task_id, try_number, at FROM \(schema).example_effect WHERE run_id = $1 ORDER BY at", [run]
+        ).rows.map {
             (try $0.decode(String.self, 0), try $0.decode(Int.self, 1), try $0.decode(Date.self, 2))
         }
     }
@@ -174,7 +189,9 @@ public final class Cluster {
         let p = try start("webserver", extra: e)
         let end = monotonicSeconds() + timeout
         repeat {
-            if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+            if let text = try? String(contentsOfFile: portFile, encoding: .utf8),
+                let port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            {
                 return (p, port)
             }
             if !p.isRunning { break }

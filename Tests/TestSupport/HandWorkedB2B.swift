@@ -5,24 +5,32 @@ import Foundation
 public enum HandWorkedB2B {
     /// Companies, products, catalogs and customers; orders and sales with a few bad rows.
     public static func write(_ fx: PipelineFixture) throws -> String {
-        try fx.write("b2b/company.csv", """
+        try fx.write(
+            "b2b/company.csv",
+            """
             cuit,name,is_supplier
             30-11111111-1,Supplier One,true
             30-22222222-2,Buyer Two,false
             """)
-        try fx.write("b2b/product.csv", """
+        try fx.write(
+            "b2b/product.csv",
+            """
             id,supplier_cuit,name,default_price
             1,30-11111111-1,Tea,1.00
             2,30-11111111-1,Coffee,2.00
             3,30-11111111-1,Mate,3.00
             """)
-        try fx.write("b2b/inventory.csv", """
+        try fx.write(
+            "b2b/inventory.csv",
+            """
             company_cuit,product_id,price,stock
             30-22222222-2,1,1.50,10
             30-22222222-2,2,2.50,10
             30-22222222-2,3,3.50,10
             """)
-        try fx.write("b2b/customer.csv", """
+        try fx.write(
+            "b2b/customer.csv",
+            """
             document_number,full_name,date_of_birth,address,country_code,username
             1,Ana,1990-01-01,"Calle 1, BA",AR,ana
             2,Bob,1990-01-01,Calle 2,AR,bob
@@ -33,7 +41,9 @@ public enum HandWorkedB2B {
             7,Gus,1990-01-01,Calle 7,UY,gus
             8,Bad,1990-13-01,Calle 8,UY,bad
             """)
-        try fx.write("generated/orders.csv", """
+        try fx.write(
+            "generated/orders.csv",
+            """
             id,company_cuit,customer_document,ordered_at
             1,30-22222222-2,1,2023-05-31 23:00:00
             2,30-22222222-2,1,2023-06-01 00:00:00
@@ -44,7 +54,9 @@ public enum HandWorkedB2B {
             7,30-22222222-2,3,2023-09-05 08:00:00
             8,30-22222222-2,8,2024-02-01 00:00:00
             """)
-        try fx.write("generated/sales.csv", """
+        try fx.write(
+            "generated/sales.csv",
+            """
             order_id,line,product_id,quantity,unit_price,total
             1,1,1,10,1.50,15.00
             2,1,1,2,1.50,3.00

@@ -5,8 +5,9 @@ import Metadata
 import Orchestration
 import PostgresClient
 import RedisClient
-@testable import Tasks
 import Workflow
+
+@testable import Tasks
 
 /// Folders and schemas of their own for one pipeline test: the repo's DDL, a temporary folder for
 /// generated files, logs and reports, and datalake/loads/datamart schemas with a unique suffix.
@@ -18,8 +19,12 @@ public final class PipelineFixture {
     public let pg: PostgresConnection?
 
     /// `ownB2B`: the B2B CSVs are read from `<fixture>/b2b` (written by the test).
-    public init(name: String = #function, ownB2B: Bool = false, extra: [String: String] = [:], database: Bool = true) throws {
-        tag = String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(20)) + "_" + TestServices.randomSuffix()
+    public init(
+        name: String = #function, ownB2B: Bool = false, extra: [String: String] = [:], database: Bool = true
+    ) throws {
+        tag =
+            String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(20)) + "_"
+            + TestServices.randomSuffix()
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("etl-pipe-\(tag)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let sources = TestServices.repoRoot.appendingPathComponent("sources").path
@@ -62,7 +67,9 @@ public final class PipelineFixture {
 
     deinit {
         if let pg {
-            for s in [settings.datalake, settings.loads, settings.datamart] { _ = try? pg.execute(script: "DROP SCHEMA IF EXISTS \(s) CASCADE") }
+            for s in [settings.datalake, settings.loads, settings.datamart] {
+                _ = try? pg.execute(script: "DROP SCHEMA IF EXISTS \(s) CASCADE")
+            }
             pg.close()
         }
         try? FileManager.default.removeItem(at: dir)

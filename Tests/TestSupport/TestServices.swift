@@ -33,7 +33,9 @@ public enum TestServices {
         let servers: [String: String]
         if let file = process["ETL_TEST_ENV_FILE"], !file.isEmpty {
             servers = readEnvFile(file)
-        } else if let db = process["DATABASE_URL"], let redis = process["REDIS_URL"], let key = process["ETL_SECRET_KEY"] {
+        } else if let db = process["DATABASE_URL"], let redis = process["REDIS_URL"],
+            let key = process["ETL_SECRET_KEY"]
+        {
             servers = ["DATABASE_URL": db, "REDIS_URL": redis, "ETL_SECRET_KEY": key]
         } else {
             let script = repoRoot.appendingPathComponent("scripts/services").path
@@ -41,12 +43,15 @@ public enum TestServices {
             for k in ["ETL_RUN_DIR", "ETL_PG_PORT", "ETL_REDIS_PORT"] { env[k] = process[k] }
             let out = try! run(script, ["start"], environment: env, timeout: 300)
             precondition(out.status == 0, "scripts/services start failed: \(out.stderr)")
-            servers = readEnvFile(try! run(script, ["env"], environment: env).stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+            servers = readEnvFile(
+                try! run(script, ["env"], environment: env).stdout.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         values.merge(servers) { _, s in s }
         // Where those servers live, for tests that run scripts starting programs against them
         // (scripts/run calls scripts/services start, which must find these servers, not start others).
-        if let file = servers["__file"] { values["ETL_RUN_DIR"] = URL(fileURLWithPath: file).deletingLastPathComponent().path }
+        if let file = servers["__file"] {
+            values["ETL_RUN_DIR"] = URL(fileURLWithPath: file).deletingLastPathComponent().path
+        }
         values["__file"] = nil
         for (variable, url) in [("ETL_PG_PORT", "DATABASE_URL"), ("ETL_REDIS_PORT", "REDIS_URL")] {
             if let port = values[url].flatMap({ URLComponents(string: $0)?.port }) { values[variable] = String(port) }
@@ -56,7 +61,8 @@ public enum TestServices {
 
     private static func readEnvFile(_ path: String) -> [String: String] {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            preconditionFailure("cannot read the test servers' env file \(path) (ETL_TEST_ENV_FILE): run the tests with scripts/test")
+            preconditionFailure(
+                "cannot read the test servers' env file \(path) (ETL_TEST_ENV_FILE): run the tests with scripts/test")
         }
         var values = try! DotEnv.parse(text, file: path)
         values["__file"] = path
@@ -69,7 +75,8 @@ public enum TestServices {
     /// A fresh schema for one test, with `search_path` pointing at it; dropped by `cleanup`.
     public static func isolatedPostgres(_ name: String = #function) throws -> (PostgresConnection, String) {
         let conn = try PostgresConnection(config: postgres)
-        let schema = "t_" + String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(30)) + "_" + randomSuffix()
+        let schema =
+            "t_" + String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(30)) + "_" + randomSuffix()
         try conn.execute(script: "CREATE SCHEMA \(schema); SET search_path TO \(schema)")
         return (conn, schema)
     }
@@ -97,34 +104,47 @@ public enum TestServices {
     /// it started (a script's servers and workers, which may hold the output pipes). A timeout is an
     /// error, so a hung child fails its test instead of hanging the run.
     @discardableResult
-    public static func run(_ path: String, _ args: [String], environment: [String: String]? = nil, timeout: Double = 120) throws -> Output {
+    public static func run(
+        _ path: String, _ args: [String], environment: [String: String]? = nil, timeout: Double = 120
+    ) throws -> Output {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
         p.arguments = ["--wait", path] + args
         p.environment = environment ?? Self.environment.values
-        let out = Pipe(), err = Pipe()
+        let out = Pipe()
+        let err = Pipe()
         p.standardOutput = out
         p.standardError = err
         try p.run()
         final class Flag: @unchecked Sendable { var killed = false }
-        let killed = Flag(), pid = p.processIdentifier
+        let killed = Flag()
+        let pid = p.processIdentifier
         // The group outlives its leader while any member lives, so its id cannot be reused meanwhile.
-        let watchdog = DispatchWorkItem { killed.killed = true; kill(-pid, SIGKILL); kill(pid, SIGKILL) }
+        let watchdog = DispatchWorkItem {
+            killed.killed = true
+            kill(-pid, SIGKILL)
+            kill(pid, SIGKILL)
+        }
         DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
         defer { watchdog.cancel() }
         // Both pipes are drained at once: reading one to its end first would deadlock on a child
         // that fills the other's 64 KB buffer.
         final class Box: @unchecked Sendable { var data = Data() }
-        let e = Box(), group = DispatchGroup()
+        let e = Box()
+        let group = DispatchGroup()
         let errHandle = err.fileHandleForReading
         DispatchQueue.global().async(group: group) { e.data = errHandle.readDataToEndOfFile() }
         let o = out.fileHandleForReading.readDataToEndOfFile()
         group.wait()
         p.waitUntilExit()
-        let output = Output(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e.data, as: UTF8.self))
+        let output = Output(
+            status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+            stderr: String(decoding: e.data, as: UTF8.self))
         if killed.killed {
-            throw TestSetupError(message: "\(path) \(args.joined(separator: " ").prefix(200)) ran past \(timeout) s and was killed; its output:\n"
-                                 + "\(output.stdout.suffix(3000))\n\(output.stderr.suffix(3000))")
+            throw TestSetupError(
+                message:
+                    "\(path) \(args.joined(separator: " ").prefix(200)) ran past \(timeout) s and was killed; its output:\n"
+                    + "\(output.stdout.suffix(3000))\n\(output.stderr.suffix(3000))")
         }
         return output
     }
@@ -138,8 +158,12 @@ public enum TestServices {
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         addr.sin_port = 0
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
+        }
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 
@@ -157,7 +181,9 @@ public enum TestServices {
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         addr.sin_port = UInt16(port).bigEndian
         let connected = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard connected == 0 else { return nil }
         let request = Array("GET \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".utf8)
@@ -190,14 +216,15 @@ public final class PrivateRedisServer: @unchecked Sendable {  // used from one t
     public init() throws {
         port = TestServices.freePort()
         password = "pw-" + TestServices.randomSuffix() + TestServices.randomSuffix()
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("etl-test-redis-\(TestServices.randomSuffix())")
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "etl-test-redis-\(TestServices.randomSuffix())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         for attempt in 1...5 {
             do {
                 try writeConfig()
                 try start()
                 return
-            } catch where attempt < 5 {
+            } catch  where attempt < 5 {
                 stop()
                 port = TestServices.freePort()
             }
@@ -206,17 +233,18 @@ public final class PrivateRedisServer: @unchecked Sendable {  // used from one t
 
     private func writeConfig() throws {
         let conf = """
-        bind 127.0.0.1
-        port \(port)
-        dir \(dir.path)
-        appendonly yes
-        appendfsync always
-        save ""
-        requirepass \(password)
-        logfile \(dir.path)/redis.log
-        """
+            bind 127.0.0.1
+            port \(port)
+            dir \(dir.path)
+            appendonly yes
+            appendfsync always
+            save ""
+            requirepass \(password)
+            logfile \(dir.path)/redis.log
+            """
         try conf.write(to: dir.appendingPathComponent("redis.conf"), atomically: true, encoding: .utf8)
-        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: dir.appendingPathComponent("redis.conf").path)
+        try FileManager.default.setAttributes(
+            [.posixPermissions: 0o600], ofItemAtPath: dir.appendingPathComponent("redis.conf").path)
     }
 
     public var config: RedisConfig {
@@ -236,7 +264,10 @@ public final class PrivateRedisServer: @unchecked Sendable {  // used from one t
         process = p
         // Wait until it answers (and give up at once if it exited: its port was taken).
         for _ in 0..<100 {
-            if let c = try? RedisConnection(config: config) { c.close(); return }
+            if let c = try? RedisConnection(config: config) {
+                c.close()
+                return
+            }
             if !p.isRunning { break }
             usleep(50_000)
         }

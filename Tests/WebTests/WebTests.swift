@@ -9,10 +9,11 @@ import Orchestration
 import PostgresClient
 import RedisClient
 import Tasks
-import Testing
 import TestSupport
-@testable import Web
+import Testing
 import Workflow
+
+@testable import Web
 
 /// The web server's router in process, against the real Postgres and Redis of the test setup
 /// (a schema and key prefix of its own), with the example DAGs.
@@ -46,7 +47,9 @@ final class WebFixture: @unchecked Sendable {
         let queued = try store.markQueued(run: run, tasks: [task])
         let tryNumber = try #require(queued.first?.tryNumber)
         #expect(try store.startAttempt(run: run, task: task, tryNumber: tryNumber, worker: "w-test"))
-        #expect(try store.finishAttempt(run: run, task: task, tryNumber: tryNumber, state: state, error: error, retryAt: nil, log: log))
+        #expect(
+            try store.finishAttempt(
+                run: run, task: task, tryNumber: tryNumber, state: state, error: error, retryAt: nil, log: log))
     }
 
     /// Runs `body` with a test client on the router (no port is opened).
@@ -60,13 +63,20 @@ struct Browser {
     let cookie: String
     let csrf: String
 
-    static func login(_ client: some TestClientProtocol, user: String = "admin", password: String = WebFixture.password) async throws -> Browser? {
-        let r = try await client.execute(uri: "/login", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
-                                         body: ByteBuffer(string: "username=\(user)&password=\(password.replacingOccurrences(of: " ", with: "+"))&next=%2Fdags"))
-        guard r.status == .seeOther, let set = r.headers[values: .setCookie].first(where: { $0.hasPrefix("etl_session=") }) else { return nil }
+    static func login(
+        _ client: some TestClientProtocol, user: String = "admin", password: String = WebFixture.password
+    ) async throws -> Browser? {
+        let r = try await client.execute(
+            uri: "/login", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
+            body: ByteBuffer(
+                string: "username=\(user)&password=\(password.replacingOccurrences(of: " ", with: "+"))&next=%2Fdags"))
+        guard r.status == .seeOther,
+            let set = r.headers[values: .setCookie].first(where: { $0.hasPrefix("etl_session=") })
+        else { return nil }
         let cookie = String(set.split(separator: ";")[0])
         let s = try await client.execute(uri: "/api/session", method: .get, headers: [.cookie: cookie])
-        let csrf = (try JSONSerialization.jsonObject(with: Data(buffer: s.body)) as? [String: Any])?["csrf"] as? String ?? ""
+        let csrf =
+            (try JSONSerialization.jsonObject(with: Data(buffer: s.body)) as? [String: Any])?["csrf"] as? String ?? ""
         return Browser(cookie: cookie, csrf: csrf)
     }
 
@@ -75,12 +85,15 @@ struct Browser {
     }
 
     /// A form POST as the page sends it (with the CSRF token unless `csrf` is false).
-    func post(_ client: some TestClientProtocol, _ uri: String, _ fields: [String: String] = [:], csrf withToken: Bool = true) async throws -> TestResponse {
+    func post(
+        _ client: some TestClientProtocol, _ uri: String, _ fields: [String: String] = [:], csrf withToken: Bool = true
+    ) async throws -> TestResponse {
         var f = fields
         if withToken { f["csrf"] = csrf }
         let body = f.map { "\($0.key)=\(HTML.component($0.value))" }.joined(separator: "&")
-        return try await client.execute(uri: uri, method: .post, headers: [.cookie: cookie, .contentType: "application/x-www-form-urlencoded"],
-                                        body: ByteBuffer(string: body))
+        return try await client.execute(
+            uri: uri, method: .post, headers: [.cookie: cookie, .contentType: "application/x-www-form-urlencoded"],
+            body: ByteBuffer(string: body))
     }
 }
 
@@ -92,8 +105,10 @@ extension TestResponse {
 @Suite("Web UI and API (request level)", .serialized, .timeLimit(.minutes(10)))
 struct WebTests {
     static let pages = ["/dags", "/dags/example_diamond", "/queues", "/loads", "/reports", "/reports/monthly-sales"]
-    static let apis = ["/api/dags", "/api/dags/example_diamond", "/api/queues", "/api/workers", "/api/dead-letters", "/api/loads",
-                       "/api/reports/monthly-sales", "/api/session", "/metrics"]
+    static let apis = [
+        "/api/dags", "/api/dags/example_diamond", "/api/queues", "/api/workers", "/api/dead-letters", "/api/loads",
+        "/api/reports/monthly-sales", "/api/session", "/metrics",
+    ]
 
     @Test("without a login every page redirects to /login and every API route answers 401; /healthz answers")
     func loginRequired() async throws {
@@ -113,9 +128,12 @@ struct WebTests {
                 let r = try await client.execute(uri: p, method: .post, body: ByteBuffer(string: "all=1"))
                 #expect(r.status == .seeOther || r.status == .unauthorized, "\(p)")
             }
-            let wrongToken = try await client.execute(uri: "/api/dags", method: .get, headers: [.authorization: "Bearer not-the-token-at-all"])
+            let wrongToken = try await client.execute(
+                uri: "/api/dags", method: .get, headers: [.authorization: "Bearer not-the-token-at-all"])
             #expect(wrongToken.status == .unauthorized)
-            let forged = try await client.execute(uri: "/api/dags", method: .get, headers: [.cookie: "etl_session=YWRtaW4.9999999999.00000000000000000000000000000000.deadbeef"])
+            let forged = try await client.execute(
+                uri: "/api/dags", method: .get,
+                headers: [.cookie: "etl_session=YWRtaW4.9999999999.00000000000000000000000000000000.deadbeef"])
             #expect(forged.status == .unauthorized)
             #expect(try await client.execute(uri: "/healthz", method: .get).status == .ok)
         }
@@ -127,25 +145,32 @@ struct WebTests {
         let fx = try WebFixture()
         try await fx.test { client in
             let b = try #require(try await Browser.login(client))
-            var answers = [("/login", try await client.execute(uri: "/login", method: .get)),
-                           ("/healthz", try await client.execute(uri: "/healthz", method: .get)),
-                           ("/dags (no login)", try await client.execute(uri: "/dags", method: .get))]
+            var answers = [
+                ("/login", try await client.execute(uri: "/login", method: .get)),
+                ("/healthz", try await client.execute(uri: "/healthz", method: .get)),
+                ("/dags (no login)", try await client.execute(uri: "/dags", method: .get)),
+            ]
             for p in Self.pages + Self.apis + ["/dags/no-such-dag"] { answers.append((p, try await b.get(client, p))) }
             for (p, r) in answers {
                 let csp = r.headers[.contentSecurityPolicy] ?? ""
-                #expect(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'") && !csp.contains("script-src"), "\(p): CSP \(csp)")
+                #expect(
+                    csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'")
+                        && !csp.contains("script-src"), "\(p): CSP \(csp)")
                 #expect(r.headers[HTTPField.Name("X-Frame-Options")!] == "DENY", "\(p)")
                 #expect(r.headers[.xContentTypeOptions] == "nosniff", "\(p)")
             }
         }
     }
 
-    @Test("a session ends at its expiry: an expired cookie, correctly signed, is refused; the Secure flag is set when asked")
+    @Test(
+        "a session ends at its expiry: an expired cookie, correctly signed, is refused; the Secure flag is set when asked"
+    )
     func sessionExpiryAndSecureCookie() async throws {
         let fx = try WebFixture(extra: ["ETL_WEB_SESSION_SECONDS": "120", "ETL_WEB_SECURE_COOKIES": "true"])
         try await fx.test { client in
-            let r = try await client.execute(uri: "/login", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
-                                             body: ByteBuffer(string: "username=admin&password=correct+horse+battery"))
+            let r = try await client.execute(
+                uri: "/login", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
+                body: ByteBuffer(string: "username=admin&password=correct+horse+battery"))
             let set = r.headers[values: .setCookie].first { $0.hasPrefix("etl_session=") } ?? ""
             #expect(set.contains("Secure") && set.contains("HttpOnly"), "\(set)")
             // A cookie issued 121 s ago by the server's own key (as a browser keeping it would hold).
@@ -153,19 +178,26 @@ struct WebTests {
             let (fresh, _) = fx.web.sessions.issue(user: "admin", now: Date().addingTimeInterval(-100))
             let expired = try await client.execute(uri: "/dags", method: .get, headers: [.cookie: "etl_session=\(old)"])
             #expect(expired.status == .seeOther && expired.headers[.location]?.hasPrefix("/login") == true)
-            #expect(try await client.execute(uri: "/api/dags", method: .get, headers: [.cookie: "etl_session=\(old)"]).status == .unauthorized)
-            #expect(try await client.execute(uri: "/dags", method: .get, headers: [.cookie: "etl_session=\(fresh)"]).status == .ok)
+            #expect(
+                try await client.execute(uri: "/api/dags", method: .get, headers: [.cookie: "etl_session=\(old)"])
+                    .status == .unauthorized)
+            #expect(
+                try await client.execute(uri: "/dags", method: .get, headers: [.cookie: "etl_session=\(fresh)"]).status
+                    == .ok)
         }
         let plain = try WebFixture(name: "plainCookies")
         try await plain.test { client in
-            let r = try await client.execute(uri: "/login", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
-                                             body: ByteBuffer(string: "username=admin&password=correct+horse+battery"))
+            let r = try await client.execute(
+                uri: "/login", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
+                body: ByteBuffer(string: "username=admin&password=correct+horse+battery"))
             let set = r.headers[values: .setCookie].first { $0.hasPrefix("etl_session=") } ?? ""
             #expect(!set.isEmpty && !set.contains("Secure"), "\(set)")
         }
     }
 
-    @Test("login: a wrong password is slowed and refused, the fourth try is rate-limited; the cookie is HttpOnly and SameSite; logout ends the session")
+    @Test(
+        "login: a wrong password is slowed and refused, the fourth try is rate-limited; the cookie is HttpOnly and SameSite; logout ends the session"
+    )
     func login() async throws {
         let fx = try WebFixture()
         try await fx.test { client in
@@ -177,18 +209,24 @@ struct WebTests {
                 #expect(monotonicSeconds() - started >= 0.3)  // slowed by ETL_WEB_LOGIN_DELAY
             }
             // The limit (3 in the window) is reached: even the right password is refused for now.
-            let limited = try await client.execute(uri: "/login", method: .post, body: ByteBuffer(string: "username=admin&password=\(WebFixture.password)"))
+            let limited = try await client.execute(
+                uri: "/login", method: .post, body: ByteBuffer(string: "username=admin&password=\(WebFixture.password)")
+            )
             #expect(limited.status == .tooManyRequests)
             #expect(limited.headers[.retryAfter] != nil)
             #expect(!limited.text.contains(WebFixture.password))
         }
         let other = try WebFixture(name: "login2")
         try await other.test { client in
-            let r = try await client.execute(uri: "/login", method: .post, body: ByteBuffer(string: "username=admin&password=correct+horse+battery&next=%2F%2Fevil.example"))
+            let r = try await client.execute(
+                uri: "/login", method: .post,
+                body: ByteBuffer(string: "username=admin&password=correct+horse+battery&next=%2F%2Fevil.example"))
             #expect(r.status == .seeOther)
             #expect(r.headers[.location] == "/dags")  // never off-site after a login
             // A tab between the slashes: browsers drop it, which would make "//evil.example".
-            let tab = try await client.execute(uri: "/login", method: .post, body: ByteBuffer(string: "username=admin&password=correct+horse+battery&next=%2F%09%2Fevil.example"))
+            let tab = try await client.execute(
+                uri: "/login", method: .post,
+                body: ByteBuffer(string: "username=admin&password=correct+horse+battery&next=%2F%09%2Fevil.example"))
             #expect(tab.headers[.location] == "/dags")
             let set = r.headers[values: .setCookie].first { $0.hasPrefix("etl_session=") } ?? ""
             #expect(set.contains("HttpOnly") && set.contains("SameSite=Lax"))
@@ -200,7 +238,9 @@ struct WebTests {
         }
     }
 
-    @Test("every page renders the real state: DAG list with tag filter, graph and grid, run, attempt log, queues, loads, reports")
+    @Test(
+        "every page renders the real state: DAG list with tag filter, graph and grid, run, attempt log, queues, loads, reports"
+    )
     func pages() async throws {
         let fx = try WebFixture()
         let run = try fx.cluster.trigger("example_diamond")
@@ -208,18 +248,27 @@ struct WebTests {
         // A load with a rejected row, and a report, in the fixture's own schemas.
         let pg = try #require(fx.pipeline.pg)
         let s = fx.pipeline.settings
-        let load = try pg.query("""
+        let load = try pg.query(
+            """
             INSERT INTO \(s.loads).load (pipeline, source, state, rows_read, rows_loaded, rows_rejected, finished_at) VALUES ('b2b', 'customer.csv', 'finished', 3, 2, 1, now()) RETURNING id
-            """).rows[0].decode(Int64.self, 0)
-        try pg.query("INSERT INTO \(s.loads).reject (load_id, source, line_number, raw, reason) VALUES ($1, 'customer.csv', 7, 'x,y', 'expected 6 fields, found 2')", [load])
-        try pg.query("INSERT INTO \(s.datamart).monthly_sales VALUES ('2024-06-15', '2024-05-01', 3, 12, 99.50), ('2024-06-15', '2024-04-01', 1, 2, 5.00)")
-        try fx.pipeline.write("reports/monthly-sales/date=2024-06-15/report.csv", "month,orders,units,revenue\n2024-04-01,1,2,5.00\n2024-05-01,3,12,99.50\n")
+            """
+        ).rows[0].decode(Int64.self, 0)
+        try pg.query(
+            "INSERT INTO \(s.loads).reject (load_id, source, line_number, raw, reason) VALUES ($1, 'customer.csv', 7, 'x,y', 'expected 6 fields, found 2')",
+            [load])
+        try pg.query(
+            "INSERT INTO \(s.datamart).monthly_sales VALUES ('2024-06-15', '2024-05-01', 3, 12, 99.50), ('2024-06-15', '2024-04-01', 1, 2, 5.00)"
+        )
+        try fx.pipeline.write(
+            "reports/monthly-sales/date=2024-06-15/report.csv",
+            "month,orders,units,revenue\n2024-04-01,1,2,5.00\n2024-05-01,3,12,99.50\n")
 
         try await fx.test { client in
             let b = try #require(try await Browser.login(client))
             let list = try await b.get(client, "/dags")
             #expect(list.status == .ok && list.text.contains("example_diamond") && list.text.contains("example_chain"))
-            #expect(list.text.contains("class=\"sq s-running\"") && list.text.contains("/dags/example_diamond/runs/\(run)"))  // its run, still running
+            #expect(
+                list.text.contains("class=\"sq s-running\"") && list.text.contains("/dags/example_diamond/runs/\(run)"))  // its run, still running
             let filtered = try await b.get(client, "/dags?q=DIAMOND")
             #expect(filtered.text.contains("example_diamond") && !filtered.text.contains(">example_chain<"))
             let byTag = try await b.get(client, "/dags?tag=no-such-tag")
@@ -228,7 +277,9 @@ struct WebTests {
             let dag = try await b.get(client, "/dags/example_diamond")
             #expect(dag.status == .ok)
             #expect(dag.text.contains("<svg") && dag.text.contains("marker-end"))  // the graph with its edges
-            for task in ["extract", "clean", "enrich", "score", "join", "publish"] { #expect(dag.text.contains(">\(task)<"), "\(task)") }
+            for task in ["extract", "clean", "enrich", "score", "join", "publish"] {
+                #expect(dag.text.contains(">\(task)<"), "\(task)")
+            }
             #expect(dag.text.contains("/dags/example_diamond/runs/\(run)/tasks/extract"))  // grid cell links to the attempt
             #expect(dag.text.contains("Mark failed"))
 
@@ -243,7 +294,8 @@ struct WebTests {
             #expect(try await b.get(client, "/loads/\(load)").text.contains("expected 6 fields, found 2"))
 
             let report = try await b.get(client, "/reports/monthly-sales")
-            #expect(report.text.contains("99.50") && report.text.contains("<rect") && report.text.contains("2024-06-15"))
+            #expect(
+                report.text.contains("99.50") && report.text.contains("<rect") && report.text.contains("2024-06-15"))
             let csv = try await b.get(client, "/reports/monthly-sales/2024-06-15/report.csv")
             #expect(csv.status == .ok && csv.text.hasPrefix("month,orders,units,revenue\n"))
             #expect(try await b.get(client, "/reports").text.contains("latest: 2024-06-15"))
@@ -256,22 +308,27 @@ struct WebTests {
         }
     }
 
-    @Test("a POST without the CSRF token is refused and changes nothing; with it, pause, trigger, retry, mark failed and requeue change state")
+    @Test(
+        "a POST without the CSRF token is refused and changes nothing; with it, pause, trigger, retry, mark failed and requeue change state"
+    )
     func actions() async throws {
         let fx = try WebFixture()
         let run = try fx.cluster.trigger("example_diamond")
         try fx.attempt(run: run, task: "extract", state: .failed, error: "boom", log: "")
         try fx.store.markUpstreamFailed(run: run, tasks: ["clean", "enrich", "score", "join", "publish"])
-        try fx.cluster.queue.redis.command("XADD", fx.cluster.queue.keys.dead, "*", "queue", "default", "reason", "unsigned message",
-                                           "body", "{}", "sig", "", "at", "1")
+        try fx.cluster.queue.redis.command(
+            "XADD", fx.cluster.queue.keys.dead, "*", "queue", "default", "reason", "unsigned message",
+            "body", "{}", "sig", "", "at", "1")
         @Sendable func paused() throws -> Bool { try fx.store.dagRows().first { $0.id == "example_chain" }!.paused }
 
         try await fx.test { client in
             let b = try #require(try await Browser.login(client))
             let refused = try await b.post(client, "/dags/example_chain/pause", csrf: false)
             #expect(refused.status == .forbidden && refused.text.contains("CSRF"))
-            let wrong = try await client.execute(uri: "/dags/example_chain/pause", method: .post,
-                                                 headers: [.cookie: b.cookie, .contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: "csrf=0123"))
+            let wrong = try await client.execute(
+                uri: "/dags/example_chain/pause", method: .post,
+                headers: [.cookie: b.cookie, .contentType: "application/x-www-form-urlencoded"],
+                body: ByteBuffer(string: "csrf=0123"))
             #expect(wrong.status == .forbidden)
             #expect(try paused() == false)
 
@@ -279,19 +336,25 @@ struct WebTests {
             #expect(pause.status == .seeOther)
             #expect(try paused() == true)
             // The notice rides a short-lived cookie to the page the redirect leads to, once.
-            let flash = try #require(pause.headers[values: .setCookie].first { $0.hasPrefix("etl_flash=") }).split(separator: ";")[0]
+            let flash = try #require(pause.headers[values: .setCookie].first { $0.hasPrefix("etl_flash=") }).split(
+                separator: ";")[0]
             let back = try await client.execute(uri: "/dags", method: .get, headers: [.cookie: b.cookie + "; " + flash])
             #expect(back.text.contains("Paused example_chain."))
             #expect(try await b.post(client, "/dags/example_chain/unpause").status == .seeOther)
             #expect(try paused() == false)
 
             #expect(try await b.post(client, "/dags/example_chain/trigger", ["date": "2024-05-01"]).status == .seeOther)
-            #expect(try fx.store.runRows(dag: "example_chain", limit: 5).contains { PostgresTimestamp.format($0.logicalDate).hasPrefix("2024-05-01") })
+            #expect(
+                try fx.store.runRows(dag: "example_chain", limit: 5).contains {
+                    PostgresTimestamp.format($0.logicalDate).hasPrefix("2024-05-01")
+                })
             let twice = try await b.post(client, "/dags/example_chain/trigger", ["date": "2024-05-01"])
             #expect(twice.status == .conflict && twice.text.contains("already has a run"))
-            #expect(try await b.post(client, "/dags/example_chain/trigger", ["date": "2024-02-30"]).status == .badRequest)
+            #expect(
+                try await b.post(client, "/dags/example_chain/trigger", ["date": "2024-02-30"]).status == .badRequest)
 
-            #expect(try await b.post(client, "/dags/example_diamond/runs/\(run)/tasks/extract/retry").status == .seeOther)
+            #expect(
+                try await b.post(client, "/dags/example_diamond/runs/\(run)/tasks/extract/retry").status == .seeOther)
             let states = try fx.store.instances(run: run).mapValues(\.state)
             #expect(states["extract"] == .scheduled && states["publish"] == .scheduled)  // the task and what depends on it
 
@@ -307,7 +370,9 @@ struct WebTests {
         }
     }
 
-    @Test("the JSON API: bearer token or session (POST with X-CSRF-Token); every listing answers JSON; /metrics is Prometheus text")
+    @Test(
+        "the JSON API: bearer token or session (POST with X-CSRF-Token); every listing answers JSON; /metrics is Prometheus text"
+    )
     func api() async throws {
         let fx = try WebFixture()
         let run = try fx.cluster.trigger("example_diamond")
@@ -320,31 +385,48 @@ struct WebTests {
                 #expect(r.headers[.contentType] == "application/json", "\(p)")
                 #expect(r.json != nil, "\(p)")
             }
-            let dags = try await client.execute(uri: "/api/dags?tag=example", method: .get, headers: bearer).json as? [[String: Any]] ?? []
+            let dags =
+                try await client.execute(uri: "/api/dags?tag=example", method: .get, headers: bearer).json
+                as? [[String: Any]] ?? []
             #expect(dags.contains { $0["dag"] as? String == "example_diamond" })
-            let detail = try await client.execute(uri: "/api/dags/example_diamond", method: .get, headers: bearer).json as? [String: Any]
+            let detail =
+                try await client.execute(uri: "/api/dags/example_diamond", method: .get, headers: bearer).json
+                as? [String: Any]
             let tasks = detail?["tasks"] as? [[String: Any]] ?? []
-            #expect(tasks.first { $0["task"] as? String == "join" }?["upstream"] as? [String] == ["clean", "enrich", "score"])
-            let attempts = try await client.execute(uri: "/api/dags/example_diamond/runs/\(run)/tasks/extract/attempts", method: .get, headers: bearer).json as? [[String: Any]]
-            #expect(attempts?.first?["state"] as? String == "success" && attempts?.first?["worker"] as? String == "w-test")
+            #expect(
+                tasks.first { $0["task"] as? String == "join" }?["upstream"] as? [String] == [
+                    "clean", "enrich", "score",
+                ])
+            let attempts =
+                try await client.execute(
+                    uri: "/api/dags/example_diamond/runs/\(run)/tasks/extract/attempts", method: .get, headers: bearer
+                ).json as? [[String: Any]]
+            #expect(
+                attempts?.first?["state"] as? String == "success" && attempts?.first?["worker"] as? String == "w-test")
 
             // A token POST needs no CSRF token; a session POST needs the header.
             let p = try await client.execute(uri: "/api/dags/example_chain/pause", method: .post, headers: bearer)
             #expect(p.status == .ok)
             #expect(try fx.store.dagRows().first { $0.id == "example_chain" }?.paused == true)
             let b = try #require(try await Browser.login(client))
-            let noHeader = try await client.execute(uri: "/api/dags/example_chain/unpause", method: .post, headers: [.cookie: b.cookie])
+            let noHeader = try await client.execute(
+                uri: "/api/dags/example_chain/unpause", method: .post, headers: [.cookie: b.cookie])
             #expect(noHeader.status == .forbidden)
             #expect(try fx.store.dagRows().first { $0.id == "example_chain" }?.paused == true)
-            let withHeader = try await client.execute(uri: "/api/dags/example_chain/unpause", method: .post,
-                                                      headers: [.cookie: b.cookie, HTTPField.Name("X-CSRF-Token")!: b.csrf])
+            let withHeader = try await client.execute(
+                uri: "/api/dags/example_chain/unpause", method: .post,
+                headers: [.cookie: b.cookie, HTTPField.Name("X-CSRF-Token")!: b.csrf])
             #expect(withHeader.status == .ok)
             #expect(try fx.store.dagRows().first { $0.id == "example_chain" }?.paused == false)
-            let trig = try await client.execute(uri: "/api/dags/example_chain/trigger", method: .post, headers: bearer.merging([.contentType: "application/json"]),
-                                                body: ByteBuffer(string: "{\"date\": \"2024-03-01\"}"))
+            let trig = try await client.execute(
+                uri: "/api/dags/example_chain/trigger", method: .post,
+                headers: bearer.merging([.contentType: "application/json"]),
+                body: ByteBuffer(string: "{\"date\": \"2024-03-01\"}"))
             #expect((trig.json as? [String: Any])?["run"] as? Int != nil)
             let bad = try await client.execute(uri: "/api/dags/nope/trigger", method: .post, headers: bearer)
-            #expect(bad.status == .notFound && ((bad.json as? [String: Any])?["error"] as? String ?? "").contains("no DAG named 'nope'"))
+            #expect(
+                bad.status == .notFound
+                    && ((bad.json as? [String: Any])?["error"] as? String ?? "").contains("no DAG named 'nope'"))
 
             let metrics = try await client.execute(uri: "/metrics", method: .get, headers: bearer)
             #expect(metrics.status == .ok)

@@ -5,8 +5,8 @@ import Metadata
 import Orchestration
 import PostgresClient
 import RedisClient
-import Testing
 import TestSupport
+import Testing
 import Workflow
 
 @Suite("Schedules and cron", .timeLimit(.minutes(10)))
@@ -19,8 +19,10 @@ struct ScheduleTests {
     func nextFire() throws {
         let at = Self.utc(2024, 2, 28, 23, 59)
         #expect(try CronExpression("0 0 * * *").next(after: at) == Self.utc(2024, 2, 29))
-        #expect(try CronExpression("*/15 * * * *").next(after: Self.utc(2024, 1, 1, 10, 7)) == Self.utc(2024, 1, 1, 10, 15))
-        #expect(try CronExpression("30 2 * * mon-fri").next(after: Self.utc(2024, 6, 7, 3)) == Self.utc(2024, 6, 10, 2, 30))  // Fri -> Mon
+        #expect(
+            try CronExpression("*/15 * * * *").next(after: Self.utc(2024, 1, 1, 10, 7)) == Self.utc(2024, 1, 1, 10, 15))
+        #expect(
+            try CronExpression("30 2 * * mon-fri").next(after: Self.utc(2024, 6, 7, 3)) == Self.utc(2024, 6, 10, 2, 30))  // Fri -> Mon
         #expect(try CronExpression("0 0 29 feb *").next(after: Self.utc(2024, 3, 1)) == Self.utc(2028, 2, 29))
         #expect(try CronExpression("0 0 1 * *").next(after: Self.utc(2024, 12, 15)) == Self.utc(2025, 1, 1))
         #expect(try CronExpression("0 12 * * 7").next(after: Self.utc(2024, 6, 10)) == Self.utc(2024, 6, 16, 12))  // 7 = Sunday
@@ -45,19 +47,25 @@ struct ScheduleTests {
     func skipAhead() throws {
         let start = Date(timeIntervalSince1970: 1_640_995_200)  // 2022-01-01
         var rng = SystemRandomNumberGenerator()
-        let cases = ["@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *",
-                     "*/7 3-5 * * 1-5": "*/7 3-5 * * 1-5", "0 9 * * 1-5": "0 9 * * 1-5", "30 2 29 2 *": "30 2 29 2 *",
-                     "15 */6 1,15 * *": "15 */6 1,15 * *"]
+        let cases = [
+            "@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *",
+            "*/7 3-5 * * 1-5": "*/7 3-5 * * 1-5", "0 9 * * 1-5": "0 9 * * 1-5", "30 2 29 2 *": "30 2 29 2 *",
+            "15 */6 1,15 * *": "15 */6 1,15 * *",
+        ]
         for (text, cron) in cases {
             let schedule = try Schedule(text)
             let oracle = NaiveCron(cron)
             for _ in 0..<8 {
-                let now = Date(timeIntervalSince1970: (1_700_000_000 + Double.random(in: 0...50_000_000, using: &rng)).rounded(.down))
+                let now = Date(
+                    timeIntervalSince1970: (1_700_000_000 + Double.random(in: 0...50_000_000, using: &rng)).rounded(
+                        .down))
                 // Airflow: the latest interval [F1, F2) that has ended by now has logical date F1.
                 // The first interval starts at the first fire at or after the start date.
                 let fires = oracle.lastTwoFires(atOrBefore: now).flatMap { $0.0 >= start ? $0 : nil }
                 let expected = fires.map { [$0.0] } ?? []
-                #expect(schedule.dueLogicalDates(start: start, lastLogical: nil, now: now, catchup: false) == expected, "\(text) at \(now)")
+                #expect(
+                    schedule.dueLogicalDates(start: start, lastLogical: nil, now: now, catchup: false) == expected,
+                    "\(text) at \(now)")
             }
         }
     }
@@ -76,7 +84,8 @@ struct ScheduleTests {
                 for item in part.split(separator: ",") {
                     let pieces = item.split(separator: "/")
                     let step = pieces.count == 2 ? Int(pieces[1])! : 1
-                    var lo = b.0, hi = b.1
+                    var lo = b.0
+                    var hi = b.1
                     if pieces[0] != "*" {
                         let r = pieces[0].split(separator: "-").map { Int($0)! }
                         lo = r[0]
@@ -95,7 +104,8 @@ struct ScheduleTests {
             let (_, m, d) = CivilDate.fromDays(days)
             guard fields[3].contains(m) else { return false }
             let dow = ((days % 7) + 11) % 7  // 1970-01-01 was a Thursday (4)
-            let domOK = fields[2].contains(d), dowOK = fields[4].contains(dow)
+            let domOK = fields[2].contains(d)
+            let dowOK = fields[4].contains(dow)
             if domRestricted && dowRestricted { return domOK || dowOK }  // Vixie cron: either
             return domOK && dowOK
         }
@@ -117,7 +127,9 @@ struct ScheduleTests {
                 day -= 1
             }
             guard found.count == 2 else { return nil }
-            return (Date(timeIntervalSince1970: Double(found[1] * 60)), Date(timeIntervalSince1970: Double(found[0] * 60)))
+            return (
+                Date(timeIntervalSince1970: Double(found[1] * 60)), Date(timeIntervalSince1970: Double(found[0] * 60))
+            )
         }
     }
 
@@ -127,9 +139,11 @@ struct ScheduleTests {
         #expect(daily.description == "@daily")
         let start = Self.utc(2024, 5, 1)
         let now = Self.utc(2024, 5, 4, 6)
-        #expect(daily.dueLogicalDates(start: start, lastLogical: nil, now: now, catchup: true)
+        #expect(
+            daily.dueLogicalDates(start: start, lastLogical: nil, now: now, catchup: true)
                 == [Self.utc(2024, 5, 1), Self.utc(2024, 5, 2), Self.utc(2024, 5, 3)])
-        #expect(daily.dueLogicalDates(start: start, lastLogical: nil, now: now, catchup: false) == [Self.utc(2024, 5, 3)])
+        #expect(
+            daily.dueLogicalDates(start: start, lastLogical: nil, now: now, catchup: false) == [Self.utc(2024, 5, 3)])
         #expect(daily.dueLogicalDates(start: start, lastLogical: Self.utc(2024, 5, 3), now: now, catchup: true).isEmpty)
         let once = try Schedule("@once")
         #expect(once.dueLogicalDates(start: start, lastLogical: nil, now: now, catchup: false) == [start])

@@ -23,7 +23,9 @@ func fail(_ message: String) -> Never {
 }
 
 let args = CommandLine.arguments.dropFirst()
-guard let mode = args.first else { fail("usage: ClientBench redis-single N | redis-pipeline N DEPTH | gen-copy FILE ROWS | copy FILE TABLE") }
+guard let mode = args.first else {
+    fail("usage: ClientBench redis-single N | redis-pipeline N DEPTH | gen-copy FILE ROWS | copy FILE TABLE")
+}
 let env: Environment
 do { env = try Environment.load() } catch { fail("\(error)") }
 
@@ -39,15 +41,18 @@ do {
         let n = number(1)
         let redis = try RedisConnection(config: RedisConfig(environment: env))
         // The same command, key and 3-byte value as `redis-benchmark -t set` without -r.
-        let key = "key:__rand_int__", value = "xxx"
+        let key = "key:__rand_int__"
+        let value = "xxx"
         for _ in 0..<1000 { try redis.command("SET", key, value) }  // warm-up
         let t0 = monotonicSeconds()
         for _ in 0..<n { try redis.command("SET", key, value) }
         print(Double(n) / (monotonicSeconds() - t0))
     case "redis-pipeline":
-        let n = number(1), depth = number(2)
+        let n = number(1)
+        let depth = number(2)
         let redis = try RedisConnection(config: RedisConfig(environment: env))
-        let key = "key:__rand_int__", value = "xxx"
+        let key = "key:__rand_int__"
+        let value = "xxx"
         let t0 = monotonicSeconds()
         var done = 0
         while done < n {
@@ -69,8 +74,12 @@ do {
         var chunk = ""
         for i in 0..<rows {
             let ts = 1_700_000_000 + i
-            chunk += "\(i + 1)\t\(PostgresTimestamp.format(Date(timeIntervalSince1970: Double(ts))))\t10.\(i % 250).\(i / 250 % 250).\(i % 199)\tuser\(i % 5000)\t\(devices[i % devices.count])\t\(countries[i % countries.count])\tGET\t\(paths[i % paths.count])\t200\t\(1000 + i % 9000)\n"
-            if chunk.utf8.count > 1 << 20 { fh.write(Data(chunk.utf8)); chunk = "" }
+            chunk +=
+                "\(i + 1)\t\(PostgresTimestamp.format(Date(timeIntervalSince1970: Double(ts))))\t10.\(i % 250).\(i / 250 % 250).\(i % 199)\tuser\(i % 5000)\t\(devices[i % devices.count])\t\(countries[i % countries.count])\tGET\t\(paths[i % paths.count])\t200\t\(1000 + i % 9000)\n"
+            if chunk.utf8.count > 1 << 20 {
+                fh.write(Data(chunk.utf8))
+                chunk = ""
+            }
         }
         fh.write(Data(chunk.utf8))
         try fh.close()
@@ -104,7 +113,8 @@ do {
         }
         let pg = try PostgresConnection(config: PostgresConfig(environment: env))
         let before = resident()
-        var peak = before, sent = 0
+        var peak = before
+        var sent = 0
         let padding = String(repeating: "x", count: 80)
         let copied = try pg.copyIn("COPY \(a[1]) (id, label, amount) FROM STDIN") { w in
             for i in 0..<rows {

@@ -36,14 +36,19 @@ public struct PostgresConfig: Sendable, CustomStringConvertible {
                 fix: "set \(variable)=postgres://USER:PASSWORD@HOST:5432/DATABASE")
         }
         guard !parts.host.isEmpty else {
-            throw ConfigError(variable: variable, problem: "'\(shown)' names no host", fix: "put the host after '@', e.g. @127.0.0.1:5432")
+            throw ConfigError(
+                variable: variable, problem: "'\(shown)' names no host",
+                fix: "put the host after '@', e.g. @127.0.0.1:5432")
         }
         guard let user = parts.user, !user.isEmpty else {
-            throw ConfigError(variable: variable, problem: "'\(shown)' names no user", fix: "write it as postgres://USER:PASSWORD@HOST:PORT/DATABASE")
+            throw ConfigError(
+                variable: variable, problem: "'\(shown)' names no user",
+                fix: "write it as postgres://USER:PASSWORD@HOST:PORT/DATABASE")
         }
         let db = parts.path.hasPrefix("/") ? String(parts.path.dropFirst()) : parts.path
         guard !db.isEmpty else {
-            throw ConfigError(variable: variable, problem: "'\(shown)' names no database", fix: "end the URL with /DATABASE")
+            throw ConfigError(
+                variable: variable, problem: "'\(shown)' names no database", fix: "end the URL with /DATABASE")
         }
         self.init(host: parts.host, port: parts.port ?? 5432, user: user, password: parts.password, database: db)
         for (k, v) in parts.query {
@@ -51,7 +56,9 @@ public struct PostgresConfig: Sendable, CustomStringConvertible {
             case "sslmode": sslMode = v
             case "connect_timeout":
                 guard let t = Int(v), t > 0 else {
-                    throw ConfigError(variable: variable, problem: "connect_timeout=\(v) is not a positive number", fix: "use e.g. ?connect_timeout=10")
+                    throw ConfigError(
+                        variable: variable, problem: "connect_timeout=\(v) is not a positive number",
+                        fix: "use e.g. ?connect_timeout=10")
                 }
                 connectTimeout = t
             case "application_name": applicationName = v
@@ -76,7 +83,9 @@ public struct PostgresConfig: Sendable, CustomStringConvertible {
         } else {
             throw ConfigError(
                 variable: "DATABASE_URL", problem: "neither DATABASE_URL nor POSTGRES_USER is set",
-                fix: "set DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/DATABASE (or POSTGRES_HOST, POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB) in the environment or local.env")
+                fix:
+                    "set DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/DATABASE (or POSTGRES_HOST, POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB) in the environment or local.env"
+            )
         }
         reconnectTimeout = try env.seconds("ETL_PG_RECONNECT_TIMEOUT", default: reconnectTimeout, range: 0...3600)
     }
@@ -90,7 +99,10 @@ public struct PostgresConfig: Sendable, CustomStringConvertible {
             ("host", host), ("port", String(port)), ("user", user), ("dbname", database),
             ("connect_timeout", String(connectTimeout)), ("application_name", applicationName),
             // Text results in a fixed shape whatever the server's defaults are.
-            ("options", "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3 -c client_min_messages=warning -c bytea_output=hex"),
+            (
+                "options",
+                "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3 -c client_min_messages=warning -c bytea_output=hex"
+            ),
             ("client_encoding", "UTF8"),
         ]
         if let password { p.append(("password", password)) }

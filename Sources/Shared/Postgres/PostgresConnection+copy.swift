@@ -47,16 +47,25 @@ public final class PostgresCopyWriter {
         for (i, f) in fields.enumerated() {
             if i > 0 { buffer.append(9) }
             guard var f else {
-                buffer.append(92); buffer.append(78)  // \N
+                buffer.append(92)
+                buffer.append(78)  // \N
                 continue
             }
             f.withUTF8 { utf8 in
                 for b in utf8 {
                     switch b {
-                    case 92: buffer.append(92); buffer.append(92)
-                    case 9: buffer.append(92); buffer.append(116)
-                    case 10: buffer.append(92); buffer.append(110)
-                    case 13: buffer.append(92); buffer.append(114)
+                    case 92:
+                        buffer.append(92)
+                        buffer.append(92)
+                    case 9:
+                        buffer.append(92)
+                        buffer.append(116)
+                    case 10:
+                        buffer.append(92)
+                        buffer.append(110)
+                    case 13:
+                        buffer.append(92)
+                        buffer.append(114)
                     default: buffer.append(b)
                     }
                 }
@@ -68,7 +77,10 @@ public final class PostgresCopyWriter {
 
     /// Hands the buffered bytes to libpq.
     public func flush() throws {
-        guard !buffer.isEmpty, !serverEnded else { buffer.removeAll(keepingCapacity: true); return }
+        guard !buffer.isEmpty, !serverEnded else {
+            buffer.removeAll(keepingCapacity: true)
+            return
+        }
         let rc = buffer.withUnsafeBufferPointer { b in
             b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) {
                 PQputCopyData(conn, $0, Int32(b.count))
@@ -101,14 +113,21 @@ extension PostgresConnection {
     /// }
     /// ```
     @discardableResult
-    public func copyIn(_ sql: String, chunkSize: Int = 256 * 1024, _ produce: (PostgresCopyWriter) throws -> Void) throws -> Int {
+    public func copyIn(
+        _ sql: String, chunkSize: Int = 256 * 1024, _ produce: (PostgresCopyWriter) throws -> Void
+    ) throws -> Int {
         let h = try liveHandle()
-        guard let start = PQexec(h, sql) else { throw lostOrFailed(message: String(cString: PQerrorMessage(h)), sql: sql) }
+        guard let start = PQexec(h, sql) else {
+            throw lostOrFailed(message: String(cString: PQerrorMessage(h)), sql: sql)
+        }
         let startStatus = PQresultStatus(start)
         guard startStatus == PGRES_COPY_IN else {
             defer { PQclear(start) }
-            if startStatus == PGRES_FATAL_ERROR || startStatus == PGRES_NONFATAL_ERROR { throw error(from: start, sql: sql) }
-            throw PostgresError(code: .misuse, message: "copyIn needs a COPY ... FROM STDIN statement", endpoint: endpoint, query: sql)
+            if startStatus == PGRES_FATAL_ERROR || startStatus == PGRES_NONFATAL_ERROR {
+                throw error(from: start, sql: sql)
+            }
+            throw PostgresError(
+                code: .misuse, message: "copyIn needs a COPY ... FROM STDIN statement", endpoint: endpoint, query: sql)
         }
         PQclear(start)
 
@@ -149,7 +168,9 @@ extension PostgresConnection {
         if let producerError { throw producerError }
         if let failure { throw failure }
         if writer.serverEnded {
-            throw PostgresError(code: .copyFailed, message: "the server ended the COPY without a result", endpoint: endpoint, query: sql)
+            throw PostgresError(
+                code: .copyFailed, message: "the server ended the COPY without a result", endpoint: endpoint, query: sql
+            )
         }
         return rows
     }

@@ -62,7 +62,10 @@ public final class PostgresConnection {
         defer {
             keys.forEach { free($0) }
             // Wipe the password copy before freeing it.
-            for v in values { if let v { memset(v, 0, strlen(v)) }; free(v) }
+            for v in values {
+                if let v { memset(v, 0, strlen(v)) }
+                free(v)
+            }
         }
         var keyPtrs: [UnsafePointer<CChar>?] = keys.map { UnsafePointer($0) } + [nil]
         var valuePtrs: [UnsafePointer<CChar>?] = values.map { UnsafePointer($0) } + [nil]
@@ -72,12 +75,14 @@ public final class PostgresConnection {
             }
         }
         guard let conn else {
-            throw PostgresError(code: .connectionFailed, message: "libpq could not allocate a connection", endpoint: config.description)
+            throw PostgresError(
+                code: .connectionFailed, message: "libpq could not allocate a connection", endpoint: config.description)
         }
         guard PQstatus(conn) == CONNECTION_OK else {
             let message = Self.scrub(String(cString: PQerrorMessage(conn)), config: config)
             PQfinish(conn)  // libpq allocates even on failure; free it
-            let auth = message.contains("password authentication failed") || message.contains("no password supplied")
+            let auth =
+                message.contains("password authentication failed") || message.contains("no password supplied")
                 || message.contains("authentication failed")
             throw PostgresError(
                 code: auth ? .authenticationFailed : .connectionFailed,
@@ -110,7 +115,9 @@ public final class PostgresConnection {
     func liveHandle() throws -> OpaquePointer {
         if let h = handle, PQstatus(h) == CONNECTION_OK { return h }
         if transactionDepth > 0 {
-            throw PostgresError(code: .connectionLost, message: "the connection broke inside a transaction; its work was rolled back", endpoint: endpoint)
+            throw PostgresError(
+                code: .connectionLost, message: "the connection broke inside a transaction; its work was rolled back",
+                endpoint: endpoint)
         }
         try reconnect()
         return handle!
@@ -125,7 +132,9 @@ public final class PostgresConnection {
     /// statements whose best plan changes with their input or with the tables' growth (a join
     /// against an array of keys, planned while a table was empty, stays a sequential scan).
     @discardableResult
-    public func query(_ sql: String, _ parameters: [any PostgresEncodable] = [], planEachTime: Bool = false) throws -> PostgresResult {
+    public func query(
+        _ sql: String, _ parameters: [any PostgresEncodable] = [], planEachTime: Bool = false
+    ) throws -> PostgresResult {
         let h = try liveHandle()
         let params = parameters.map(\.postgresParameter)
         if !params.isEmpty, !planEachTime, let name = try preparedName(sql, params, h) {
@@ -149,7 +158,9 @@ public final class PostgresConnection {
         guard prepared.count < Self.maxPrepared else { return nil }
         let name = "etl_\(prepared.count)"
         var types = params.map { p -> Oid in if case .bytes = p { return 17 } else { return 0 } }
-        let result = types.withUnsafeMutableBufferPointer { PQprepare(h, name, sql, Int32(params.count), $0.baseAddress) }
+        let result = types.withUnsafeMutableBufferPointer {
+            PQprepare(h, name, sql, Int32(params.count), $0.baseAddress)
+        }
         _ = try consume(result, sql: sql)
         prepared[sql] = name
         return name
@@ -174,7 +185,8 @@ public final class PostgresConnection {
         case PGRES_COPY_IN, PGRES_COPY_OUT, PGRES_COPY_BOTH:
             // The session is mid-COPY and cannot run anything else: drop it (the next call reconnects).
             close()
-            throw PostgresError(code: .misuse, message: "COPY statements go through copyIn(_:_:)", endpoint: endpoint, query: sql)
+            throw PostgresError(
+                code: .misuse, message: "COPY statements go through copyIn(_:_:)", endpoint: endpoint, query: sql)
         default:
             throw error(from: result, sql: sql)
         }
@@ -193,9 +205,10 @@ public final class PostgresConnection {
                 } else {
                     let len = Int(PQgetlength(result, Int32(r), Int32(c)))
                     let ptr = PQgetvalue(result, Int32(r), Int32(c))!
-                    cells.append(ptr.withMemoryRebound(to: UInt8.self, capacity: len) {
-                        String(decoding: UnsafeBufferPointer(start: $0, count: len), as: UTF8.self)
-                    })
+                    cells.append(
+                        ptr.withMemoryRebound(to: UInt8.self, capacity: len) {
+                            String(decoding: UnsafeBufferPointer(start: $0, count: len), as: UTF8.self)
+                        })
                 }
             }
         }
@@ -213,16 +226,20 @@ public final class PostgresConnection {
             guard let p = PQresultErrorField(result, Int32(f)) else { return nil }
             return Self.scrub(String(cString: p), config: config)
         }
-        let message = field(UInt8(ascii: "M")) ?? Self.scrub(String(cString: PQresultErrorMessage(result)), config: config)
+        let message =
+            field(UInt8(ascii: "M")) ?? Self.scrub(String(cString: PQresultErrorMessage(result)), config: config)
         if let h = handle, PQstatus(h) != CONNECTION_OK {
-            return PostgresError(code: .connectionLost, message: message.trimmingCharacters(in: .whitespacesAndNewlines), endpoint: endpoint,
-                                 sqlState: field(UInt8(ascii: "C")), query: sql)
+            return PostgresError(
+                code: .connectionLost, message: message.trimmingCharacters(in: .whitespacesAndNewlines),
+                endpoint: endpoint,
+                sqlState: field(UInt8(ascii: "C")), query: sql)
         }
         let context = field(UInt8(ascii: "W"))
         return PostgresError(
             code: code, message: message.trimmingCharacters(in: .whitespacesAndNewlines), endpoint: endpoint,
             sqlState: field(UInt8(ascii: "C")), detail: field(UInt8(ascii: "D")), hint: field(UInt8(ascii: "H")),
-            context: context, copyLine: code == .copyFailed ? context.flatMap(Self.copyLine(fromContext:)) : nil, query: sql)
+            context: context, copyLine: code == .copyFailed ? context.flatMap(Self.copyLine(fromContext:)) : nil,
+            query: sql)
     }
 
     func lostOrFailed(message: String, sql: String?) -> PostgresError {
@@ -230,7 +247,8 @@ public final class PostgresConnection {
         if let h = handle, PQstatus(h) == CONNECTION_OK {
             return PostgresError(code: .server, message: text, endpoint: endpoint, query: sql)
         }
-        return PostgresError(code: .connectionLost, message: text.isEmpty ? "connection lost" : text, endpoint: endpoint, query: sql)
+        return PostgresError(
+            code: .connectionLost, message: text.isEmpty ? "connection lost" : text, endpoint: endpoint, query: sql)
     }
 
     /// Reads `N` from a COPY context such as `COPY sales, line 5, column qty: "x"`.
@@ -244,7 +262,9 @@ public final class PostgresConnection {
     /// the server), bytes as binary `bytea` (format 1, oid 17).
     private static func withCParameters<R>(
         _ params: [PostgresParameter],
-        _ body: (UnsafePointer<Oid>?, UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<Int32>?, UnsafePointer<Int32>?) -> R
+        _ body: (
+            UnsafePointer<Oid>?, UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<Int32>?, UnsafePointer<Int32>?
+        ) -> R
     ) -> R {
         if params.isEmpty { return body(nil, nil, nil, nil) }
         var types = [Oid](repeating: 0, count: params.count)

@@ -46,8 +46,10 @@ public struct PostgresError: Error, CustomStringConvertible, CustomDebugStringCo
     /// `user@host:port/db` of the connection, never the password.
     public let endpoint: String
 
-    public init(code: Code, message: String, endpoint: String, sqlState: String? = nil, detail: String? = nil,
-         hint: String? = nil, context: String? = nil, copyLine: Int? = nil, query: String? = nil) {
+    public init(
+        code: Code, message: String, endpoint: String, sqlState: String? = nil, detail: String? = nil,
+        hint: String? = nil, context: String? = nil, copyLine: Int? = nil, query: String? = nil
+    ) {
         self.code = code
         self.message = message
         self.endpoint = endpoint
@@ -65,13 +67,16 @@ public struct PostgresError: Error, CustomStringConvertible, CustomDebugStringCo
         s += message
         if let copyLine { s += " (COPY input line \(copyLine))" }
         switch code {
-        case .authenticationFailed: s += ". Fix: check the user and password in DATABASE_URL (or POSTGRES_USER / POSTGRES_PASSWORD)"
-        case .connectionFailed: s += ". Fix: check that Postgres runs and DATABASE_URL (or POSTGRES_HOST / POSTGRES_PORT) points at it"
+        case .authenticationFailed:
+            s += ". Fix: check the user and password in DATABASE_URL (or POSTGRES_USER / POSTGRES_PASSWORD)"
+        case .connectionFailed:
+            s += ". Fix: check that Postgres runs and DATABASE_URL (or POSTGRES_HOST / POSTGRES_PORT) points at it"
         case .connectionLost: s += ". Fix: check that Postgres still runs; the next call reconnects"
         case .server where sqlState == "42P01" || sqlState == "3F000":
             // Undefined table or schema: every program creates its schemas when it starts, so the
             // usual cause is a program started with other schema settings, or a schema dropped since.
-            s += ". Fix: if it is one of the project's tables, run `etlctl migrate` with the same ETL_SCHEMA and"
+            s +=
+                ". Fix: if it is one of the project's tables, run `etlctl migrate` with the same ETL_SCHEMA and"
                 + " ETL_DATALAKE_SCHEMA / ETL_LOADS_SCHEMA / ETL_DATAMART_SCHEMA settings as this program"
         default: break
         }

@@ -68,7 +68,8 @@ public struct PostgresRow: Sendable {
     public func decode<T: PostgresDecodable>(_ type: T.Type, _ column: String) throws -> T {
         guard let i = storage.columns.firstIndex(of: column) else {
             throw PostgresError(
-                code: .misuse, message: "no column named \(column) (columns: \(storage.columns.joined(separator: ", ")))",
+                code: .misuse,
+                message: "no column named \(column) (columns: \(storage.columns.joined(separator: ", ")))",
                 endpoint: storage.endpoint)
         }
         return try decode(type, i)

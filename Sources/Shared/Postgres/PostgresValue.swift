@@ -91,7 +91,9 @@ extension Double: PostgresEncodable, PostgresTextDecodable {
         case "NaN": self = .nan
         case "Infinity": self = .infinity
         case "-Infinity": self = -.infinity
-        default: guard let v = Double(postgresText) else { return nil }; self = v
+        default:
+            guard let v = Double(postgresText) else { return nil }
+            self = v
         }
     }
 }

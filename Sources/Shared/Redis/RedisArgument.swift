@@ -71,7 +71,9 @@ public final class RedisCommandEncoder {
     public func appendBulk(_ raw: UnsafeRawBufferPointer) {
         header(UInt8(ascii: "$"), raw.count)
         reserve(raw.count + 2)
-        if let base = raw.baseAddress { (storage + used).update(from: base.assumingMemoryBound(to: UInt8.self), count: raw.count) }
+        if let base = raw.baseAddress {
+            (storage + used).update(from: base.assumingMemoryBound(to: UInt8.self), count: raw.count)
+        }
         used += raw.count
         storage[used] = 13
         storage[used + 1] = 10
@@ -102,11 +104,17 @@ public final class RedisCommandEncoder {
     @inlinable
     func appendDecimal(_ value: Int) {
         reserve(21)
-        if value < 0 { storage[used] = UInt8(ascii: "-"); used += 1 }
+        if value < 0 {
+            storage[used] = UInt8(ascii: "-")
+            used += 1
+        }
         var v = value.magnitude
         var digits = 1
         var t = v
-        while t >= 10 { t /= 10; digits += 1 }
+        while t >= 10 {
+            t /= 10
+            digits += 1
+        }
         var i = used + digits - 1
         repeat {
             storage[i] = UInt8(ascii: "0") + UInt8(v % 10)
@@ -152,7 +160,10 @@ extension Int: RedisArgument {
                 d[i] = UInt8(ascii: "0") + UInt8(v % 10)
                 v /= 10
             } while v > 0
-            if self < 0 { i -= 1; d[i] = UInt8(ascii: "-") }
+            if self < 0 {
+                i -= 1
+                d[i] = UInt8(ascii: "-")
+            }
             encoder.appendBulk(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(d)[i..<24]))
         }
     }

@@ -84,7 +84,8 @@ public final class RedisConnection {
                 let reply = try roundTrip(c, args, endpoint: config.description)
                 if let e = reply.errorMessage {
                     // Redis's own messages (WRONGPASS, invalid password) never echo the password.
-                    throw RedisError(.authenticationFailed, "the server refused the password (\(e))", endpoint: config.description)
+                    throw RedisError(
+                        .authenticationFailed, "the server refused the password (\(e))", endpoint: config.description)
                 }
             }
             // Proves the session is usable and catches a server that wants a password we lack.
@@ -92,11 +93,14 @@ public final class RedisConnection {
             let reply = try roundTrip(c, target, endpoint: config.description)
             if let e = reply.errorMessage {
                 if e.hasPrefix("NOAUTH") {
-                    throw RedisError(.authenticationFailed, "the server requires a password and REDIS_URL has none", endpoint: config.description)
+                    throw RedisError(
+                        .authenticationFailed, "the server requires a password and REDIS_URL has none",
+                        endpoint: config.description)
                 }
                 if e.hasPrefix("LOADING") {
                     // A restarting server still reading its AOF: retryable, like a refused connection.
-                    throw RedisError(.connectionFailed, "the server is still loading its data", endpoint: config.description)
+                    throw RedisError(
+                        .connectionFailed, "the server is still loading its data", endpoint: config.description)
                 }
                 throw RedisError(.server, e, endpoint: config.description)
             }
@@ -108,13 +112,16 @@ public final class RedisConnection {
     }
 
     /// One command on a bare context, used while connecting.
-    private static func roundTrip(_ c: UnsafeMutablePointer<redisContext>, _ args: [any RedisArgument], endpoint: String) throws -> RedisReply {
+    private static func roundTrip(
+        _ c: UnsafeMutablePointer<redisContext>, _ args: [any RedisArgument], endpoint: String
+    ) throws -> RedisReply {
         let enc = RedisCommandEncoder(capacity: 256)
         enc.encode(args)
         let rc = enc.withEncoded { redisAppendFormattedCommand(c, $0, $1) }
         var raw: UnsafeMutableRawPointer?
         guard rc == REDIS_OK, redisGetReply(c, &raw) == REDIS_OK, let raw else {
-            throw RedisError(.connectionFailed, "connection closed during handshake: \(errorString(c))", endpoint: endpoint)
+            throw RedisError(
+                .connectionFailed, "connection closed during handshake: \(errorString(c))", endpoint: endpoint)
         }
         defer { freeReplyObject(raw) }
         return convert(raw.assumingMemoryBound(to: redisReply.self))
@@ -198,7 +205,9 @@ public final class RedisConnection {
 
     /// Runs `script` with `EVALSHA`, falling back to `EVAL` (which also caches it) on `NOSCRIPT`.
     @discardableResult
-    public func eval(_ script: RedisScript, keys: [any RedisArgument] = [], args: [any RedisArgument] = []) throws -> RedisReply {
+    public func eval(
+        _ script: RedisScript, keys: [any RedisArgument] = [], args: [any RedisArgument] = []
+    ) throws -> RedisReply {
         let tail: [any RedisArgument] = [keys.count] + keys + args
         let reply = try rawCommand(["EVALSHA", script.sha1] + tail)
         if let e = reply.errorMessage {
@@ -237,8 +246,12 @@ public final class RedisConnection {
         let message = Self.errorString(c)
         let timedOut = c.pointee.err == REDIS_ERR_IO && (savedErrno == EAGAIN || savedErrno == EWOULDBLOCK)
         close()
-        if timedOut { return RedisError(.timeout, "no reply within the timeout; connection dropped", endpoint: endpoint) }
-        return RedisError(.connectionLost, "connection lost (\(message.isEmpty ? "closed by the server" : message))", endpoint: endpoint)
+        if timedOut {
+            return RedisError(.timeout, "no reply within the timeout; connection dropped", endpoint: endpoint)
+        }
+        return RedisError(
+            .connectionLost, "connection lost (\(message.isEmpty ? "closed by the server" : message))",
+            endpoint: endpoint)
     }
 
     static func convert(_ r: UnsafePointer<redisReply>) -> RedisReply {
@@ -246,7 +259,10 @@ public final class RedisConnection {
         switch reply.type {
         case REDIS_REPLY_STRING:
             guard reply.len > 0, let str = reply.str else { return .bulk([]) }
-            return .bulk(str.withMemoryRebound(to: UInt8.self, capacity: reply.len) { Array(UnsafeBufferPointer(start: $0, count: reply.len)) })
+            return .bulk(
+                str.withMemoryRebound(to: UInt8.self, capacity: reply.len) {
+                    Array(UnsafeBufferPointer(start: $0, count: reply.len))
+                })
         case REDIS_REPLY_STATUS:
             // The commonest reply by far; skip decoding it.
             if reply.len == 2, let p = reply.str, p[0] == 79, p[1] == 75 { return .status("OK") }

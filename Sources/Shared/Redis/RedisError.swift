@@ -5,7 +5,9 @@ import ETLSupport
 public struct RedisError: Error, CustomStringConvertible, Sendable {
     /// What kind of failure this is. New codes may be added without breaking callers.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        enum Base: String, Sendable { case connectionFailed, authenticationFailed, connectionLost, timeout, server, misuse }
+        enum Base: String, Sendable {
+            case connectionFailed, authenticationFailed, connectionLost, timeout, server, misuse
+        }
         let base: Base
         private init(_ base: Base) { self.base = base }
         /// The server could not be reached.
@@ -37,7 +39,8 @@ public struct RedisError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         var s = "Redis \(endpoint): \(message)"
         switch code {
-        case .authenticationFailed: s += ". Fix: put the server's password in REDIS_URL as redis://:PASSWORD@HOST:PORT/DB"
+        case .authenticationFailed:
+            s += ". Fix: put the server's password in REDIS_URL as redis://:PASSWORD@HOST:PORT/DB"
         case .connectionFailed: s += ". Fix: check that redis-server runs and that REDIS_URL points at it"
         default: break
         }

@@ -7,13 +7,24 @@ public enum B2BScaler {
     static let countries: [(code: String, weight: Int)] = [
         ("AR", 30), ("BR", 20), ("MX", 12), ("CL", 8), ("US", 8), ("ES", 6), ("UY", 5), ("CO", 5), ("PE", 3), ("DE", 3),
     ]
-    static let words = ["Andes", "Pampa", "Litoral", "Norte", "Sur", "Delta", "Sierra", "Valle", "Puerto", "Cumbre", "Rio", "Monte"]
+    static let words = [
+        "Andes", "Pampa", "Litoral", "Norte", "Sur", "Delta", "Sierra", "Valle", "Puerto", "Cumbre", "Rio", "Monte",
+    ]
     static let kinds = ["Trading", "Foods", "Supplies", "Electronics", "Retail", "Distribution", "Outdoor", "Office"]
-    static let goods = ["coffee", "tea", "rice", "oil", "cable", "charger", "notebook", "chair", "lamp", "backpack", "bottle", "pen"]
-    static let first = ["Ana", "Juan", "Lucía", "Martín", "Sofía", "Diego", "Camila", "Pedro", "Laura", "Jorge", "Elena", "Pablo"]
-    static let last = ["González", "Pérez", "Silva", "Souza", "López", "Martínez", "Rojas", "Díaz", "Smith", "García", "Costa", "Muñoz"]
+    static let goods = [
+        "coffee", "tea", "rice", "oil", "cable", "charger", "notebook", "chair", "lamp", "backpack", "bottle", "pen",
+    ]
+    static let first = [
+        "Ana", "Juan", "Lucía", "Martín", "Sofía", "Diego", "Camila", "Pedro", "Laura", "Jorge", "Elena", "Pablo",
+    ]
+    static let last = [
+        "González", "Pérez", "Silva", "Souza", "López", "Martínez", "Rojas", "Díaz", "Smith", "García", "Costa",
+        "Muñoz",
+    ]
 
-    public static func write(companies: Int, products: Int, customers: Int, seed: UInt64, to dir: String) throws -> String {
+    public static func write(
+        companies: Int, products: Int, customers: Int, seed: UInt64, to dir: String
+    ) throws -> String {
         var rng = SeededRandom(seed: seed)
         func cuit(_ i: Int) -> String {
             let body = String(70_000_000 + i)
@@ -23,7 +34,9 @@ public enum B2BScaler {
         let c = try BufferedFileWriter(path: "\(dir)/company.csv")
         c.append("cuit,name,is_supplier\n")
         for i in 0..<companies {
-            c.append("\(cuit(i)),\(words[i % words.count]) \(kinds[(i / words.count) % kinds.count]) \(i),\(i < suppliers)\n")
+            c.append(
+                "\(cuit(i)),\(words[i % words.count]) \(kinds[(i / words.count) % kinds.count]) \(i),\(i < suppliers)\n"
+            )
             try c.maybeFlush()
         }
         try c.commit()
@@ -33,7 +46,9 @@ public enum B2BScaler {
         for id in 1...products {
             let cents = Int64(100 + rng.below(50_000))
             prices.append(cents)
-            p.append("\(id),\(cuit(rng.below(suppliers))),\(goods[id % goods.count]) model \(id),\(OrdersGenerator.money(cents))\n")
+            p.append(
+                "\(id),\(cuit(rng.below(suppliers))),\(goods[id % goods.count]) model \(id),\(OrdersGenerator.money(cents))\n"
+            )
             try p.maybeFlush()
         }
         try p.commit()
@@ -61,9 +76,17 @@ public enum B2BScaler {
         for i in 0..<customers {
             var w = rng.below(total)
             var country = countries[0].code
-            for (code, weight) in countries { if w < weight { country = code; break }; w -= weight }
+            for (code, weight) in countries {
+                if w < weight {
+                    country = code
+                    break
+                }
+                w -= weight
+            }
             let birth = Day(daysSince1970: -7300 + rng.below(14_600))
-            cu.append("\(country)-\(10_000_000 + i),\(first[rng.below(first.count)]) \(last[rng.below(last.count)]),\(birth),\"Street \(rng.below(9999)), City \(rng.below(500))\",\(country),user\(i)\n")
+            cu.append(
+                "\(country)-\(10_000_000 + i),\(first[rng.below(first.count)]) \(last[rng.below(last.count)]),\(birth),\"Street \(rng.below(9999)), City \(rng.below(500))\",\(country),user\(i)\n"
+            )
             try cu.maybeFlush()
         }
         try cu.commit()

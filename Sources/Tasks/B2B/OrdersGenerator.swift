@@ -11,10 +11,15 @@ import Workflow
 /// placed by a company for a customer; its products come from that company's catalog at the
 /// catalog's price; basket sizes and quantities are skewed small, with some bulk lines.
 public enum OrdersGenerator {
-    public struct Summary: Sendable { public let orders: Int; public let lines: Int64 }
+    public struct Summary: Sendable {
+        public let orders: Int
+        public let lines: Int64
+    }
 
-    public static func generate(orders count: Int, date: Day, seed: UInt64, b2bDir: String, outDir: String,
-                                progress: ProgressBar? = nil) throws -> Summary {
+    public static func generate(
+        orders count: Int, date: Day, seed: UInt64, b2bDir: String, outDir: String,
+        progress: ProgressBar? = nil
+    ) throws -> Summary {
         // The catalogs and customers, read with the same checks the load applies.
         var known: [String: Set<String>] = [:]
         var catalogs: [String: [(product: String, cents: Int64)]] = [:]
@@ -32,7 +37,8 @@ public enum OrdersGenerator {
         }
         let buyers = catalogs.keys.sorted()
         guard !buyers.isEmpty, !customers.isEmpty else {
-            throw PipelineError("\(b2bDir) has no catalog (inventory.csv) or no customers (customer.csv) to generate orders from")
+            throw PipelineError(
+                "\(b2bDir) has no catalog (inventory.csv) or no customers (customer.csv) to generate orders from")
         }
         // The window: [first day of the month 12 months back, first day of the date's month).
         let windowStart = date.monthStart(offset: -12).epochSeconds
@@ -47,7 +53,9 @@ public enum OrdersGenerator {
             let buyer = buyers[rng.below(buyers.count)]
             let customer = customers[rng.below(customers.count)]
             let at = windowStart + Int64(rng.below(Int(windowEnd - windowStart)))
-            orders.append("\(id),\(buyer),\(CSVLine.field(customer)),\(PostgresTimestamp.format(Date(timeIntervalSince1970: Double(at))).prefix(19))\n")
+            orders.append(
+                "\(id),\(buyer),\(CSVLine.field(customer)),\(PostgresTimestamp.format(Date(timeIntervalSince1970: Double(at))).prefix(19))\n"
+            )
             let catalog = catalogs[buyer]!
             let basket = min(rng.geometric(0.4, cap: 12), catalog.count)
             var used = Set<Int>()

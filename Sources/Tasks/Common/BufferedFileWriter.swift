@@ -26,7 +26,10 @@ final class BufferedFileWriter {
         buffer.reserveCapacity(1 << 21)
     }
 
-    deinit { close(fd); unlink(temporary) }
+    deinit {
+        close(fd)
+        unlink(temporary)
+    }
 
     @inline(__always) func maybeFlush() throws { if buffer.count >= 1 << 20 { try flush() } }
 
@@ -45,7 +48,9 @@ final class BufferedFileWriter {
 
     func commit() throws {
         try flush()
-        guard rename(temporary, path) == 0 else { throw PipelineError("cannot rename \(temporary) to \(path): \(String(cString: strerror(errno)))") }
+        guard rename(temporary, path) == 0 else {
+            throw PipelineError("cannot rename \(temporary) to \(path): \(String(cString: strerror(errno)))")
+        }
     }
 
     func append(_ s: String) { buffer.append(contentsOf: s.utf8) }

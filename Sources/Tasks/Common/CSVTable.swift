@@ -42,7 +42,8 @@ public struct CSVColumn: Sendable {
             return .success(String(n))
         case .decimal(let scale, let digits):
             let parts = v.split(separator: ".", omittingEmptySubsequences: false)
-            let ok = !v.isEmpty && parts.count <= 2 && !parts[0].isEmpty && parts[0].allSatisfy(\.isASCIIDigit)
+            let ok =
+                !v.isEmpty && parts.count <= 2 && !parts[0].isEmpty && parts[0].allSatisfy(\.isASCIIDigit)
                 && (parts.count == 1 || (!parts[1].isEmpty && parts[1].allSatisfy(\.isASCIIDigit)))
             guard ok else { return .failure(.init("\(name) \"\(v)\" is not a non-negative decimal number like 12.50")) }
             if parts.count == 2 && parts[1].count > scale {
@@ -58,7 +59,8 @@ public struct CSVColumn: Sendable {
         case .timestamp:
             let s = v.replacingOccurrences(of: "T", with: " ")
             let pieces = s.split(separator: " ")
-            guard pieces.count == 2, CivilDateCheck.date(String(pieces[0])), CivilDateCheck.time(String(pieces[1])) else {
+            guard pieces.count == 2, CivilDateCheck.date(String(pieces[0])), CivilDateCheck.time(String(pieces[1]))
+            else {
                 return .failure(.init("\(name) \"\(v)\" is not a timestamp (YYYY-MM-DD HH:MM:SS)"))
             }
             return .success(s)
@@ -80,7 +82,8 @@ enum CivilDateCheck {
     static func date(_ s: String) -> Bool {
         let p = s.split(separator: "-", omittingEmptySubsequences: false)
         guard p.count == 3, p[0].count == 4, p[1].count == 2, p[2].count == 2,
-              let y = Int(p[0]), let m = Int(p[1]), let d = Int(p[2]), y >= 1, (1...12).contains(m), (1...31).contains(d) else { return false }
+            let y = Int(p[0]), let m = Int(p[1]), let d = Int(p[2]), y >= 1, (1...12).contains(m), (1...31).contains(d)
+        else { return false }
         // A real day survives the round trip through day numbers; 2024-02-30 comes back as March 1.
         return CivilDate.fromDays(CivilDate.toDays(year: y, month: m, day: d)) == (y, m, d)
     }
@@ -88,7 +91,8 @@ enum CivilDateCheck {
     static func time(_ s: String) -> Bool {
         let p = s.split(separator: ":", omittingEmptySubsequences: false)
         guard p.count == 3, p.allSatisfy({ $0.count == 2 || ($0.count > 2 && $0.contains(".")) }),
-              let h = Int(p[0]), let m = Int(p[1]), let sec = Double(p[2]) else { return false }
+            let h = Int(p[0]), let m = Int(p[1]), let sec = Double(p[2])
+        else { return false }
         return (0...23).contains(h) && (0...59).contains(m) && sec >= 0 && sec < 60
     }
 }
@@ -116,8 +120,10 @@ public struct CSVTableSpec: Sendable {
     /// Whether another table refers to this one (then its accepted keys are kept for the checks).
     public var isReferenced = true
 
-    public init(table: String, file: String, columns: [CSVColumn], key: [String], references: [Reference] = [],
-                rowCheck: (@Sendable ([String]) -> String?)? = nil) {
+    public init(
+        table: String, file: String, columns: [CSVColumn], key: [String], references: [Reference] = [],
+        rowCheck: (@Sendable ([String]) -> String?)? = nil
+    ) {
         self.table = table
         self.file = file
         self.columns = columns
@@ -163,7 +169,9 @@ public struct CSVValidator {
             while text.last == "\n" || text.last == "\r" { text.removeLast() }
             if lineNumber == 1 && text.hasPrefix("\u{FEFF}") { text.removeFirst() }  // a UTF-8 byte order mark
             if header == nil && (cut || CSVLine.split(Substring(text)) == nil) {
-                throw PipelineError("\(path) line 1: the header is not a CSV line; expected \(spec.columns.map(\.name).joined(separator: ",")). Fix the file's first line")
+                throw PipelineError(
+                    "\(path) line 1: the header is not a CSV line; expected \(spec.columns.map(\.name).joined(separator: ",")). Fix the file's first line"
+                )
             }
             if header != nil && text.isEmpty { return true }  // blank lines are not rows
             if header != nil { read += 1 }
@@ -172,14 +180,17 @@ public struct CSVValidator {
                 return true
             }
             guard let fields = CSVLine.split(Substring(text)) else {
-                rejects.append(Rejection(line: lineNumber, raw: text, reason: "a quoted field is not closed on its line"))
+                rejects.append(
+                    Rejection(line: lineNumber, raw: text, reason: "a quoted field is not closed on its line"))
                 return true
             }
             guard header != nil else {
                 let expected = spec.columns.map(\.name)
                 let got = fields.map { $0.trimmingCharacters(in: .whitespaces) }
                 guard got == expected else {
-                    throw PipelineError("\(path) line 1: the header is \(got.joined(separator: ",")); expected \(expected.joined(separator: ",")). Fix the file's first line")
+                    throw PipelineError(
+                        "\(path) line 1: the header is \(got.joined(separator: ",")); expected \(expected.joined(separator: ",")). Fix the file's first line"
+                    )
                 }
                 header = got
                 return true
@@ -193,12 +204,19 @@ public struct CSVValidator {
             }
             return true
         }
-        if header == nil { throw PipelineError("\(path) is empty: it needs at least the header line \(spec.columns.map(\.name).joined(separator: ","))") }
+        if header == nil {
+            throw PipelineError(
+                "\(path) is empty: it needs at least the header line \(spec.columns.map(\.name).joined(separator: ","))"
+            )
+        }
     }
 
     mutating func check(_ fields: [String], line: Int64) -> Result<[String], CSVRowError> {
         guard fields.count == spec.columns.count else {
-            return .failure(.init("wrong column count: \(fields.count) instead of \(spec.columns.count) (\(spec.columns.map(\.name).joined(separator: ",")))"))
+            return .failure(
+                .init(
+                    "wrong column count: \(fields.count) instead of \(spec.columns.count) (\(spec.columns.map(\.name).joined(separator: ",")))"
+                ))
         }
         var values: [String] = []
         values.reserveCapacity(fields.count)
@@ -213,12 +231,18 @@ public struct CSVValidator {
             let k = cols.map { values[$0] }.joined(separator: "\u{1F}")
             if known[table]?.contains(k) != true {
                 let names = cols.map { spec.columns[$0].name }.joined(separator: ",")
-                return .failure(.init("unknown \(table): \(names) \(cols.map { values[$0] }.joined(separator: ",")) is not a loaded \(table)"))
+                return .failure(
+                    .init(
+                        "unknown \(table): \(names) \(cols.map { values[$0] }.joined(separator: ",")) is not a loaded \(table)"
+                    ))
             }
         }
         let key = keyIndex.map { values[$0] }.joined(separator: "\u{1F}")
         if let first = seen[key] {
-            return .failure(.init("duplicate key \(spec.key.joined(separator: ","))=\(keyIndex.map { values[$0] }.joined(separator: ",")), first on line \(first)"))
+            return .failure(
+                .init(
+                    "duplicate key \(spec.key.joined(separator: ","))=\(keyIndex.map { values[$0] }.joined(separator: ",")), first on line \(first)"
+                ))
         }
         seen[key] = line
         if spec.isReferenced { known[spec.table, default: []].insert(key) }

@@ -92,7 +92,10 @@ public final class LineReader {
             filled = 0
             position = 0
             let n = read(fd, buffer.baseAddress!, buffer.count)
-            if n <= 0 { eof = true; return }
+            if n <= 0 {
+                eof = true
+                return
+            }
             filled = n
             if let p = memchr(buffer.baseAddress!, 10, n) {
                 position = buffer.baseAddress!.distance(to: p) + 1

@@ -20,13 +20,18 @@ public struct LoadLog {
 
     /// Records a load as started (committed at once, so that it shows while it runs).
     public func begin(pipeline: String, source: String, runID: Int64?, logicalDate: String?) throws -> Int64 {
-        try pg.query("INSERT INTO \(schema).load (pipeline, source, run_id, logical_date) VALUES ($1, $2, $3, $4::date) RETURNING id",
-                     [pipeline, source, runID, logicalDate]).rows[0].decode(Int64.self, 0)
+        try pg.query(
+            "INSERT INTO \(schema).load (pipeline, source, run_id, logical_date) VALUES ($1, $2, $3, $4::date) RETURNING id",
+            [pipeline, source, runID, logicalDate]
+        ).rows[0].decode(Int64.self, 0)
     }
 
     /// Records the final counts; run on the connection whose transaction holds the load's data.
-    public func finish(_ id: Int64, read: Int64, loaded: Int64, rejected: Int64, bytes: Int64, on conn: PostgresConnection? = nil) throws {
-        try (conn ?? pg).query("""
+    public func finish(
+        _ id: Int64, read: Int64, loaded: Int64, rejected: Int64, bytes: Int64, on conn: PostgresConnection? = nil
+    ) throws {
+        try (conn ?? pg).query(
+            """
             UPDATE \(schema).load SET state = 'finished', finished_at = clock_timestamp(), rows_read = $2,
                    rows_loaded = $3, rows_rejected = $4, bytes = $5 WHERE id = $1
             """, [id, read, loaded, rejected, bytes])
@@ -34,8 +39,9 @@ public struct LoadLog {
 
     /// Records that the load broke, with the error; a later attempt resumes or starts again.
     public func broke(_ id: Int64, error: String) throws {
-        try pg.query("UPDATE \(schema).load SET state = 'broken', broke_at = clock_timestamp(), error = $2 WHERE id = $1 AND state <> 'finished'",
-                     [id, String(error.prefix(4000))])
+        try pg.query(
+            "UPDATE \(schema).load SET state = 'broken', broke_at = clock_timestamp(), error = $2 WHERE id = $1 AND state <> 'finished'",
+            [id, String(error.prefix(4000))])
     }
 
     /// Makes the caller the only running load of `pipeline` (a lock held by `tx`'s transaction),
@@ -43,7 +49,8 @@ public struct LoadLog {
     /// without recording an end (it was killed, timed out or superseded, and its data rolled back).
     public func takeOver(pipeline: String, tx: PostgresConnection) throws {
         try tx.query("SELECT pg_advisory_xact_lock(hashtext($1))", ["\(schema) \(pipeline) load"])
-        try pg.query("""
+        try pg.query(
+            """
             UPDATE \(schema).load SET state = 'broken', broke_at = clock_timestamp(),
                    error = 'abandoned: the attempt that ran it ended without recording an end (killed, timed out or superseded); its writes were rolled back'
             WHERE pipeline = $1 AND state = 'running'
@@ -67,7 +74,8 @@ public struct Rejection: Sendable, Equatable {
 
     public init(line: Int64, raw: String, reason: String) {
         self.line = line
-        let cut = raw.utf8.count > Self.rawLimit ? String(decoding: raw.utf8.prefix(Self.rawLimit), as: UTF8.self) + "…" : raw
+        let cut =
+            raw.utf8.count > Self.rawLimit ? String(decoding: raw.utf8.prefix(Self.rawLimit), as: UTF8.self) + "…" : raw
         self.raw = Self.storable(cut)
         self.reason = Self.storable(reason)
     }
@@ -89,7 +97,9 @@ public struct Rejection: Sendable, Equatable {
     }
 
     /// COPYs rejections into `<schema>.reject` for one load and source.
-    public static func store(_ rejects: [Rejection], load: Int64, source: String, schema: String, on pg: PostgresConnection) throws {
+    public static func store(
+        _ rejects: [Rejection], load: Int64, source: String, schema: String, on pg: PostgresConnection
+    ) throws {
         guard !rejects.isEmpty else { return }
         let loadText = String(load)
         try pg.copyIn("COPY \(schema).reject (load_id, source, line_number, raw, reason) FROM STDIN") { w in

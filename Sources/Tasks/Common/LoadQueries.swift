@@ -40,15 +40,24 @@ public enum LoadQueries {
     }
 
     /// Newest first; `pipeline` nil for all.
-    public static func loads(_ pg: PostgresConnection, _ s: PipelineSettings, pipeline: String?, id: Int64? = nil, limit: Int) throws -> [Load] {
-        try pg.query("""
+    public static func loads(
+        _ pg: PostgresConnection, _ s: PipelineSettings, pipeline: String?, id: Int64? = nil, limit: Int
+    ) throws -> [Load] {
+        try pg.query(
+            """
             SELECT id, pipeline, source, state, started_at, broke_at, finished_at, rows_read, rows_loaded, rows_rejected, bytes, coalesce(error, '')
             FROM \(s.loads).load WHERE ($1::text IS NULL OR pipeline = $1) AND ($3::bigint IS NULL OR id = $3) ORDER BY id DESC LIMIT $2
-            """, [pipeline, limit, id]).rows.map { r in
-            Load(id: try r.decode(Int64.self, 0), pipeline: try r.decode(String.self, 1), source: try r.decode(String.self, 2),
-                 state: try r.decode(String.self, 3), startedAt: try r.decode(Date?.self, 4), brokeAt: try r.decode(Date?.self, 5),
-                 finishedAt: try r.decode(Date?.self, 6), rowsRead: try r.decode(Int64.self, 7), rowsLoaded: try r.decode(Int64.self, 8),
-                 rowsRejected: try r.decode(Int64.self, 9), bytes: try r.decode(Int64.self, 10), error: try r.decode(String.self, 11))
+            """, [pipeline, limit, id]
+        ).rows.map { r in
+            Load(
+                id: try r.decode(Int64.self, 0), pipeline: try r.decode(String.self, 1),
+                source: try r.decode(String.self, 2),
+                state: try r.decode(String.self, 3), startedAt: try r.decode(Date?.self, 4),
+                brokeAt: try r.decode(Date?.self, 5),
+                finishedAt: try r.decode(Date?.self, 6), rowsRead: try r.decode(Int64.self, 7),
+                rowsLoaded: try r.decode(Int64.self, 8),
+                rowsRejected: try r.decode(Int64.self, 9), bytes: try r.decode(Int64.self, 10),
+                error: try r.decode(String.self, 11))
         }
     }
 
@@ -60,10 +69,16 @@ public enum LoadQueries {
     }
 
     /// The rows load `load` rejected, by line.
-    public static func rejects(_ pg: PostgresConnection, _ s: PipelineSettings, load: Int64, limit: Int) throws -> [Reject] {
-        try pg.query("SELECT source, line_number, reason, raw FROM \(s.loads).reject WHERE load_id = $1 ORDER BY line_number LIMIT $2",
-                     [load, limit]).rows.map { r in
-            Reject(source: try r.decode(String.self, 0), line: try r.decode(Int64.self, 1), reason: try r.decode(String.self, 2), raw: try r.decode(String.self, 3))
+    public static func rejects(
+        _ pg: PostgresConnection, _ s: PipelineSettings, load: Int64, limit: Int
+    ) throws -> [Reject] {
+        try pg.query(
+            "SELECT source, line_number, reason, raw FROM \(s.loads).reject WHERE load_id = $1 ORDER BY line_number LIMIT $2",
+            [load, limit]
+        ).rows.map { r in
+            Reject(
+                source: try r.decode(String.self, 0), line: try r.decode(Int64.self, 1),
+                reason: try r.decode(String.self, 2), raw: try r.decode(String.self, 3))
         }
     }
 }

@@ -44,8 +44,9 @@ public struct PipelineSettings: Sendable {
 
     public func schedule() throws -> Schedule {
         do { return try Schedule(scheduleText == "none" ? nil : scheduleText) } catch {
-            throw ConfigError(variable: "ETL_PIPELINE_SCHEDULE", problem: "\"\(scheduleText)\" is not a schedule",
-                              fix: "use @daily, @hourly, @weekly, @monthly, @once, a 5-field cron expression, or none")
+            throw ConfigError(
+                variable: "ETL_PIPELINE_SCHEDULE", problem: "\"\(scheduleText)\" is not a schedule",
+                fix: "use @daily, @hourly, @weekly, @monthly, @once, a 5-field cron expression, or none")
         }
     }
 
@@ -72,8 +73,12 @@ public struct PipelineSettings: Sendable {
     static func identifier(_ env: Environment, _ name: String, _ fallback: String) throws -> String {
         let v = env[name] ?? fallback
         guard let f = v.unicodeScalars.first, f == "_" || ("a"..."z").contains(f),
-              v.unicodeScalars.allSatisfy({ $0 == "_" || ("a"..."z").contains($0) || ("0"..."9").contains($0) }), v.count <= 63 else {
-            throw ConfigError(variable: name, problem: "\"\(v)\" is not a plain schema name", fix: "use lower-case letters, digits and _")
+            v.unicodeScalars.allSatisfy({ $0 == "_" || ("a"..."z").contains($0) || ("0"..."9").contains($0) }),
+            v.count <= 63
+        else {
+            throw ConfigError(
+                variable: name, problem: "\"\(v)\" is not a plain schema name",
+                fix: "use lower-case letters, digits and _")
         }
         return v
     }

@@ -31,7 +31,8 @@ public final class ProgressBar {
         let filled = Int(share * Double(width))
         let rate = Double(done) / max(now - started, 0.001)
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        FileHandle.standardError.write("\r\(label) [\(bar)] \(Int(share * 100))% \(done)/\(total) \(Int(rate))/s ".data(using: .utf8)!)
+        FileHandle.standardError.write(
+            "\r\(label) [\(bar)] \(Int(share * 100))% \(done)/\(total) \(Int(rate))/s ".data(using: .utf8)!)
     }
 
     public func finish() {

@@ -17,69 +17,100 @@ public enum ExampleDAGs {
         let quickRetry = Backoff(base: 0.2, cap: 1, jitter: 0.2)
         func noop(_ id: String, _ up: [String] = []) -> TaskSpec { TaskSpec(id, operation: "record", upstream: up) }
         return [
-            try DAG("example_diamond", schedule: .manual, startDate: start, tags: ["example"], tasks: [
-                noop("extract"),
-                noop("clean", ["extract"]), noop("enrich", ["extract"]), noop("score", ["extract"]),
-                noop("join", ["clean", "enrich", "score"]),
-                noop("publish", ["join"]),
-            ]),
-            try DAG("example_upstream", schedule: .manual, startDate: start, tags: ["example"], tasks: [
-                TaskSpec("produce", operation: "sleep", arguments: ["seconds": "1"]), noop("announce", ["produce"]),
-            ]),
-            try DAG("example_downstream", schedule: .manual, startDate: start, tags: ["example"],
-                    upstreamDAGs: ["example_upstream"], tasks: [noop("consume")]),
-            try DAG("example_retry", schedule: .manual, startDate: start, tags: ["example"], tasks: [
-                TaskSpec("flaky", operation: "fail_until", arguments: ["succeed_on_try": "3"], retries: 3, retryBackoff: quickRetry),
-                noop("after", ["flaky"]),
-            ]),
-            try DAG("example_timeout", schedule: .manual, startDate: start, tags: ["example"], tasks: [
-                TaskSpec("stuck", operation: "sleep", arguments: ["seconds": "60"], timeout: 1),
-                noop("never", ["stuck"]),
-            ]),
-            try DAG("example_slow", schedule: .manual, startDate: start, tags: ["example"], tasks: [
-                TaskSpec("slow", operation: "record", arguments: ["sleep": "3"]),
-            ]),
+            try DAG(
+                "example_diamond", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: [
+                    noop("extract"),
+                    noop("clean", ["extract"]), noop("enrich", ["extract"]), noop("score", ["extract"]),
+                    noop("join", ["clean", "enrich", "score"]),
+                    noop("publish", ["join"]),
+                ]),
+            try DAG(
+                "example_upstream", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: [
+                    TaskSpec("produce", operation: "sleep", arguments: ["seconds": "1"]), noop("announce", ["produce"]),
+                ]),
+            try DAG(
+                "example_downstream", schedule: .manual, startDate: start, tags: ["example"],
+                upstreamDAGs: ["example_upstream"], tasks: [noop("consume")]),
+            try DAG(
+                "example_retry", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: [
+                    TaskSpec(
+                        "flaky", operation: "fail_until", arguments: ["succeed_on_try": "3"], retries: 3,
+                        retryBackoff: quickRetry),
+                    noop("after", ["flaky"]),
+                ]),
+            try DAG(
+                "example_timeout", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: [
+                    TaskSpec("stuck", operation: "sleep", arguments: ["seconds": "60"], timeout: 1),
+                    noop("never", ["stuck"]),
+                ]),
+            try DAG(
+                "example_slow", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: [
+                    TaskSpec("slow", operation: "record", arguments: ["sleep": "3"])
+                ]),
             // Longer than a worker's dead-after in the tests (2 s): a live worker must keep it.
-            try DAG("example_long", schedule: .manual, startDate: start, tags: ["example"], tasks: [
-                TaskSpec("long", operation: "record", arguments: ["sleep": "6"]),
-            ]),
+            try DAG(
+                "example_long", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: [
+                    TaskSpec("long", operation: "record", arguments: ["sleep": "6"])
+                ]),
             // Fails every try: its retries run out, each after its backoff (1 s, then 2 s; no jitter).
-            try DAG("example_retry_out", schedule: .manual, startDate: start, tags: ["example"], tasks: [
-                TaskSpec("doomed", operation: "fail_until", arguments: ["succeed_on_try": "99"], retries: 2,
-                         retryBackoff: Backoff(base: 1, cap: 4, jitter: 0)),
-                noop("after", ["doomed"]),
-            ]),
-            try DAG("example_chain", schedule: .manual, startDate: start, tags: ["example", "bench"],
-                    tasks: (0..<chainLength).map { i in TaskSpec("t\(i)", operation: "noop", upstream: i == 0 ? [] : ["t\(i - 1)"]) }),
+            try DAG(
+                "example_retry_out", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: [
+                    TaskSpec(
+                        "doomed", operation: "fail_until", arguments: ["succeed_on_try": "99"], retries: 2,
+                        retryBackoff: Backoff(base: 1, cap: 4, jitter: 0)),
+                    noop("after", ["doomed"]),
+                ]),
+            try DAG(
+                "example_chain", schedule: .manual, startDate: start, tags: ["example", "bench"],
+                tasks: (0..<chainLength).map { i in
+                    TaskSpec("t\(i)", operation: "noop", upstream: i == 0 ? [] : ["t\(i - 1)"])
+                }),
             // Scheduled, without catchup: the scheduler creates one run for the latest full hour.
-            try DAG("example_hourly", schedule: try Schedule("@hourly"), startDate: start, tags: ["example"], tasks: [noop("tick")]),
-            try DAG("example_fanout", schedule: .manual, startDate: start, tags: ["example", "bench"],
-                    tasks: (0..<fanoutSize).map { i in TaskSpec("n\(i)", operation: "noop") }),
+            try DAG(
+                "example_hourly", schedule: try Schedule("@hourly"), startDate: start, tags: ["example"],
+                tasks: [noop("tick")]),
+            try DAG(
+                "example_fanout", schedule: .manual, startDate: start, tags: ["example", "bench"],
+                tasks: (0..<fanoutSize).map { i in TaskSpec("n\(i)", operation: "noop") }),
             // Independent tasks that a worker takes together as one batch: writers, no-ops and
             // tasks that write and then fail.
-            try DAG("example_batch", schedule: .manual, startDate: start, tags: ["example"],
-                    tasks: (0..<8).map { noop("write_\($0)") } + (0..<8).map { TaskSpec("noop_\($0)", operation: "noop") }
-                        + (0..<3).map { TaskSpec("fail_\($0)", operation: "write_then_fail") }),
+            try DAG(
+                "example_batch", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: (0..<8).map { noop("write_\($0)") } + (0..<8).map { TaskSpec("noop_\($0)", operation: "noop") }
+                    + (0..<3).map { TaskSpec("fail_\($0)", operation: "write_then_fail") }),
             // Writers batched with one that writes and then overstays its timeout without checking
             // it (as a task stuck in a C call would): the scheduler fails it meanwhile.
-            try DAG("example_stuck_batch", schedule: .manual, startDate: start, tags: ["example"],
-                    tasks: (0..<4).map { noop("write_\($0)") }
-                        + [TaskSpec("stuck_writer", operation: "write_then_block", arguments: ["seconds": "3"], timeout: 1)]),
+            try DAG(
+                "example_stuck_batch", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: (0..<4).map { noop("write_\($0)") }
+                    + [TaskSpec("stuck_writer", operation: "write_then_block", arguments: ["seconds": "3"], timeout: 1)]
+            ),
             // A quick task with a 1 s timeout fetched with a 2 s task: waiting behind it must not
             // count against its timeout.
-            try DAG("example_wait_batch", schedule: .manual, startDate: start, tags: ["example"], tasks: [
-                TaskSpec("slow", operation: "record", arguments: ["sleep": "2"]),
-                TaskSpec("quick", operation: "record", timeout: 1),
-            ]),
+            try DAG(
+                "example_wait_batch", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: [
+                    TaskSpec("slow", operation: "record", arguments: ["sleep": "2"]),
+                    TaskSpec("quick", operation: "record", timeout: 1),
+                ]),
         ]
     }
 
     public static let setup = [
-        SetupScript(name: "examples: example_effect", """
+        SetupScript(
+            name: "examples: example_effect",
+            """
             CREATE TABLE IF NOT EXISTS @S.example_effect (run_id bigint, task_id text, try_number int, at timestamptz DEFAULT clock_timestamp());
             -- The top-level transaction of each write (a savepoint's rows share it): tests count them.
             ALTER TABLE @S.example_effect ADD COLUMN IF NOT EXISTS txid bigint DEFAULT txid_current();
-            """),
+            """)
     ]
 
     public static let operations: [String: TaskOperation] = [
@@ -117,8 +148,9 @@ public enum ExampleDAGs {
     ]
 
     static func record(_ ctx: TaskContext) throws {
-        try ctx.pg.query("INSERT INTO \(ctx.schema).example_effect (run_id, task_id, try_number) VALUES ($1, $2, $3)",
-                         [ctx.message.runID, ctx.message.task, ctx.message.tryNumber])
+        try ctx.pg.query(
+            "INSERT INTO \(ctx.schema).example_effect (run_id, task_id, try_number) VALUES ($1, $2, $3)",
+            [ctx.message.runID, ctx.message.task, ctx.message.tryNumber])
         ctx.log("recorded \(ctx.message.dag).\(ctx.message.task) try \(ctx.message.tryNumber)")
     }
 }

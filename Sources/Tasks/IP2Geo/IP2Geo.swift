@@ -12,18 +12,26 @@ import Workflow
 /// one transaction. Bad lines (field count, numbers, order, overlap, country code) are rejected
 /// with their line number.
 public enum IP2Geo {
-    public struct Result: Sendable { public let read: Int64; public let loaded: Int64; public let rejected: Int64 }
+    public struct Result: Sendable {
+        public let read: Int64
+        public let loaded: Int64
+        public let rejected: Int64
+    }
 
-    public static func load(tx: PostgresConnection, meta: PostgresConnection, settings s: PipelineSettings,
-                            runID: Int64?, logicalDate: String?) throws -> Result {
+    public static func load(
+        tx: PostgresConnection, meta: PostgresConnection, settings s: PipelineSettings,
+        runID: Int64?, logicalDate: String?
+    ) throws -> Result {
         let path = "\(s.sourcesDir)/data/ip2geo.csv"
         guard FileManager.default.fileExists(atPath: path) else {
-            throw PipelineError("\(path) does not exist: build it with scripts/build-ip2geo (from tor-geoipdb and iso-codes)")
+            throw PipelineError(
+                "\(path) does not exist: build it with scripts/build-ip2geo (from tor-geoipdb and iso-codes)")
         }
         let loads = LoadLog(pg: meta, schema: s.loads)
         var id: Int64 = -1
         do {
-            var read: Int64 = 0, loaded: Int64 = 0
+            var read: Int64 = 0
+            var loaded: Int64 = 0
             var rejects: [Rejection] = []
             var lastEnd: Int64 = -1
             let bytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
@@ -31,7 +39,8 @@ public enum IP2Geo {
                 try loads.takeOver(pipeline: "ip2geo", tx: tx)
                 id = try loads.begin(pipeline: "ip2geo", source: path, runID: runID, logicalDate: logicalDate)
                 try tx.execute(script: "TRUNCATE \(s.datalake).ip2geo")
-                try tx.copyIn("COPY \(s.datalake).ip2geo (ip_from, ip_to, country_code, country_name) FROM STDIN") { w in
+                try tx.copyIn("COPY \(s.datalake).ip2geo (ip_from, ip_to, country_code, country_name) FROM STDIN") {
+                    w in
                     var number: Int64 = 0
                     try LineReader(path: path).forEachLine { bytes, _, _ in
                         number += 1
@@ -40,15 +49,29 @@ public enum IP2Geo {
                         if text.isEmpty { return true }
                         read += 1
                         func reject(_ why: String) { rejects.append(Rejection(line: number, raw: text, reason: why)) }
-                        guard let f = CSVLine.split(Substring(text)) else { reject("a quoted field is never closed"); return true }
-                        guard f.count == 4 else { reject("expected 4 fields (ip_from, ip_to, country_code, country_name), found \(f.count)"); return true }
-                        guard let lo = Int64(f[0]), let hi = Int64(f[1]), lo >= 0, hi <= 4_294_967_295, lo <= hi else {
-                            reject("ip_from and ip_to must be IPv4 numbers (0…4294967295) with ip_from <= ip_to"); return true
+                        guard let f = CSVLine.split(Substring(text)) else {
+                            reject("a quoted field is never closed")
+                            return true
                         }
-                        guard lo > lastEnd else { reject("range \(lo)-\(hi) overlaps or precedes the previous range (ending \(lastEnd)); sort the file by ip_from"); return true }
+                        guard f.count == 4 else {
+                            reject("expected 4 fields (ip_from, ip_to, country_code, country_name), found \(f.count)")
+                            return true
+                        }
+                        guard let lo = Int64(f[0]), let hi = Int64(f[1]), lo >= 0, hi <= 4_294_967_295, lo <= hi else {
+                            reject("ip_from and ip_to must be IPv4 numbers (0…4294967295) with ip_from <= ip_to")
+                            return true
+                        }
+                        guard lo > lastEnd else {
+                            reject(
+                                "range \(lo)-\(hi) overlaps or precedes the previous range (ending \(lastEnd)); sort the file by ip_from"
+                            )
+                            return true
+                        }
                         let code = f[2]
-                        guard code == "-" || (code.count == 2 && code.allSatisfy { $0.isASCII && $0.isUppercase }) else {
-                            reject("country_code \"\(code)\" is not two capital letters or -"); return true
+                        guard code == "-" || (code.count == 2 && code.allSatisfy { $0.isASCII && $0.isUppercase })
+                        else {
+                            reject("country_code \"\(code)\" is not two capital letters or -")
+                            return true
                         }
                         lastEnd = hi
                         loaded += 1
@@ -57,7 +80,8 @@ public enum IP2Geo {
                     }
                 }
                 try Rejection.store(rejects, load: id, source: path, schema: s.loads, on: tx)
-                try loads.finish(id, read: read, loaded: loaded, rejected: Int64(rejects.count), bytes: Int64(bytes), on: tx)
+                try loads.finish(
+                    id, read: read, loaded: loaded, rejected: Int64(rejects.count), bytes: Int64(bytes), on: tx)
             }
             return Result(read: read, loaded: loaded, rejected: Int64(rejects.count))
         } catch {

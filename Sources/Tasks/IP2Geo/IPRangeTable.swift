@@ -31,18 +31,30 @@ public struct IPRangeTable: Sendable {
                 throw IPRangeError(file: file, line: lineNumber, reason: "a quoted field never closes")
             }
             guard fields.count == 4 else {
-                throw IPRangeError(file: file, line: lineNumber, reason: "expected 4 fields (ip_from, ip_to, country code, country name), found \(fields.count)")
+                throw IPRangeError(
+                    file: file, line: lineNumber,
+                    reason: "expected 4 fields (ip_from, ip_to, country code, country name), found \(fields.count)")
             }
             guard let lo = UInt32(fields[0]), let hi = UInt32(fields[1]), lo <= hi else {
-                throw IPRangeError(file: file, line: lineNumber, reason: "ip_from and ip_to must be integers with ip_from <= ip_to, found \(fields[0].prefix(20)), \(fields[1].prefix(20))")
+                throw IPRangeError(
+                    file: file, line: lineNumber,
+                    reason:
+                        "ip_from and ip_to must be integers with ip_from <= ip_to, found \(fields[0].prefix(20)), \(fields[1].prefix(20))"
+                )
             }
             if let last = ends.last, lo <= last {
-                throw IPRangeError(file: file, line: lineNumber, reason: "range starts at \(lo), inside or before the previous range (ending \(last)); sort the file by ip_from")
+                throw IPRangeError(
+                    file: file, line: lineNumber,
+                    reason:
+                        "range starts at \(lo), inside or before the previous range (ending \(last)); sort the file by ip_from"
+                )
             }
             let code = String(fields[2])
             if code == "-" { continue }
             let index: UInt16
-            if let known = indexOfCode[code] { index = known } else {
+            if let known = indexOfCode[code] {
+                index = known
+            } else {
                 index = UInt16(countries.count)
                 indexOfCode[code] = index
                 countries.append(Country(code: code, name: String(fields[3])))
@@ -55,7 +67,8 @@ public struct IPRangeTable: Sendable {
 
     /// The country of an IPv4 address, nil when no range holds it.
     public func country(of ip: UInt32) -> Country? {
-        var lo = 0, hi = starts.count
+        var lo = 0
+        var hi = starts.count
         while lo < hi {  // first range starting after ip
             let mid = (lo + hi) / 2
             if starts[mid] <= ip { lo = mid + 1 } else { hi = mid }
@@ -71,9 +84,12 @@ public struct IPRangeTable: Sendable {
 
     /// Adds a range after the last one (ranges come sorted, e.g. from the ip2geo table).
     public mutating func append(from lo: UInt32, to hi: UInt32, code: String, name: String) {
-        precondition(lo <= hi && (ends.last.map { lo > $0 } ?? true), "ranges must be added in ascending order without overlap")
+        precondition(
+            lo <= hi && (ends.last.map { lo > $0 } ?? true), "ranges must be added in ascending order without overlap")
         let index: UInt16
-        if let known = indexOfCode[code] { index = known } else {
+        if let known = indexOfCode[code] {
+            index = known
+        } else {
             index = UInt16(countries.count)
             indexOfCode[code] = index
             countries.append(Country(code: code, name: name))
@@ -91,21 +107,32 @@ public struct IPRangeTable: Sendable {
 
     /// `a.b.c.d` to an integer, nil if it is not a dotted quad.
     public static func ipv4(_ s: String) -> UInt32? {
-        var value: UInt32 = 0, part: UInt32 = 0, digits = 0, dots = 0
+        var value: UInt32 = 0
+        var part: UInt32 = 0
+        var digits = 0
+        var dots = 0
         for c in s.utf8 {
             if c == 46 {
                 guard digits > 0, dots < 3 else { return nil }
-                value = value << 8 | part; part = 0; digits = 0; dots += 1
+                value = value << 8 | part
+                part = 0
+                digits = 0
+                dots += 1
             } else if c >= 48 && c <= 57 {
-                part = part * 10 + UInt32(c - 48); digits += 1
+                part = part * 10 + UInt32(c - 48)
+                digits += 1
                 guard digits <= 3, part <= 255 else { return nil }
-            } else { return nil }
+            } else {
+                return nil
+            }
         }
         guard dots == 3, digits > 0 else { return nil }
         return value << 8 | part
     }
 
-    public static func dottedQuad(_ ip: UInt32) -> String { "\(ip >> 24).\(ip >> 16 & 255).\(ip >> 8 & 255).\(ip & 255)" }
+    public static func dottedQuad(_ ip: UInt32) -> String {
+        "\(ip >> 24).\(ip >> 16 & 255).\(ip >> 8 & 255).\(ip & 255)"
+    }
 }
 
 /// A line of the ip2geo file that cannot be used.

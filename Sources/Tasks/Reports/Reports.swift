@@ -23,8 +23,10 @@ public enum Reports {
     /// How many products popular-products lists.
     public static let topProducts = 10
 
-    public static let monthlySales = Report(name: "monthly-sales", title: "Monthly sales, last 12 months", table: "monthly_sales",
-                                            columns: ["month", "orders", "units", "revenue"]) { s in
+    public static let monthlySales = Report(
+        name: "monthly-sales", title: "Monthly sales, last 12 months", table: "monthly_sales",
+        columns: ["month", "orders", "units", "revenue"]
+    ) { s in
         """
         WITH bounds AS (
             SELECT (date_trunc('month', $1::date) - interval '12 months')::date AS first, date_trunc('month', $1::date)::date AS stop
@@ -44,8 +46,10 @@ public enum Reports {
         """
     }
 
-    public static let popularDevices = Report(name: "popular-devices", title: "Top 5 devices of B2B clients", table: "popular_devices",
-                                              columns: ["rank", "device", "users", "requests"]) { s in
+    public static let popularDevices = Report(
+        name: "popular-devices", title: "Top 5 devices of B2B clients", table: "popular_devices",
+        columns: ["rank", "device", "users", "requests"]
+    ) { s in
         """
         INSERT INTO \(s.datamart).popular_devices (logical_date, rank, device, users, requests)
         SELECT $1::date, row_number() OVER (ORDER BY users DESC, requests DESC, device COLLATE "C"), device, users, requests
@@ -60,9 +64,11 @@ public enum Reports {
         """
     }
 
-    public static let popularProducts = Report(name: "popular-products", title: "Most popular products in the country most users log in from",
-                                               table: "popular_products",
-                                               columns: ["country", "rank", "product", "units", "revenue"]) { s in
+    public static let popularProducts = Report(
+        name: "popular-products", title: "Most popular products in the country most users log in from",
+        table: "popular_products",
+        columns: ["country", "rank", "product", "units", "revenue"]
+    ) { s in
         """
         WITH top_country AS (
             SELECT w.country_code, count(DISTINCT w.username) AS users
@@ -100,7 +106,9 @@ public enum Reports {
     }
 
     /// Replaces the report's rows for `date` on `tx` and writes its CSV.
-    public static func run(_ report: Report, date: Day, tx: PostgresConnection, settings s: PipelineSettings) throws -> Output {
+    public static func run(
+        _ report: Report, date: Day, tx: PostgresConnection, settings s: PipelineSettings
+    ) throws -> Output {
         try tx.query("DELETE FROM \(s.datamart).\(report.table) WHERE logical_date = $1::date", [date.description])
         try tx.query(report.insert(s), [date.description])
         let rows = try Self.rows(report, date: date, pg: tx, settings: s)
@@ -115,9 +123,12 @@ public enum Reports {
     public static func named(_ name: String) -> Report? { all.first { $0.name == name } }
 
     /// The report's rows for `date`, as text, in its order (by rank, or by month).
-    public static func rows(_ report: Report, date: Day, pg: PostgresConnection, settings s: PipelineSettings) throws -> [[String]] {
+    public static func rows(
+        _ report: Report, date: Day, pg: PostgresConnection, settings s: PipelineSettings
+    ) throws -> [[String]] {
         let order = report.columns.contains("rank") ? "rank" : "month"
-        let result = try pg.query("""
+        let result = try pg.query(
+            """
             SELECT \(report.columns.map { "\($0)::text" }.joined(separator: ", ")) FROM \(s.datamart).\(report.table) t
             WHERE logical_date = $1::date ORDER BY t.\(order)
             """, [date.description])
@@ -125,9 +136,13 @@ public enum Reports {
     }
 
     /// The logical dates the report has rows for, newest first.
-    public static func dates(_ report: Report, pg: PostgresConnection, settings s: PipelineSettings, limit: Int = 60) throws -> [Day] {
-        try pg.query("SELECT DISTINCT logical_date::text FROM \(s.datamart).\(report.table) ORDER BY 1 DESC LIMIT $1", [limit])
-            .rows.compactMap { $0[0].flatMap { Day(strict: $0) } }
+    public static func dates(
+        _ report: Report, pg: PostgresConnection, settings s: PipelineSettings, limit: Int = 60
+    ) throws -> [Day] {
+        try pg.query(
+            "SELECT DISTINCT logical_date::text FROM \(s.datamart).\(report.table) ORDER BY 1 DESC LIMIT $1", [limit]
+        )
+        .rows.compactMap { $0[0].flatMap { Day(strict: $0) } }
     }
 
     /// Where the report's CSV for `date` is written.

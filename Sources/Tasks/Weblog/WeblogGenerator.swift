@@ -40,25 +40,73 @@ public struct WeblogGenerator {
     /// Real user agents: desktops (Windows, Mac, Linux, Chromebook), phones and tablets, with
     /// weights roughly like a B2B shop's traffic.
     public static let builtInAgents: [(agent: String, weight: Int)] = [
-        ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36", 30),
-        ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Safari/537.36 Edg/119.0.2151.97", 10),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+            30
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Safari/537.36 Edg/119.0.2151.97",
+            10
+        ),
         ("Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0", 6),
-        ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15", 12),
-        ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36", 8),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15",
+            12
+        ),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+            8
+        ),
         ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36", 3),
         ("Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0", 2),
-        ("Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36", 2),
-        ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1", 16),
-        ("Mozilla/5.0 (iPhone; CPU iPhone OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/120.0.6099.119 Mobile/15E148 Safari/604.1", 5),
-        ("Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36", 7),
-        ("Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36", 8),
-        ("Mozilla/5.0 (Linux; Android 13; SM-A536B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.6045.193 Mobile Safari/537.36", 5),
-        ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36", 4),
-        ("Mozilla/5.0 (Linux; Android 13; 2201117TG) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.6045.163 Mobile Safari/537.36", 4),
-        ("Mozilla/5.0 (Linux; Android 12; moto g(60)) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.43 Mobile Safari/537.36", 3),
-        ("Mozilla/5.0 (iPad; CPU OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1", 6),
-        ("Mozilla/5.0 (Linux; Android 13; SM-X200) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Safari/537.36", 3),
-        ("Mozilla/5.0 (Linux; Android 12; Lenovo TB-X606F) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.6045.163 Safari/537.36", 1),
+        (
+            "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+            2
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
+            16
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/120.0.6099.119 Mobile/15E148 Safari/604.1",
+            5
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36",
+            7
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36",
+            8
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 13; SM-A536B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.6045.193 Mobile Safari/537.36",
+            5
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36",
+            4
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 13; 2201117TG) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.6045.163 Mobile Safari/537.36",
+            4
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 12; moto g(60)) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.43 Mobile Safari/537.36",
+            3
+        ),
+        (
+            "Mozilla/5.0 (iPad; CPU OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
+            6
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 13; SM-X200) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Safari/537.36",
+            3
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 12; Lenovo TB-X606F) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.6045.163 Safari/537.36",
+            1
+        ),
         ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", 1),
     ]
 
@@ -66,7 +114,8 @@ public struct WeblogGenerator {
     public static func fileName(end: Int64) -> String {
         let day = Day(daysSince1970: Int(end / 86_400))
         let s = Int(end % 86_400)
-        return "access_log_\(day.year)\(two(day.month))\(two(day.day))T\(two(s / 3600))\(two(s / 60 % 60))\(two(s % 60)).log"
+        return
+            "access_log_\(day.year)\(two(day.month))\(two(day.day))T\(two(s / 3600))\(two(s / 60 % 60))\(two(s % 60)).log"
     }
 
     /// Reads the user agents of uap-core's test files (for benchmarks on nearly unique agents).
@@ -76,11 +125,17 @@ public struct WeblogGenerator {
             let dir = "\(folder)/\(sub)"
             for f in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where f.hasSuffix(".yaml") {
                 guard let text = try? String(contentsOfFile: "\(dir)/\(f)", encoding: .utf8),
-                      let sections = try? RuleFile.sections(of: text, file: f) else { continue }
-                for (_, entries) in sections { for e in entries { if let ua = e["user_agent_string"], !ua.isEmpty { all.insert(ua) } } }
+                    let sections = try? RuleFile.sections(of: text, file: f)
+                else { continue }
+                for (_, entries) in sections {
+                    for e in entries { if let ua = e["user_agent_string"], !ua.isEmpty { all.insert(ua) } }
+                }
             }
         }
-        guard !all.isEmpty else { throw PipelineError("no user agents found under \(folder)/tests: install uap-core (apt-get install uap-core)") }
+        guard !all.isEmpty else {
+            throw PipelineError(
+                "no user agents found under \(folder)/tests: install uap-core (apt-get install uap-core)")
+        }
         return all.sorted()
     }
 
@@ -103,7 +158,9 @@ public struct WeblogGenerator {
             }
             known = v.known
         }
-        guard !customers.isEmpty, !products.isEmpty else { throw PipelineError("\(b2bDir) has no customers or no products to generate traffic for") }
+        guard !customers.isEmpty, !products.isEmpty else {
+            throw PipelineError("\(b2bDir) has no customers or no products to generate traffic for")
+        }
         guard let text = try? String(contentsOfFile: ip2geoCSV, encoding: .utf8) else {
             throw PipelineError("cannot read \(ip2geoCSV): build it with scripts/build-ip2geo or set ETL_SOURCES_DIR")
         }
@@ -147,8 +204,10 @@ public struct WeblogGenerator {
         let all = ranges.allRanges
         for _ in 0..<max(50, customers.count / 2) {
             let ip = all.isEmpty ? UInt32(truncatingIfNeeded: rng.next()) : Self.pick(all, &rng)
-            visitors.append(Visitor(prefixes: [Array("\(IPRangeTable.dottedQuad(ip)) - - [".utf8)],
-                                    agents: [agentPool[rng.below(agentPool.count)]], loggedIn: false))
+            visitors.append(
+                Visitor(
+                    prefixes: [Array("\(IPRangeTable.dottedQuad(ip)) - - [".utf8)],
+                    agents: [agentPool[rng.below(agentPool.count)]], loggedIn: false))
         }
         let requests = RequestCatalog(products: productIDs)
         var clock = TimeFormatter()
@@ -157,12 +216,16 @@ public struct WeblogGenerator {
         var t = Double(options.end) - span
         var written = 0
         var bad = 0
-        var session: [Int] = []   // remaining request kinds of the current session
-        var visitor = 0, prefix = 0, agent = 0
+        var session: [Int] = []  // remaining request kinds of the current session
+        var visitor = 0
+        var prefix = 0
+        var agent = 0
         let buf = out
         while written < options.lines {
             if session.isEmpty {
-                visitor = rng.below(10) < 7 && !customers.isEmpty ? rng.below(customers.count) : customers.count + rng.below(visitors.count - customers.count)
+                visitor =
+                    rng.below(10) < 7 && !customers.isEmpty
+                    ? rng.below(customers.count) : customers.count + rng.below(visitors.count - customers.count)
                 let v = visitors[visitor]
                 prefix = rng.below(v.prefixes.count)
                 agent = rng.below(v.agents.count)
@@ -218,7 +281,8 @@ public struct WeblogGenerator {
             b.append(contentsOf: Array("GET /products/1".utf8))
         case 1:  // an impossible date
             b.append(contentsOf: prefix)
-            b.append(contentsOf: Array("32/Foo/2024:25:61:00 +0000] \"GET / HTTP/1.1\" 200 512 \"-\" \"curl/8.4.0\"".utf8))
+            b.append(
+                contentsOf: Array("32/Foo/2024:25:61:00 +0000] \"GET / HTTP/1.1\" 200 512 \"-\" \"curl/8.4.0\"".utf8))
         case 2:  // status that is not a number
             b.append(contentsOf: prefix)
             time.append(t, to: &b)
@@ -247,7 +311,9 @@ struct TimeFormatter {
             second = t
             let day = Day(daysSince1970: Int(t / 86_400))
             let s = Int(t % 86_400)
-                text = Array("\(two(day.day))/\(Self.months[day.month - 1])/\(day.year):\(two(s / 3600)):\(two(s / 60 % 60)):\(two(s % 60)) +0000] \"".utf8)
+            text = Array(
+                "\(two(day.day))/\(Self.months[day.month - 1])/\(day.year):\(two(s / 3600)):\(two(s / 60 % 60)):\(two(s % 60)) +0000] \""
+                    .utf8)
         }
         b.append(contentsOf: text)
     }
@@ -314,8 +380,15 @@ struct RequestCatalog {
         var count = 0
         var x = n
         withUnsafeMutableBytes(of: &digits) { d in
-            repeat { d[count] = UInt8(48 + x % 10); x /= 10; count += 1 } while x > 0 && count < 6
-            while count > 0 { count -= 1; b.append(d[count]) }
+            repeat {
+                d[count] = UInt8(48 + x % 10)
+                x /= 10
+                count += 1
+            } while x > 0 && count < 6
+            while count > 0 {
+                count -= 1
+                b.append(d[count])
+            }
         }
     }
 }

@@ -29,10 +29,15 @@ public struct WeblogEnricher {
     }
 
     public mutating func enrich(_ line: UnsafeBufferPointer<UInt8>, cut: Bool) -> Result<Row, WeblogRejection> {
-        if cut { return .failure(WeblogRejection(reason: "line too long: over \(line.count) bytes, the limit is \(CombinedLogParser.maxLineBytes)")) }
+        if cut {
+            return .failure(
+                WeblogRejection(
+                    reason: "line too long: over \(line.count) bytes, the limit is \(CombinedLogParser.maxLineBytes)"))
+        }
         let record: WeblogRecord
         do { record = try CombinedLogParser.parse(line) } catch { return .failure(error) }
-        var device = "Unknown", os = "Other"
+        var device = "Unknown"
+        var os = "Other"
         if let ua = record.userAgent {
             let d = devices.device(ua)
             device = d.label
@@ -48,17 +53,24 @@ public struct WeblogEnricher {
 
     /// The IP ranges: the datalake's ip2geo table when it has rows, else the CSV the ip2geo DAG loads.
     public static func ranges(pg: PostgresConnection?, settings s: PipelineSettings) throws -> IPRangeTable {
-        if let pg, let n = try? pg.query("SELECT count(*) FROM \(s.datalake).ip2geo").rows.first?.decode(Int64.self, 0), n > 0 {
+        if let pg, let n = try? pg.query("SELECT count(*) FROM \(s.datalake).ip2geo").rows.first?.decode(Int64.self, 0),
+            n > 0
+        {
             var table = IPRangeTable()
-            for r in try pg.query("SELECT ip_from, ip_to, country_code, country_name FROM \(s.datalake).ip2geo WHERE country_code <> '-' ORDER BY ip_from").rows {
-                table.append(from: UInt32(try r.decode(Int64.self, 0)), to: UInt32(try r.decode(Int64.self, 1)),
-                             code: try r.decode(String.self, 2), name: try r.decode(String.self, 3))
+            for r in try pg.query(
+                "SELECT ip_from, ip_to, country_code, country_name FROM \(s.datalake).ip2geo WHERE country_code <> '-' ORDER BY ip_from"
+            ).rows {
+                table.append(
+                    from: UInt32(try r.decode(Int64.self, 0)), to: UInt32(try r.decode(Int64.self, 1)),
+                    code: try r.decode(String.self, 2), name: try r.decode(String.self, 3))
             }
             return table
         }
         let path = "\(s.sourcesDir)/data/ip2geo.csv"
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw PipelineError("cannot read \(path) and the ip2geo table is empty: run the ip2geo DAG or build the file with scripts/build-ip2geo")
+            throw PipelineError(
+                "cannot read \(path) and the ip2geo table is empty: run the ip2geo DAG or build the file with scripts/build-ip2geo"
+            )
         }
         return try IPRangeTable(csv: text, file: path)
     }

@@ -5,8 +5,8 @@ import Orchestration
 import PostgresClient
 import RedisClient
 import Tasks
-import Testing
 import TestSupport
+import Testing
 import Workflow
 
 @Suite("Combined log format parser", .timeLimit(.minutes(10)))
@@ -15,7 +15,9 @@ struct CombinedLogParserTests {
 
     @Test("the Apache documentation's example line")
     func apacheExample() throws {
-        let r = try parse(#"127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326 "http://www.example.com/start.html" "Mozilla/4.08 [en] (Win98; I ;Nav)""# + "\n")
+        let r = try parse(
+            #"127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326 "http://www.example.com/start.html" "Mozilla/4.08 [en] (Win98; I ;Nav)""#
+                + "\n")
         #expect(r.clientIP == "127.0.0.1")
         #expect(r.ident == nil)
         #expect(r.user == "frank")
@@ -28,7 +30,8 @@ struct CombinedLogParserTests {
 
     @Test("escaped quotes, '-' fields, IPv6, a request that is not METHOD PATH PROTOCOL, non-UTF-8 bytes")
     func edgeCases() throws {
-        let esc = try parse(#"2001:db8::1 - - [01/Jan/2024:00:00:00 +0000] "POST /login HTTP/1.1" 302 - "-" "Agent \"quoted\" \\ end""#)
+        let esc = try parse(
+            #"2001:db8::1 - - [01/Jan/2024:00:00:00 +0000] "POST /login HTTP/1.1" 302 - "-" "Agent \"quoted\" \\ end""#)
         #expect(esc.clientIP == "2001:db8::1")
         #expect(esc.user == nil && esc.bytes == nil && esc.referer == nil)
         #expect(esc.userAgent == #"Agent "quoted" \ end"#)
@@ -44,21 +47,40 @@ struct CombinedLogParserTests {
         #expect(latin.timestamp == 1_709_251_199 - 5400)
     }
 
-    @Test("each malformed line is rejected with a reason that names the field",
-          arguments: [
+    @Test(
+        "each malformed line is rejected with a reason that names the field",
+        arguments: [
             ("", "empty line"),
             ("garbage", "bad client IP \"garbage\""),
             ("999.1.1.1 - - [01/Jan/2024:00:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"-\"", "bad client IP"),
             ("10.0.0.1 - - 01/Jan/2024:00:00:00 +0000 \"GET / HTTP/1.1\" 200 1 \"-\" \"-\"", "missing [timestamp]"),
-            ("10.0.0.1 - - [32/Foo/2024:25:61:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"-\"", "bad timestamp \"32/Foo/2024:25:61:00 +0000\""),
+            (
+                "10.0.0.1 - - [32/Foo/2024:25:61:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"-\"",
+                "bad timestamp \"32/Foo/2024:25:61:00 +0000\""
+            ),
             ("10.0.0.1 - - [30/Feb/2024:00:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"-\"", "bad timestamp"),
-            ("10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] GET / HTTP/1.1 200 1 \"-\" \"-\"", "request should be in double quotes"),
+            (
+                "10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] GET / HTTP/1.1 200 1 \"-\" \"-\"",
+                "request should be in double quotes"
+            ),
             ("10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] \"GET / HTTP/1.1\" 2000 1 \"-\" \"-\"", "bad status \"2000\""),
-            ("10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] \"GET / HTTP/1.1\" 200 -5 \"-\" \"-\"", "bad byte count \"-5\""),
-            ("10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"Mozilla/5.0 (trunc", "user agent opens a quote that never closes"),
-            ("10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\"", "user agent should be in double quotes, found end of line"),
-            ("10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"-\" extra", "unexpected text after the user agent"),
-          ])
+            (
+                "10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] \"GET / HTTP/1.1\" 200 -5 \"-\" \"-\"",
+                "bad byte count \"-5\""
+            ),
+            (
+                "10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"Mozilla/5.0 (trunc",
+                "user agent opens a quote that never closes"
+            ),
+            (
+                "10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\"",
+                "user agent should be in double quotes, found end of line"
+            ),
+            (
+                "10.0.0.1 - - [01/Jan/2024:00:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"-\" extra",
+                "unexpected text after the user agent"
+            ),
+        ])
     func rejections(line: String, reason: String) {
         let e = #expect(throws: WeblogRejection.self) { try parse(line) }
         #expect(e?.reason.contains(reason) == true, "got: \(e?.reason ?? "no error")")

@@ -1,7 +1,7 @@
 import Foundation
 import Tasks
-import Testing
 import TestSupport
+import Testing
 
 @Suite("User agent to device (uap-core rules)", .timeLimit(.minutes(10)))
 struct DeviceRulesTests {
@@ -13,18 +13,26 @@ struct DeviceRulesTests {
         let text = try String(contentsOfFile: Self.testFile, encoding: .utf8)
         let cases = try RuleFile.sections(of: text, file: Self.testFile)["test_cases"] ?? []
         #expect(cases.count > 15_000)
-        var agree = 0, brandAgree = 0, modelAgree = 0
+        var agree = 0
+        var brandAgree = 0
+        var modelAgree = 0
         var misses: [String] = []
         for c in cases {
             guard let ua = c["user_agent_string"] else { continue }
             let d = rules.classify(ua)
-            if d.family == (c["family"] ?? "Other") { agree += 1 } else if misses.count < 10 {
+            if d.family == (c["family"] ?? "Other") {
+                agree += 1
+            } else if misses.count < 10 {
                 misses.append("\(ua) -> \(d.family), expected \(c["family"] ?? "Other")")
             }
-            if d.brand == c["brand"] { brandAgree += 1 } else if misses.count < 10 {
+            if d.brand == c["brand"] {
+                brandAgree += 1
+            } else if misses.count < 10 {
                 misses.append("\(ua) -> brand \(d.brand ?? "nil"), expected \(c["brand"] ?? "nil")")
             }
-            if d.model == c["model"] { modelAgree += 1 } else if misses.count < 10 {
+            if d.model == c["model"] {
+                modelAgree += 1
+            } else if misses.count < 10 {
                 misses.append("\(ua) -> model \(d.model ?? "nil"), expected \(c["model"] ?? "nil")")
             }
         }
@@ -38,11 +46,26 @@ struct DeviceRulesTests {
     func labels() throws {
         let rules = try DeviceRules.shared()
         let cases: [(String, String)] = [
-            ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1", "iPhone"),
-            ("Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 Mobile/15E148 Safari/604.1", "iPad"),
-            ("Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Mobile Safari/537.36", "Samsung SM-G991B"),
-            ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Safari/537.36", "Windows PC"),
-            ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15", "Mac"),
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+                "iPhone"
+            ),
+            (
+                "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 Mobile/15E148 Safari/604.1",
+                "iPad"
+            ),
+            (
+                "Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Mobile Safari/537.36",
+                "Samsung SM-G991B"
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Safari/537.36",
+                "Windows PC"
+            ),
+            (
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",
+                "Mac"
+            ),
             ("Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0", "Linux PC"),
             ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "Bot"),
         ]
@@ -67,7 +90,9 @@ struct DeviceRulesTests {
         var agents: [String] = []
         for name in ["test_ua.yaml", "test_os.yaml"] {
             let path = "/usr/share/uap-core/tests/\(name)"
-            let cases = try RuleFile.sections(of: try String(contentsOfFile: path, encoding: .utf8), file: path)["test_cases"] ?? []
+            let cases =
+                try RuleFile.sections(of: try String(contentsOfFile: path, encoding: .utf8), file: path)["test_cases"]
+                ?? []
             agents += cases.compactMap { $0["user_agent_string"] }
         }
         let sample = stride(from: 0, to: agents.count, by: max(1, agents.count / 1500)).map { agents[$0] }
@@ -75,8 +100,11 @@ struct DeviceRulesTests {
         var differences: [String] = []
         for ua in sample {
             let d = rules.classify(ua)
-            let family = devices.first(ua) ?? "Other", os = systems.first(ua) ?? "Other"
-            if d.family != family || d.os != os { differences.append("\(ua): ours \(d.family) / \(d.os), plain \(family) / \(os)") }
+            let family = devices.first(ua) ?? "Other"
+            let os = systems.first(ua) ?? "Other"
+            if d.family != family || d.os != os {
+                differences.append("\(ua): ours \(d.family) / \(d.os), plain \(family) / \(os)")
+            }
         }
         #expect(differences.isEmpty, "\(differences.count) of \(sample.count) differ: \(differences.prefix(5))")
     }
@@ -117,8 +145,11 @@ struct DeviceRulesTests {
 
     @Test("the rule-file reader names the line of a malformed entry")
     func ruleFileErrors() {
-        #expect(throws: RuleFile.FormatError.self) { try RuleFile.sections(of: "s:\n  - regex: 'open\n", file: "x.yaml") }
-        let e = try? RuleFile.sections(of: "s:\n  - regex: 'a''b'\n    device_replacement: \"q\\\"x\"\n    model:\n", file: "x.yaml")
+        #expect(throws: RuleFile.FormatError.self) {
+            try RuleFile.sections(of: "s:\n  - regex: 'open\n", file: "x.yaml")
+        }
+        let e = try? RuleFile.sections(
+            of: "s:\n  - regex: 'a''b'\n    device_replacement: \"q\\\"x\"\n    model:\n", file: "x.yaml")
         #expect(e?["s"]?.first?["regex"] == "a'b")
         #expect(e?["s"]?.first?["device_replacement"] == "q\"x")
         #expect(e?["s"]?.first?["model"] == nil)
@@ -154,7 +185,7 @@ struct PrefilterEdgeTests {
         let cases: [(String, String)] = [
             ("Mozilla Androidish Phone1", "Escaped Phone1"),
             ("Mozilla Bar Phone2", "Alternation Phone2"),
-            ("Mozilla \u{212A}AIOS Phone3", "Folded Phone3"),   // KELVIN SIGN folds to k
+            ("Mozilla \u{212A}AIOS Phone3", "Folded Phone3"),  // KELVIN SIGN folds to k
             ("Mozilla (Linux; \u{0661}\u{0662}\u{0663}X Build/1)", "Digits \u{0661}\u{0662}\u{0663}"),  // Arabic-Indic digits are \d
         ]
         for (ua, family) in cases {

@@ -31,7 +31,8 @@ public struct Environment: Sendable {
             // Read through a file handle: FileManager.contents(atPath:) answers nil for a device
             // such as /dev/null, which scripts name to read no file at all.
             guard let handle = FileHandle(forReadingAtPath: path),
-                  let text = String(data: handle.readDataToEndOfFile(), encoding: .utf8) else {
+                let text = String(data: handle.readDataToEndOfFile(), encoding: .utf8)
+            else {
                 throw ConfigError(
                     variable: "ETL_ENV_FILE", problem: "\(path) cannot be read as UTF-8 text",
                     fix: "check the file's permissions and encoding")
@@ -58,7 +59,8 @@ public struct Environment: Sendable {
         guard let raw = self[name] else { return defaultValue }
         guard let v = Int(raw.trimmingCharacters(in: .whitespaces)), range.contains(v) else {
             throw ConfigError(
-                variable: name, problem: "'\(raw)' is not a whole number from \(range.lowerBound) to \(range.upperBound)",
+                variable: name,
+                problem: "'\(raw)' is not a whole number from \(range.lowerBound) to \(range.upperBound)",
                 fix: "set \(name) to a number in that range, or unset it for the default \(defaultValue)")
         }
         return v
@@ -69,7 +71,8 @@ public struct Environment: Sendable {
         guard let raw = self[name] else { return defaultValue }
         guard let v = Double(raw.trimmingCharacters(in: .whitespaces)), range.contains(v) else {
             throw ConfigError(
-                variable: name, problem: "'\(raw)' is not a number of seconds from \(range.lowerBound) to \(range.upperBound)",
+                variable: name,
+                problem: "'\(raw)' is not a number of seconds from \(range.lowerBound) to \(range.upperBound)",
                 fix: "set \(name) to seconds in that range (e.g. 2.5), or unset it for the default \(defaultValue)")
         }
         return v

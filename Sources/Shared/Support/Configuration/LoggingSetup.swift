@@ -7,7 +7,8 @@ public enum LoggingSetup {
         guard let raw = env["ETL_LOG_LEVEL"] else { return .info }
         guard let level = Logger.Level(rawValue: raw.lowercased()) else {
             let names = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
-            throw ConfigError(variable: "ETL_LOG_LEVEL", problem: "'\(raw)' is not a log level", fix: "use one of \(names)")
+            throw ConfigError(
+                variable: "ETL_LOG_LEVEL", problem: "'\(raw)' is not a log level", fix: "use one of \(names)")
         }
         return level
     }

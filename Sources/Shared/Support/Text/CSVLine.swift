@@ -18,7 +18,7 @@ public enum CSVLine {
 
     public static func split(bytes u: UnsafeBufferPointer<UInt8>) -> [String]? {
         var fields: [String] = []
-        var start = 0           // start of the current unquoted run
+        var start = 0  // start of the current unquoted run
         var field: [UInt8]? = nil  // set once the field needs unescaping (quotes)
         var inQuotes = false
         var wasQuoted = false

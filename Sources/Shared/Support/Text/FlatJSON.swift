@@ -15,9 +15,20 @@ public enum FlatJSON {
         case bool(Bool)
         case null
 
-        public var string: String? { if case .string(let s) = self { return s }; return nil }
-        public var int: Int? { if case .number(let n) = self { return Int(n) ?? Double(n).flatMap { $0 == $0.rounded() ? Int(exactly: $0) : nil } }; return nil }
-        public var double: Double? { if case .number(let n) = self { return Double(n) }; return nil }
+        public var string: String? {
+            if case .string(let s) = self { return s }
+            return nil
+        }
+        public var int: Int? {
+            if case .number(let n) = self {
+                return Int(n) ?? Double(n).flatMap { $0 == $0.rounded() ? Int(exactly: $0) : nil }
+            }
+            return nil
+        }
+        public var double: Double? {
+            if case .number(let n) = self { return Double(n) }
+            return nil
+        }
     }
 
     /// Writes one object; keys are written in the order given.
@@ -34,9 +45,18 @@ public enum FlatJSON {
             bytes.append(UInt8(ascii: ":"))
         }
 
-        public mutating func field(_ k: String, _ v: String) { key(k); Self.appendString(v, to: &bytes) }
-        public mutating func field(_ k: String, _ v: Int) { key(k); bytes += Array(String(v).utf8) }
-        public mutating func field(_ k: String, _ v: Int64) { key(k); bytes += Array(String(v).utf8) }
+        public mutating func field(_ k: String, _ v: String) {
+            key(k)
+            Self.appendString(v, to: &bytes)
+        }
+        public mutating func field(_ k: String, _ v: Int) {
+            key(k)
+            bytes += Array(String(v).utf8)
+        }
+        public mutating func field(_ k: String, _ v: Int64) {
+            key(k)
+            bytes += Array(String(v).utf8)
+        }
         public mutating func field(_ k: String, _ v: Double) {
             key(k)
             bytes += Array((v.isFinite ? (v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : "\(v)") : "0").utf8)
@@ -76,7 +96,10 @@ public enum FlatJSON {
                 case UInt8(ascii: "\t"): out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
                 case 0..<0x20:
                     let hex = Array("0123456789abcdef".utf8)
-                    out += [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(b >> 4)], hex[Int(b & 15)]]
+                    out += [
+                        UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(b >> 4)],
+                        hex[Int(b & 15)],
+                    ]
                 default: out.append(b)
                 }
             }
@@ -170,7 +193,10 @@ public enum FlatJSON {
         mutating func literal() -> Value? {
             for (word, value) in [("true", Value.bool(true)), ("false", .bool(false)), ("null", .null)] {
                 let w = Array(word.utf8)
-                if i + w.count <= buf.count, Array(buf[i..<(i + w.count)]) == w { i += w.count; return value }
+                if i + w.count <= buf.count, Array(buf[i..<(i + w.count)]) == w {
+                    i += w.count
+                    return value
+                }
             }
             return nil
         }
@@ -191,9 +217,16 @@ public enum FlatJSON {
             var bytes = Array(buf[start..<i])
             while i < buf.count {
                 let b = buf[i]
-                if b == UInt8(ascii: "\"") { i += 1; return String(validating: bytes, as: UTF8.self) }
+                if b == UInt8(ascii: "\"") {
+                    i += 1
+                    return String(validating: bytes, as: UTF8.self)
+                }
                 if b < 0x20 { return nil }
-                if b != UInt8(ascii: "\\") { bytes.append(b); i += 1; continue }
+                if b != UInt8(ascii: "\\") {
+                    bytes.append(b)
+                    i += 1
+                    continue
+                }
                 i += 1
                 guard i < buf.count else { return nil }
                 switch buf[i] {
@@ -211,7 +244,8 @@ public enum FlatJSON {
                     if (0xD800..<0xDC00).contains(code) {
                         // A surrogate pair: the low half must follow as \uXXXX.
                         guard i + 2 < buf.count, buf[i + 1] == UInt8(ascii: "\\"), buf[i + 2] == UInt8(ascii: "u"),
-                              let low = hex4(at: i + 3), (0xDC00..<0xE000).contains(low) else { return nil }
+                            let low = hex4(at: i + 3), (0xDC00..<0xE000).contains(low)
+                        else { return nil }
                         code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
                         i += 6
                     }

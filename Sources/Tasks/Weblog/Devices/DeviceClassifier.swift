@@ -50,7 +50,8 @@ public final class DeviceRules: @unchecked Sendable {
                 }
                 let regex: ICURegex
                 do { regex = try ICURegex(pattern, caseInsensitive: e["regex_flag"] == "i") } catch {
-                    throw DeviceRulesError(description: "\(file): rule \(n + 1) of \(section) does not compile: \(error)")
+                    throw DeviceRulesError(
+                        description: "\(file): rule \(n + 1) of \(section) does not compile: \(error)")
                 }
                 let reqs = RequiredLiteral.requirements(in: pattern).map { req in
                     req.map { l in
@@ -59,7 +60,10 @@ public final class DeviceRules: @unchecked Sendable {
                         return literals.count - 1
                     }
                 }
-                rules.append(Rule(regex: regex, replacements: e, requirements: reqs, lead: RequiredLiteral.lead(in: pattern).map(Lead.init)))
+                rules.append(
+                    Rule(
+                        regex: regex, replacements: e, requirements: reqs,
+                        lead: RequiredLiteral.lead(in: pattern).map(Lead.init)))
             }
             self.rules = rules
         }
@@ -78,7 +82,10 @@ public final class DeviceRules: @unchecked Sendable {
         @inline(__always) static func satisfied(_ requirements: [[Int]], _ present: [Bool]) -> Bool {
             for req in requirements {
                 var any = false
-                for l in req where present[l] { any = true; break }
+                for l in req where present[l] {
+                    any = true
+                    break
+                }
                 if !any { return false }
             }
             return true
@@ -138,8 +145,10 @@ public final class DeviceRules: @unchecked Sendable {
 
         func hasLead(_ lead: Lead) -> Bool {
             func at(_ i: Int) -> Bool {
-                guard i + 1 < lowered.count, lead.heads.contains(UInt16(lowered[i]) << 8 | UInt16(lowered[i + 1])) else { return false }
-                for p in lead.prefixes where i + p.count <= lowered.count && lowered[i..<(i + p.count)].elementsEqual(p) { return true }
+                guard i + 1 < lowered.count, lead.heads.contains(UInt16(lowered[i]) << 8 | UInt16(lowered[i + 1]))
+                else { return false }
+                for p in lead.prefixes where i + p.count <= lowered.count && lowered[i..<(i + p.count)].elementsEqual(p)
+                { return true }
                 return false
             }
             switch lead.anchor {
@@ -154,18 +163,21 @@ public final class DeviceRules: @unchecked Sendable {
     /// Every required text of both rule sets, found in one pass.
     let matcher: LiteralMatcher
 
-
     /// The Debian package's rule file.
     public static let defaultPath = "/usr/share/uap-core/regexes.yaml"
 
     public init(path: String = DeviceRules.defaultPath) throws {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw DeviceRulesError(description: "cannot read the user-agent rules \(path): install uap-core (apt-get install uap-core) or set ETL_UAP_REGEXES to its regexes.yaml")
+            throw DeviceRulesError(
+                description:
+                    "cannot read the user-agent rules \(path): install uap-core (apt-get install uap-core) or set ETL_UAP_REGEXES to its regexes.yaml"
+            )
         }
         let sections = try RuleFile.sections(of: text, file: path)
         guard let d = sections["device_parsers"], let o = sections["os_parsers"] else {
-            throw DeviceRulesError(description: "\(path) has no device_parsers or os_parsers section; is it uap-core's regexes.yaml?")
+            throw DeviceRulesError(
+                description: "\(path) has no device_parsers or os_parsers section; is it uap-core's regexes.yaml?")
         }
         var literals: [[UInt8]: Int] = [:]
         var devices = try RuleSet(d, file: path, section: "device_parsers", literals: &literals)
@@ -195,7 +207,9 @@ public final class DeviceRules: @unchecked Sendable {
     public func classify(_ ua: String) -> Device { lock.withLock { shared.classify(ua, prefilter: true) } }
 
     /// The same without skipping any rule: the reference the prefilter is tested against.
-    public func classifyWithoutPrefilter(_ ua: String) -> Device { lock.withLock { shared.classify(ua, prefilter: false) } }
+    public func classifyWithoutPrefilter(_ ua: String) -> Device {
+        lock.withLock { shared.classify(ua, prefilter: false) }
+    }
 
     private let lock = NSLock()
     private lazy var shared = DeviceClassifier(rules: self)
@@ -238,7 +252,7 @@ public final class DeviceRules: @unchecked Sendable {
             case "Mac OS X", "macOS": return "Mac"
             case "Chrome OS": return "Chromebook"
             case "Linux", "Ubuntu", "Debian", "Fedora", "Red Hat", "SUSE", "openSUSE", "Mint", "Arch Linux",
-                 "FreeBSD", "OpenBSD", "NetBSD", "Solaris", "Slackware", "Gentoo", "Mageia", "CentOS":
+                "FreeBSD", "OpenBSD", "NetBSD", "Solaris", "Slackware", "Gentoo", "Mageia", "CentOS":
                 return "Linux PC"
             case "iOS": return "iPhone"
             case "Android": return "Android device"
@@ -286,7 +300,8 @@ public final class DeviceClassifier {
         }
         let utf16 = Array(ua.utf16)
         return utf16.withUnsafeBufferPointer { text in
-            let subject = DeviceRules.Subject(text: text, lowered: lowered, present: present, found: found, afterSemicolon: after)
+            let subject = DeviceRules.Subject(
+                text: text, lowered: lowered, present: present, found: found, afterSemicolon: after)
             var family = "Other"
             var brand: String?
             var model: String?
@@ -300,8 +315,9 @@ public final class DeviceClassifier {
             if let (rule, groups) = rules.systems.firstMatch(subject, prefilter: prefilter, regexes: &osRegexes) {
                 os = DeviceRules.fill(rule.replacements["os_replacement"], groups, default: 1) ?? "Other"
             }
-            return Device(family: family, brand: brand, model: model, os: os,
-                          label: DeviceRules.label(family: family, brand: brand, model: model, os: os))
+            return Device(
+                family: family, brand: brand, model: model, os: os,
+                label: DeviceRules.label(family: family, brand: brand, model: model, os: os))
         }
     }
 }

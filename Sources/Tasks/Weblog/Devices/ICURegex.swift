@@ -8,12 +8,15 @@ final class ICURegex: @unchecked Sendable {
 
     init(_ pattern: String, caseInsensitive: Bool) throws {
         self.pattern = pattern
-        var status: Int32 = 0, offset: Int32 = 0
+        var status: Int32 = 0
+        var offset: Int32 = 0
         let utf16 = Array(pattern.utf16)
         let h = utf16.withUnsafeBufferPointer {
             etl_regex_open($0.baseAddress, Int32($0.count), caseInsensitive ? 1 : 0, &status, &offset)
         }
-        guard let h else { throw DeviceRulesError(description: "ICU cannot compile \(pattern) (status \(status) at offset \(offset))") }
+        guard let h else {
+            throw DeviceRulesError(description: "ICU cannot compile \(pattern) (status \(status) at offset \(offset))")
+        }
         handle = h
     }
 
@@ -32,10 +35,13 @@ final class ICURegex: @unchecked Sendable {
         guard n >= 0 else { return nil }
         var groups: [String?] = []
         groups.reserveCapacity(Int(n))
-        var a: Int32 = 0, b: Int32 = 0
+        var a: Int32 = 0
+        var b: Int32 = 0
         for g in stride(from: Int32(1), through: n, by: 1) {
             etl_regex_group(handle, g, &a, &b)
-            groups.append(a < 0 || b < a ? nil : String(decoding: UnsafeBufferPointer(rebasing: text[Int(a)..<Int(b)]), as: UTF16.self))
+            groups.append(
+                a < 0 || b < a
+                    ? nil : String(decoding: UnsafeBufferPointer(rebasing: text[Int(a)..<Int(b)]), as: UTF16.self))
         }
         return groups
     }

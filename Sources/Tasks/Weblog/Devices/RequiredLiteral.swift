@@ -165,13 +165,18 @@ enum RequiredLiteral {
     }
 
     /// Lower-cased real user agents of desktops, phones and tablets, with the generator's weights.
-    static let everyday: [(agent: [UInt8], weight: Int)] = WeblogGenerator.builtInAgents.map { (Array($0.agent.lowercased().utf8), $0.weight) }
+    static let everyday: [(agent: [UInt8], weight: Int)] = WeblogGenerator.builtInAgents.map {
+        (Array($0.agent.lowercased().utf8), $0.weight)
+    }
 
     /// How many of the everyday user agents (by weight) contain `literal`.
     static func frequency(_ literal: [UInt8]) -> Int {
         var n = 0
         for (ua, weight) in everyday where ua.count >= literal.count {
-            if (0...(ua.count - literal.count)).contains(where: { ua[$0..<($0 + literal.count)].elementsEqual(literal) }) { n += weight }
+            if (0...(ua.count - literal.count)).contains(where: { ua[$0..<($0 + literal.count)].elementsEqual(literal) }
+            ) {
+                n += weight
+            }
         }
         return n
     }
@@ -204,8 +209,12 @@ enum RequiredLiteral {
             var j = i
             var kind = 0
             switch p[j] {
-            case UInt8(ascii: "?"), UInt8(ascii: "*"): kind = 1; j += 1
-            case UInt8(ascii: "+"): kind = 2; j += 1
+            case UInt8(ascii: "?"), UInt8(ascii: "*"):
+                kind = 1
+                j += 1
+            case UInt8(ascii: "+"):
+                kind = 2
+                j += 1
             case UInt8(ascii: "{"):
                 var k = j + 1
                 while k < to && p[k] != UInt8(ascii: "}") { k += 1 }
@@ -232,7 +241,9 @@ enum RequiredLiteral {
                     let kind = bodyStart + 1 < close ? p[bodyStart + 1] : 0
                     if kind == UInt8(ascii: ":") || kind == UInt8(ascii: "=") {
                         bodyStart += 2
-                    } else if kind == UInt8(ascii: "<") && bodyStart + 2 < close && p[bodyStart + 2] == UInt8(ascii: "=") {
+                    } else if kind == UInt8(ascii: "<") && bodyStart + 2 < close
+                        && p[bodyStart + 2] == UInt8(ascii: "=")
+                    {
                         bodyStart += 3
                     } else {
                         usable = false  // negative look-around, inline flags, named groups: skip
@@ -245,7 +256,10 @@ enum RequiredLiteral {
                 guard let close = classEnd(p, i, to) else { return found }
                 i = quantifier(close + 1).1
             case UInt8(ascii: "\\"):
-                guard i + 1 < to else { endRun(); return found }
+                guard i + 1 < to else {
+                    endRun()
+                    return found
+                }
                 let e = p[i + 1]
                 let literal = isEscapedLiteral(e)
                 let (q, next) = quantifier(escapeEnd(p, i, to))
@@ -304,11 +318,11 @@ enum RequiredLiteral {
     private static func isEscapedLiteral(_ e: UInt8) -> Bool {
         switch e {
         case UInt8(ascii: "."), UInt8(ascii: "/"), UInt8(ascii: "-"), UInt8(ascii: "("), UInt8(ascii: ")"),
-             UInt8(ascii: "["), UInt8(ascii: "]"), UInt8(ascii: "{"), UInt8(ascii: "}"), UInt8(ascii: "+"),
-             UInt8(ascii: "*"), UInt8(ascii: "?"), UInt8(ascii: "|"), UInt8(ascii: "^"), UInt8(ascii: "$"),
-             UInt8(ascii: " "), UInt8(ascii: ";"), UInt8(ascii: ":"), UInt8(ascii: "_"), UInt8(ascii: "'"),
-             UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: ","), UInt8(ascii: "!"), UInt8(ascii: "#"),
-             UInt8(ascii: "&"), UInt8(ascii: "="), UInt8(ascii: "@"), UInt8(ascii: "%"), UInt8(ascii: "~"):
+            UInt8(ascii: "["), UInt8(ascii: "]"), UInt8(ascii: "{"), UInt8(ascii: "}"), UInt8(ascii: "+"),
+            UInt8(ascii: "*"), UInt8(ascii: "?"), UInt8(ascii: "|"), UInt8(ascii: "^"), UInt8(ascii: "$"),
+            UInt8(ascii: " "), UInt8(ascii: ";"), UInt8(ascii: ":"), UInt8(ascii: "_"), UInt8(ascii: "'"),
+            UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: ","), UInt8(ascii: "!"), UInt8(ascii: "#"),
+            UInt8(ascii: "&"), UInt8(ascii: "="), UInt8(ascii: "@"), UInt8(ascii: "%"), UInt8(ascii: "~"):
             return true
         default:
             return false
@@ -319,14 +333,20 @@ enum RequiredLiteral {
     /// there is none); nil when a class is not closed.
     static func branches(_ p: [UInt8], _ from: Int, _ to: Int) -> [(Int, Int)]? {
         var spans: [(Int, Int)] = []
-        var depth = 0, start = from, i = from
+        var depth = 0
+        var start = from
+        var i = from
         while i < to {
             switch p[i] {
             case UInt8(ascii: "\\"): i = escapeEnd(p, i, to) - 1
-            case UInt8(ascii: "["): guard let e = classEnd(p, i, to) else { return nil }; i = e
+            case UInt8(ascii: "["):
+                guard let e = classEnd(p, i, to) else { return nil }
+                i = e
             case UInt8(ascii: "("): depth += 1
             case UInt8(ascii: ")"): depth -= 1
-            case UInt8(ascii: "|") where depth == 0: spans.append((start, i)); start = i + 1
+            case UInt8(ascii: "|") where depth == 0:
+                spans.append((start, i))
+                start = i + 1
             default: break
             }
             i += 1
@@ -342,7 +362,9 @@ enum RequiredLiteral {
         while i < to {
             switch p[i] {
             case UInt8(ascii: "\\"): i += 1
-            case UInt8(ascii: "["): guard let e = classEnd(p, i, to) else { return nil }; i = e
+            case UInt8(ascii: "["):
+                guard let e = classEnd(p, i, to) else { return nil }
+                i = e
             case UInt8(ascii: "("): depth += 1
             case UInt8(ascii: ")"):
                 depth -= 1
@@ -454,7 +476,10 @@ struct LiteralMatcher {
                                 var o = output[s] >= 0 ? s : Int(outputLink[s])
                                 while o >= 0 {
                                     let id = Int(output[o])
-                                    if id >= 0 && !found[id] { found[id] = true; list.append(Int32(id)) }
+                                    if id >= 0 && !found[id] {
+                                        found[id] = true
+                                        list.append(Int32(id))
+                                    }
                                     o = Int(outputLink[o])
                                 }
                             }

@@ -33,7 +33,9 @@ public enum RuleFile {
             if trimmed.startIndex == line.startIndex {
                 // `section:` at column 0.
                 close()
-                guard trimmed.hasSuffix(":") else { throw FormatError(file: file, line: number, problem: "a top-level line should be `name:`") }
+                guard trimmed.hasSuffix(":") else {
+                    throw FormatError(file: file, line: number, problem: "a top-level line should be `name:`")
+                }
                 section = String(trimmed.dropLast())
                 continue
             }
@@ -43,8 +45,12 @@ public enum RuleFile {
                 entry = [:]
                 body = body.dropFirst(2).drop { $0 == " " }
             }
-            guard entry != nil else { throw FormatError(file: file, line: number, problem: "a key outside a `- ` list entry") }
-            guard let colon = body.firstIndex(of: ":") else { throw FormatError(file: file, line: number, problem: "no `key:` on the line") }
+            guard entry != nil else {
+                throw FormatError(file: file, line: number, problem: "a key outside a `- ` list entry")
+            }
+            guard let colon = body.firstIndex(of: ":") else {
+                throw FormatError(file: file, line: number, problem: "no `key:` on the line")
+            }
             let key = String(body[..<colon])
             let value = body[body.index(after: colon)...].drop { $0 == " " }
             if let v = try scalar(value, file: file, line: number) { entry![key] = v }
@@ -63,7 +69,11 @@ public enum RuleFile {
                 let c = v[i]
                 if c == "'" {
                     let next = v.index(after: i)
-                    if next < v.endIndex && v[next] == "'" { out.append("'"); i = v.index(after: next); continue }
+                    if next < v.endIndex && v[next] == "'" {
+                        out.append("'")
+                        i = v.index(after: next)
+                        continue
+                    }
                     return out
                 }
                 out.append(c)

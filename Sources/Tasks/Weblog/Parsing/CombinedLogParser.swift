@@ -60,7 +60,9 @@ public enum CombinedLogParser {
             return s
         }
         func skipSpace() { while i < end && line[i] == 32 { i += 1 } }
-        func text(_ a: Int, _ b: Int) -> String { String(decoding: UnsafeBufferPointer(rebasing: line[a..<b]), as: UTF8.self) }
+        func text(_ a: Int, _ b: Int) -> String {
+            String(decoding: UnsafeBufferPointer(rebasing: line[a..<b]), as: UTF8.self)
+        }
         func quoted(_ field: String) throws(WeblogRejection) -> String? {
             guard i < end, line[i] == 34 else {
                 throw WeblogRejection(reason: "\(field) should be in double quotes, found \(preview(i))")
@@ -70,7 +72,9 @@ public enum CombinedLogParser {
             while i < end {
                 let c = line[i]
                 if c == 92, i + 1 < end, line[i + 1] == 34 || line[i + 1] == 92 {
-                    bytes.append(line[i + 1]); i += 2; continue
+                    bytes.append(line[i + 1])
+                    i += 2
+                    continue
                 }
                 if c == 34 {
                     i += 1
@@ -78,7 +82,8 @@ public enum CombinedLogParser {
                     let s = String(decoding: bytes, as: UTF8.self)
                     return s == "-" ? nil : s
                 }
-                bytes.append(c); i += 1
+                bytes.append(c)
+                i += 1
             }
             throw WeblogRejection(reason: "\(field) opens a quote that never closes (truncated line?)")
         }
@@ -95,7 +100,8 @@ public enum CombinedLogParser {
         }
         let stampText = text(i + 1, close)
         guard let ts = parseTimestamp(UnsafeBufferPointer(rebasing: line[(i + 1)..<close])) else {
-            throw WeblogRejection(reason: "bad timestamp \"\(stampText.prefix(40))\" (expected like 10/Oct/2000:13:55:36 -0700)")
+            throw WeblogRejection(
+                reason: "bad timestamp \"\(stampText.prefix(40))\" (expected like 10/Oct/2000:13:55:36 -0700)")
         }
         i = close + 1
         skipSpace()
@@ -107,19 +113,24 @@ public enum CombinedLogParser {
         let bytesText = try word("bytes")
         var size: Int64?
         if bytesText != "-" {
-            guard let n = Int64(bytesText), n >= 0 else { throw WeblogRejection(reason: "bad byte count \"\(bytesText.prefix(24))\"") }
+            guard let n = Int64(bytesText), n >= 0 else {
+                throw WeblogRejection(reason: "bad byte count \"\(bytesText.prefix(24))\"")
+            }
             size = n
         }
         let referer = try quoted("referer")
         let agent = try quoted("user agent")
         guard i >= end else { throw WeblogRejection(reason: "unexpected text after the user agent: \(preview(i))") }
 
-        var record = WeblogRecord(clientIP: ip, ident: ident == "-" ? nil : ident, user: user == "-" ? nil : user,
-                                  timestamp: ts, status: status, bytes: size, referer: referer, userAgent: agent)
+        var record = WeblogRecord(
+            clientIP: ip, ident: ident == "-" ? nil : ident, user: user == "-" ? nil : user,
+            timestamp: ts, status: status, bytes: size, referer: referer, userAgent: agent)
         if let request {
             let parts = request.split(separator: " ", omittingEmptySubsequences: true)
             if parts.count == 3 {
-                record.method = String(parts[0]); record.path = String(parts[1]); record.protocolVersion = String(parts[2])
+                record.method = String(parts[0])
+                record.path = String(parts[1])
+                record.protocolVersion = String(parts[2])
             } else {
                 record.rawRequest = request
             }
@@ -132,10 +143,15 @@ public enum CombinedLogParser {
         let u = Array(s.utf8)
         if u.contains(58) {  // ':'
             guard u.count <= 45, u.filter({ $0 == 58 }).count >= 2 else { return false }
-            return u.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) || ($0 >= 65 && $0 <= 70) || $0 == 58 || $0 == 46 }
+            return u.allSatisfy {
+                ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) || ($0 >= 65 && $0 <= 70) || $0 == 58 || $0 == 46
+            }
         }
         let parts = s.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts.allSatisfy { p in p.count >= 1 && p.count <= 3 && p.allSatisfy(\.isASCII) && (Int(p).map { $0 <= 255 } ?? false) }
+        return parts.count == 4
+            && parts.allSatisfy { p in
+                p.count >= 1 && p.count <= 3 && p.allSatisfy(\.isASCII) && (Int(p).map { $0 <= 255 } ?? false)
+            }
     }
 
     private static let months: [UInt32: Int] = {
@@ -151,7 +167,8 @@ public enum CombinedLogParser {
     /// `dd/Mon/yyyy:HH:MM:SS +hhmm` to seconds since 1970 (UTC).
     static func parseTimestamp(_ t: UnsafeBufferPointer<UInt8>) -> Int64? {
         guard t.count == 26, t[2] == 47, t[6] == 47, t[11] == 58, t[14] == 58, t[17] == 58, t[20] == 32,
-              t[21] == 43 || t[21] == 45 else { return nil }
+            t[21] == 43 || t[21] == 45
+        else { return nil }
         func num(_ a: Int, _ n: Int) -> Int? {
             var v = 0
             for k in a..<(a + n) {
@@ -162,10 +179,14 @@ public enum CombinedLogParser {
             return v
         }
         guard let day = num(0, 2), let year = num(7, 4), let h = num(12, 2), let mi = num(15, 2), let s = num(18, 2),
-              let zh = num(22, 2), let zm = num(24, 2),
-              let month = months[UInt32(t[3]) << 16 | UInt32(t[4]) << 8 | UInt32(t[5])],
-              h < 24, mi < 60, s < 61, zm < 60, zh < 15, day >= 1 else { return nil }
-        let daysInMonth = [31, (year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)) ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+            let zh = num(22, 2), let zm = num(24, 2),
+            let month = months[UInt32(t[3]) << 16 | UInt32(t[4]) << 8 | UInt32(t[5])],
+            h < 24, mi < 60, s < 61, zm < 60, zh < 15, day >= 1
+        else { return nil }
+        let daysInMonth = [
+            31, (year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)) ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30,
+            31,
+        ]
         guard day <= daysInMonth[month - 1] else { return nil }
         let offset = (zh * 3600 + zm * 60) * (t[21] == 45 ? -1 : 1)
         return Int64(CivilDate.toDays(year: year, month: month, day: day) * 86_400 + h * 3600 + mi * 60 + s - offset)
