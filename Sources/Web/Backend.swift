@@ -86,8 +86,8 @@ public final class Backend: @unchecked Sendable {
         guard slots.wait(timeout: .now() + 10) == .success else {
             throw WebError(
                 status: .serviceUnavailable,
-                message:
-                    "all \(maxConnections) database connections of the web server are busy. Fix: try again, or raise ETL_WEB_CONNECTIONS"
+                message: "all \(maxConnections) database connections of the web server are busy."
+                    + " Fix: try again, or raise ETL_WEB_CONNECTIONS"
             )
         }
         if let c = lock.withLock({ idle.popLast() }) { return c }

@@ -583,8 +583,10 @@ struct SecurityHeaders: RouterMiddleware {
         var r = try await next(request, context)
         r.headers[HTTPField.Name("Server-Timing")!] = String(
             format: "app;dur=%.2f", (monotonicSeconds() - started) * 1000)
-        r.headers[.contentSecurityPolicy] =
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        r.headers[.contentSecurityPolicy] = """
+            default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; \
+            frame-ancestors 'none'; base-uri 'none'
+            """
         r.headers[.xContentTypeOptions] = "nosniff"
         r.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
         r.headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
@@ -639,11 +641,13 @@ struct Authentication: RouterMiddleware {
                     context.logger.warning("refused a POST without a valid CSRF token", metadata: ["path": "\(path)"])
                     return machine
                         ? WebApp.jsonError(
-                            "missing or wrong CSRF token. Fix: send the X-CSRF-Token header (GET /api/session gives it)",
+                            "missing or wrong CSRF token."
+                                + " Fix: send the X-CSRF-Token header (GET /api/session gives it)",
                             status: .forbidden)
                         : WebApp.html(
                             Pages.error(
-                                "This form has expired or did not come from this site (no valid CSRF token). Reload the page and try again.",
+                                "This form has expired or did not come from this site (no valid CSRF token)."
+                                    + " Reload the page and try again.",
                                 session: s), status: .forbidden)
                 }
             }

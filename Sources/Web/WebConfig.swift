@@ -69,8 +69,8 @@ public struct WebConfig: Sendable {
             guard token.utf8.count >= 16 else {
                 throw ConfigError(
                     variable: "ETL_WEB_API_TOKEN", problem: "it is shorter than 16 characters",
-                    fix:
-                        "set ETL_WEB_API_TOKEN to a long random value (`openssl rand -hex 32`), or unset it to allow only browser sessions"
+                    fix: "set ETL_WEB_API_TOKEN to a long random value (`openssl rand -hex 32`),"
+                        + " or unset it to allow only browser sessions"
                 )
             }
             apiTokenDigest = Self.digest(token, digestKey)

@@ -72,8 +72,10 @@ struct Dags: ParsableCommand {
     struct Trigger: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Start a run of a DAG now.",
-            discussion:
-                "With --wait, exits 0 only when the run succeeded. Example:\n  etlctl dags trigger monthly-sales --date 2024-05-01 --wait"
+            discussion: """
+                With --wait, exits 0 only when the run succeeded. Example:
+                  etlctl dags trigger monthly-sales --date 2024-05-01 --wait
+                """
         )
         @Argument(help: "The DAG id.") var dag: String
         @Option(help: "Logical date, YYYY-MM-DD (default: today).") var date: String?
@@ -130,10 +132,9 @@ func waitForRun(store: MetadataStore, dag: String, run: Int64, timeout: Double, 
             let width = 20
             let filled = tasks.isEmpty ? 0 : width * done / tasks.count
             let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+            let failures = failed > 0 ? ", \(failed) failed" : ""
             FileHandle.standardError.write(
-                Data(
-                    "\r\(dag) run \(run) [\(bar)] \(done)/\(tasks.count) done, \(running) running\(failed > 0 ? ", \(failed) failed" : "")   "
-                        .utf8))
+                Data("\r\(dag) run \(run) [\(bar)] \(done)/\(tasks.count) done, \(running) running\(failures)   ".utf8))
         }
         if let r = try failing({ try store.run(run) }), r.state.isFinished {
             if json {
@@ -147,6 +148,7 @@ func waitForRun(store: MetadataStore, dag: String, run: Int64, timeout: Double, 
         sleepSeconds(0.1)
     }
     throw fail(
-        "\(dag) run \(run) did not finish within \(Int(timeout)) s. Fix: check that a scheduler and workers run (etlctl workers)"
+        "\(dag) run \(run) did not finish within \(Int(timeout)) s."
+            + " Fix: check that a scheduler and workers run (etlctl workers)"
     )
 }

@@ -34,7 +34,8 @@ extension ETLCtl {
             discussion: """
                 A smoke check of both clients: a parameterised query, a COPY into a temporary table, \
                 and a Redis round trip and pipeline. Example:
-                  DATABASE_URL=postgres://etl:...@127.0.0.1:5432/etl REDIS_URL=redis://:...@127.0.0.1:6379/0 etlctl check
+                  DATABASE_URL=postgres://etl:...@127.0.0.1:5432/etl REDIS_URL=redis://:...@127.0.0.1:6379/0 \
+                etlctl check
                 """
         )
 
@@ -51,10 +52,12 @@ extension ETLCtl {
                 print(String(decoding: data, as: UTF8.self))
             } else {
                 print(
-                    "postgres ok  \(report.postgresEndpoint)  \(report.postgresVersion)  (query, transaction, COPY of \(report.copiedRows) rows)"
+                    "postgres ok  \(report.postgresEndpoint)  \(report.postgresVersion)"
+                        + "  (query, transaction, COPY of \(report.copiedRows) rows)"
                 )
                 print(
-                    "redis    ok  \(report.redisEndpoint)  Redis \(report.redisVersion)  (round trip, pipeline of \(report.pipelined), Lua)"
+                    "redis    ok  \(report.redisEndpoint)  Redis \(report.redisVersion)"
+                        + "  (round trip, pipeline of \(report.pipelined), Lua)"
                 )
             }
         }

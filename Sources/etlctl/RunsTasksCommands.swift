@@ -54,7 +54,8 @@ struct Runs: ParsableCommand {
             if rows.isEmpty && !json {
                 print(
                     dag.map(Context.noRuns)
-                        ?? "no runs yet: the scheduler creates them on schedule for unpaused DAGs, or etlctl dags trigger DAG"
+                        ?? ("no runs yet: the scheduler creates them on schedule for unpaused DAGs,"
+                            + " or etlctl dags trigger DAG")
                 )
                 return
             }

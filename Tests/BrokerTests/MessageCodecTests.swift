@@ -56,8 +56,8 @@ struct MessageCodecTests {
         #expect(CompletionEvent(flat: Array(try JSONEncoder().encode(batch[0]))) == batch[0])
         // Escaped forms Foundation may write, a surrogate pair, whitespace: read the same.
         let escaped = Array(
-            #" { "dag" : "a\u00e9\ud83d\ude80\/" , "runID":1,"task":"t","tryNumber":1,"state":"s","worker":"w","finishedAt":1.5e0 } "#
-                .utf8)
+            (#" { "dag" : "a\u00e9\ud83d\ude80\/" ,"#
+                + #" "runID":1,"task":"t","tryNumber":1,"state":"s","worker":"w","finishedAt":1.5e0 } "#).utf8)
         #expect(CompletionEvent(flat: escaped)?.dag == "aé🚀/")
         // Not the shape, or not JSON: nil, and the caller falls back to Foundation.
         for bad in [

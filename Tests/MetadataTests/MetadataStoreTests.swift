@@ -14,7 +14,10 @@ import Workflow
 @Suite("Metadata store", .serialized, .timeLimit(.minutes(10)))
 struct MetadataStoreTests {
     @Test(
-        "a scheduler that lost its lease is fenced out: its writes are refused, the new leader's and unfenced sessions' go through"
+        """
+        a scheduler that lost its lease is fenced out: its writes are refused, the new leader's and unfenced sessions' \
+        go through
+        """
     )
     func fencing() throws {
         let c = try Cluster()

@@ -196,14 +196,16 @@ struct PostgresClientTests {
         let pg = try PostgresConnection(config: TestServices.postgres)
         let killer = try PostgresConnection(config: TestServices.postgres)
         let oldPID = pg.backendPID
-        #expect(try pg.query("SELECT $1::int + 1", [1]).rows[0].decode(Int.self, 0) == 2)  // prepared in the old session
+        // Prepared in the old session.
+        #expect(try pg.query("SELECT $1::int + 1", [1]).rows[0].decode(Int.self, 0) == 2)
         try killer.query("SELECT pg_terminate_backend($1)", [oldPID])
         let e = #expect(throws: PostgresError.self) { try pg.query("SELECT 1") }
         #expect(e?.code == .connectionLost)
         #expect(e?.isConnectionProblem == true)
         #expect(try pg.query("SELECT 42").rows[0].decode(Int.self, 0) == 42)
         #expect(pg.backendPID != oldPID)
-        #expect(try pg.query("SELECT $1::int + 1", [2]).rows[0].decode(Int.self, 0) == 3)  // prepared again in the new one
+        // Prepared again in the new one.
+        #expect(try pg.query("SELECT $1::int + 1", [2]).rows[0].decode(Int.self, 0) == 3)
     }
 
     @Test("a connection lost inside a transaction fails the transaction, even if the body swallowed the error")

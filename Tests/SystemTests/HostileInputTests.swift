@@ -15,12 +15,18 @@ import Workflow
 @Suite("Hostile input", .serialized, .timeLimit(.minutes(10)))
 struct HostileInputTests {
     @Test(
-        "an access log of garbage: binary bytes, NULs, truncated lines, a 5 MB line, bad IPs and dates; each rejected with its line, the good lines loaded"
+        """
+        an access log of garbage: binary bytes, NULs, truncated lines, a 5 MB line, bad IPs and dates; each rejected \
+        with its line, the good lines loaded
+        """
     )
     func hostileLog() throws {
         let fx = try PipelineFixture()
         let good =
-            "10.0.0.1 - ana [10/Jun/2024:10:00:00 +0000] \"GET /products/1 HTTP/1.1\" 200 10 \"-\" \"Mozilla/5.0 (X11; Linux x86_64)\""
+            """
+            10.0.0.1 - ana [10/Jun/2024:10:00:00 +0000] \"GET /products/1 HTTP/1.1\" 200 10 \"-\" \"Mozilla/5.0 (X11; \
+            Linux x86_64)\"
+            """
         var rng = SystemRandomNumberGenerator()
         let garbage = Data((0..<300).map { _ in UInt8.random(in: 0...255, using: &rng) }.map { $0 == 10 ? 0 : $0 })
         var file = Data()
@@ -70,7 +76,8 @@ struct HostileInputTests {
             }
         }
         #expect(loaded.contains(1) && loaded.contains(10))
-        #expect(try fx.count("SELECT count(*) FROM \(s.datalake).weblogs") == Int64(loaded.count))  // the table is still there
+        // The table is still there.
+        #expect(try fx.count("SELECT count(*) FROM \(s.datalake).weblogs") == Int64(loaded.count))
         #expect(
             try pg.query("SELECT max(length(raw)) FROM \(s.loads).reject").rows[0].decode(Int.self, 0) <= Rejection
                 .rawLimit + 1)  // raw text kept short (and an ellipsis)
@@ -130,7 +137,8 @@ struct HostileInputTests {
         while monotonicSeconds() < end, try c.queue.redis.command("XLEN", c.queue.keys.queue("default")).int ?? 0 > 0 {
             usleep(50_000)
         }
-        #expect(try c.queue.redis.command("XLEN", c.queue.keys.queue("default")).int == 0)  // all taken and acknowledged
+        // All taken and acknowledged.
+        #expect(try c.queue.redis.command("XLEN", c.queue.keys.queue("default")).int == 0)
         #expect(try c.effects(run: run).count == 6)  // none ran again
         #expect(try c.queue.redis.command("XLEN", c.queue.keys.dead).int == 0)  // valid, just stale: not poison
     }
@@ -221,8 +229,10 @@ struct SecurityTests {
                 import os, urllib.request, urllib.parse, http.cookiejar
                 base = "http://127.0.0.1:%s" % os.environ["PORT"]
                 o = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-                o.open(base + "/login", urllib.parse.urlencode({"username": "admin", "password": os.environ["PW"]}).encode())
-                for p in ["/dags", "/dags/example_diamond", "/dags/example_diamond/runs/%s" % os.environ["RUN"], "/queues", "/loads", "/reports", "/api/dags", "/api/queues"]:
+                o.open(base + "/login",
+                       urllib.parse.urlencode({"username": "admin", "password": os.environ["PW"]}).encode())
+                for p in ["/dags", "/dags/example_diamond", "/dags/example_diamond/runs/%s" % os.environ["RUN"],
+                          "/queues", "/loads", "/reports", "/api/dags", "/api/queues"]:
                     print(o.open(base + p).read().decode())
                 """,
             ], environment: ["PORT": String(port), "PW": webPassword, "RUN": String(run), "NO_PROXY": "127.0.0.1"])

@@ -68,14 +68,19 @@ struct QueueProcessTests {
         #expect(try c.wait(run: run) == .success)
         #expect(try c.store.instances(run: run)["flaky"]?.tryNumber == 3)
         let attempts = try c.store.pg.query(
-            "SELECT try_number, state FROM \(c.schema).task_attempt WHERE run_id = $1 AND task_id = 'flaky' ORDER BY try_number",
-            [run]
+            """
+            SELECT try_number, state FROM \(c.schema).task_attempt
+            WHERE run_id = $1 AND task_id = 'flaky' ORDER BY try_number
+            """, [run]
         ).rows
         #expect(try attempts.map { try $0.decode(String.self, 1) } == ["up_for_retry", "up_for_retry", "success"])
     }
 
     @Test(
-        "a task that always fails is retried until its retries run out, each try after its backoff; then it fails and its downstream is upstream_failed"
+        """
+        a task that always fails is retried until its retries run out, each try after its backoff; then it fails and \
+        its downstream is upstream_failed
+        """
     )
     func retriesRunOut() throws {
         let c = try Cluster()
@@ -88,7 +93,8 @@ struct QueueProcessTests {
         #expect(inst["after"]?.state == .upstreamFailed)
         let rows = try c.store.pg.query(
             """
-            SELECT try_number, state, started_at, ended_at FROM \(c.schema).task_attempt WHERE run_id = $1 AND task_id = 'doomed' ORDER BY try_number
+            SELECT try_number, state, started_at, ended_at FROM \(c.schema).task_attempt
+            WHERE run_id = $1 AND task_id = 'doomed' ORDER BY try_number
             """, [run]
         ).rows
         #expect(try rows.map { try $0.decode(String.self, 1) } == ["up_for_retry", "up_for_retry", "failed"])
@@ -193,8 +199,10 @@ struct QueueProcessTests {
         try c.startWorker(["--concurrency", "2"], name: "rescuer")
         for r in runs { #expect(try c.wait(run: r) == .success, "\(c.logs())") }
         let rows = try c.store.pg.query(
-            "SELECT worker, started_at, ended_at FROM \(c.schema).task_instance WHERE run_id = ANY($1::bigint[]) ORDER BY started_at",
-            ["{\(runs[0]),\(runs[1])}"]
+            """
+            SELECT worker, started_at, ended_at FROM \(c.schema).task_instance
+            WHERE run_id = ANY($1::bigint[]) ORDER BY started_at
+            """, ["{\(runs[0]),\(runs[1])}"]
         ).rows
         let workers = try rows.map { try $0.decode(String.self, 0) }
         // Each on a slot of its own, side by side: the second started before the first (3 s of
@@ -211,7 +219,10 @@ struct QueueProcessTests {
     }
 
     @Test(
-        "waiting tasks run as a batch: writers commit, failing writers roll back alone, a superseded writer's rows never land"
+        """
+        waiting tasks run as a batch: writers commit, failing writers roll back alone, a superseded writer's rows \
+        never land
+        """
     )
     func batch() throws {
         let c = try Cluster()
@@ -338,7 +349,10 @@ struct QueueOperatorTests {
     }
 
     @Test(
-        "SIGTERM to a worker whose task outlasts the grace: it hands the task back and exits, another worker takes it at once"
+        """
+        SIGTERM to a worker whose task outlasts the grace: it hands the task back and exits, another worker takes it \
+        at once
+        """
     )
     func sigtermGraceTakeover() throws {
         // Dead after 60 s: only the hand-back (the worker marking itself dead) can move the task

@@ -45,7 +45,10 @@ struct PipelineDatabaseTests {
         let s = fx.settings
         #expect(try fx.count("SELECT count(*) FROM \(s.datalake).sales") == 8)
         let reasons = try fx.pg!.query(
-            "SELECT r.line_number, r.reason FROM \(s.loads).reject r JOIN \(s.loads).load l ON l.id = r.load_id WHERE l.source LIKE '%sales.csv' ORDER BY 1"
+            """
+            SELECT r.line_number, r.reason FROM \(s.loads).reject r JOIN \(s.loads).load l ON l.id = r.load_id
+            WHERE l.source LIKE '%sales.csv' ORDER BY 1
+            """
         ).rows
             .map { "\(try $0.decode(Int64.self, 0)): \(try $0.decode(String.self, 1))" }
         #expect(
@@ -55,7 +58,10 @@ struct PipelineDatabaseTests {
             ])
         #expect(
             try fx.count(
-                "SELECT count(*) FROM \(s.loads).load WHERE state = 'finished' AND rows_read = rows_loaded + rows_rejected"
+                """
+                SELECT count(*) FROM \(s.loads).load
+                WHERE state = 'finished' AND rows_read = rows_loaded + rows_rejected
+                """
             ) == 6)
         // A load row left `running` by an attempt that died is marked broken by the next load.
         let stale = try fx.pg!.query(
@@ -84,18 +90,36 @@ struct PipelineDatabaseTests {
         let ip = { (c: String) in IPRangeTable.dottedQuad(table.ranges(of: c)[0].lowerBound + 1) }
         let (ar, br, uy) = (ip("AR"), ip("BR"), ip("UY"))
         let win =
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+            """
+            Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 \
+            Safari/537.36
+            """
         let iphone =
-            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1"
+            """
+            Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) \
+            Version/17.2 Mobile/15E148 Safari/604.1
+            """
         let mac =
-            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15"
+            """
+            Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 \
+            Safari/605.1.15
+            """
         let samsung =
-            "Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36"
+            """
+            Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 \
+            Mobile Safari/537.36
+            """
         let pixel =
-            "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36"
+            """
+            Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 \
+            Mobile Safari/537.36
+            """
         let linux = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
         let ipad =
-            "Mozilla/5.0 (iPad; CPU OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1"
+            """
+            Mozilla/5.0 (iPad; CPU OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 \
+            Mobile/15E148 Safari/604.1
+            """
         func line(
             _ ip: String, _ user: String, _ request: String, _ status: Int, _ ua: String, day: String = "10/Jun/2024"
         ) -> String {
@@ -295,7 +319,8 @@ struct PipelineDatabaseTests {
                                 }
                             } else {
                                 counter.chunks += 1
-                                if counter.chunks == 3 {  // the claim's check, chunk 1's, then this one: chunk 1 committed
+                                // The claim's check, chunk 1's, then this one: chunk 1 committed.
+                                if counter.chunks == 3 {
                                     firstCommitted.signal()
                                     _ = secondStarted.wait(timeout: .now() + 60)
                                     usleep(50_000)  // let the second reach its first chunk

@@ -88,7 +88,8 @@ struct PipelineFileTests {
             lines.rejects.map(\.reason) == [
                 "total 7.00 is not quantity 3 × unit price 2.50", "quantity 0 is below 1",
                 "quantity 3000000000 is above 2147483647",  // Postgres integer
-                "total 1.00 is not quantity 2147483647 × unit price 9999999999.99",  // overflows Int64 cents: rejected, no crash
+                // Overflows Int64 cents: rejected, no crash.
+                "total 1.00 is not quantity 2147483647 × unit price 9999999999.99",
             ])
         let customers = try validate(
             "customer",

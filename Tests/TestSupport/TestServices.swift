@@ -143,7 +143,8 @@ public enum TestServices {
         if killed.killed {
             throw TestSetupError(
                 message:
-                    "\(path) \(args.joined(separator: " ").prefix(200)) ran past \(timeout) s and was killed; its output:\n"
+                    "\(path) \(args.joined(separator: " ").prefix(200)) ran past \(timeout) s"
+                    + " and was killed; its output:\n"
                     + "\(output.stdout.suffix(3000))\n\(output.stderr.suffix(3000))")
         }
         return output

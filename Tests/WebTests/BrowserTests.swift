@@ -16,7 +16,10 @@ struct BrowserTests {
     static let shots = TestServices.repoRoot.appendingPathComponent("test-output/browser")
 
     @Test(
-        "headless Chromium: log in, unpause a DAG, trigger it, see it succeed, open a report; screenshots of the main pages"
+        """
+        headless Chromium: log in, unpause a DAG, trigger it, see it succeed, open a report; screenshots of the main \
+        pages
+        """
     )
     func browser() throws {
         let password = "browser test password"
@@ -25,8 +28,10 @@ struct BrowserTests {
         let pg = try #require(fx.pg)
         try pg.query(
             """
-            INSERT INTO \(fx.settings.datamart).popular_devices VALUES ('2024-06-15', 1, 'Windows PC', 40, 900), ('2024-06-15', 2, 'iPhone', 31, 700),
-              ('2024-06-15', 3, 'Samsung SM-G991B', 12, 260), ('2024-06-15', 4, 'Mac', 9, 120), ('2024-06-15', 5, 'iPad', 4, 41)
+            INSERT INTO \(fx.settings.datamart).popular_devices VALUES
+              ('2024-06-15', 1, 'Windows PC', 40, 900), ('2024-06-15', 2, 'iPhone', 31, 700),
+              ('2024-06-15', 3, 'Samsung SM-G991B', 12, 260), ('2024-06-15', 4, 'Mac', 9, 120),
+              ('2024-06-15', 5, 'iPad', 4, 41)
             """)
         try fx.write(
             "reports/popular-devices/date=2024-06-15/report.csv", "rank,device,users,requests\n1,Windows PC,40,900\n")

@@ -137,7 +137,8 @@ struct WebTests {
             #expect(forged.status == .unauthorized)
             #expect(try await client.execute(uri: "/healthz", method: .get).status == .ok)
         }
-        #expect(try fx.store.dagRows().first { $0.id == "example_diamond" }?.paused == false)  // the refused POSTs changed nothing
+        // The refused POSTs changed nothing.
+        #expect(try fx.store.dagRows().first { $0.id == "example_diamond" }?.paused == false)
     }
 
     @Test("security headers on every kind of answer: CSP without scripts, no framing, no sniffing")
@@ -163,7 +164,10 @@ struct WebTests {
     }
 
     @Test(
-        "a session ends at its expiry: an expired cookie, correctly signed, is refused; the Secure flag is set when asked"
+        """
+        a session ends at its expiry: an expired cookie, correctly signed, is refused; the Secure flag is set when \
+        asked
+        """
     )
     func sessionExpiryAndSecureCookie() async throws {
         let fx = try WebFixture(extra: ["ETL_WEB_SESSION_SECONDS": "120", "ETL_WEB_SECURE_COOKIES": "true"])
@@ -196,7 +200,10 @@ struct WebTests {
     }
 
     @Test(
-        "login: a wrong password is slowed and refused, the fourth try is rate-limited; the cookie is HttpOnly and SameSite; logout ends the session"
+        """
+        login: a wrong password is slowed and refused, the fourth try is rate-limited; the cookie is HttpOnly and \
+        SameSite; logout ends the session
+        """
     )
     func login() async throws {
         let fx = try WebFixture()
@@ -239,7 +246,10 @@ struct WebTests {
     }
 
     @Test(
-        "every page renders the real state: DAG list with tag filter, graph and grid, run, attempt log, queues, loads, reports"
+        """
+        every page renders the real state: DAG list with tag filter, graph and grid, run, attempt log, queues, loads, \
+        reports
+        """
     )
     func pages() async throws {
         let fx = try WebFixture()
@@ -250,14 +260,20 @@ struct WebTests {
         let s = fx.pipeline.settings
         let load = try pg.query(
             """
-            INSERT INTO \(s.loads).load (pipeline, source, state, rows_read, rows_loaded, rows_rejected, finished_at) VALUES ('b2b', 'customer.csv', 'finished', 3, 2, 1, now()) RETURNING id
+            INSERT INTO \(s.loads).load (pipeline, source, state, rows_read, rows_loaded, rows_rejected, finished_at)
+            VALUES ('b2b', 'customer.csv', 'finished', 3, 2, 1, now()) RETURNING id
             """
         ).rows[0].decode(Int64.self, 0)
         try pg.query(
-            "INSERT INTO \(s.loads).reject (load_id, source, line_number, raw, reason) VALUES ($1, 'customer.csv', 7, 'x,y', 'expected 6 fields, found 2')",
-            [load])
+            """
+            INSERT INTO \(s.loads).reject (load_id, source, line_number, raw, reason)
+            VALUES ($1, 'customer.csv', 7, 'x,y', 'expected 6 fields, found 2')
+            """, [load])
         try pg.query(
-            "INSERT INTO \(s.datamart).monthly_sales VALUES ('2024-06-15', '2024-05-01', 3, 12, 99.50), ('2024-06-15', '2024-04-01', 1, 2, 5.00)"
+            """
+            INSERT INTO \(s.datamart).monthly_sales
+            VALUES ('2024-06-15', '2024-05-01', 3, 12, 99.50), ('2024-06-15', '2024-04-01', 1, 2, 5.00)
+            """
         )
         try fx.pipeline.write(
             "reports/monthly-sales/date=2024-06-15/report.csv",
@@ -267,8 +283,9 @@ struct WebTests {
             let b = try #require(try await Browser.login(client))
             let list = try await b.get(client, "/dags")
             #expect(list.status == .ok && list.text.contains("example_diamond") && list.text.contains("example_chain"))
+            // Its run, still running.
             #expect(
-                list.text.contains("class=\"sq s-running\"") && list.text.contains("/dags/example_diamond/runs/\(run)"))  // its run, still running
+                list.text.contains("class=\"sq s-running\"") && list.text.contains("/dags/example_diamond/runs/\(run)"))
             let filtered = try await b.get(client, "/dags?q=DIAMOND")
             #expect(filtered.text.contains("example_diamond") && !filtered.text.contains(">example_chain<"))
             let byTag = try await b.get(client, "/dags?tag=no-such-tag")
@@ -280,7 +297,8 @@ struct WebTests {
             for task in ["extract", "clean", "enrich", "score", "join", "publish"] {
                 #expect(dag.text.contains(">\(task)<"), "\(task)")
             }
-            #expect(dag.text.contains("/dags/example_diamond/runs/\(run)/tasks/extract"))  // grid cell links to the attempt
+            // A grid cell links to the attempt.
+            #expect(dag.text.contains("/dags/example_diamond/runs/\(run)/tasks/extract"))
             #expect(dag.text.contains("Mark failed"))
 
             let runPage = try await b.get(client, "/dags/example_diamond/runs/\(run)")
@@ -309,7 +327,10 @@ struct WebTests {
     }
 
     @Test(
-        "a POST without the CSRF token is refused and changes nothing; with it, pause, trigger, retry, mark failed and requeue change state"
+        """
+        a POST without the CSRF token is refused and changes nothing; with it, pause, trigger, retry, mark failed and \
+        requeue change state
+        """
     )
     func actions() async throws {
         let fx = try WebFixture()
@@ -356,13 +377,15 @@ struct WebTests {
             #expect(
                 try await b.post(client, "/dags/example_diamond/runs/\(run)/tasks/extract/retry").status == .seeOther)
             let states = try fx.store.instances(run: run).mapValues(\.state)
-            #expect(states["extract"] == .scheduled && states["publish"] == .scheduled)  // the task and what depends on it
+            // The task and what depends on it.
+            #expect(states["extract"] == .scheduled && states["publish"] == .scheduled)
 
             #expect(try await b.post(client, "/dags/example_diamond/runs/\(run)/mark-failed").status == .seeOther)
             #expect(try fx.store.run(run)?.state == .failed)
             #expect(try fx.store.instances(run: run)["extract"]?.state == .failed)
 
-            #expect(try await b.post(client, "/dead-letters/requeue", ["all": "0"]).status == .seeOther)  // not a yes: nothing requeued
+            // Not a yes: nothing requeued.
+            #expect(try await b.post(client, "/dead-letters/requeue", ["all": "0"]).status == .seeOther)
             #expect(try fx.cluster.queue.redis.command("XLEN", fx.cluster.queue.keys.dead).int == 1)
             #expect(try await b.post(client, "/dead-letters/requeue", ["all": "1"]).status == .seeOther)
             #expect(try fx.cluster.queue.redis.command("XLEN", fx.cluster.queue.keys.dead).int == 0)
@@ -371,7 +394,10 @@ struct WebTests {
     }
 
     @Test(
-        "the JSON API: bearer token or session (POST with X-CSRF-Token); every listing answers JSON; /metrics is Prometheus text"
+        """
+        the JSON API: bearer token or session (POST with X-CSRF-Token); every listing answers JSON; /metrics is \
+        Prometheus text
+        """
     )
     func api() async throws {
         let fx = try WebFixture()

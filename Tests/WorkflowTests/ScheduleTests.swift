@@ -21,11 +21,13 @@ struct ScheduleTests {
         #expect(try CronExpression("0 0 * * *").next(after: at) == Self.utc(2024, 2, 29))
         #expect(
             try CronExpression("*/15 * * * *").next(after: Self.utc(2024, 1, 1, 10, 7)) == Self.utc(2024, 1, 1, 10, 15))
+        // Fri -> Mon.
         #expect(
-            try CronExpression("30 2 * * mon-fri").next(after: Self.utc(2024, 6, 7, 3)) == Self.utc(2024, 6, 10, 2, 30))  // Fri -> Mon
+            try CronExpression("30 2 * * mon-fri").next(after: Self.utc(2024, 6, 7, 3)) == Self.utc(2024, 6, 10, 2, 30))
         #expect(try CronExpression("0 0 29 feb *").next(after: Self.utc(2024, 3, 1)) == Self.utc(2028, 2, 29))
         #expect(try CronExpression("0 0 1 * *").next(after: Self.utc(2024, 12, 15)) == Self.utc(2025, 1, 1))
-        #expect(try CronExpression("0 12 * * 7").next(after: Self.utc(2024, 6, 10)) == Self.utc(2024, 6, 16, 12))  // 7 = Sunday
+        // 7 = Sunday.
+        #expect(try CronExpression("0 12 * * 7").next(after: Self.utc(2024, 6, 10)) == Self.utc(2024, 6, 16, 12))
         // Both day fields restricted: either matches (Vixie cron).
         #expect(try CronExpression("0 0 13 * fri").next(after: Self.utc(2024, 9, 1)) == Self.utc(2024, 9, 6))
         #expect(try CronExpression("0 0 31 2 *").next(after: Self.utc(2024, 1, 1)) == nil)  // never

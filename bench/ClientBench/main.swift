@@ -74,8 +74,11 @@ do {
         var chunk = ""
         for i in 0..<rows {
             let ts = 1_700_000_000 + i
-            chunk +=
-                "\(i + 1)\t\(PostgresTimestamp.format(Date(timeIntervalSince1970: Double(ts))))\t10.\(i % 250).\(i / 250 % 250).\(i % 199)\tuser\(i % 5000)\t\(devices[i % devices.count])\t\(countries[i % countries.count])\tGET\t\(paths[i % paths.count])\t200\t\(1000 + i % 9000)\n"
+            chunk += """
+                \(i + 1)\t\(PostgresTimestamp.format(Date(timeIntervalSince1970: Double(ts))))\t\
+                10.\(i % 250).\(i / 250 % 250).\(i % 199)\tuser\(i % 5000)\t\(devices[i % devices.count])\t\
+                \(countries[i % countries.count])\tGET\t\(paths[i % paths.count])\t200\t\(1000 + i % 9000)\n
+                """
             if chunk.utf8.count > 1 << 20 {
                 fh.write(Data(chunk.utf8))
                 chunk = ""

@@ -128,15 +128,22 @@ public enum Migrations {
                 IF fence IS NULL OR fence = '' THEN
                     RETURN NULL;
                 END IF;
-                IF NOT EXISTS (SELECT 1 FROM @S.scheduler_lease WHERE name = 'scheduler' AND fencing_token = fence::bigint) THEN
-                    RAISE EXCEPTION 'fenced out: the scheduler lease of fencing token % was taken over by another scheduler', fence
-                        USING ERRCODE = 'ET001', HINT = 'this scheduler stands by; the one holding the lease carries on';
+                IF NOT EXISTS (
+                    SELECT 1 FROM @S.scheduler_lease WHERE name = 'scheduler' AND fencing_token = fence::bigint
+                ) THEN
+                    RAISE EXCEPTION
+                        'fenced out: the scheduler lease of fencing token % was taken over by another scheduler', fence
+                        USING ERRCODE = 'ET001',
+                              HINT = 'this scheduler stands by; the one holding the lease carries on';
                 END IF;
                 RETURN NULL;
             END $$;
-            CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON @S.dag_run FOR EACH STATEMENT EXECUTE FUNCTION @S.check_fence();
-            CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON @S.task_instance FOR EACH STATEMENT EXECUTE FUNCTION @S.check_fence();
-            CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON @S.task_attempt FOR EACH STATEMENT EXECUTE FUNCTION @S.check_fence();
+            CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON @S.dag_run
+                FOR EACH STATEMENT EXECUTE FUNCTION @S.check_fence();
+            CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON @S.task_instance
+                FOR EACH STATEMENT EXECUTE FUNCTION @S.check_fence();
+            CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON @S.task_attempt
+                FOR EACH STATEMENT EXECUTE FUNCTION @S.check_fence();
             """
         ),
     ]

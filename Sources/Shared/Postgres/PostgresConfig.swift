@@ -83,8 +83,8 @@ public struct PostgresConfig: Sendable, CustomStringConvertible {
         } else {
             throw ConfigError(
                 variable: "DATABASE_URL", problem: "neither DATABASE_URL nor POSTGRES_USER is set",
-                fix:
-                    "set DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/DATABASE (or POSTGRES_HOST, POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB) in the environment or local.env"
+                fix: "set DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/DATABASE (or POSTGRES_HOST, POSTGRES_USER,"
+                    + " POSTGRES_PASSWORD, POSTGRES_DB) in the environment or local.env"
             )
         }
         reconnectTimeout = try env.seconds("ETL_PG_RECONNECT_TIMEOUT", default: reconnectTimeout, range: 0...3600)
@@ -101,7 +101,8 @@ public struct PostgresConfig: Sendable, CustomStringConvertible {
             // Text results in a fixed shape whatever the server's defaults are.
             (
                 "options",
-                "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3 -c client_min_messages=warning -c bytea_output=hex"
+                "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3"
+                    + " -c client_min_messages=warning -c bytea_output=hex"
             ),
             ("client_encoding", "UTF8"),
         ]

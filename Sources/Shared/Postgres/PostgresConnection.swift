@@ -60,7 +60,7 @@ public final class PostgresConnection {
         let keys = params.map { strdup($0.0) }
         let values = params.map { strdup($0.1) }
         defer {
-            keys.forEach { free($0) }
+            for k in keys { free(k) }
             // Wipe the password copy before freeing it.
             for v in values {
                 if let v { memset(v, 0, strlen(v)) }
@@ -106,8 +106,7 @@ public final class PostgresConnection {
         let config = config
         handle = try reconnectBackoff.retry(
             timeout: config.reconnectTimeout, server: "Postgres", endpoint: endpoint, logger: logger,
-            isRetryable: { ($0 as? PostgresError)?.code == .connectionFailed }
-        ) { try Self.open(config) }
+            isRetryable: { ($0 as? PostgresError)?.code == .connectionFailed }, { try Self.open(config) })
     }
 
     /// A healthy handle: reconnects first if the last call found the connection broken, unless a
@@ -271,7 +270,7 @@ public final class PostgresConnection {
         var lengths = [Int32](repeating: 0, count: params.count)
         var formats = [Int32](repeating: 0, count: params.count)
         var buffers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: params.count)
-        defer { buffers.forEach { free($0) } }
+        defer { for b in buffers { free(b) } }
         for (i, p) in params.enumerated() {
             switch p {
             case .null:

@@ -134,8 +134,7 @@ public final class RedisConnection {
         let config = config
         context = try reconnectBackoff.retry(
             timeout: config.reconnectTimeout, server: "Redis", endpoint: endpoint, logger: logger,
-            isRetryable: { ($0 as? RedisError)?.code == .connectionFailed }
-        ) { try Self.open(config) }
+            isRetryable: { ($0 as? RedisError)?.code == .connectionFailed }, { try Self.open(config) })
         reconnects += 1
     }
 

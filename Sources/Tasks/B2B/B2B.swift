@@ -145,9 +145,11 @@ public enum B2B {
                 for t in tables {
                     let file = path(of: t, s)
                     guard FileManager.default.fileExists(atPath: file) else {
-                        throw PipelineError(
-                            "\(file) does not exist: \(t.table == "orders" || t.table == "sales" ? "run `etlctl generate orders` (or the b2b DAG's generate_orders task) first" : "put the CSV there or set ETL_B2B_DIR")"
-                        )
+                        let fix =
+                            t.table == "orders" || t.table == "sales"
+                            ? "run `etlctl generate orders` (or the b2b DAG's generate_orders task) first"
+                            : "put the CSV there or set ETL_B2B_DIR"
+                        throw PipelineError("\(file) does not exist: \(fix)")
                     }
                     var v = CSVValidator(spec: t, known: known)
                     let bytes = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? 0

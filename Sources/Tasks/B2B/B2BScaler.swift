@@ -47,7 +47,10 @@ public enum B2BScaler {
             let cents = Int64(100 + rng.below(50_000))
             prices.append(cents)
             p.append(
-                "\(id),\(cuit(rng.below(suppliers))),\(goods[id % goods.count]) model \(id),\(OrdersGenerator.money(cents))\n"
+                """
+                \(id),\(cuit(rng.below(suppliers))),\(goods[id % goods.count]) model \(id),\
+                \(OrdersGenerator.money(cents))\n
+                """
             )
             try p.maybeFlush()
         }
@@ -85,7 +88,10 @@ public enum B2BScaler {
             }
             let birth = Day(daysSince1970: -7300 + rng.below(14_600))
             cu.append(
-                "\(country)-\(10_000_000 + i),\(first[rng.below(first.count)]) \(last[rng.below(last.count)]),\(birth),\"Street \(rng.below(9999)), City \(rng.below(500))\",\(country),user\(i)\n"
+                """
+                \(country)-\(10_000_000 + i),\(first[rng.below(first.count)]) \(last[rng.below(last.count)]),\(birth),\
+                \"Street \(rng.below(9999)), City \(rng.below(500))\",\(country),user\(i)\n
+                """
             )
             try cu.maybeFlush()
         }

@@ -54,7 +54,10 @@ public enum OrdersGenerator {
             let customer = customers[rng.below(customers.count)]
             let at = windowStart + Int64(rng.below(Int(windowEnd - windowStart)))
             orders.append(
-                "\(id),\(buyer),\(CSVLine.field(customer)),\(PostgresTimestamp.format(Date(timeIntervalSince1970: Double(at))).prefix(19))\n"
+                """
+                \(id),\(buyer),\(CSVLine.field(customer)),\
+                \(PostgresTimestamp.format(Date(timeIntervalSince1970: Double(at))).prefix(19))\n
+                """
             )
             let catalog = catalogs[buyer]!
             let basket = min(rng.geometric(0.4, cap: 12), catalog.count)

@@ -170,7 +170,8 @@ public struct CSVValidator {
             if lineNumber == 1 && text.hasPrefix("\u{FEFF}") { text.removeFirst() }  // a UTF-8 byte order mark
             if header == nil && (cut || CSVLine.split(Substring(text)) == nil) {
                 throw PipelineError(
-                    "\(path) line 1: the header is not a CSV line; expected \(spec.columns.map(\.name).joined(separator: ",")). Fix the file's first line"
+                    "\(path) line 1: the header is not a CSV line;"
+                        + " expected \(spec.columns.map(\.name).joined(separator: ",")). Fix the file's first line"
                 )
             }
             if header != nil && text.isEmpty { return true }  // blank lines are not rows
@@ -189,7 +190,8 @@ public struct CSVValidator {
                 let got = fields.map { $0.trimmingCharacters(in: .whitespaces) }
                 guard got == expected else {
                     throw PipelineError(
-                        "\(path) line 1: the header is \(got.joined(separator: ",")); expected \(expected.joined(separator: ",")). Fix the file's first line"
+                        "\(path) line 1: the header is \(got.joined(separator: ","));"
+                            + " expected \(expected.joined(separator: ",")). Fix the file's first line"
                     )
                 }
                 header = got
@@ -215,7 +217,8 @@ public struct CSVValidator {
         guard fields.count == spec.columns.count else {
             return .failure(
                 .init(
-                    "wrong column count: \(fields.count) instead of \(spec.columns.count) (\(spec.columns.map(\.name).joined(separator: ",")))"
+                    "wrong column count: \(fields.count) instead of \(spec.columns.count)"
+                        + " (\(spec.columns.map(\.name).joined(separator: ",")))"
                 ))
         }
         var values: [String] = []
@@ -233,7 +236,8 @@ public struct CSVValidator {
                 let names = cols.map { spec.columns[$0].name }.joined(separator: ",")
                 return .failure(
                     .init(
-                        "unknown \(table): \(names) \(cols.map { values[$0] }.joined(separator: ",")) is not a loaded \(table)"
+                        "unknown \(table): \(names) \(cols.map { values[$0] }.joined(separator: ","))"
+                            + " is not a loaded \(table)"
                     ))
             }
         }
@@ -241,7 +245,8 @@ public struct CSVValidator {
         if let first = seen[key] {
             return .failure(
                 .init(
-                    "duplicate key \(spec.key.joined(separator: ","))=\(keyIndex.map { values[$0] }.joined(separator: ",")), first on line \(first)"
+                    "duplicate key \(spec.key.joined(separator: ","))"
+                        + "=\(keyIndex.map { values[$0] }.joined(separator: ",")), first on line \(first)"
                 ))
         }
         seen[key] = line

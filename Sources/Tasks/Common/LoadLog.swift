@@ -21,8 +21,10 @@ public struct LoadLog {
     /// Records a load as started (committed at once, so that it shows while it runs).
     public func begin(pipeline: String, source: String, runID: Int64?, logicalDate: String?) throws -> Int64 {
         try pg.query(
-            "INSERT INTO \(schema).load (pipeline, source, run_id, logical_date) VALUES ($1, $2, $3, $4::date) RETURNING id",
-            [pipeline, source, runID, logicalDate]
+            """
+            INSERT INTO \(schema).load (pipeline, source, run_id, logical_date) VALUES ($1, $2, $3, $4::date)
+            RETURNING id
+            """, [pipeline, source, runID, logicalDate]
         ).rows[0].decode(Int64.self, 0)
     }
 
@@ -40,8 +42,10 @@ public struct LoadLog {
     /// Records that the load broke, with the error; a later attempt resumes or starts again.
     public func broke(_ id: Int64, error: String) throws {
         try pg.query(
-            "UPDATE \(schema).load SET state = 'broken', broke_at = clock_timestamp(), error = $2 WHERE id = $1 AND state <> 'finished'",
-            [id, String(error.prefix(4000))])
+            """
+            UPDATE \(schema).load SET state = 'broken', broke_at = clock_timestamp(), error = $2
+            WHERE id = $1 AND state <> 'finished'
+            """, [id, String(error.prefix(4000))])
     }
 
     /// Makes the caller the only running load of `pipeline` (a lock held by `tx`'s transaction),
@@ -52,7 +56,8 @@ public struct LoadLog {
         try pg.query(
             """
             UPDATE \(schema).load SET state = 'broken', broke_at = clock_timestamp(),
-                   error = 'abandoned: the attempt that ran it ended without recording an end (killed, timed out or superseded); its writes were rolled back'
+                   error = 'abandoned: the attempt that ran it ended without recording an end (killed, timed out or \
+            superseded); its writes were rolled back'
             WHERE pipeline = $1 AND state = 'running'
             """, [pipeline])
     }
@@ -75,7 +80,8 @@ public struct Rejection: Sendable, Equatable {
     public init(line: Int64, raw: String, reason: String) {
         self.line = line
         let cut =
-            raw.utf8.count > Self.rawLimit ? String(decoding: raw.utf8.prefix(Self.rawLimit), as: UTF8.self) + "…" : raw
+            raw.utf8.count > Self.rawLimit
+            ? String(decoding: raw.utf8.prefix(Self.rawLimit), as: UTF8.self) + "…" : raw
         self.raw = Self.storable(cut)
         self.reason = Self.storable(reason)
     }

@@ -107,7 +107,8 @@ public enum ExampleDAGs {
         SetupScript(
             name: "examples: example_effect",
             """
-            CREATE TABLE IF NOT EXISTS @S.example_effect (run_id bigint, task_id text, try_number int, at timestamptz DEFAULT clock_timestamp());
+            CREATE TABLE IF NOT EXISTS @S.example_effect (run_id bigint, task_id text, try_number int, \
+            at timestamptz DEFAULT clock_timestamp());
             -- The top-level transaction of each write (a savepoint's rows share it): tests count them.
             ALTER TABLE @S.example_effect ADD COLUMN IF NOT EXISTS txid bigint DEFAULT txid_current();
             """)

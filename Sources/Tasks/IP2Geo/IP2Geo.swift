@@ -63,7 +63,8 @@ public enum IP2Geo {
                         }
                         guard lo > lastEnd else {
                             reject(
-                                "range \(lo)-\(hi) overlaps or precedes the previous range (ending \(lastEnd)); sort the file by ip_from"
+                                "range \(lo)-\(hi) overlaps or precedes the previous range (ending \(lastEnd));"
+                                    + " sort the file by ip_from"
                             )
                             return true
                         }

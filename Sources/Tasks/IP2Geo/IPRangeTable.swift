@@ -38,15 +38,15 @@ public struct IPRangeTable: Sendable {
             guard let lo = UInt32(fields[0]), let hi = UInt32(fields[1]), lo <= hi else {
                 throw IPRangeError(
                     file: file, line: lineNumber,
-                    reason:
-                        "ip_from and ip_to must be integers with ip_from <= ip_to, found \(fields[0].prefix(20)), \(fields[1].prefix(20))"
+                    reason: "ip_from and ip_to must be integers with ip_from <= ip_to,"
+                        + " found \(fields[0].prefix(20)), \(fields[1].prefix(20))"
                 )
             }
             if let last = ends.last, lo <= last {
                 throw IPRangeError(
                     file: file, line: lineNumber,
-                    reason:
-                        "range starts at \(lo), inside or before the previous range (ending \(last)); sort the file by ip_from"
+                    reason: "range starts at \(lo), inside or before the previous range (ending \(last));"
+                        + " sort the file by ip_from"
                 )
             }
             let code = String(fields[2])

@@ -41,70 +41,118 @@ public struct WeblogGenerator {
     /// weights roughly like a B2B shop's traffic.
     public static let builtInAgents: [(agent: String, weight: Int)] = [
         (
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+            """
+            Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 \
+            Safari/537.36
+            """,
             30
         ),
         (
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Safari/537.36 Edg/119.0.2151.97",
+            """
+            Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 \
+            Safari/537.36 Edg/119.0.2151.97
+            """,
             10
         ),
         ("Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0", 6),
         (
-            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15",
+            """
+            Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 \
+            Safari/605.1.15
+            """,
             12
         ),
         (
-            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+            """
+            Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 \
+            Safari/537.36
+            """,
             8
         ),
         ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36", 3),
         ("Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0", 2),
         (
-            "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+            """
+            Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 \
+            Safari/537.36
+            """,
             2
         ),
         (
-            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
+            """
+            Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) \
+            Version/17.2 Mobile/15E148 Safari/604.1
+            """,
             16
         ),
         (
-            "Mozilla/5.0 (iPhone; CPU iPhone OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/120.0.6099.119 Mobile/15E148 Safari/604.1",
+            """
+            Mozilla/5.0 (iPhone; CPU iPhone OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) \
+            CriOS/120.0.6099.119 Mobile/15E148 Safari/604.1
+            """,
             5
         ),
         (
-            "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36",
+            """
+            Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 \
+            Mobile Safari/537.36
+            """,
             7
         ),
         (
-            "Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36",
+            """
+            Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 \
+            Mobile Safari/537.36
+            """,
             8
         ),
         (
-            "Mozilla/5.0 (Linux; Android 13; SM-A536B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.6045.193 Mobile Safari/537.36",
+            """
+            Mozilla/5.0 (Linux; Android 13; SM-A536B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.6045.193 \
+            Mobile Safari/537.36
+            """,
             5
         ),
         (
-            "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36",
+            """
+            Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 \
+            Mobile Safari/537.36
+            """,
             4
         ),
         (
-            "Mozilla/5.0 (Linux; Android 13; 2201117TG) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.6045.163 Mobile Safari/537.36",
+            """
+            Mozilla/5.0 (Linux; Android 13; 2201117TG) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.6045.163 \
+            Mobile Safari/537.36
+            """,
             4
         ),
         (
-            "Mozilla/5.0 (Linux; Android 12; moto g(60)) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.43 Mobile Safari/537.36",
+            """
+            Mozilla/5.0 (Linux; Android 12; moto g(60)) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.43 \
+            Mobile Safari/537.36
+            """,
             3
         ),
         (
-            "Mozilla/5.0 (iPad; CPU OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
+            """
+            Mozilla/5.0 (iPad; CPU OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 \
+            Mobile/15E148 Safari/604.1
+            """,
             6
         ),
         (
-            "Mozilla/5.0 (Linux; Android 13; SM-X200) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Safari/537.36",
+            """
+            Mozilla/5.0 (Linux; Android 13; SM-X200) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 \
+            Safari/537.36
+            """,
             3
         ),
         (
-            "Mozilla/5.0 (Linux; Android 12; Lenovo TB-X606F) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.6045.163 Safari/537.36",
+            """
+            Mozilla/5.0 (Linux; Android 12; Lenovo TB-X606F) AppleWebKit/537.36 (KHTML, like Gecko) \
+            Chrome/119.0.6045.163 Safari/537.36
+            """,
             1
         ),
         ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", 1),
@@ -114,8 +162,10 @@ public struct WeblogGenerator {
     public static func fileName(end: Int64) -> String {
         let day = Day(daysSince1970: Int(end / 86_400))
         let s = Int(end % 86_400)
-        return
-            "access_log_\(day.year)\(two(day.month))\(two(day.day))T\(two(s / 3600))\(two(s / 60 % 60))\(two(s % 60)).log"
+        return """
+            access_log_\(day.year)\(two(day.month))\(two(day.day))T\
+            \(two(s / 3600))\(two(s / 60 % 60))\(two(s % 60)).log
+            """
     }
 
     /// Reads the user agents of uap-core's test files (for benchmarks on nearly unique agents).
@@ -312,8 +362,10 @@ struct TimeFormatter {
             let day = Day(daysSince1970: Int(t / 86_400))
             let s = Int(t % 86_400)
             text = Array(
-                "\(two(day.day))/\(Self.months[day.month - 1])/\(day.year):\(two(s / 3600)):\(two(s / 60 % 60)):\(two(s % 60)) +0000] \""
-                    .utf8)
+                """
+                \(two(day.day))/\(Self.months[day.month - 1])/\(day.year):\
+                \(two(s / 3600)):\(two(s / 60 % 60)):\(two(s % 60)) +0000] \"
+                """.utf8)
         }
         b.append(contentsOf: text)
     }

@@ -58,7 +58,10 @@ public struct WeblogEnricher {
         {
             var table = IPRangeTable()
             for r in try pg.query(
-                "SELECT ip_from, ip_to, country_code, country_name FROM \(s.datalake).ip2geo WHERE country_code <> '-' ORDER BY ip_from"
+                """
+                SELECT ip_from, ip_to, country_code, country_name FROM \(s.datalake).ip2geo
+                WHERE country_code <> '-' ORDER BY ip_from
+                """
             ).rows {
                 table.append(
                     from: UInt32(try r.decode(Int64.self, 0)), to: UInt32(try r.decode(Int64.self, 1)),
@@ -69,7 +72,8 @@ public struct WeblogEnricher {
         let path = "\(s.sourcesDir)/data/ip2geo.csv"
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw PipelineError(
-                "cannot read \(path) and the ip2geo table is empty: run the ip2geo DAG or build the file with scripts/build-ip2geo"
+                "cannot read \(path) and the ip2geo table is empty:"
+                    + " run the ip2geo DAG or build the file with scripts/build-ip2geo"
             )
         }
         return try IPRangeTable(csv: text, file: path)

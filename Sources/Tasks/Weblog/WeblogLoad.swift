@@ -51,7 +51,8 @@ public enum WeblogLoad {
                 ).rows.first
                 if let existing {
                     log(
-                        "\(name) has the same content as \(try existing.decode(String.self, 0)), which is in the ledger already; not loading it again"
+                        "\(name) has the same content as \(try existing.decode(String.self, 0)),"
+                            + " which is in the ledger already; not loading it again"
                     )
                     result.alreadyKnown.append(name)
                     return
@@ -60,13 +61,15 @@ public enum WeblogLoad {
                     pipeline: "weblog", source: path, runID: runID, logicalDate: logicalDate)
                 let file = try tx.query(
                     """
-                    INSERT INTO \(s.loads).weblog_file (name, path, size, checksum, lines, load_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
+                    INSERT INTO \(s.loads).weblog_file (name, path, size, checksum, lines, load_id)
+                    VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
                     """, [name, path, size, scan.checksum, scan.lines, load]
                 ).rows[0].decode(Int64.self, 0)
                 for (i, r) in scan.ranges.enumerated() {
                     try tx.query(
                         """
-                        INSERT INTO \(s.loads).weblog_range (file_id, part, start_offset, end_offset, first_line, committed_offset, next_line)
+                        INSERT INTO \(s.loads).weblog_range
+                            (file_id, part, start_offset, end_offset, first_line, committed_offset, next_line)
                         VALUES ($1, $2, $3, $4, $5, $3, $5)
                         """, [file, i, r.start, r.end, r.firstLine])
                 }
@@ -74,7 +77,8 @@ public enum WeblogLoad {
                 result.newFiles.append(name)
                 result.ranges += scan.ranges.count
                 log(
-                    "registered \(name): \(size) bytes, \(scan.lines) lines, \(scan.ranges.count) ranges, sha256 \(scan.checksum.prefix(12))…"
+                    "registered \(name): \(size) bytes, \(scan.lines) lines, \(scan.ranges.count) ranges,"
+                        + " sha256 \(scan.checksum.prefix(12))…"
                 )
             }
         }
@@ -164,8 +168,10 @@ public enum WeblogLoad {
         while true {
             try checkDeadline()
             var row = try pg.query(
-                "SELECT \(columns) FROM \(s.loads).weblog_range WHERE owner = $1 AND state = 'loading' ORDER BY file_id, part LIMIT 1",
-                [owner]
+                """
+                SELECT \(columns) FROM \(s.loads).weblog_range
+                WHERE owner = $1 AND state = 'loading' ORDER BY file_id, part LIMIT 1
+                """, [owner]
             ).rows.first
             if row == nil {
                 row = try pg.query(
@@ -192,7 +198,8 @@ public enum WeblogLoad {
             let size = Int64((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1)
             guard size == (try f.decode(Int64.self, 2)) else {
                 let e = PipelineError(
-                    "\(path) is \(size) bytes now but was \(try f.decode(Int64.self, 2)) when registered: a loaded log must not change. Fix: restore the file, or give new data a new file name"
+                    "\(path) is \(size) bytes now but was \(try f.decode(Int64.self, 2)) when registered:"
+                        + " a loaded log must not change. Fix: restore the file, or give new data a new file name"
                 )
                 try? LoadLog(pg: pg, schema: s.loads).broke(load, error: e.description)
                 throw e
@@ -205,8 +212,10 @@ public enum WeblogLoad {
             if committed >= end {
                 // Nothing left (an empty file, or a range whose last chunk committed just before a crash).
                 try pg.query(
-                    "UPDATE \(s.loads).weblog_range SET state = 'done', updated_at = clock_timestamp() WHERE file_id = $1 AND part = $2 AND owner = $3",
-                    [file, part, owner])
+                    """
+                    UPDATE \(s.loads).weblog_range SET state = 'done', updated_at = clock_timestamp()
+                    WHERE file_id = $1 AND part = $2 AND owner = $3
+                    """, [file, part, owner])
                 continue
             }
             do {
@@ -226,19 +235,19 @@ public enum WeblogLoad {
                         // keys, then sees the offset moved and stops with the reason.
                         let current = try tx.query(
                             """
-                            SELECT committed_offset FROM \(s.loads).weblog_range WHERE file_id = $1 AND part = $2 AND owner = $3 FOR UPDATE
+                            SELECT committed_offset FROM \(s.loads).weblog_range
+                            WHERE file_id = $1 AND part = $2 AND owner = $3 FOR UPDATE
                             """, [file, part, owner]
                         ).rows.first
                         guard let current, try current.decode(Int64.self, 0) == committed else {
                             throw TakenOver(
-                                message:
-                                    "range \(part) of \(path) was taken over by another loader; this chunk was rolled back"
-                            )
+                                message: "range \(part) of \(path) was taken over by another loader;"
+                                    + " this chunk was rolled back")
                         }
                         try tx.copyIn(
                             """
-                            COPY \(s.datalake).weblogs (file_id, line_number, client_ip, username, requested_at, method, path, status,
-                                 bytes, referer, user_agent, device, os, country_code) FROM STDIN
+                            COPY \(s.datalake).weblogs (file_id, line_number, client_ip, username, requested_at,
+                                 method, path, status, bytes, referer, user_agent, device, os, country_code) FROM STDIN
                             """
                         ) { w in
                             var reachedEnd = true
@@ -269,9 +278,10 @@ public enum WeblogLoad {
                         let done = offset >= end
                         let moved = try tx.query(
                             """
-                            UPDATE \(s.loads).weblog_range SET committed_offset = $4, next_line = $5, rows_read = rows_read + $6,
-                                   rows_loaded = rows_loaded + $7, rows_rejected = rows_rejected + $8,
-                                   state = CASE WHEN $9 THEN 'done' ELSE 'loading' END, updated_at = clock_timestamp()
+                            UPDATE \(s.loads).weblog_range
+                            SET committed_offset = $4, next_line = $5, rows_read = rows_read + $6,
+                                rows_loaded = rows_loaded + $7, rows_rejected = rows_rejected + $8,
+                                state = CASE WHEN $9 THEN 'done' ELSE 'loading' END, updated_at = clock_timestamp()
                             WHERE file_id = $1 AND part = $2 AND owner = $3 AND committed_offset = $10
                             """,
                             [
@@ -281,9 +291,8 @@ public enum WeblogLoad {
                         ).affectedRows
                         guard moved == 1 else {
                             throw TakenOver(
-                                message:
-                                    "range \(part) of \(path) was taken over by another loader; this chunk was rolled back"
-                            )
+                                message: "range \(part) of \(path) was taken over by another loader;"
+                                    + " this chunk was rolled back")
                         }
                         finished = done
                     }
@@ -324,8 +333,8 @@ public enum WeblogLoad {
         ).rows[0].decode(Int.self, 0)
         let rows = try pg.query(
             """
-            SELECT f.id, f.name, f.load_id, sum(r.rows_read)::bigint, sum(r.rows_loaded)::bigint, sum(r.rows_rejected)::bigint,
-                   bool_and(r.state = 'done')
+            SELECT f.id, f.name, f.load_id, sum(r.rows_read)::bigint, sum(r.rows_loaded)::bigint,
+                   sum(r.rows_rejected)::bigint, bool_and(r.state = 'done')
             FROM \(s.loads).weblog_file f JOIN \(s.loads).weblog_range r ON r.file_id = f.id
             WHERE f.state <> 'loaded' GROUP BY f.id ORDER BY f.id
             """
@@ -347,8 +356,8 @@ public enum WeblogLoad {
                     [id])
                 try tx.query(
                     """
-                    UPDATE \(s.loads).load SET state = 'finished', finished_at = clock_timestamp(), rows_read = $2, rows_loaded = $3,
-                           rows_rejected = $4 WHERE id = $1
+                    UPDATE \(s.loads).load SET state = 'finished', finished_at = clock_timestamp(), rows_read = $2,
+                           rows_loaded = $3, rows_rejected = $4 WHERE id = $1
                     """, [load, read, loaded, rejected])
             }
             out.files.append((name, read, loaded, rejected))

@@ -38,7 +38,10 @@ struct IPRangeTableTests {
         }
         #expect(
             order?.description
-                == "ip2geo.csv line 2: range starts at 15, inside or before the previous range (ending 20); sort the file by ip_from"
+                == """
+                ip2geo.csv line 2: range starts at 15, inside or before the previous range (ending 20); sort the file \
+                by ip_from
+                """
         )
         let bad = #expect(throws: IPRangeError.self) { try IPRangeTable(csv: "\"x\",\"2\",\"AR\",\"Argentina\"\n") }
         #expect(bad?.reason.contains("integers") == true)

@@ -16,8 +16,8 @@ struct CombinedLogParserTests {
     @Test("the Apache documentation's example line")
     func apacheExample() throws {
         let r = try parse(
-            #"127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326 "http://www.example.com/start.html" "Mozilla/4.08 [en] (Win98; I ;Nav)""#
-                + "\n")
+            #"127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 "#
+                + #"2326 "http://www.example.com/start.html" "Mozilla/4.08 [en] (Win98; I ;Nav)""# + "\n")
         #expect(r.clientIP == "127.0.0.1")
         #expect(r.ident == nil)
         #expect(r.user == "frank")

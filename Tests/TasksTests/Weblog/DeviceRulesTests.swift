@@ -47,23 +47,38 @@ struct DeviceRulesTests {
         let rules = try DeviceRules.shared()
         let cases: [(String, String)] = [
             (
-                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+                """
+                Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) \
+                Version/17.1 Mobile/15E148 Safari/604.1
+                """,
                 "iPhone"
             ),
             (
-                "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 Mobile/15E148 Safari/604.1",
+                """
+                Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 \
+                Mobile/15E148 Safari/604.1
+                """,
                 "iPad"
             ),
             (
-                "Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Mobile Safari/537.36",
+                """
+                Mozilla/5.0 (Linux; Android 13; SM-G991B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 \
+                Mobile Safari/537.36
+                """,
                 "Samsung SM-G991B"
             ),
             (
-                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Safari/537.36",
+                """
+                Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 \
+                Safari/537.36
+                """,
                 "Windows PC"
             ),
             (
-                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",
+                """
+                Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 \
+                Safari/605.1.15
+                """,
                 "Mac"
             ),
             ("Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0", "Linux PC"),
@@ -186,7 +201,8 @@ struct PrefilterEdgeTests {
             ("Mozilla Androidish Phone1", "Escaped Phone1"),
             ("Mozilla Bar Phone2", "Alternation Phone2"),
             ("Mozilla \u{212A}AIOS Phone3", "Folded Phone3"),  // KELVIN SIGN folds to k
-            ("Mozilla (Linux; \u{0661}\u{0662}\u{0663}X Build/1)", "Digits \u{0661}\u{0662}\u{0663}"),  // Arabic-Indic digits are \d
+            // Arabic-Indic digits are \d.
+            ("Mozilla (Linux; \u{0661}\u{0662}\u{0663}X Build/1)", "Digits \u{0661}\u{0662}\u{0663}"),
         ]
         for (ua, family) in cases {
             #expect(rules.classifyWithoutPrefilter(ua).family == family, "\(ua)")

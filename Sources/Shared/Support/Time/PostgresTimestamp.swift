@@ -10,8 +10,10 @@ public enum PostgresTimestamp {
         let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
         seconds -= days * 86_400
         let (y, m, d) = CivilDate.fromDays(days)
-        var s =
-            "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2)) \(pad(seconds / 3600, 2)):\(pad(seconds / 60 % 60, 2)):\(pad(seconds % 60, 2))"
+        var s = """
+            \(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2)) \
+            \(pad(seconds / 3600, 2)):\(pad(seconds / 60 % 60, 2)):\(pad(seconds % 60, 2))
+            """
         if micros != 0 { s += "." + pad(micros, 6) }
         return s + "+00"
     }

@@ -170,8 +170,8 @@ public final class DeviceRules: @unchecked Sendable {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw DeviceRulesError(
-                description:
-                    "cannot read the user-agent rules \(path): install uap-core (apt-get install uap-core) or set ETL_UAP_REGEXES to its regexes.yaml"
+                description: "cannot read the user-agent rules \(path): install uap-core (apt-get install uap-core)"
+                    + " or set ETL_UAP_REGEXES to its regexes.yaml"
             )
         }
         let sections = try RuleFile.sections(of: text, file: path)
