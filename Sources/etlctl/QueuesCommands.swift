@@ -19,14 +19,19 @@ struct Queues: ParsableCommand {
         let store = try ctx.store()
         let depths = try failing { try queue.depths(ctx.registry.queues.isEmpty ? ["default"] : ctx.registry.queues) }
         let delayed = try failing { try store.retryingCount() }
-        let dead = try failing { try queue.redis.command("XLEN", queue.keys.dead).int ?? 0 }
+        let dead = try failing { try queue.deadLetterCount() }
         if json {
             struct Out: Encodable {
                 let queues: [TaskQueue.Depth]
-                let delayed_retries: Int
-                let dead_letters: Int
+                let delayedRetries: Int
+                let deadLetters: Int
+                enum CodingKeys: String, CodingKey {
+                    case queues
+                    case delayedRetries = "delayed_retries"
+                    case deadLetters = "dead_letters"
+                }
             }
-            Output.encoded(Out(queues: depths, delayed_retries: delayed, dead_letters: dead))
+            Output.encoded(Out(queues: depths, delayedRetries: delayed, deadLetters: dead))
             return
         }
         Output.table(
@@ -40,7 +45,8 @@ struct Queues: ParsableCommand {
         for d in depths {
             for f in d.inFlight {
                 print(
-                    "  \(d.queue) \(f.id) on \(f.consumer) for \(String(format: "%.1f", f.idleSeconds))s (delivered \(f.deliveries)x)"
+                    "  \(d.queue) \(f.id) on \(f.consumer) for \(String(format: "%.1f", f.idleSeconds))s"
+                        + " (delivered \(f.deliveries)x)"
                 )
             }
         }

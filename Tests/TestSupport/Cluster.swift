@@ -117,8 +117,7 @@ public final class Cluster {
         guard let dag = registry.dag(dagID), let run = try store.createRun(dag, logicalDate: date, type: .manual) else {
             throw TestSetupError(message: "could not create a run of \(dagID)")
         }
-        try queue.publish(
-            CompletionEvent(dag: dagID, runID: run, task: "", tryNumber: 0, state: "triggered", worker: "test"))
+        try queue.wakeScheduler(dag: dagID, run: run, reason: "triggered", by: "test")
         return run
     }
 

@@ -163,16 +163,13 @@ extension TaskQueue {
         return n
     }
 
+    /// How many dead letters there are.
+    public func deadLetterCount() throws -> Int { try redis.command("XLEN", keys.dead).int ?? 0 }
+
     /// Deletes every dead letter; returns how many there were.
     public func purgeDeadLetters() throws -> Int {
-        let n = try redis.command("XLEN", keys.dead).int ?? 0
+        let n = try deadLetterCount()
         _ = try redis.command("DEL", keys.dead)
         return n
-    }
-
-    /// Tells the scheduler that a run changed (triggered, cleared, marked) so it acts now instead
-    /// of at its next tick.
-    public func wakeScheduler(dag: String, run: Int64, reason: String, by who: String) throws {
-        try publish(CompletionEvent(dag: dag, runID: run, task: "", tryNumber: 0, state: reason, worker: who))
     }
 }

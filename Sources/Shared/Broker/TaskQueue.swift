@@ -52,6 +52,35 @@ public final class TaskQueue {
         return try enqueueRaw(queue: message.queue, fields: [("body", body), ("sig", Array(sig.utf8))])
     }
 
+    /// Adds already signed messages to their queues in one pipeline (one round trip for many).
+    public func enqueue(encoded: [(queue: String, body: [UInt8], signature: String)]) throws {
+        guard !encoded.isEmpty else { return }
+        let replies = try redis.pipeline { p in
+            for e in encoded { p.add("XADD", keys.queue(e.queue), "*", "body", e.body, "sig", e.signature) }
+        }
+        if let bad = replies.first(where: { $0.errorMessage != nil }) {
+            throw RedisError(.server, bad.errorMessage ?? "XADD failed", endpoint: redis.endpoint)
+        }
+    }
+
+    /// The ids (`TaskMessage.id`) of every message in `queue`'s stream, waiting or handed out,
+    /// read a thousand at a time (a deep queue holds many thousands).
+    public func messageIDs(inQueue queue: String) throws -> Set<String> {
+        var present = Set<String>()
+        var from = "-"
+        while true {
+            let page = try redis.command("XRANGE", keys.queue(queue), from, "+", "COUNT", 1000).array ?? []
+            for entry in page {
+                guard let fields = entry.array?.last?.array, let body = Self.field("body", in: fields)?.bytes,
+                    let id = FlatJSON.parse(body)?["id"]?.string
+                else { continue }
+                present.insert(id)
+            }
+            guard page.count == 1000, let last = page.last?.array?.first?.string else { return present }
+            from = "(" + last
+        }
+    }
+
     /// Adds arbitrary fields to a queue (tests and operators use it to inject messages).
     @discardableResult
     public func enqueueRaw(queue: String, fields: [(String, [UInt8])]) throws -> String {
@@ -291,11 +320,13 @@ public final class TaskQueue {
 
     // MARK: Events (scheduler side)
 
-    /// Waits up to `block` seconds for completion events; pending ones of this consumer come first.
+    /// Waits up to `block` seconds for what the scheduler is told: completion events and wake-ups
+    /// (pending ones of this consumer first). An entry that is neither comes back as nil, to be
+    /// acknowledged and dropped.
     public func readEvents(
         consumer: String, block: Double, count: Int = 100
-    ) throws -> [(id: String, event: CompletionEvent?)] {
-        var out: [(String, CompletionEvent?)] = []
+    ) throws -> [(id: String, notice: SchedulerNotice?)] {
+        var out: [(String, SchedulerNotice?)] = []
         for id in mayOwnPending ? ["0", ">"] : [">"] {
             var args: [any RedisArgument] = ["XREADGROUP", "GROUP", Self.schedulerGroup, consumer, "COUNT", count]
             if id == ">" { args += ["BLOCK", max(1, Int(block * 1000))] }
@@ -304,15 +335,7 @@ public final class TaskQueue {
             for s in reply.array ?? [] {
                 for entry in s.array?.last?.array ?? [] {
                     guard let e = entry.array, let eid = e.first?.string else { continue }
-                    let json = e.last?.array.flatMap { Self.field("event", in: $0)?.bytes }
-                    out.append(
-                        (
-                            eid,
-                            json.flatMap {
-                                CompletionEvent(flat: $0)
-                                    ?? (try? JSONDecoder().decode(CompletionEvent.self, from: Data($0)))
-                            }
-                        ))
+                    out.append((eid, e.last?.array.flatMap(Self.notice)))
                 }
             }
             if !out.isEmpty { break }
@@ -321,10 +344,20 @@ public final class TaskQueue {
         return out
     }
 
-    /// Publishes an event on the event stream outside a completion: `etlctl` wakes the scheduler
-    /// this way after a trigger or a clear, instead of waiting for its next tick.
-    public func publish(_ event: CompletionEvent) throws {
-        try redis.command("XADD", keys.events, "MAXLEN", "~", 100_000, "*", "event", event.json)
+    private static func notice(fields: [RedisReply]) -> SchedulerNotice? {
+        if let json = field("event", in: fields)?.bytes {
+            let event =
+                CompletionEvent(flat: json) ?? (try? JSONDecoder().decode(CompletionEvent.self, from: Data(json)))
+            return event.map(SchedulerNotice.completion)
+        }
+        return field("wake", in: fields)?.bytes.flatMap(SchedulerWake.init(flat:)).map(SchedulerNotice.wake)
+    }
+
+    /// Tells the scheduler that a run changed (triggered, cleared) so it acts now instead of at its
+    /// next tick.
+    public func wakeScheduler(dag: String, run: Int64, reason: String, by who: String) throws {
+        let wake = SchedulerWake(dag: dag, runID: run, reason: reason, by: who)
+        try redis.command("XADD", keys.events, "MAXLEN", "~", 100_000, "*", "wake", wake.json)
     }
 
     /// Acknowledges and deletes handled events.

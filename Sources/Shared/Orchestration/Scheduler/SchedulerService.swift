@@ -110,13 +110,18 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             try reconcile(olderThan: min(10, reconcileEvery))
         }
         let events = try queue.readEvents(consumer: id, block: 0.25, count: 1000)
-        var byRun: [Int64: [CompletionEvent]] = [:]
-        for e in events { if let ev = e.event { byRun[ev.runID, default: []].append(ev) } }
-        for (runID, evs) in byRun.sorted(by: { $0.key < $1.key }) {
+        var byRun: [Int64: [SchedulerNotice]] = [:]
+        for e in events { if let n = e.notice { byRun[n.runID, default: []].append(n) } }
+        for (runID, notices) in byRun.sorted(by: { $0.key < $1.key }) {
             lastEvent[runID] = monotonicSeconds()
             guard let run = try store.run(runID) else { continue }
-            if evs.allSatisfy({ $0.state == TaskState.success.rawValue }) {
-                try advanceAfterSuccess(run, finished: evs.flatMap(\.allTasks))
+            // Only successes take the fast path; a failure, a retry or a wake-up reads the whole run.
+            let succeeded = notices.compactMap { n -> [String]? in
+                guard case .completion(let e) = n, e.state == TaskState.success.rawValue else { return nil }
+                return e.allTasks
+            }
+            if succeeded.count == notices.count {
+                try advanceAfterSuccess(run, finished: succeeded.flatMap { $0 })
             } else {
                 try advance(run)
             }
@@ -130,20 +135,17 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     private func advanceAfterSuccess(_ run: MetadataStore.Run, finished: [String]) throws {
         guard !run.state.isFinished, let dag = registry.dag(run.dag) else { return }
         if pausedCache.contains(dag.id) { return }
-        let candidates = Array(Set(finished.flatMap { dag.directDownstream(of: $0) }))
-        if !candidates.isEmpty {
-            let needed = Set(candidates + candidates.flatMap { dag.task($0)?.upstream ?? [] })
+        let rules = RunAdvance(dag: dag)
+        let needed = rules.tasksToRead(afterSuccessOf: finished)
+        if !needed.isEmpty {
             let states = try store.states(run: run.id, tasks: Array(needed))
-            let ready = candidates.filter { c in
-                states[c] == .scheduled && (dag.task(c)?.upstream.allSatisfy { states[$0] == .success } ?? false)
-            }.sorted()
-            try enqueue(dag: dag, run: run, tasks: ready)
+            try enqueue(dag: dag, run: run, tasks: rules.readyAfterSuccess(of: finished, states: states))
         }
         // The run may be done only once every task has been seen finished; then Postgres says.
         var seen = finishedSeen[run.id, default: []]
         seen.formUnion(finished)
         finishedSeen[run.id] = seen
-        if seen.count >= dag.tasks.count, let succeeded = try store.allFinished(run: run.id) {
+        if rules.mayBeDone(seenFinished: seen), let succeeded = try store.allFinished(run: run.id) {
             try finish(dag: dag, run: run, ok: succeeded)
         }
     }
@@ -161,14 +163,19 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     /// the tick one small query, or none when no task has a timeout or retries.
     private func needsFullPass(_ run: MetadataStore.Run, dag: DAG) throws -> Bool {
         let now = monotonicSeconds()
-        if now - (lastEvent[run.id] ?? 0) > 2 || now - (lastFullPass[run.id] ?? 0) > 10 { return true }
-        guard dag.tasks.contains(where: { $0.timeout > 0 || $0.retries > 0 }) else { return false }
-        let due = try store.dueWork(run: run.id)
-        if due.retriesDue > 0 { return true }
-        return due.running.contains { r in
-            guard let spec = dag.task(r.task), spec.timeout > 0, let started = r.startedAt else { return false }
-            return Date().timeIntervalSince(started) > spec.timeout
+        let rules = RunAdvance(dag: dag)
+        let sinceEvent = lastEvent[run.id].map { now - $0 }
+        let sinceFullPass = lastFullPass[run.id].map { now - $0 }
+        if rules.needsFullPass(
+            sinceEvent: sinceEvent, sinceFullPass: sinceFullPass, retriesDue: 0, running: [], now: Date())
+        {
+            return true
         }
+        guard rules.hasTimeoutsOrRetries else { return false }
+        let due = try store.dueWork(run: run.id)
+        return rules.needsFullPass(
+            sinceEvent: sinceEvent, sinceFullPass: sinceFullPass, retriesDue: due.retriesDue, running: due.running,
+            now: Date())
     }
 
     private func finish(dag: DAG, run: MetadataStore.Run, ok: Bool) throws {
@@ -221,49 +228,36 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         guard !run.state.isFinished else { return }
         guard let dag = registry.dag(run.dag) else { return }
         if pausedCache.contains(dag.id) { return }
+        let rules = RunAdvance(dag: dag)
         // Waiting on another DAG holds no worker: the tasks are simply not enqueued yet.
-        guard try store.upstreamDAGsSucceeded(dag.upstreamDAGs, logicalDate: run.logicalDate) else { return }
+        let succeeded = try store.succeededDAGs(dag.upstreamDAGs, logicalDate: run.logicalDate)
+        guard rules.awaitedDAGs(succeeded: succeeded).isEmpty else { return }
         lastFullPass[run.id] = monotonicSeconds()
-        var instances = try store.instances(run: run.id)
+        var tasks = try store.instances(run: run.id).mapValues(\.progress)
 
         // Attempts past their timeout fail (fenced by try number: a late worker cannot undo it).
         var timedOut = false
-        for (task, inst) in instances where inst.state == .running {
-            guard let spec = dag.task(task), spec.timeout > 0, let started = inst.startedAt,
-                Date().timeIntervalSince(started) > spec.timeout
-            else { continue }
-            let retry = inst.tryNumber <= spec.retries
-            let state: TaskState = retry ? .upForRetry : .failed
-            let retryAt = retry ? Date().addingTimeInterval(spec.retryBackoff.delay(attempt: inst.tryNumber - 1)) : nil
+        for t in rules.timeouts(tasks, now: Date()) {
             if try store.finishAttempt(
-                run: run.id, task: task, tryNumber: inst.tryNumber, state: state,
-                error: "timed out after \(spec.timeout) s", retryAt: retryAt,
-                log: "--- failed by the scheduler: execution timeout of \(spec.timeout) s ---\n")
+                run: run.id, task: t.task, tryNumber: t.tryNumber, state: t.end.state,
+                error: "timed out after \(t.seconds) s", retryAt: t.end.retryAt,
+                log: "--- failed by the scheduler: execution timeout of \(t.seconds) s ---\n")
             {
-                logger.warning("task timed out", metadata: ["dag": "\(dag.id)", "task": "\(task)", "run": "\(run.id)"])
+                logger.warning(
+                    "task timed out", metadata: ["dag": "\(dag.id)", "task": "\(t.task)", "run": "\(run.id)"])
                 timedOut = true
             }
         }
-        if timedOut { instances = try store.instances(run: run.id) }
-        var states = instances.mapValues(\.state)
+        if timedOut { tasks = try store.instances(run: run.id).mapValues(\.progress) }
 
-        let blocked = dag.blockedTasks(states: states)
-        if !blocked.isEmpty {
-            try store.markUpstreamFailed(run: run.id, tasks: blocked)
-            for b in blocked { states[b] = .upstreamFailed }
-        }
-        var ready = dag.readyTasks(states: states)
-        let now = Date()
-        for (task, inst) in instances where inst.state == .upForRetry && (inst.nextTryAt ?? now) <= now {
-            if dag.task(task)!.upstream.allSatisfy({ states[$0] == .success }) { ready.append(task) }
-        }
-        try enqueue(dag: dag, run: run, tasks: ready)
-        finishedSeen[run.id] = Set(states.filter { $0.value.isFinished }.keys)
-
-        if states.values.allSatisfy(\.isFinished) {
-            try finish(dag: dag, run: run, ok: states.values.allSatisfy { $0 == .success })
-        } else if run.state == .queued && states.values.contains(where: { $0 != .scheduled }) {
-            try store.setRunState(run.id, .running)
+        let plan = rules.plan(tasks, runState: run.state, now: Date())
+        if !plan.blocked.isEmpty { try store.markUpstreamFailed(run: run.id, tasks: plan.blocked) }
+        try enqueue(dag: dag, run: run, tasks: plan.ready)
+        finishedSeen[run.id] = plan.finished
+        switch plan.outcome {
+        case .finish(let succeeded): try finish(dag: dag, run: run, ok: succeeded)
+        case .markRunning: try store.setRunState(run.id, .running)
+        case .unchanged: break
         }
     }
 
@@ -280,7 +274,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             size = min(size * 2, 4000)
             let moved = try store.markQueued(run: run.id, tasks: chunk)
             guard !moved.isEmpty else { continue }
-            var encoded: [(queue: String, body: [UInt8], sig: String)] = []
+            var encoded: [(queue: String, body: [UInt8], signature: String)] = []
             for m in moved {
                 let spec = dag.task(m.task)!
                 let message = TaskMessage(
@@ -289,12 +283,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
                 let (body, sig) = try codec.encode(message)
                 encoded.append((spec.queue, body, sig))
             }
-            let replies = try queue.redis.pipeline { p in
-                for e in encoded { p.add("XADD", queue.keys.queue(e.queue), "*", "body", e.body, "sig", e.sig) }
-            }
-            if let bad = replies.first(where: { $0.errorMessage != nil }) {
-                throw RedisError(.server, bad.errorMessage ?? "XADD failed", endpoint: queue.redis.endpoint)
-            }
+            try queue.enqueue(encoded: encoded)
         }
     }
 
@@ -304,21 +293,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         let queued = try store.queuedInstances(olderThan: seconds)
         guard !queued.isEmpty else { return }
         var present = Set<String>()
-        for q in Set(queued.map(\.queue)) {
-            // Page through the stream (a deep queue holds many thousands of messages).
-            var from = "-"
-            while true {
-                let page = try queue.redis.command("XRANGE", queue.keys.queue(q), from, "+", "COUNT", 1000).array ?? []
-                for entry in page {
-                    guard let fields = entry.array?.last?.array, let body = TaskQueue.field("body", in: fields)?.bytes,
-                        let mid = FlatJSON.parse(body)?["id"]?.string
-                    else { continue }
-                    present.insert(mid)
-                }
-                guard page.count == 1000, let last = page.last?.array?.first?.string else { break }
-                from = "(" + last
-            }
-        }
+        for q in Set(queued.map(\.queue)) { present.formUnion(try queue.messageIDs(inQueue: q)) }
         var fixed = 0
         for q in queued where !(q.messageID.map(present.contains) ?? false) {
             guard let dag = registry.dag(q.dag), let spec = dag.task(q.task) else { continue }

@@ -194,7 +194,7 @@ public final class WorkerService: @unchecked Sendable {
                 let slow = try handle(batch, slot: slot, codec: codec, queue: queue, store: store)
                 // After a task that ran past the batch window, take one message at a time until
                 // tasks are quick again: quick tasks never wait long behind a slow one.
-                limit = slow ? 1 : prefetch
+                limit = BatchRound.prefetch(after: slow, configured: prefetch)
             } catch let e as RedisError where e.isConnectionProblem {
                 queue.mayOwnPending = true  // a delivery may have been made whose reply we lost
                 logger.warning("Redis: \(e); retrying")
@@ -239,7 +239,7 @@ public final class WorkerService: @unchecked Sendable {
     /// transaction, each in a savepoint opened when it first uses the database (a failing task's
     /// writes are rolled back alone); their ends are recorded in one statement and committed
     /// together; one Lua call acknowledges the messages and publishes their completion events.
-    /// When the batch has run for `batchWindow` seconds (or the next task has a timeout) the done
+    /// When the batch has run for `BatchRound.window` seconds (or the next task has a timeout) the done
     /// part is committed and acknowledged, and the rest starts again as a new round.
     private func handle(
         _ batch: [TaskQueue.Delivery], slot: Int, codec: MessageCodec, queue: TaskQueue, store: MetadataStore
@@ -266,7 +266,7 @@ public final class WorkerService: @unchecked Sendable {
         }
         var slow = false
         var rest = jobs[...]
-        var alone = false
+        var round = BatchRound()
         while !rest.isEmpty {
             var acks: [(delivery: TaskQueue.Delivery, event: CompletionEvent?)] = []
             let started = try store.startAttempts(rest.map(\.key), worker: "\(id)/\(slot)")
@@ -281,26 +281,25 @@ public final class WorkerService: @unchecked Sendable {
                 }
             }
             var ranCount = 0
-            let chunk = alone ? Array(toRun.prefix(1)) : toRun
+            let chunk = Array(toRun.prefix(round.offer(toRun.count)))
             do {
                 let (ran, wasSlow) = try runInTransaction(chunk, slot: slot, store: store)
                 slow = slow || wasSlow
                 ranCount = ran.count
                 acks += ran.map { r in (r.job.delivery, r.event) }
-            } catch is SupersededWrites {
-                // A task of the batch was timed out or cleared while it ran, after writing: the
-                // whole batch was rolled back. Its tasks now go one per transaction, where a
-                // superseded task's writes roll back alone (and the superseded one is skipped).
-                alone = true
-            } catch let e as PostgresError where e.isConnectionProblem {
-                throw e
             } catch {
-                // The transaction itself failed (its COMMIT refused by a deferred constraint, a
-                // statement cancelled): one task per transaction finds whose it is, and that
-                // task's attempt fails outside any transaction, as a task's own error would.
-                if chunk.count > 1 {
-                    alone = true
-                } else if let job = chunk.first {
+                // A superseded writer rolled the round back, or the transaction itself failed (its
+                // COMMIT refused by a deferred constraint, a statement cancelled): one task per
+                // transaction finds whose it is, and a lone task's attempt fails outside any
+                // transaction, as a task's own error would. A lost connection goes to the slot.
+                let lost = (error as? PostgresError)?.isConnectionProblem ?? false
+                switch round.afterFailure(
+                    offered: chunk.count, supersededWrites: error is SupersededWrites, connectionLost: lost)
+                {
+                case .reconnect: throw error
+                case .goAlone: break
+                case .failTask:
+                    guard let job = chunk.first else { break }
                     let end = failedEnd(
                         job, error: error, log: "attempt \(job.message.tryNumber) on \(id)/\(slot) failed: \(error)\n")
                     let current = try store.finishAttempts([end])
@@ -338,24 +337,28 @@ public final class WorkerService: @unchecked Sendable {
                     // A task with a timeout only runs first in a round: it is the one whose start time
                     // the round's start statement records, so the scheduler times it from its real start
                     // (the others' start is recorded when they end; they cannot time out while waiting).
-                    if !ran.isEmpty && (monotonicSeconds() - batchStart > Self.batchWindow || job.spec.timeout > 0) {
-                        break
-                    }
+                    guard
+                        BatchRound.runsNext(
+                            ranSoFar: ran.count, elapsed: monotonicSeconds() - batchStart,
+                            nextHasTimeout: job.spec.timeout > 0)
+                    else { break }
                     let taskStart = monotonicSeconds()
                     ran.append(try run(job, slot: slot, tx: tx))
-                    if monotonicSeconds() - taskStart > Self.batchWindow { slow = true }
+                    if BatchRound.isSlow(taskSeconds: monotonicSeconds() - taskStart) { slow = true }
                 }
                 let current = try store.finishAttempts(ran.map(\.end), on: tx)
                 var out: [(job: Job, event: CompletionEvent?)] = []
                 for (i, r) in ran.enumerated() {
-                    if current.contains(i) {
-                        out.append((r.job, event(r.job, state: r.end.state)))
-                    } else if r.wrote && r.end.state == .success {
-                        if ran.count > 1 { throw SupersededWrites() }
-                        throw Superseded(job: r.job)
-                    } else {
+                    switch BatchRound.verdict(
+                        current: current.contains(i), wrote: r.wrote, succeeded: r.end.state == .success,
+                        roundSize: ran.count)
+                    {
+                    case .acknowledge(event: true): out.append((r.job, event(r.job, state: r.end.state)))
+                    case .acknowledge(event: false):
                         logger.warning("\(r.job.label) was superseded (timed out or cleared) while running")
                         out.append((r.job, nil))
+                    case .rollBackRound: throw SupersededWrites()
+                    case .rollBackTask: throw Superseded(job: r.job)
                     }
                 }
                 return out
@@ -408,12 +411,10 @@ public final class WorkerService: @unchecked Sendable {
 
     /// How a failed attempt ends: up for retry after its backoff while tries remain, else failed.
     private func failedEnd(_ job: Job, error: Error, log: String, startedAt: Date? = nil) -> MetadataStore.AttemptEnd {
-        let retry = job.message.tryNumber <= job.spec.retries
-        let state: TaskState = retry ? .upForRetry : .failed
-        let retryAt =
-            retry ? Date().addingTimeInterval(job.spec.retryBackoff.delay(attempt: job.message.tryNumber - 1)) : nil
-        logger.warning("\(job.label) failed: \(error)", metadata: ["next": "\(state.rawValue)"])
-        return .init(key: job.key, state: state, error: "\(error)", retryAt: retryAt, log: log, startedAt: startedAt)
+        let end = job.spec.afterFailure(tryNumber: job.message.tryNumber, now: Date())
+        logger.warning("\(job.label) failed: \(error)", metadata: ["next": "\(end.state.rawValue)"])
+        return .init(
+            key: job.key, state: end.state, error: "\(error)", retryAt: end.retryAt, log: log, startedAt: startedAt)
     }
 
     private func event(_ job: Job, state: TaskState) -> CompletionEvent {
@@ -421,10 +422,6 @@ public final class WorkerService: @unchecked Sendable {
             dag: job.message.dag, runID: job.message.runID, task: job.message.task, tryNumber: job.message.tryNumber,
             state: state.rawValue, worker: id)
     }
-
-    /// A batch commits what it ran after this many seconds, so a long batch never hides its
-    /// finished tasks from the scheduler.
-    static let batchWindow = 0.05
 
     /// A lone task was superseded after writing: its transaction is rolled back, its message acknowledged.
     private struct Superseded: Error {

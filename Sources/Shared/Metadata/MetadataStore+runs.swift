@@ -1,0 +1,106 @@
+import ETLSupport
+import Foundation
+import PostgresClient
+import Workflow
+
+/// Runs: created when due or triggered, their states, the upstream DAGs they wait for.
+extension MetadataStore {
+
+    /// Creates a run with every task `scheduled`; nil if the DAG already has a run for that date.
+    @discardableResult
+    public func createRun(_ dag: DAG, logicalDate: Date, type: RunType) throws -> Int64? {
+        let run = try pg.transaction { tx -> Int64? in
+            guard
+                let row = try tx.query(
+                    """
+                    INSERT INTO \(s).dag_run (dag_id, logical_date, run_type, state) VALUES ($1, $2, $3, 'queued')
+                    ON CONFLICT (dag_id, logical_date) DO NOTHING RETURNING run_id
+                    """, [dag.id, logicalDate, type.rawValue]
+                ).first
+            else { return nil }
+            let runID = try row.decode(Int64.self, 0)
+            // Every task in one statement: a 20,000-task run is one round trip, not 20,000.
+            try tx.query(
+                """
+                INSERT INTO \(s).task_instance (run_id, task_id, state, max_tries, queue)
+                SELECT $1, task_id, 'scheduled', max_tries, queue FROM unnest($2::text[], $3::int[], $4::text[]) AS
+                    i(task_id, max_tries, queue)
+                """,
+                [
+                    runID, PostgresArray(dag.tasks.map(\.id)),
+                    PostgresArray(dag.tasks.map { String($0.retries + 1) }),
+                    PostgresArray(dag.tasks.map(\.queue)),
+                ])
+            return runID
+        }
+        // A big run changes the table's make-up at once, long before autovacuum notices: fresh
+        // statistics keep the scheduler's and workers' lookups by key on the primary key (with a
+        // run of 60,000 tasks unseen, the planner read the whole run for each chunk of 500).
+        if run != nil && dag.tasks.count >= 1000 { try pg.query("ANALYZE \(s).task_instance") }
+        return run
+    }
+
+    /// The newest scheduled logical date of every DAG that has one.
+    public func lastScheduledLogicalDates() throws -> [String: Date] {
+        try pg.query("SELECT dag_id, max(logical_date) FROM \(s).dag_run WHERE run_type = 'scheduled' GROUP BY dag_id")
+            .rows.reduce(into: [String: Date]()) { m, r in m[try r.decode(String.self, 0)] = try r.decode(Date.self, 1)
+            }
+    }
+
+    public func lastScheduledLogicalDate(_ dag: String) throws -> Date? {
+        try pg.query("SELECT max(logical_date) FROM \(s).dag_run WHERE dag_id = $1 AND run_type = 'scheduled'", [dag])
+            .rows[0].decode(Date?.self, 0)
+    }
+
+    public struct Run: Sendable {
+        public let id: Int64
+        public let dag: String
+        public let logicalDate: Date
+        public let state: RunState
+    }
+
+    public func activeRuns() throws -> [Run] {
+        try pg.query(
+            "SELECT run_id, dag_id, logical_date, state FROM \(s).dag_run WHERE state IN ('queued', 'running') "
+                + "ORDER BY run_id"
+        )
+        .rows.map {
+            Run(
+                id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1),
+                logicalDate: try $0.decode(Date.self, 2), state: try MetadataStore.runState($0, 3))
+        }
+    }
+
+    public func run(_ id: Int64) throws -> Run? {
+        try pg.query("SELECT run_id, dag_id, logical_date, state FROM \(s).dag_run WHERE run_id = $1", [id])
+            .rows.first.map {
+                Run(
+                    id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1),
+                    logicalDate: try $0.decode(Date.self, 2), state: try MetadataStore.runState($0, 3))
+            }
+    }
+
+    /// True when every DAG in `upstream` has a successful run for `logicalDate`.
+    /// Which of `dags` have a successful run for `logicalDate`.
+    public func succeededDAGs(_ dags: [String], logicalDate: Date) throws -> Set<String> {
+        guard !dags.isEmpty else { return [] }
+        let rows = try pg.query(
+            """
+            SELECT DISTINCT dag_id FROM \(s).dag_run
+            WHERE dag_id = ANY($1::text[]) AND logical_date = $2 AND state = 'success'
+            """, [PostgresArray(dags), logicalDate]
+        ).rows
+        return Set(try rows.map { try $0.decode(String.self, 0) })
+    }
+
+    public func setRunState(_ run: Int64, _ state: RunState) throws {
+        let ended = state.isFinished
+        try pg.query(
+            """
+            UPDATE \(s).dag_run SET state = $2,
+              started_at = CASE WHEN $2 = 'running' AND started_at IS NULL THEN now() ELSE started_at END,
+              ended_at = CASE WHEN $3 THEN now() ELSE NULL END
+            WHERE run_id = $1 AND state <> $2
+            """, [run, state.rawValue, ended])
+    }
+}
