@@ -126,6 +126,6 @@ let package = Package(
         // `swift build --build-tests`, and importing the webserver's module here would need its
         // whole dependency graph.)
         .testTarget(
-            name: "SystemTests", dependencies: core + ["Tasks", "Scheduler", "Worker", "etlctl", "TestSupport"]),
+            name: "SystemTests", dependencies: core + ["Tasks", "Scheduler", "Worker", "etlctl", "TestSupport", log]),
     ]
 )

@@ -9,7 +9,11 @@ import Workflow
 
 /// The registry every process loads: the pipelines (issue 4) and, when asked, the examples.
 public enum Catalog {
-    public static func registry(environment env: Environment) throws -> Registry {
+    /// The registry of `pipelines` (this build's, `PipelineDAGs.pipelines`, unless a test adds one)
+    /// and, with `ETL_EXAMPLE_DAGS=true`, the example DAGs.
+    public static func registry(
+        environment env: Environment, pipelines: [Pipeline] = PipelineDAGs.pipelines
+    ) throws -> Registry {
         var dags: [DAG] = []
         var ops: [String: TaskOperation] = [:]
         let settings = try PipelineSettings(environment: env)
@@ -17,8 +21,8 @@ public enum Catalog {
         // /metrics and etlctl read them (see PipelineSchemas).
         var setup: [SetupScript] = PipelineSchemas.setupScripts(settings)
         if env["ETL_PIPELINE_DAGS"]?.lowercased() != "false" {
-            dags += try PipelineDAGs.dags(settings: settings)
-            ops.merge(PipelineDAGs.operations(settings: settings, environment: env)) { a, _ in a }
+            dags += try PipelineDAGs.dags(settings: settings, pipelines: pipelines)
+            ops.merge(PipelineDAGs.operations(settings: settings, environment: env, pipelines: pipelines)) { a, _ in a }
         }
         if env["ETL_EXAMPLE_DAGS"]?.lowercased() == "true" {
             let length = try env.integer("ETL_EXAMPLE_CHAIN_LENGTH", default: 200, range: 1...100_000)

@@ -178,17 +178,14 @@ extension Backend {
 
     func loads(pipeline: String?, limit: Int) async throws -> [LoadQueries.Load] {
         let s = settings
-        return try await run { c in try LoadQueries.loads(c.pg, s, pipeline: pipeline, limit: limit) }
+        return try await run { [self] c in
+            try operations(c, "reader").loads(pipeline: pipeline, limit: limit, settings: s)
+        }
     }
 
     func rejects(load: Int64, limit: Int) async throws -> [LoadQueries.Reject] {
         let s = settings
-        return try await run { c in
-            guard try LoadQueries.load(c.pg, s, id: load) != nil else {
-                throw WebError.notFound("there is no load \(load). Fix: pick a load from /loads")
-            }
-            return try LoadQueries.rejects(c.pg, s, load: load, limit: limit)
-        }
+        return try await run { [self] c in try operations(c, "reader").rejects(load: load, limit: limit, settings: s) }
     }
 
     struct ReportData: Codable, Sendable {
@@ -224,7 +221,8 @@ extension Backend {
             do { dates = try Reports.dates(report, pg: c.pg, settings: s) } catch let e as PostgresError
                 where e.sqlState == "42P01"
             {
-                return ReportData(report: name, date: nil, dates: [], columns: report.columns, rows: [])  // datamart not created yet
+                // datamart not created yet
+                return ReportData(report: name, date: nil, dates: [], columns: report.columns, rows: [])
             }
             guard let day = wanted ?? dates.first else {
                 return ReportData(report: name, date: nil, dates: [], columns: report.columns, rows: [])

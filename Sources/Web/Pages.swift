@@ -17,7 +17,8 @@ enum Pages {
             <div class="card" style="max-width:360px">\(problem)
             <form method="post" action="/login"><input type="hidden" name="next" value="\(next)">
             <p><label>User<br><input name="username" autocomplete="username" required autofocus></label></p>
-            <p><label>Password<br><input name="password" type="password" autocomplete="current-password" required></label></p>
+            <p><label>Password<br>\
+            <input name="password" type="password" autocomplete="current-password" required></label></p>
             <p><button class="primary">Log in</button></p></form></div>
             """
         return Layout.page("Log in", section: "", session: nil, body)
@@ -32,7 +33,10 @@ enum Pages {
     // MARK: DAGs
 
     static func runTitle(_ r: MetadataStore.RunRow) -> String {
-        "run \(r.id) · \(HTML.time(r.logicalDate).prefix(10)) · \(r.type) · \(r.state) · \(HTML.duration(r.startedAt, r.endedAt))"
+        """
+        run \(r.id) · \(HTML.time(r.logicalDate).prefix(10)) · \(r.type) · \(r.state) · \
+        \(HTML.duration(r.startedAt, r.endedAt))
+        """
     }
 
     static func dags(
@@ -59,9 +63,12 @@ enum Pages {
                 d.upstreamDAGs.isEmpty
                 ? "" : "<div class=\"muted\">waits for \(d.upstreamDAGs.joined(separator: ", "))</div>"
             return """
-                <tr><td>\(toggle)</td><td><a href="/dags/\(HTML.component(d.dag))"><b>\(d.dag)</b></a>\(upstream)</td><td>\(tags)</td>
+                <tr><td>\(toggle)</td>\
+                <td><a href="/dags/\(HTML.component(d.dag))"><b>\(d.dag)</b></a>\(upstream)</td><td>\(tags)</td>
                 <td>\(d.schedule)</td><td>\(squares)</td><td>\(next)</td>
-                <td>\(Layout.button("Trigger", action: "/dags/\(HTML.component(d.dag))/trigger", session: session))</td></tr>
+                <td>\
+                \(Layout.button("Trigger", action: "/dags/\(HTML.component(d.dag))/trigger", session: session))\
+                </td></tr>
                 """
         }
         let body: HTML = """
@@ -69,7 +76,8 @@ enum Pages {
             <input name="q" placeholder="Search DAGs" value="\(search ?? "")">
             <select name="tag"><option value="">All tags</option>\(tagOptions)</select> <button>Filter</button>
             \(tag != nil || search != nil ? HTML("<a href=\"/dags\">clear</a>") : "")</form><br>
-            <table><tr><th>On</th><th>DAG</th><th>Tags</th><th>Schedule</th><th>Recent runs</th><th>Next run</th><th></th></tr>\(rows)</table>
+            <table><tr><th>On</th><th>DAG</th><th>Tags</th><th>Schedule</th>\
+            <th>Recent runs</th><th>Next run</th><th></th></tr>\(rows)</table>
             \(legend)
             """
         return Layout.page("DAGs", section: "/dags", session: session, flash: flash, body)
@@ -109,7 +117,12 @@ enum Pages {
         func edge(_ a: String, _ b: String, dashed: Bool) {
             guard let p = pos[a], let q = pos[b] else { return }
             edges.append(
-                "<path d=\"M\(Int(p.x + boxW)) \(Int(p.y + boxH / 2)) C\(Int(p.x + boxW + gapX / 2)) \(Int(p.y + boxH / 2)) \(Int(q.x - gapX / 2)) \(Int(q.y + boxH / 2)) \(Int(q.x)) \(Int(q.y + boxH / 2))\" fill=\"none\" stroke=\"#7b8698\" \(dashed ? HTML("stroke-dasharray=\"4 3\"") : "") marker-end=\"url(#arrow)\"/>"
+                """
+                <path d="M\(Int(p.x + boxW)) \(Int(p.y + boxH / 2)) \
+                C\(Int(p.x + boxW + gapX / 2)) \(Int(p.y + boxH / 2)) \(Int(q.x - gapX / 2)) \(Int(q.y + boxH / 2)) \
+                \(Int(q.x)) \(Int(q.y + boxH / 2))" fill="none" stroke="#7b8698" \
+                \(dashed ? HTML("stroke-dasharray=\"4 3\"") : "") marker-end="url(#arrow)"/>
+                """
             )
         }
         for t in detail.tasks {
@@ -127,22 +140,29 @@ enum Pages {
                 let dag = String(name.dropFirst(4))
                 nodes.append(
                     """
-                    <a href="/dags/\(HTML.component(dag))"><rect x="\(Int(p.x))" y="\(Int(p.y))" width="\(Int(boxW))" height="\(Int(boxH))" rx="4" fill="#fff" stroke="#1f5fbf" stroke-dasharray="4 3"/>\
+                    <a href="/dags/\(HTML.component(dag))">\
+                    <rect x="\(Int(p.x))" y="\(Int(p.y))" width="\(Int(boxW))" height="\(Int(boxH))" rx="4" \
+                    fill="#fff" stroke="#1f5fbf" stroke-dasharray="4 3"/>\
                     <text x="\(Int(p.x + 8))" y="\(Int(p.y + 19))" fill="#1f5fbf">DAG \(dag)</text></a>
                     """)
             } else {
                 let state = latest[name]
                 nodes.append(
                     """
-                    <g><title>\(name): \(state ?? "no run yet")</title><rect x="\(Int(p.x))" y="\(Int(p.y))" width="\(Int(boxW))" height="\(Int(boxH))" rx="4" fill="#fff" stroke="#56627a"/>\
-                    <rect x="\(Int(p.x))" y="\(Int(p.y))" width="6" height="\(Int(boxH))" rx="2" fill="\(colours[state ?? ""] ?? "#eef0f3")"/>\
+                    <g><title>\(name): \(state ?? "no run yet")</title>\
+                    <rect x="\(Int(p.x))" y="\(Int(p.y))" width="\(Int(boxW))" height="\(Int(boxH))" rx="4" \
+                    fill="#fff" stroke="#56627a"/>\
+                    <rect x="\(Int(p.x))" y="\(Int(p.y))" width="6" height="\(Int(boxH))" rx="2" \
+                    fill="\(colours[state ?? ""] ?? "#eef0f3")"/>\
                     <text x="\(Int(p.x + 14))" y="\(Int(p.y + 19))">\(String(name.prefix(22)))</text></g>
                     """)
             }
         }
         return """
-            <div class="card" style="overflow:auto"><svg width="\(Int(width))" height="\(Int(height))" role="img" aria-label="task graph">
-            <defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0 0 L10 5 L0 10 z" fill="#7b8698"/></marker></defs>
+            <div class="card" style="overflow:auto">\
+            <svg width="\(Int(width))" height="\(Int(height))" role="img" aria-label="task graph">
+            <defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" \
+            orient="auto-start-reverse"><path d="M0 0 L10 5 L0 10 z" fill="#7b8698"/></marker></defs>
             \(edges)\(nodes)</svg></div>
             """
     }
@@ -171,8 +191,9 @@ enum Pages {
                 guard let c = cell["\(r.id)/\(t.task)"] else {
                     return "<td>\(Layout.square(nil, title: "not in this run"))</td>"
                 }
-                return
-                    "<td>\(Layout.square(c.state, title: "\(t.task) · \(c.state) · try \(c.tryNumber) · \(HTML.duration(c.startedAt, c.endedAt))", href: "\(dagPath)/runs/\(r.id)/tasks/\(HTML.component(t.task))"))</td>"
+                let title = "\(t.task) · \(c.state) · try \(c.tryNumber) · \(HTML.duration(c.startedAt, c.endedAt))"
+                let href = "\(dagPath)/runs/\(r.id)/tasks/\(HTML.component(t.task))"
+                return "<td>\(Layout.square(c.state, title: title, href: href))</td>"
             }
             return "<tr><td class=\"task\">\(t.task)</td>\(cells)</tr>"
         }
@@ -193,12 +214,19 @@ enum Pages {
                 )
             }
             return """
-                <tr><td><a href="\(dagPath)/runs/\(r.id)">\(r.id)</a></td><td>\(HTML.time(r.logicalDate).prefix(10))</td><td>\(r.type.rawValue)</td>
-                <td>\(Layout.square(r.state.rawValue, title: r.state.rawValue)) \(r.state.rawValue)</td><td>\(HTML.time(r.startedAt))</td><td>\(HTML.duration(r.startedAt, r.endedAt))</td><td>\(actions)</td></tr>
+                <tr><td><a href="\(dagPath)/runs/\(r.id)">\(r.id)</a></td>\
+                <td>\(HTML.time(r.logicalDate).prefix(10))</td><td>\(r.type.rawValue)</td>
+                <td>\(Layout.square(r.state.rawValue, title: r.state.rawValue)) \(r.state.rawValue)</td>\
+                <td>\(HTML.time(r.startedAt))</td><td>\(HTML.duration(r.startedAt, r.endedAt))</td>\
+                <td>\(actions)</td></tr>
                 """
         }
         let tasks: [HTML] = detail.tasks.map { t in
-            "<tr><td>\(t.task)</td><td>\(t.operation)</td><td>\(t.upstream.joined(separator: ", "))</td><td class=\"num\">\(t.retries)</td><td class=\"num\">\(t.timeoutSeconds > 0 ? "\(Int(t.timeoutSeconds)) s" : "none")</td><td>\(t.queue)</td></tr>"
+            """
+            <tr><td>\(t.task)</td><td>\(t.operation)</td><td>\(t.upstream.joined(separator: ", "))</td>\
+            <td class="num">\(t.retries)</td>\
+            <td class="num">\(t.timeoutSeconds > 0 ? "\(Int(t.timeoutSeconds)) s" : "none")</td><td>\(t.queue)</td></tr>
+            """
         }
         let toggle =
             d.paused
@@ -207,16 +235,31 @@ enum Pages {
             )
             : Layout.button("Pause", action: "\(dagPath)/pause", session: session, fields: [("back", dagPath)])
         let tags: [HTML] = d.tags.map { "<a class=\"tag\" href=\"/dags?tag=\(HTML.component($0))\">\($0)</a>" }
+        let truncated: HTML =
+            full.tasks.count > maxDrawnTasks
+            ? """
+            <p class="muted">This DAG has \(full.tasks.count) tasks: the graph, grid and table show the first \
+            \(maxDrawnTasks) in dependency order; \
+            <a href="/api/dags/\(HTML.component(d.dag))">/api/dags/\(d.dag)</a> has them all.</p>
+            """
+            : ""
+        let gridTable: HTML =
+            runs.isEmpty
+            ? "<p class=\"muted\">No runs yet.</p>"
+            : "<table class=\"grid\" style=\"width:auto\"><tr><th></th>\(head)</tr>\(gridRows)</table>"
         let body: HTML = """
-            <p>\(toggle) <form class="inline" method="post" action="\(dagPath)/trigger"><input type="hidden" name="csrf" value="\(session.csrf)">
+            <p>\(toggle) <form class="inline" method="post" action="\(dagPath)/trigger">\
+            <input type="hidden" name="csrf" value="\(session.csrf)">
             <input name="date" placeholder="YYYY-MM-DD (today)" size="16"> <button>Trigger</button></form>
             &nbsp; \(tags) <span class="muted">\(d.schedule)\(d.paused ? " · paused" : "")</span></p>
-            \(full.tasks.count > maxDrawnTasks ? HTML("<p class=\"muted\">This DAG has \(full.tasks.count) tasks: the graph, grid and table show the first \(maxDrawnTasks) in dependency order; <a href=\"/api/dags/\(HTML.component(d.dag))\">/api/dags/\(d.dag)</a> has them all.</p>") : "")
+            \(truncated)
             <h2>Graph</h2>\(graph(detail, latest: latest))
-            <h2>Grid</h2>\(runs.isEmpty ? HTML("<p class=\"muted\">No runs yet.</p>") : HTML("<table class=\"grid\" style=\"width:auto\"><tr><th></th>\(head)</tr>\(gridRows)</table>"))
+            <h2>Grid</h2>\(gridTable)
             \(legend)
-            <h2>Runs</h2><table><tr><th>Run</th><th>Logical date</th><th>Type</th><th>State</th><th>Started</th><th>Duration</th><th></th></tr>\(runRows)</table>
-            <h2>Tasks</h2><table><tr><th>Task</th><th>Operation</th><th>Upstream</th><th class="num">Retries</th><th class="num">Timeout</th><th>Queue</th></tr>\(tasks)</table>
+            <h2>Runs</h2><table><tr><th>Run</th><th>Logical date</th><th>Type</th><th>State</th><th>Started</th>\
+            <th>Duration</th><th></th></tr>\(runRows)</table>
+            <h2>Tasks</h2><table><tr><th>Task</th><th>Operation</th><th>Upstream</th><th class="num">Retries</th>\
+            <th class="num">Timeout</th><th>Queue</th></tr>\(tasks)</table>
             """
         return Layout.page("DAG \(d.dag)", section: "/dags", session: session, flash: flash, body)
     }
@@ -231,8 +274,10 @@ enum Pages {
                     "Retry", action: "\(dagPath)/runs/\(r.id)/tasks/\(HTML.component(t.task))/retry", session: session)
                 : ""
             return """
-                <tr><td><a href="\(dagPath)/runs/\(r.id)/tasks/\(HTML.component(t.task))">\(t.task)</a></td><td>\(Layout.square(t.state, title: t.state)) \(t.state)</td>
-                <td class="num">\(t.tryNumber)/\(t.maxTries)</td><td>\(t.worker ?? "–")</td><td>\(HTML.time(t.startedAt))</td><td>\(HTML.duration(t.startedAt, t.endedAt))</td>
+                <tr><td><a href="\(dagPath)/runs/\(r.id)/tasks/\(HTML.component(t.task))">\(t.task)</a></td>\
+                <td>\(Layout.square(t.state, title: t.state)) \(t.state)</td>
+                <td class="num">\(t.tryNumber)/\(t.maxTries)</td><td>\(t.worker ?? "–")</td>\
+                <td>\(HTML.time(t.startedAt))</td><td>\(HTML.duration(t.startedAt, t.endedAt))</td>
                 <td class="err">\(String((t.error ?? "").prefix(160)))</td><td>\(retry)</td></tr>
                 """
         }
@@ -247,9 +292,11 @@ enum Pages {
                     "Mark failed", action: "\(dagPath)/runs/\(r.id)/mark-failed", session: session, style: "danger"))
         }
         let body: HTML = """
-            <p><a href="\(dagPath)">← \(dag)</a> · logical date \(HTML.time(r.logicalDate).prefix(10)) · \(r.type.rawValue) · \(Layout.square(r.state.rawValue, title: r.state.rawValue)) <b>\(r.state.rawValue)</b>
+            <p><a href="\(dagPath)">← \(dag)</a> · logical date \(HTML.time(r.logicalDate).prefix(10)) · \
+            \(r.type.rawValue) · \(Layout.square(r.state.rawValue, title: r.state.rawValue)) <b>\(r.state.rawValue)</b>
             · started \(HTML.time(r.startedAt)) · \(HTML.duration(r.startedAt, r.endedAt)) \(actions)</p>
-            <table><tr><th>Task</th><th>State</th><th class="num">Try</th><th>Worker</th><th>Started</th><th>Duration</th><th>Error</th><th></th></tr>\(rows)</table>
+            <table><tr><th>Task</th><th>State</th><th class="num">Try</th><th>Worker</th><th>Started</th>\
+            <th>Duration</th><th>Error</th><th></th></tr>\(rows)</table>
             """
         return Layout.page("\(dag) run \(r.id)", section: "/dags", session: session, flash: flash, body)
     }
@@ -261,13 +308,17 @@ enum Pages {
         let items: [HTML] = list.reversed().map { a in
             let error: HTML = a.error.map { "<p class=\"err\">\($0)</p>" } ?? ""
             return """
-                <div class="card"><b>Try \(a.tryNumber)</b> · \(Layout.square(a.state, title: a.state)) \(a.state) · worker \(a.worker ?? "–")
-                · started \(HTML.time(a.startedAt)) · ended \(HTML.time(a.endedAt)) · \(HTML.duration(a.startedAt, a.endedAt))
+                <div class="card"><b>Try \(a.tryNumber)</b> · \(Layout.square(a.state, title: a.state)) \(a.state) · \
+                worker \(a.worker ?? "–")
+                · started \(HTML.time(a.startedAt)) · ended \(HTML.time(a.endedAt)) · \
+                \(HTML.duration(a.startedAt, a.endedAt))
                 \(error)<pre>\(a.log.isEmpty ? "(no log lines)" : a.log)</pre></div>
                 """
         }
+        let retry = Layout.button(
+            "Retry", action: "\(dagPath)/runs/\(run)/tasks/\(HTML.component(task))/retry", session: session)
         let body: HTML = """
-            <p><a href="\(dagPath)/runs/\(run)">← run \(run) of \(dag)</a> \(Layout.button("Retry", action: "\(dagPath)/runs/\(run)/tasks/\(HTML.component(task))/retry", session: session))</p>
+            <p><a href="\(dagPath)/runs/\(run)">← run \(run) of \(dag)</a> \(retry)</p>
             \(list.isEmpty ? HTML("<p class=\"muted\">No attempts yet.</p>") : HTML("\(items)"))
             """
         return Layout.page("\(dag) · \(task) · run \(run)", section: "/dags", session: session, flash: flash, body)
@@ -277,28 +328,78 @@ enum Pages {
 
     static func queues(_ o: Backend.QueueOverview, session: Session, flash: String?) -> HTML {
         let queueRows: [HTML] = o.queues.map { q in
-            "<tr><td>\(q.queue)</td><td class=\"num\">\(q.waiting)</td><td class=\"num\">\(q.inFlight.count)</td><td class=\"num\">\(String(format: "%.1f s", q.oldestAgeSeconds))</td></tr>"
+            """
+            <tr><td>\(q.queue)</td><td class="num">\(q.waiting)</td><td class="num">\(q.inFlight.count)</td>\
+            <td class="num">\(String(format: "%.1f s", q.oldestAgeSeconds))</td></tr>
+            """
         }
         let flight: [HTML] = o.queues.flatMap { q in
             q.inFlight.map { f in
-                "<tr><td>\(q.queue)</td><td>\(f.id)</td><td>\(f.consumer)</td><td class=\"num\">\(String(format: "%.1f s", f.idleSeconds))</td><td class=\"num\">\(f.deliveries)</td></tr>"
+                """
+                <tr><td>\(q.queue)</td><td>\(f.id)</td><td>\(f.consumer)</td>\
+                <td class="num">\(String(format: "%.1f s", f.idleSeconds))</td><td class="num">\(f.deliveries)</td></tr>
+                """
             }
         }
         let workers: [HTML] = o.workers.map { w in
-            "<tr><td>\(w.worker)</td><td>\(w.alive ? HTML("<span class=\"ok\">alive</span>") : HTML("<span class=\"err\">silent</span>"))</td><td class=\"num\">\(String(format: "%.1f s", w.heartbeatAgeSeconds))</td><td class=\"num\">\(w.concurrency)</td><td>\(w.queues.joined(separator: ", "))</td><td>\(w.tasks.joined(separator: "; "))</td></tr>"
+            """
+            <tr><td>\(w.worker)</td>\
+            <td>\(w.alive ? HTML("<span class=\"ok\">alive</span>") : HTML("<span class=\"err\">silent</span>"))</td>\
+            <td class="num">\(String(format: "%.1f s", w.heartbeatAgeSeconds))</td>\
+            <td class="num">\(w.concurrency)</td>\
+            <td>\(w.queues.joined(separator: ", "))</td><td>\(w.tasks.joined(separator: "; "))</td></tr>
+            """
         }
         let retries: [HTML] = o.delayedRetries.map { r in
-            "<tr><td><a href=\"/dags/\(HTML.component(r.dag))/runs/\(r.run)\">\(r.dag) run \(r.run)</a></td><td>\(r.task)</td><td class=\"num\">\(r.tryNumber)</td><td>\(HTML.time(r.nextTryAt))</td></tr>"
+            """
+            <tr><td><a href="/dags/\(HTML.component(r.dag))/runs/\(r.run)">\(r.dag) run \(r.run)</a></td>\
+            <td>\(r.task)</td><td class="num">\(r.tryNumber)</td><td>\(HTML.time(r.nextTryAt))</td></tr>
+            """
         }
         let dead: [HTML] = o.deadLetters.map { d in
-            "<tr><td>\(d.id)</td><td>\(d.queue)</td><td>\(d.reason)</td><td class=\"num\">\(d.bytes)</td><td>\(Layout.button("Requeue", action: "/dead-letters/requeue", session: session, fields: [("id", d.id)]))</td></tr>"
+            let requeue = Layout.button(
+                "Requeue", action: "/dead-letters/requeue", session: session, fields: [("id", d.id)])
+            return """
+                <tr><td>\(d.id)</td><td>\(d.queue)</td><td>\(d.reason)</td><td class="num">\(d.bytes)</td>\
+                <td>\(requeue)</td></tr>
+                """
         }
+        let flightTable: HTML =
+            flight.isEmpty
+            ? "<p class=\"muted\">Nothing in flight.</p>"
+            : """
+            <table><tr><th>Queue</th><th>Message</th><th>Consumer</th><th class="num">For</th>\
+            <th class="num">Deliveries</th></tr>\(flight)</table>
+            """
+        let workersTable: HTML =
+            workers.isEmpty
+            ? "<p class=\"muted\">No worker has reported. Start one: <code>worker --concurrency 2</code></p>"
+            : """
+            <table><tr><th>Worker</th><th>State</th><th class="num">Heartbeat</th><th class="num">Slots</th>\
+            <th>Queues</th><th>Current tasks</th></tr>\(workers)</table>
+            """
+        let retriesTable: HTML =
+            retries.isEmpty
+            ? "<p class=\"muted\">None.</p>"
+            : """
+            <table><tr><th>Run</th><th>Task</th><th class="num">Next try</th><th>Due</th></tr>\(retries)</table>
+            """
+        let requeueAll = Layout.button(
+            "Requeue all", action: "/dead-letters/requeue", session: session, fields: [("all", "1")])
+        let deadTable: HTML =
+            dead.isEmpty
+            ? "<p class=\"muted\">None.</p>"
+            : """
+            <p>\(requeueAll)</p>\
+            <table><tr><th>Id</th><th>Queue</th><th>Reason</th><th class="num">Bytes</th><th></th></tr>\(dead)</table>
+            """
         let body: HTML = """
-            <h2>Queues</h2><table><tr><th>Queue</th><th class="num">Waiting</th><th class="num">In flight</th><th class="num">Oldest message</th></tr>\(queueRows)</table>
-            <h2>In flight</h2>\(flight.isEmpty ? HTML("<p class=\"muted\">Nothing in flight.</p>") : HTML("<table><tr><th>Queue</th><th>Message</th><th>Consumer</th><th class=\"num\">For</th><th class=\"num\">Deliveries</th></tr>\(flight)</table>"))
-            <h2>Workers</h2>\(workers.isEmpty ? HTML("<p class=\"muted\">No worker has reported. Start one: <code>worker --concurrency 2</code></p>") : HTML("<table><tr><th>Worker</th><th>State</th><th class=\"num\">Heartbeat</th><th class=\"num\">Slots</th><th>Queues</th><th>Current tasks</th></tr>\(workers)</table>"))
-            <h2>Delayed retries (\(o.delayedRetries.count))</h2>\(retries.isEmpty ? HTML("<p class=\"muted\">None.</p>") : HTML("<table><tr><th>Run</th><th>Task</th><th class=\"num\">Next try</th><th>Due</th></tr>\(retries)</table>"))
-            <h2>Dead letters (\(o.deadLetters.count))</h2>\(dead.isEmpty ? HTML("<p class=\"muted\">None.</p>") : HTML("<p>\(Layout.button("Requeue all", action: "/dead-letters/requeue", session: session, fields: [("all", "1")]))</p><table><tr><th>Id</th><th>Queue</th><th>Reason</th><th class=\"num\">Bytes</th><th></th></tr>\(dead)</table>"))
+            <h2>Queues</h2><table><tr><th>Queue</th><th class="num">Waiting</th><th class="num">In flight</th>\
+            <th class="num">Oldest message</th></tr>\(queueRows)</table>
+            <h2>In flight</h2>\(flightTable)
+            <h2>Workers</h2>\(workersTable)
+            <h2>Delayed retries (\(o.delayedRetries.count))</h2>\(retriesTable)
+            <h2>Dead letters (\(o.deadLetters.count))</h2>\(deadTable)
             """
         return Layout.page("Queues & workers", section: "/queues", session: session, flash: flash, body)
     }
@@ -311,21 +412,28 @@ enum Pages {
         }
         let rows: [HTML] = list.map { l in
             let rejected: HTML = l.rowsRejected > 0 ? "<a href=\"/loads/\(l.id)\">\(l.rowsRejected)</a>" : "0"
+            let square = Layout.square(
+                l.state == "finished" ? "success" : l.state == "broken" ? "failed" : "running", title: l.state)
             return """
-                <tr><td><a href="/loads/\(l.id)">\(l.id)</a></td><td>\(l.pipeline)</td><td>\(l.source)</td><td>\(Layout.square(l.state == "finished" ? "success" : l.state == "broken" ? "failed" : "running", title: l.state)) \(l.state)</td>
+                <tr><td><a href="/loads/\(l.id)">\(l.id)</a></td><td>\(l.pipeline)</td><td>\(l.source)</td>\
+                <td>\(square) \(l.state)</td>
                 <td>\(HTML.time(l.startedAt))</td><td>\(HTML.time(l.brokeAt))</td><td>\(HTML.time(l.finishedAt))</td>
-                <td class="num">\(l.rowsRead)</td><td class="num">\(l.rowsLoaded)</td><td class="num">\(rejected)</td><td class="err">\(String(l.error.prefix(120)))</td></tr>
+                <td class="num">\(l.rowsRead)</td><td class="num">\(l.rowsLoaded)</td><td class="num">\(rejected)</td>\
+                <td class="err">\(String(l.error.prefix(120)))</td></tr>
                 """
         }
         let table: HTML =
             list.isEmpty
             ? "<p class=\"muted\">\(LoadQueries.emptyMessage(pipeline: pipeline))</p>"
             : """
-            <table><tr><th>Load</th><th>Pipeline</th><th>Source</th><th>State</th><th>Started</th><th>Broke</th><th>Finished</th>
-            <th class="num">Read</th><th class="num">Loaded</th><th class="num">Rejected</th><th>Error</th></tr>\(rows)</table>
+            <table><tr><th>Load</th><th>Pipeline</th><th>Source</th><th>State</th><th>Started</th><th>Broke</th>\
+            <th>Finished</th>
+            <th class="num">Read</th><th class="num">Loaded</th><th class="num">Rejected</th><th>Error</th></tr>\
+            \(rows)</table>
             """
         let body: HTML = """
-            <p>Pipeline: <a href="/loads">all</a> · \(filters.enumerated().map { i, f in i == 0 ? f : HTML(" · \(f)") })</p>
+            <p>Pipeline: <a href="/loads">all</a> · \
+            \(filters.enumerated().map { i, f in i == 0 ? f : HTML(" · \(f)") })</p>
             \(table)
             """
         return Layout.page("Loads", section: "/loads", session: session, body)
@@ -333,11 +441,20 @@ enum Pages {
 
     static func rejects(load: Int64, _ list: [LoadQueries.Reject], session: Session) -> HTML {
         let rows: [HTML] = list.map { r in
-            "<tr><td>\(r.source)</td><td class=\"num\">\(r.line)</td><td>\(r.reason)</td><td><code>\(String(r.raw.prefix(300)))</code></td></tr>"
+            """
+            <tr><td>\(r.source)</td><td class="num">\(r.line)</td><td>\(r.reason)</td>\
+            <td><code>\(String(r.raw.prefix(300)))</code></td></tr>
+            """
         }
+        let table: HTML =
+            list.isEmpty
+            ? "<p class=\"muted\">This load rejected nothing.</p>"
+            : """
+            <table><tr><th>Source</th><th class="num">Line</th><th>Reason</th><th>Raw</th></tr>\(rows)</table>
+            """
         let body: HTML = """
             <p><a href="/loads">← loads</a> · the first \(list.count) rejected rows, by line</p>
-            \(list.isEmpty ? HTML("<p class=\"muted\">This load rejected nothing.</p>") : HTML("<table><tr><th>Source</th><th class=\"num\">Line</th><th>Reason</th><th>Raw</th></tr>\(rows)</table>"))
+            \(table)
             """
         return Layout.page("Load \(load): rejected rows", section: "/loads", session: session, body)
     }
@@ -351,8 +468,10 @@ enum Pages {
         let cards: [HTML] = data.map { r in
             let latest: HTML =
                 r.date.map { "latest: \($0) (\(r.rows.count) rows)" } ?? "no data yet: run the \(r.report) DAG"
-            return
-                "<div class=\"card\"><a href=\"/reports/\(r.report)\"><b>\(title(r.report))</b></a><br><span class=\"muted\">\(latest)</span></div>"
+            return """
+                <div class="card"><a href="/reports/\(r.report)"><b>\(title(r.report))</b></a><br>\
+                <span class="muted">\(latest)</span></div>
+                """
         }
         return Layout.page("Reports", section: "/reports", session: session, "\(cards)")
     }
@@ -369,26 +488,25 @@ enum Pages {
             return "<tr>\(cells)</tr>"
         }
         let chart: HTML
-        switch r.report {
-        case "monthly-sales":
-            let i = r.columns.firstIndex(of: "revenue") ?? 0
-            let m = r.columns.firstIndex(of: "month") ?? 0
-            chart = Charts.columns(
-                labels: r.rows.map { String($0[m].prefix(7)) }, values: r.rows.map { Double($0[i]) ?? 0 },
-                unit: "revenue")
-        case "popular-devices":
-            let i = r.columns.firstIndex(of: "users") ?? 0
-            let l = r.columns.firstIndex(of: "device") ?? 0
-            chart = Charts.bars(labels: r.rows.map { $0[l] }, values: r.rows.map { Double($0[i]) ?? 0 }, unit: "users")
-        default:
-            let i = r.columns.firstIndex(of: "units") ?? 0
-            let l = r.columns.firstIndex(of: "product") ?? 0
-            chart = Charts.bars(labels: r.rows.map { $0[l] }, values: r.rows.map { Double($0[i]) ?? 0 }, unit: "units")
+        if let c = Reports.named(r.report)?.chart, let l = r.columns.firstIndex(of: c.label),
+            let v = r.columns.firstIndex(of: c.value)
+        {
+            let labels = r.rows.map { row in c.labelLength.map { String(row[l].prefix($0)) } ?? row[l] }
+            let values = r.rows.map { Double($0[v]) ?? 0 }
+            switch c.style {
+            case .columns: chart = Charts.columns(labels: labels, values: values, unit: c.value)
+            case .bars: chart = Charts.bars(labels: labels, values: values, unit: c.value)
+            }
+        } else {
+            chart = ""
         }
         let csv: HTML = r.date.map { "<a href=\"/reports/\(r.report)/\($0)/report.csv\">Download CSV</a>" } ?? ""
         let body: HTML =
             r.date == nil
-            ? "<p class=\"muted\">No data yet. Run the \(r.report) DAG (trigger it from <a href=\"/dags\">DAGs</a>).</p>"
+            ? """
+            <p class="muted">No data yet. Run the \(r.report) DAG \
+            (trigger it from <a href="/dags">DAGs</a>).</p>
+            """
             : """
             <p><a href="/reports">← reports</a> · logical date: \(dates) · \(csv)</p>
             <div class="card">\(chart)</div>
@@ -418,13 +536,18 @@ enum Charts {
             let x = 40 + Double(i) * w
             parts.append(
                 """
-                <rect x="\(Int(x))" y="\(Int(h - bh))" width="\(Int(w - 10))" height="\(Int(bh))" fill="#1f5fbf"><title>\(labels[i]): \(label(v)) \(unit)</title></rect>\
+                <rect x="\(Int(x))" y="\(Int(h - bh))" width="\(Int(w - 10))" height="\(Int(bh))" fill="#1f5fbf">\
+                <title>\(labels[i]): \(label(v)) \(unit)</title></rect>\
                 <text x="\(Int(x + (w - 10) / 2))" y="\(Int(h - bh - 4))" text-anchor="middle">\(label(v))</text>\
                 <text x="\(Int(x + (w - 10) / 2))" y="\(Int(h + 16))" text-anchor="middle">\(labels[i])</text>
                 """)
         }
-        return
-            "<svg width=\"\(Int(60 + Double(values.count) * w))\" height=\"\(Int(h + 26))\" role=\"img\" aria-label=\"\(unit) by month\">\(parts)<line x1=\"36\" y1=\"\(Int(h))\" x2=\"\(Int(40 + Double(values.count) * w))\" y2=\"\(Int(h))\" stroke=\"#56627a\"/></svg>"
+        return """
+            <svg width="\(Int(60 + Double(values.count) * w))" height="\(Int(h + 26))" role="img" \
+            aria-label="\(unit) by month">\(parts)\
+            <line x1="36" y1="\(Int(h))" x2="\(Int(40 + Double(values.count) * w))" y2="\(Int(h))" \
+            stroke="#56627a"/></svg>
+            """
     }
 
     /// Horizontal bars, ranked top to bottom.
@@ -439,12 +562,16 @@ enum Charts {
             let bw = max(2, v / top * barW)
             parts.append(
                 """
-                <text x="\(Int(labelW - 8))" y="\(Int(y + 16))" text-anchor="end">\(String(labels[i].prefix(38)))</text>\
-                <rect x="\(Int(labelW))" y="\(Int(y + 3))" width="\(Int(bw))" height="\(Int(rowH - 8))" fill="#2e9e47"><title>\(labels[i]): \(label(v)) \(unit)</title></rect>\
+                <text x="\(Int(labelW - 8))" y="\(Int(y + 16))" text-anchor="end">\
+                \(String(labels[i].prefix(38)))</text>\
+                <rect x="\(Int(labelW))" y="\(Int(y + 3))" width="\(Int(bw))" height="\(Int(rowH - 8))" fill="#2e9e47">\
+                <title>\(labels[i]): \(label(v)) \(unit)</title></rect>\
                 <text x="\(Int(labelW + bw + 6))" y="\(Int(y + 16))">\(label(v)) \(unit)</text>
                 """)
         }
-        return
-            "<svg width=\"\(Int(labelW + barW + 110))\" height=\"\(Int(12 + Double(values.count) * rowH))\" role=\"img\" aria-label=\"ranked by \(unit)\">\(parts)</svg>"
+        return """
+            <svg width="\(Int(labelW + barW + 110))" height="\(Int(12 + Double(values.count) * rowH))" role="img" \
+            aria-label="ranked by \(unit)">\(parts)</svg>
+            """
     }
 }

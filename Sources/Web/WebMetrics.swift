@@ -37,22 +37,14 @@ public final class WebMetrics: @unchecked Sendable {
         let deadAfter = backend.workerDeadAfter
         let snap = try await backend.run { c in
             let depths = try c.queue.depths(names)
-            let dead = try c.queue.redis.command("XLEN", c.queue.keys.dead).int ?? 0
+            let dead = try c.queue.deadLetterCount()
             let workers = try c.queue.workers(deadAfter: deadAfter).filter(\.alive).count
             let states = try c.store.taskStateCounts()
             let ended = try c.store.finishedAttempts(since: since, limit: 100_000).map {
                 ($0.dag, $0.seconds, $0.endedAt)
             }
-            var ingest: [(String, Int64, Int64)] = []
-            if let rows = try? c.pg.query(
-                """
-                SELECT pipeline, coalesce(sum(rows_loaded), 0)::bigint, coalesce(sum(rows_rejected), 0)::bigint FROM \(s.loads).load GROUP BY pipeline
-                """
-            ).rows {
-                ingest = try rows.map {
-                    (try $0.decode(String.self, 0), try $0.decode(Int64.self, 1), try $0.decode(Int64.self, 2))
-                }
-            }
+            // Before the first load the schema may not exist yet: no ingest counters then.
+            let ingest = (try? LoadQueries.totals(c.pg, s)) ?? []
             return (depths, dead, workers, states, ended, ingest)
         }
         let (depths, dead, workers, states, ended, ingest) = snap
@@ -73,15 +65,15 @@ public final class WebMetrics: @unchecked Sendable {
             gauge("task_instances", "", "Task instances by state", [("state", state.rawValue)]).set(
                 Double(states[state.rawValue] ?? 0))
         }
-        for (pipeline, loaded, rejected) in ingest {
+        for t in ingest {
             gauge(
                 "ingest", "rows", "Rows loaded and rejected by all loads of a pipeline",
-                [("pipeline", pipeline), ("outcome", "loaded")]
-            ).set(Double(loaded))
+                [("pipeline", t.pipeline), ("outcome", "loaded")]
+            ).set(Double(t.loaded))
             gauge(
                 "ingest", "rows", "Rows loaded and rejected by all loads of a pipeline",
-                [("pipeline", pipeline), ("outcome", "rejected")]
-            ).set(Double(rejected))
+                [("pipeline", t.pipeline), ("outcome", "rejected")]
+            ).set(Double(t.rejected))
         }
         // Two scrapes at once read the same attempts: only the one that still finds the watermark
         // where it started records them.

@@ -83,7 +83,8 @@ extension ETLCtl {
                     default:
                         guard let text = try? String(contentsOfFile: agents, encoding: .utf8) else {
                             throw PipelineError(
-                                "cannot read --agents \(agents): give builtin, uap-tests or a file with one user agent per line"
+                                "cannot read --agents \(agents): give builtin, uap-tests or a file with one user agent "
+                                    + "per line"
                             )
                         }
                         return text.split(separator: "\n").map(String.init).filter { !$0.isEmpty }
@@ -100,7 +101,8 @@ extension ETLCtl {
                 }
                 let secs = monotonicSeconds() - started
                 print(
-                    "wrote \(r.lines) lines (\(r.badLines) malformed, \(r.bytes) bytes) to \(r.path) in \(String(format: "%.2f", secs)) s, \(Int(Double(r.lines) / max(secs, 1e-9))) lines/s"
+                    "wrote \(r.lines) lines (\(r.badLines) malformed, \(r.bytes) bytes) to \(r.path) in "
+                        + "\(String(format: "%.2f", secs)) s, \(Int(Double(r.lines) / max(secs, 1e-9))) lines/s"
                 )
             }
         }
@@ -226,14 +228,15 @@ extension ETLCtl {
                 abstract: "List loads, newest first.",
                 discussion: "Example:\n  etlctl loads list --pipeline weblog --limit 20"
             )
-            @Option(help: "Only this pipeline (b2b, ip2geo, weblog).") var pipeline: String?
+            @Option(help: ArgumentHelp("Only this pipeline (\(PipelineDAGs.ingestions.joined(separator: ", ")))."))
+            var pipeline: String?
             @Option(help: "How many loads.") var limit: Int = 50
             @Flag(help: "Print JSON.") var json = false
 
             func run() throws {
                 let s = try settings()
-                let pg = try Context().store().pg  // migrated: the loads schema exists
-                let rows = try failing { try LoadQueries.loads(pg, s, pipeline: pipeline, limit: limit) }
+                let ops = try Context().operations()
+                let rows = try failing { try ops.loads(pipeline: pipeline, limit: limit, settings: s) }
                 if json {
                     Output.encoded(rows)
                     return
@@ -269,11 +272,8 @@ extension ETLCtl {
 
             func run() throws {
                 let s = try settings()
-                let pg = try Context().store().pg  // migrated: the loads schema exists
-                guard try failing({ try LoadQueries.load(pg, s, id: load) }) != nil else {
-                    throw fail("there is no load \(load). Fix: pick one from etlctl loads list")
-                }
-                let rows = try failing { try LoadQueries.rejects(pg, s, load: load, limit: limit) }
+                let ops = try Context().operations()
+                let rows = try failing { try ops.rejects(load: load, limit: limit, settings: s) }
                 if json {
                     Output.encoded(rows)
                     return
@@ -310,7 +310,8 @@ extension ETLCtl {
     struct Summary: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract:
-                "What the six DAGs did for a date: each run's state and duration, rows loaded and rejected, the reports.",
+                "What the six DAGs did for a date: each run's state and duration, rows loaded and rejected, "
+                + "the reports.",
             discussion: "Example:\n  etlctl summary --date 2024-06-01"
         )
         @Option(help: "Logical date, YYYY-MM-DD (default: today).") var date: String?
@@ -318,10 +319,9 @@ extension ETLCtl {
 
         func run() throws {
             let when = try day(date)
-            let ctx = try Context()
+            let ops = try Context().operations()
             let s = try settings()
-            let store = try ctx.store()
-            let summary = try failing { try PipelineSummary.read(day: when, store: store, pg: store.pg, settings: s) }
+            let summary = try failing { try ops.summary(day: when, settings: s) }
             if json {
                 Output.encoded(summary)
                 return
@@ -336,7 +336,8 @@ extension ETLCtl {
                     ]
                 })
             print(
-                "\nFinished loads of these runs (rows read = loaded + rejected), and loads that broke (retried attempts) or still run:"
+                "\nFinished loads of these runs (rows read = loaded + rejected), and loads that broke "
+                    + "(retried attempts) or still run:"
             )
             Output.table(
                 ["PIPELINE", "FINISHED", "READ", "LOADED", "REJECTED", "BROKEN", "RUNNING"],
@@ -364,10 +365,12 @@ extension ETLCtl {
         )
         func run() throws {
             let ctx = try Context()
-            _ = try ctx.store(forceSetup: true)  // metadata migrations and the pipelines' schemas, then the DAGs registered
+            // metadata migrations and the pipelines' schemas, then the DAGs registered
+            _ = try ctx.store(forceSetup: true)
             let s = try settings()
             print(
-                "migrated: metadata schema \(ctx.schema) and \(ctx.registry.dags.count) DAGs; data schemas \(s.datalake), \(s.loads), \(s.datamart)"
+                "migrated: metadata schema \(ctx.schema) and \(ctx.registry.dags.count) DAGs; "
+                    + "data schemas \(s.datalake), \(s.loads), \(s.datamart)"
             )
         }
     }

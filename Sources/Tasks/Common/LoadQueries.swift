@@ -23,15 +23,23 @@ public enum LoadQueries {
         public let bytes: Int64
         public let error: String
         enum CodingKeys: String, CodingKey {
-            case id, pipeline, source, state, startedAt = "started_at", brokeAt = "broke_at", finishedAt = "finished_at"
-            case rowsRead = "rows_read", rowsLoaded = "rows_loaded", rowsRejected = "rows_rejected", bytes, error
+            case id, pipeline, source, state
+            case startedAt = "started_at"
+            case brokeAt = "broke_at"
+            case finishedAt = "finished_at"
+            case rowsRead = "rows_read"
+            case rowsLoaded = "rows_loaded"
+            case rowsRejected = "rows_rejected"
+            case bytes, error
         }
     }
 
     /// What an empty list of loads means and what will fill it (etlctl and the web UI say the same).
     public static func emptyMessage(pipeline: String?) -> String {
         if let pipeline { return "no loads of \(pipeline) yet: its DAG's load tasks record theirs here" }
-        return "no loads yet: the ingestion DAGs (b2b, ip2geo, weblog) record theirs here when they run"
+        return
+            "no loads yet: the ingestion DAGs (\(PipelineDAGs.ingestions.joined(separator: ", "))) "
+            + "record theirs here when they run"
     }
 
     /// The load `id`, if there is one.
@@ -45,8 +53,10 @@ public enum LoadQueries {
     ) throws -> [Load] {
         try pg.query(
             """
-            SELECT id, pipeline, source, state, started_at, broke_at, finished_at, rows_read, rows_loaded, rows_rejected, bytes, coalesce(error, '')
-            FROM \(s.loads).load WHERE ($1::text IS NULL OR pipeline = $1) AND ($3::bigint IS NULL OR id = $3) ORDER BY id DESC LIMIT $2
+            SELECT id, pipeline, source, state, started_at, broke_at, finished_at,
+                   rows_read, rows_loaded, rows_rejected, bytes, coalesce(error, '')
+            FROM \(s.loads).load WHERE ($1::text IS NULL OR pipeline = $1) AND ($3::bigint IS NULL OR id = $3)
+            ORDER BY id DESC LIMIT $2
             """, [pipeline, limit, id]
         ).rows.map { r in
             Load(
@@ -73,8 +83,10 @@ public enum LoadQueries {
         _ pg: PostgresConnection, _ s: PipelineSettings, load: Int64, limit: Int
     ) throws -> [Reject] {
         try pg.query(
-            "SELECT source, line_number, reason, raw FROM \(s.loads).reject WHERE load_id = $1 ORDER BY line_number LIMIT $2",
-            [load, limit]
+            """
+            SELECT source, line_number, reason, raw FROM \(s.loads).reject
+            WHERE load_id = $1 ORDER BY line_number LIMIT $2
+            """, [load, limit]
         ).rows.map { r in
             Reject(
                 source: try r.decode(String.self, 0), line: try r.decode(Int64.self, 1),

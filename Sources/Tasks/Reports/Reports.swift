@@ -10,14 +10,58 @@ import Workflow
 /// The three reports. Each replaces its datamart rows for the logical date in the caller's
 /// transaction and writes `reports/<report>/date=<YYYY-MM-DD>/report.csv` atomically.
 public enum Reports {
+    /// One report: its DAG (named as the report, one `report` task, waiting for `upstreamDAGs`'
+    /// runs of the same date), its datamart table and columns, its SQL, and how the web UI shows it.
     public struct Report: Sendable {
         public let name: String
         /// The title people see (the web UI's report pages).
         public let title: String
         public let table: String
         public let columns: [String]
+        /// The ingestion DAGs whose run for the same logical date must have succeeded first.
+        public let upstreamDAGs: [String]
+        /// The chart above the table on the report's page.
+        public let chart: Chart
         /// Fills the datamart table for `$1` (the logical date), after the old rows are deleted.
         let insert: @Sendable (PipelineSettings) -> String
+
+        /// `insert` is an `INSERT INTO <datamart>.<table> (logical_date, <columns>...) SELECT $1::date, ...`
+        /// for the logical date `$1`; the table is defined in `sources/ddl/datamart.sql`.
+        public init(
+            name: String, title: String, table: String, columns: [String], upstreamDAGs: [String], chart: Chart,
+            insert: @escaping @Sendable (PipelineSettings) -> String
+        ) {
+            self.name = name
+            self.title = title
+            self.table = table
+            self.columns = columns
+            self.upstreamDAGs = upstreamDAGs
+            self.chart = chart
+            self.insert = insert
+        }
+    }
+
+    /// A report page's chart: one bar per row, labelled by one column and sized by another.
+    public struct Chart: Sendable, Equatable {
+        public enum Style: Sendable, Equatable {
+            /// Vertical columns (a series over time).
+            case columns
+            /// Horizontal bars (a ranking).
+            case bars
+        }
+
+        public let style: Style
+        public let label: String
+        public let value: String
+        /// How many characters of the label to show (nil: all), e.g. 7 for a month's `YYYY-MM`.
+        public let labelLength: Int?
+
+        public init(_ style: Style, label: String, value: String, labelLength: Int? = nil) {
+            self.style = style
+            self.label = label
+            self.value = value
+            self.labelLength = labelLength
+        }
     }
 
     /// How many products popular-products lists.
@@ -25,13 +69,16 @@ public enum Reports {
 
     public static let monthlySales = Report(
         name: "monthly-sales", title: "Monthly sales, last 12 months", table: "monthly_sales",
-        columns: ["month", "orders", "units", "revenue"]
+        columns: ["month", "orders", "units", "revenue"], upstreamDAGs: ["b2b"],
+        chart: Chart(.columns, label: "month", value: "revenue", labelLength: 7)
     ) { s in
         """
         WITH bounds AS (
-            SELECT (date_trunc('month', $1::date) - interval '12 months')::date AS first, date_trunc('month', $1::date)::date AS stop
+            SELECT (date_trunc('month', $1::date) - interval '12 months')::date AS first,
+                   date_trunc('month', $1::date)::date AS stop
         ), months AS (
-            SELECT generate_series(b.first, b.stop - interval '1 month', interval '1 month')::date AS month FROM bounds b
+            SELECT generate_series(b.first, b.stop - interval '1 month', interval '1 month')::date AS month
+            FROM bounds b
         ), o AS (
             SELECT date_trunc('month', ordered_at)::date AS month, count(*) AS orders
             FROM \(s.datalake).orders, bounds b WHERE ordered_at >= b.first AND ordered_at < b.stop GROUP BY 1
@@ -48,11 +95,13 @@ public enum Reports {
 
     public static let popularDevices = Report(
         name: "popular-devices", title: "Top 5 devices of B2B clients", table: "popular_devices",
-        columns: ["rank", "device", "users", "requests"]
+        columns: ["rank", "device", "users", "requests"], upstreamDAGs: ["weblog"],
+        chart: Chart(.bars, label: "device", value: "users")
     ) { s in
         """
         INSERT INTO \(s.datamart).popular_devices (logical_date, rank, device, users, requests)
-        SELECT $1::date, row_number() OVER (ORDER BY users DESC, requests DESC, device COLLATE "C"), device, users, requests
+        SELECT $1::date, row_number() OVER (ORDER BY users DESC, requests DESC, device COLLATE "C"),
+               device, users, requests
         FROM (
             SELECT w.device, count(DISTINCT w.username) AS users, count(*) AS requests
             FROM \(s.datalake).weblogs w JOIN \(s.datalake).customer c ON c.username = w.username
@@ -67,7 +116,8 @@ public enum Reports {
     public static let popularProducts = Report(
         name: "popular-products", title: "Most popular products in the country most users log in from",
         table: "popular_products",
-        columns: ["country", "rank", "product", "units", "revenue"]
+        columns: ["country", "rank", "product", "units", "revenue"], upstreamDAGs: ["weblog", "ip2geo", "b2b"],
+        chart: Chart(.bars, label: "product", value: "units")
     ) { s in
         """
         WITH top_country AS (
@@ -84,12 +134,15 @@ public enum Reports {
             JOIN \(s.datalake).orders o ON o.id = x.order_id
             JOIN \(s.datalake).customer c ON c.document_number = o.customer_document
             JOIN top_country t ON t.country_code = c.country_code
-            WHERE o.ordered_at >= date_trunc('month', $1::date) - interval '12 months' AND o.ordered_at < date_trunc('month', $1::date)
+            WHERE o.ordered_at >= date_trunc('month', $1::date) - interval '12 months'
+              AND o.ordered_at < date_trunc('month', $1::date)
             GROUP BY x.product_id
         )
         INSERT INTO \(s.datamart).popular_products (logical_date, country, rank, product_id, product, units, revenue)
         SELECT $1::date,
-               coalesce((SELECT g.country_name FROM \(s.datalake).ip2geo g WHERE g.country_code = t.country_code LIMIT 1), t.country_code),
+               coalesce(
+                   (SELECT g.country_name FROM \(s.datalake).ip2geo g WHERE g.country_code = t.country_code LIMIT 1),
+                   t.country_code),
                row_number() OVER (ORDER BY sold.units DESC, sold.revenue DESC, sold.product_id),
                sold.product_id, p.name, sold.units, sold.revenue
         FROM sold JOIN \(s.datalake).product p ON p.id = sold.product_id CROSS JOIN top_country t

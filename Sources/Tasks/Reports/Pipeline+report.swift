@@ -1,0 +1,24 @@
+import Orchestration
+import Workflow
+
+extension Pipeline {
+    /// A report's pipeline: a DAG named as the report, tagged `report`, waiting for the report's
+    /// upstream DAGs (same logical date), with one task, `report`, that runs operation
+    /// `report.<name>`: the report's rows for the logical date into its datamart table and CSV.
+    public static func report(_ report: Reports.Report) -> Pipeline {
+        let operation = "report.\(report.name)"
+        return Pipeline(name: report.name, kind: .report, report: report) { s in
+            try DAG(
+                report.name, schedule: try s.schedule(), startDate: startDate, tags: ["report"],
+                upstreamDAGs: report.upstreamDAGs,
+                tasks: [task("report", operation, args: ["report": report.name])])
+        } operations: { s, _ in
+            [
+                operation: { ctx in
+                    let out = try Reports.run(report, date: try logicalDay(ctx), tx: ctx.pg, settings: s)
+                    ctx.log("\(report.name): \(out.rows.count) rows into \(s.datamart).\(report.table) and \(out.path)")
+                }
+            ]
+        }
+    }
+}
