@@ -1,0 +1,96 @@
+import ArgumentParser
+import Broker
+import ETLSupport
+import Foundation
+import Metadata
+import Orchestration
+import PostgresClient
+import RedisClient
+import Tasks
+import Workflow
+
+struct TasksCmd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tasks", abstract: "List, retry and clear task instances.",
+        subcommands: [List.self, Retry.self, Clear.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The tasks of a run (default: the DAG's latest run).",
+            discussion: "Example:\n  etlctl tasks list b2b --run 12")
+        @Argument(help: "The DAG id.") var dag: String
+        @Option(name: .customLong("run"), help: "The run id.") var runID: Int64?
+        @Flag(help: "One JSON array instead of a table.") var json = false
+        func run() throws {
+            let ctx = try Context()
+            _ = try ctx.dag(dag)
+            let store = try ctx.store()
+            guard let id = try ctx.listedRunID(dag: dag, run: runID, store: store) else {
+                if json { Output.json([Any]()) } else { print(Context.noRuns(dag)) }
+                return
+            }
+            let rows = try failing { try store.taskRows(run: id) }
+            if json {
+                Output.json(
+                    rows.map {
+                        [
+                            "run": id, "task": $0.task, "state": $0.state, "try": $0.tryNumber,
+                            "max_tries": $0.maxTries,
+                            "worker": $0.worker ?? NSNull(), "started_at": Output.jsonTime($0.startedAt),
+                            "ended_at": Output.jsonTime($0.endedAt), "error": $0.error ?? NSNull(),
+                        ] as [String: Any]
+                    })
+            } else {
+                print("run \(id)")
+                Output.table(
+                    ["TASK", "STATE", "TRY", "WORKER", "STARTED", "DURATION", "ERROR"],
+                    rows.map {
+                        [
+                            $0.task, $0.state, "\($0.tryNumber)/\($0.maxTries)", $0.worker ?? "-",
+                            Output.time($0.startedAt),
+                            Output.duration($0.startedAt, $0.endedAt), String(($0.error ?? "").prefix(60)),
+                        ]
+                    })
+            }
+        }
+    }
+
+    struct Retry: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a finished task again, and everything downstream of it.",
+            discussion: "Example:\n  etlctl tasks retry b2b load_tables --run 12")
+        @Argument(help: "The DAG id.") var dag: String
+        @Argument(help: "The task id.") var task: String
+        @Option(name: .customLong("run"), help: "The run id (default: the latest).") var runID: Int64?
+        func run() throws {
+            let ctx = try Context()
+            let d = try ctx.dag(dag)
+            _ = try ctx.task(d, task)
+            let ops = ctx.operations()
+            let id = try ctx.runID(dag: dag, run: runID, store: try ops.store)
+            let n = try failing { try ops.retry(dag: d.id, run: id, task: task) }
+            print("cleared \(n) task(s) of \(dag) run \(id); the scheduler runs them again")
+        }
+    }
+
+    struct Clear: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Restart failed tasks and what depends on them.",
+            discussion: "Example:\n  etlctl tasks clear --failed weblog")
+        @Flag(help: "Clear failed and upstream-failed tasks (required, so nothing else is cleared by mistake).")
+        var failed = false
+        @Argument(help: "Only this DAG.") var dag: String?
+        func validate() throws {
+            guard failed else {
+                throw ValidationError("say which tasks: --failed. Example: etlctl tasks clear --failed b2b")
+            }
+        }
+        func run() throws {
+            let ctx = try Context()
+            if let dag { _ = try ctx.dag(dag) }
+            let ops = ctx.operations()
+            let total = try failing { try ops.clearAllFailed(dag: dag) }
+            print("cleared \(total) task(s)")
+        }
+    }
+}
