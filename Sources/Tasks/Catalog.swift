@@ -22,7 +22,9 @@ public enum Catalog {
         var setup: [SetupScript] = PipelineSchemas.setupScripts(settings)
         if env["ETL_PIPELINE_DAGS"]?.lowercased() != "false" {
             dags += try PipelineDAGs.dags(settings: settings, pipelines: pipelines)
-            ops.merge(PipelineDAGs.operations(settings: settings, environment: env, pipelines: pipelines)) { a, _ in a }
+            ops.merge(try PipelineDAGs.operations(settings: settings, environment: env, pipelines: pipelines)) { a, _ in
+                a
+            }
         }
         if env["ETL_EXAMPLE_DAGS"]?.lowercased() == "true" {
             let length = try env.integer("ETL_EXAMPLE_CHAIN_LENGTH", default: 200, range: 1...100_000)

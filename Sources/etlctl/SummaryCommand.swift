@@ -13,7 +13,7 @@ extension ETLCtl {
     struct Summary: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract:
-                "What the six DAGs did for a date: each run's state and duration, rows loaded and rejected, "
+                "What the pipeline DAGs did for a date: each run's state and duration, rows loaded and rejected, "
                 + "the reports.",
             discussion: "Example:\n  etlctl summary --date 2024-06-01"
         )

@@ -104,12 +104,20 @@ struct RunAdvanceTests {
         t["b"]?.startedAt = Self.now.addingTimeInterval(-60)  // exactly at the limit: not yet
         t["c"]?.startedAt = Self.now.addingTimeInterval(-61)
         t["c"]?.tryNumber = 1
-        var out = rules.timeouts(t, now: Self.now, random: 0)
+        var out = rules.timeouts(t, now: Self.now, random: { 0 })
         #expect(out.map(\.task) == ["c"])
         #expect(out.first?.end == .init(state: .upForRetry, retryAt: Self.now.addingTimeInterval(10)))
         t["c"]?.tryNumber = 2  // the last try
-        out = rules.timeouts(t, now: Self.now, random: 0)
+        out = rules.timeouts(t, now: Self.now, random: { 0 })
         #expect(out.first?.end == .init(state: .failed, retryAt: nil))
+        // Two attempts timed out in one pass draw their jitter each: they do not retry at one moment.
+        var both = t
+        both["b"]?.startedAt = Self.now.addingTimeInterval(-61)
+        both["c"]?.tryNumber = 1
+        var draws = [0.0, 1.0].makeIterator()
+        let pair = rules.timeouts(both, now: Self.now, random: { draws.next()! })
+        #expect(pair.map(\.task) == ["b", "c"])
+        #expect(pair.map { $0.end.retryAt } == [Self.now.addingTimeInterval(10), Self.now.addingTimeInterval(5)])
         t["c"]?.startedAt = nil  // waiting in a batch: no start time, never timed out
         #expect(rules.timeouts(t, now: Self.now).isEmpty)
         let untimed = RunAdvance(dag: try Self.diamond())

@@ -140,6 +140,22 @@ struct AddPipelineTests {
                 text.contains("greetings") && text.contains("'greet'") && text.contains("'greetings.gret'"), "\(text)")
             #expect(text.contains("greetings.greet"), "the known operations are listed: \(text)")
         }
+        // Two pipelines declaring one operation name: one would run the other's code; refused.
+        let copycat = Pipeline(name: "copycat", kind: .ingestion) { s in
+            try DAG(
+                "copycat", schedule: try s.schedule(), startDate: Pipeline.startDate,
+                tasks: [Pipeline.task("greet", "greetings.greet")])
+        } operations: { s, env in
+            Greetings.pipeline.operations(s, env)
+        }
+        do {
+            _ = try Catalog.registry(environment: Environment(fx.values), pipelines: [Greetings.pipeline, copycat])
+            Issue.record("two pipelines declaring one operation were accepted")
+        } catch let e as DAGError {
+            #expect("\(e)".contains("'greetings' and 'copycat'"), "\(e)")
+        }
+        // The ingestions' shared create_tables is the one name several pipelines may declare.
+        #expect(throws: Never.self) { try Catalog.registry(environment: Environment(fx.values)) }
         // A declaration whose DAG is named differently from the pipeline is refused too.
         let misnamed = Pipeline(name: "greeting", kind: .ingestion) { s in
             try Greetings.pipeline.dag(s)

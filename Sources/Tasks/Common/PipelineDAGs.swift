@@ -28,13 +28,29 @@ public enum PipelineDAGs {
         }
     }
 
-    /// The operations of `pipelines`, by name. Pipelines may share an operation (the ingestions'
-    /// `create_tables`); two different ones under one name are refused by the test of the declarations.
+    /// The operations of `pipelines`, by name. Only `PipelineSchemas.createTables` may be declared
+    /// by several pipelines (the ingestions share it); any other name declared twice is refused, since
+    /// one pipeline's task would silently run the other's code.
     public static func operations(
         settings s: PipelineSettings, environment env: Environment, pipelines: [Pipeline] = pipelines
-    ) -> [String: TaskOperation] {
+    ) throws -> [String: TaskOperation] {
         var ops: [String: TaskOperation] = [:]
-        for p in pipelines { ops.merge(p.operations(s, env)) { first, _ in first } }
+        var owner: [String: String] = [:]
+        for p in pipelines {
+            for (name, op) in p.operations(s, env) {
+                if let first = owner[name] {
+                    guard name == PipelineSchemas.createTables else {
+                        throw DAGError(
+                            dag: p.name,
+                            problem: "operation '\(name)' is declared by pipelines '\(first)' and '\(p.name)'. "
+                                + "Fix: give each pipeline's operations names of their own, e.g. '\(p.name).<step>'")
+                    }
+                    continue
+                }
+                owner[name] = p.name
+                ops[name] = op
+            }
+        }
         return ops
     }
 }

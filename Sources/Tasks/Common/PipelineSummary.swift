@@ -3,7 +3,7 @@ import Foundation
 import Metadata
 import PostgresClient
 
-/// What the six DAGs did for a logical date (`etlctl summary`): each DAG's run and its state and
+/// What the pipeline DAGs did for a logical date (`etlctl summary`): each DAG's run and its state and
 /// duration, the finished, broken and running loads of those runs with their rows, and where the
 /// three reports are.
 public struct PipelineSummary: Encodable, Sendable {

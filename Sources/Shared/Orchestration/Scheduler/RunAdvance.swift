@@ -66,15 +66,17 @@ public struct RunAdvance: Sendable {
         public let finished: Set<String>
     }
 
-    /// Running attempts past their timeout at `now`, and how each ends. `random` is the retry
-    /// backoff's jitter draw.
-    public func timeouts(_ tasks: [String: Task], now: Date, random: Double = .random(in: 0...1)) -> [Timeout] {
+    /// Running attempts past their timeout at `now`, and how each ends. `random` draws the retry
+    /// backoff's jitter, once per task (tasks timed out together do not all retry at one moment).
+    public func timeouts(
+        _ tasks: [String: Task], now: Date, random: () -> Double = { .random(in: 0...1) }
+    ) -> [Timeout] {
         dag.tasks.compactMap { spec in
             guard let t = tasks[spec.id], t.state == .running, spec.isTimedOut(startedAt: t.startedAt, now: now)
             else { return nil }
             return Timeout(
                 task: spec.id, tryNumber: t.tryNumber,
-                end: spec.afterFailure(tryNumber: t.tryNumber, now: now, random: random), seconds: spec.timeout)
+                end: spec.afterFailure(tryNumber: t.tryNumber, now: now, random: random()), seconds: spec.timeout)
         }
     }
 
