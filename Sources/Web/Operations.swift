@@ -31,6 +31,7 @@ extension Backend {
         let schedule: String
         let tags: [String]
         let upstreamDAGs: [String]
+        let maxActiveRuns: Int
         let tasks: Int
         let recentRuns: [MetadataStore.RunRow]
         let nextLogicalDate: Date?
@@ -38,6 +39,7 @@ extension Backend {
         enum CodingKeys: String, CodingKey {
             case dag, paused, schedule, tags
             case upstreamDAGs = "upstream_dags"
+            case maxActiveRuns = "max_active_runs"
             case tasks
             case recentRuns = "recent_runs"
             case nextLogicalDate = "next_logical_date"
@@ -69,7 +71,7 @@ extension Backend {
                 start: d.startDate, lastLogical: lastScheduled[d.id], now: now, catchup: d.catchup)
             return DAGSummary(
                 dag: d.id, paused: row.paused, schedule: d.schedule.description, tags: d.tags,
-                upstreamDAGs: d.upstreamDAGs,
+                upstreamDAGs: d.upstreamDAGs, maxActiveRuns: d.maxActiveRuns,
                 tasks: d.tasks.count, recentRuns: recent[d.id] ?? [], nextLogicalDate: next?.logicalDate,
                 nextRunAt: next?.due)
         }

@@ -251,7 +251,8 @@ enum Pages {
             <p>\(toggle) <form class="inline" method="post" action="\(dagPath)/trigger">\
             <input type="hidden" name="csrf" value="\(session.csrf)">
             <input name="date" placeholder="YYYY-MM-DD (today)" size="16"> <button>Trigger</button></form>
-            &nbsp; \(tags) <span class="muted">\(d.schedule)\(d.paused ? " · paused" : "")</span></p>
+            &nbsp; \(tags) <span class="muted">\(d.schedule)\(d.paused ? " · paused" : "") · \
+            \(d.maxActiveRuns == 1 ? "one run at a time" : "up to \(d.maxActiveRuns) runs at a time")</span></p>
             \(truncated)
             <h2>Graph</h2>\(graph(detail, latest: latest))
             <h2>Grid</h2>\(gridTable)

@@ -11,7 +11,7 @@ import Workflow
 struct Dags: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dags", abstract: "List, pause, unpause and trigger DAGs.",
-        subcommands: [List.self, Pause.self, Unpause.self, Trigger.self])
+        subcommands: [List.self, Pause.self, Unpause.self, Trigger.self, Latest.self])
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -34,6 +34,7 @@ struct Dags: ParsableCommand {
                         [
                             "dag": d.id, "paused": d.paused, "schedule": d.schedule, "tags": d.tags,
                             "upstream_dags": ctx.registry.dag(d.id)?.upstreamDAGs ?? [],
+                            "max_active_runs": ctx.registry.dag(d.id)?.maxActiveRuns ?? 0,
                             "last_run": last[d.id].map {
                                 [
                                     "run": $0.id, "state": $0.state,
@@ -44,10 +45,11 @@ struct Dags: ParsableCommand {
                     })
             } else {
                 Output.table(
-                    ["DAG", "PAUSED", "SCHEDULE", "TAGS", "LAST RUN"],
+                    ["DAG", "PAUSED", "SCHEDULE", "MAX RUNS", "TAGS", "LAST RUN"],
                     dags.map { d in
                         [
-                            d.id, d.paused ? "yes" : "no", d.schedule, d.tags.joined(separator: ","),
+                            d.id, d.paused ? "yes" : "no", d.schedule,
+                            String(ctx.registry.dag(d.id)?.maxActiveRuns ?? 0), d.tags.joined(separator: ","),
                             last[d.id].map { "\($0.id) \($0.state)" } ?? "-",
                         ]
                     })
@@ -67,6 +69,25 @@ struct Dags: ParsableCommand {
             abstract: "Unpause a DAG.", discussion: "Example:\n  etlctl dags unpause b2b")
         @Argument(help: "The DAG id.") var dag: String
         func run() throws { try setPaused(dag, false) }
+    }
+
+    struct Latest: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the logical date (YYYY-MM-DD) of a DAG's latest complete interval.",
+            discussion: """
+                The run its scheduler makes when the DAG is unpaused (catchup off): for a daily DAG at any \
+                moment of 2024-06-02, 2024-06-01. For a DAG without a schedule, yesterday. scripts/run \
+                ingests and reports this date. Example:
+                  etlctl dags latest b2b
+                """
+        )
+        @Argument(help: "The DAG id.") var dag: String
+
+        func run() throws {
+            let ctx = try Context()
+            let date = try failing { try ctx.operations().latestInterval(dag) }
+            print(PostgresTimestamp.format(date).prefix(10))
+        }
     }
 
     struct Trigger: ParsableCommand {

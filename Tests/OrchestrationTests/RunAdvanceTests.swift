@@ -144,16 +144,19 @@ struct RunAdvanceTests {
         #expect(!RunAdvance(dag: try Self.diamond()).hasTimeoutsOrRetries)
     }
 
-    @Test("upstream DAGs: a run waits for each one's successful run of its date")
+    @Test("upstream DAGs: a run waits for each one's successful run of its date, and fails with a failed one")
     func upstreamWaits() throws {
         let dag = try DAG(
             "report", schedule: .manual, startDate: Self.now, upstreamDAGs: ["b2b", "weblog", "ip2geo"],
             tasks: [TaskSpec("r", operation: "op")])
         let rules = RunAdvance(dag: dag)
-        #expect(rules.awaitedDAGs(succeeded: []) == ["b2b", "weblog", "ip2geo"])
-        #expect(rules.awaitedDAGs(succeeded: ["weblog", "other"]) == ["b2b", "ip2geo"])
-        #expect(rules.awaitedDAGs(succeeded: ["b2b", "weblog", "ip2geo"]).isEmpty)
-        #expect(RunAdvance(dag: try Self.diamond()).awaitedDAGs(succeeded: []).isEmpty)
+        #expect(rules.upstream([:]) == .wait(["b2b", "weblog", "ip2geo"]))
+        #expect(rules.upstream(["weblog": .success, "other": .failed, "b2b": .running]) == .wait(["b2b", "ip2geo"]))
+        #expect(rules.upstream(["b2b": .success, "weblog": .success, "ip2geo": .success]) == .go)
+        // A failed upstream run ends the wait at once, even while another is still running.
+        #expect(rules.upstream(["b2b": .failed, "weblog": .running, "ip2geo": .failed]) == .failed(["b2b", "ip2geo"]))
+        #expect(rules.upstream(["b2b": .queued, "weblog": .success, "ip2geo": .success]) == .wait(["b2b"]))
+        #expect(RunAdvance(dag: try Self.diamond()).upstream([:]) == .go)
     }
 
     // MARK: Random DAGs against a naive restatement

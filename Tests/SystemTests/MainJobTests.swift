@@ -23,7 +23,9 @@ struct MainJobTests {
             "ETL_DATALAKE_SCHEMA": "\(tag)_dl", "ETL_LOADS_SCHEMA": "\(tag)_ld", "ETL_DATAMART_SCHEMA": "\(tag)_dm",
             "ETL_REPORTS_DIR": dir.appendingPathComponent("reports").path,
             "ETL_WEBLOG_DIR": dir.appendingPathComponent("logs").path,
-            "ETL_GENERATED_DIR": dir.appendingPathComponent("generated").path, "ETL_PIPELINE_SCHEDULE": "none",
+            // The default daily schedule: unpausing makes the scheduler start the latest interval's runs,
+            // which the script must join rather than run beside.
+            "ETL_GENERATED_DIR": dir.appendingPathComponent("generated").path,
             "ETL_WEBLOG_LINES": "5000", "ETL_ORDERS": "500", "ETL_WEB_PORT": "0",
             "ETL_WEB_USER": "admin", "ETL_WEB_PASSWORD": "main job password",
         ] { e[k] = v }
@@ -51,9 +53,29 @@ struct MainJobTests {
             out.stderr[$0.upperBound...].prefix { $0.isNumber }
         }
         #expect((shown.flatMap { Int($0) } ?? 0) > 0, "the web UI did not start:\n\(out.stderr.suffix(2000))")
-        let today = String(PostgresTimestamp.format(Date()).prefix(10))
+        // The date it covered: the latest complete interval, as it says.
+        let said = out.stderr.range(
+            of: #"for \d{4}-\d{2}-\d{2} \(one run per DAG and date\)"#, options: .regularExpression)
+        let day = try #require(
+            said.map { String(out.stderr[$0].dropFirst(4).prefix(10)) }, "\(out.stderr.suffix(2000))")
+        #expect(out.stdout.contains("DAG runs for \(day):"))
+        let yesterday = String(PostgresTimestamp.format(Date().addingTimeInterval(-86_400)).prefix(10))
+        let dayBefore = String(PostgresTimestamp.format(Date().addingTimeInterval(-2 * 86_400)).prefix(10))
+        #expect(day == yesterday || day == dayBefore, "covered \(day), not the latest complete day")
+        // Each DAG ran once for that date (the scheduler's run and the script's are one), and no two runs
+        // of a DAG were active at once.
+        let pg = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
+        let runs = try pg.query(
+            "SELECT dag_id, logical_date::date::text FROM \(tag).dag_run ORDER BY dag_id, run_id"
+        ).rows
+        let perDAG = Dictionary(grouping: runs, by: { (try? $0.decode(String.self, 0)) ?? "" })
+        for (dag, rs) in perDAG {
+            #expect(
+                rs.count == 1, "\(dag) ran \(rs.count) times: \(rs.map { (try? $0.decode(String.self, 1)) ?? "?" })")
+        }
+        #expect(perDAG.count == 6)
         for report in ["monthly-sales", "popular-devices", "popular-products"] {
-            let path = dir.appendingPathComponent("reports/\(report)/date=\(today)/report.csv").path
+            let path = dir.appendingPathComponent("reports/\(report)/date=\(day)/report.csv").path
             let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
             #expect(text.split(separator: "\n").count >= 2, "\(report): \(path) has \(text)")
         }

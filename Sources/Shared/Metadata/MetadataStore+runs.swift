@@ -81,16 +81,32 @@ extension MetadataStore {
     }
 
     /// True when every DAG in `upstream` has a successful run for `logicalDate`.
-    /// Which of `dags` have a successful run for `logicalDate`.
-    public func succeededDAGs(_ dags: [String], logicalDate: Date) throws -> Set<String> {
-        guard !dags.isEmpty else { return [] }
-        let rows = try pg.query(
+    /// The state of each of `dags`' run for `logicalDate` (the newest, should there be several).
+    public func runStates(of dags: [String], logicalDate: Date) throws -> [String: RunState] {
+        guard !dags.isEmpty else { return [:] }
+        var out: [String: RunState] = [:]
+        for r in try pg.query(
             """
-            SELECT DISTINCT dag_id FROM \(s).dag_run
-            WHERE dag_id = ANY($1::text[]) AND logical_date = $2 AND state = 'success'
+            SELECT DISTINCT ON (dag_id) dag_id, state FROM \(s).dag_run
+            WHERE dag_id = ANY($1::text[]) AND logical_date = $2 ORDER BY dag_id, run_id DESC
             """, [PostgresArray(dags), logicalDate]
-        ).rows
-        return Set(try rows.map { try $0.decode(String.self, 0) })
+        ).rows {
+            out[try r.decode(String.self, 0)] = try MetadataStore.runState(r, 1)
+        }
+        return out
+    }
+
+    /// The active (queued or running) runs of `dag`.
+    public func activeRuns(dag: String) throws -> [Run] {
+        try pg.query(
+            "SELECT run_id, dag_id, logical_date, state FROM \(s).dag_run WHERE dag_id = $1 "
+                + "AND state IN ('queued', 'running') ORDER BY run_id", [dag]
+        )
+        .rows.map {
+            Run(
+                id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1),
+                logicalDate: try $0.decode(Date.self, 2), state: try MetadataStore.runState($0, 3))
+        }
     }
 
     public func setRunState(_ run: Int64, _ state: RunState) throws {

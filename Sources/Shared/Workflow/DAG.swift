@@ -13,14 +13,22 @@ public struct DAG: Sendable {
     /// DAGs whose run for the same logical date must have succeeded before this one's tasks start.
     /// Waiting costs no worker: the scheduler just does not enqueue yet.
     public var upstreamDAGs: [String]
+    /// How many runs of this DAG may be active (queued with work under way, or running) at once;
+    /// the others wait, queued, and start in logical-date order (Airflow's `max_active_runs`,
+    /// whose default, 16, this shares).
+    public var maxActiveRuns: Int
     public private(set) var tasks: [TaskSpec]
     private var index: [String: Int]
     private var children: [String: [String]] = [:]
 
     public init(
         _ id: String, schedule: Schedule, startDate: Date, catchup: Bool = false, tags: [String] = [],
-        pausedOnCreation: Bool = true, upstreamDAGs: [String] = [], tasks: [TaskSpec]
+        pausedOnCreation: Bool = true, upstreamDAGs: [String] = [], maxActiveRuns: Int = 16, tasks: [TaskSpec]
     ) throws {
+        guard maxActiveRuns >= 1 else {
+            throw DAGError(dag: id, problem: "max active runs is \(maxActiveRuns). Fix: allow at least 1")
+        }
+        self.maxActiveRuns = maxActiveRuns
         self.id = id
         self.schedule = schedule
         self.startDate = startDate

@@ -9,6 +9,7 @@ public enum B2BPipeline {
     public static let pipeline = Pipeline(name: "b2b", kind: .ingestion) { s in
         try DAG(
             "b2b", schedule: try s.schedule(), startDate: Pipeline.startDate, tags: ["ingestion"],
+            maxActiveRuns: Pipeline.maxActiveRuns,
             tasks: [
                 Pipeline.task("create_tables", PipelineSchemas.createTables),
                 Pipeline.task("generate_orders", "b2b.generate_orders", ["create_tables"]),

@@ -47,6 +47,10 @@ public struct Pipeline: Sendable {
         self.operations = operations
     }
 
+    /// The pipelines' max active runs: one run of a DAG at a time, in date order, since a DAG's runs
+    /// write the same tables and files.
+    public static let maxActiveRuns = 1
+
     /// The first logical date of the pipelines' schedules (2024-01-01).
     public static let startDate = Date(timeIntervalSince1970: 1_704_067_200)
 

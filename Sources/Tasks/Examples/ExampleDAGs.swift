@@ -100,6 +100,13 @@ public enum ExampleDAGs {
                     TaskSpec("slow", operation: "record", arguments: ["sleep": "2"]),
                     TaskSpec("quick", operation: "record", timeout: 1),
                 ]),
+            // Its runs go one at a time, oldest date first (as the pipelines' do).
+            try DAG(
+                "example_one_at_a_time", schedule: .manual, startDate: start, tags: ["example"], maxActiveRuns: 1,
+                tasks: [
+                    TaskSpec("first", operation: "record", arguments: ["sleep": "0.4"]),
+                    TaskSpec("second", operation: "record", upstream: ["first"], arguments: ["sleep": "0.4"]),
+                ]),
         ]
     }
 

@@ -8,6 +8,7 @@ public enum IP2GeoPipeline {
     public static let pipeline = Pipeline(name: "ip2geo", kind: .ingestion) { s in
         try DAG(
             "ip2geo", schedule: try s.schedule(), startDate: Pipeline.startDate, tags: ["ingestion"],
+            maxActiveRuns: Pipeline.maxActiveRuns,
             tasks: [
                 Pipeline.task("create_tables", PipelineSchemas.createTables),
                 Pipeline.task("load_ip2geo", "ip2geo.load", ["create_tables"]),

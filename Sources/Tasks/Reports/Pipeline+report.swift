@@ -10,7 +10,7 @@ extension Pipeline {
         return Pipeline(name: report.name, kind: .report, report: report) { s in
             try DAG(
                 report.name, schedule: try s.schedule(), startDate: startDate, tags: ["report"],
-                upstreamDAGs: report.upstreamDAGs,
+                upstreamDAGs: report.upstreamDAGs, maxActiveRuns: maxActiveRuns,
                 tasks: [task("report", operation, args: ["report": report.name])])
         } operations: { s, _ in
             [

@@ -12,6 +12,7 @@ public enum WeblogPipeline {
         let parts = (0..<s.weblogParts).map { "load_part_\($0)" }
         return try DAG(
             "weblog", schedule: try s.schedule(), startDate: Pipeline.startDate, tags: ["ingestion"],
+            maxActiveRuns: Pipeline.maxActiveRuns,
             tasks: [
                 Pipeline.task("create_tables", PipelineSchemas.createTables),
                 Pipeline.task("generate_traces", "weblog.generate", ["create_tables"]),

@@ -64,6 +64,18 @@ public struct OperatorActions {
         _ = try store.setPaused(dag, paused)  // the scheduler reads pauses at every tick
     }
 
+    /// The logical date of `dag`'s latest complete interval at `now`: the run its scheduler makes when
+    /// the DAG is unpaused (catchup off). For a DAG without a schedule, the day before `now`'s (UTC).
+    public func latestInterval(_ dag: String, now: Date = Date()) throws -> Date {
+        let d = try self.dag(dag)
+        if let latest = d.schedule.dueLogicalDates(start: d.startDate, lastLogical: nil, now: now, catchup: false).last
+        {
+            return latest
+        }
+        let today = now.timeIntervalSince1970 - now.timeIntervalSince1970.truncatingRemainder(dividingBy: 86_400)
+        return Date(timeIntervalSince1970: today - 86_400)
+    }
+
     /// Creates a manual run of `dag` for `logicalDate` and wakes the scheduler; `conflict` when the
     /// DAG has a run for that date already.
     public func trigger(_ dag: String, logicalDate: Date) throws -> Int64 {

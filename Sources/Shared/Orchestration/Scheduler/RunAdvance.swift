@@ -124,11 +124,24 @@ public struct RunAdvance: Sendable {
     /// Whether every task of the DAG has been seen finished (the run may be done: Postgres decides).
     public func mayBeDone(seenFinished: Set<String>) -> Bool { seenFinished.count >= dag.tasks.count }
 
-    /// Whether a run must wait for other DAGs: each of `dag.upstreamDAGs` needs a successful run
-    /// for the same logical date (`succeeded` names the DAGs that have one). Waiting holds no
-    /// worker: the tasks are simply not enqueued yet. Returns the DAGs still awaited, in order.
-    public func awaitedDAGs(succeeded: Set<String>) -> [String] {
-        dag.upstreamDAGs.filter { !succeeded.contains($0) }
+    /// What the run's upstream DAGs allow: each of `dag.upstreamDAGs` needs a successful run for the
+    /// same logical date. Waiting holds no worker: the tasks are simply not enqueued yet.
+    public enum UpstreamCheck: Sendable, Equatable {
+        /// Every upstream DAG's run for the date succeeded.
+        case go
+        /// These upstream DAGs have no run for the date yet, or it has not ended.
+        case wait([String])
+        /// These upstream DAGs' runs for the date failed: the run cannot succeed (until an operator
+        /// clears them and this run); it ends at once with its tasks upstream-failed.
+        case failed([String])
+    }
+
+    /// The check for `runs`, the state of each upstream DAG's run for the logical date.
+    public func upstream(_ runs: [String: RunState]) -> UpstreamCheck {
+        let failed = dag.upstreamDAGs.filter { runs[$0] == .failed }
+        if !failed.isEmpty { return .failed(failed) }
+        let waiting = dag.upstreamDAGs.filter { runs[$0] != .success }
+        return waiting.isEmpty ? .go : .wait(waiting)
     }
 
     /// Whether the tick must read the whole run: when its events have stopped for more than 2 s (an

@@ -185,10 +185,9 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         lastFullPass[run.id] = nil
         logger.info(
             "run finished", metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "state": "\(ok ? "success" : "failed")"])
-        // Runs of other DAGs waiting on this one can go now.
-        let waiting = Set(registry.dags.filter { $0.upstreamDAGs.contains(dag.id) }.map(\.id))
-        guard !waiting.isEmpty else { return }
-        for r in try store.activeRuns() where waiting.contains(r.dag) { try advance(r) }
+        // The DAG's next run (its slot is free) and runs of other DAGs waiting on this one can go now.
+        let waiting = Set(registry.dags.filter { $0.upstreamDAGs.contains(dag.id) }.map(\.id)).union([dag.id])
+        for r in try store.activeRuns() where waiting.contains(r.dag) && r.id != run.id { try advance(r) }
     }
 
     /// Due scheduled runs, then every active run.
@@ -229,9 +228,29 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         guard let dag = registry.dag(run.dag) else { return }
         if pausedCache.contains(dag.id) { return }
         let rules = RunAdvance(dag: dag)
+        // A queued run starts only when the DAG's max active runs allow it (oldest date first); a
+        // running one holds its slot to the end.
+        if run.state == .queued {
+            let active = try store.activeRuns(dag: dag.id).map {
+                RunLimits.ActiveRun(id: $0.id, logicalDate: $0.logicalDate, state: $0.state)
+            }
+            guard RunLimits.admitted(active, limit: dag.maxActiveRuns).contains(run.id) else { return }
+        }
         // Waiting on another DAG holds no worker: the tasks are simply not enqueued yet.
-        let succeeded = try store.succeededDAGs(dag.upstreamDAGs, logicalDate: run.logicalDate)
-        guard rules.awaitedDAGs(succeeded: succeeded).isEmpty else { return }
+        switch rules.upstream(try store.runStates(of: dag.upstreamDAGs, logicalDate: run.logicalDate)) {
+        case .go: break
+        case .wait: return
+        case .failed(let dags):
+            // It cannot succeed: it ends now rather than wait for ever (clearing the upstream runs
+            // and this one starts it again).
+            let waiting = try store.instances(run: run.id).filter { $0.value.state == .scheduled }.map(\.key).sorted()
+            try store.markUpstreamFailed(run: run.id, tasks: waiting)
+            logger.warning(
+                "run failed: an upstream DAG's run for its date failed",
+                metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "upstream": "\(dags.joined(separator: ","))"])
+            if try store.allFinished(run: run.id) != nil { try finish(dag: dag, run: run, ok: false) }
+            return
+        }
         lastFullPass[run.id] = monotonicSeconds()
         var tasks = try store.instances(run: run.id).mapValues(\.progress)
 
