@@ -11,7 +11,7 @@ import Workflow
 struct Dags: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dags", abstract: "List, pause, unpause and trigger DAGs.",
-        subcommands: [List.self, Pause.self, Unpause.self, Trigger.self, Latest.self])
+        subcommands: [List.self, Pause.self, Unpause.self, Trigger.self, Latest.self, Backfill.self])
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -70,3 +70,79 @@ struct RunControlTests {
         #expect(try c.store.taskRows(run: down).map(\.state) == ["upstream_failed"])
     }
 }
+
+/// `etlctl dags backfill` with real processes.
+@Suite("Backfill", .timeLimit(.minutes(10)))
+struct BackfillTests {
+    static let etlctl = Cluster.binDir.appendingPathComponent("etlctl").path
+
+    @Test("a downstream DAG's backfill brings its upstream runs, oldest first; again it keeps them; --rerun all reruns")
+    func backfillRange() throws {
+        let c = try Cluster()
+        try c.startScheduler()
+        try c.startWorker(["--concurrency", "2"])
+        let range = ["example_downstream", "--from", "2024-06-01", "--to", "2024-06-03"]
+        let dry = try TestServices.run(Self.etlctl, ["dags", "backfill"] + range + ["--dry-run"], environment: c.env)
+        #expect(dry.status == 0, "\(dry.stderr)")
+        let planned = dry.stdout.split(separator: "\n").dropFirst().map {
+            $0.split(separator: " ").prefix(3).joined(separator: " ")
+        }
+        #expect(
+            planned == [
+                "2024-06-01 example_upstream create", "2024-06-01 example_downstream create",
+                "2024-06-02 example_upstream create", "2024-06-02 example_downstream create",
+                "2024-06-03 example_upstream create", "2024-06-03 example_downstream create",
+            ], "\(dry.stdout)")
+        // (The cluster's hourly example DAG makes runs of its own: only these two DAGs count.)
+        let mine = {
+            try c.store.runRows(dag: "example_upstream", limit: 100)
+                + c.store.runRows(dag: "example_downstream", limit: 100)
+        }
+        #expect(try mine().isEmpty, "a dry run made runs")
+
+        let out = try TestServices.run(Self.etlctl, ["dags", "backfill"] + range, environment: c.env, timeout: 120)
+        #expect(out.status == 0, "\(out.stdout)\n\(out.stderr)")
+        #expect(
+            out.stdout.contains("6 run(s) made, 0 to run again, 0 kept") && out.stdout.contains("all 6 runs succeeded"))
+        let runs = try mine()
+        #expect(runs.count == 6 && runs.allSatisfy { $0.state == .success && $0.type == .backfill })
+        // Every downstream run started after its own date's upstream run ended.
+        for date in Set(runs.map(\.logicalDate)) {
+            let up = try #require(runs.first { $0.dag == "example_upstream" && $0.logicalDate == date })
+            let down = try #require(runs.first { $0.dag == "example_downstream" && $0.logicalDate == date })
+            let upEnd = try #require(try c.store.taskRows(run: up.id).compactMap(\.endedAt).max())
+            let downStart = try #require(try c.store.taskRows(run: down.id).compactMap(\.startedAt).min())
+            #expect(upEnd <= downStart)
+        }
+        let again = try TestServices.run(Self.etlctl, ["dags", "backfill"] + range, environment: c.env, timeout: 60)
+        #expect(again.status == 0 && again.stdout.contains("0 run(s) made, 0 to run again, 6 kept"), "\(again.stdout)")
+        let ids = runs.map(\.id)
+        let effects = {
+            try c.store.pg.query(
+                "SELECT count(*) FROM \(c.schema).example_effect WHERE run_id = ANY($1::bigint[])", [PostgresArray(ids)]
+            ).rows[0].decode(Int.self, 0)
+        }
+        let before = try effects()
+        let all = try TestServices.run(
+            Self.etlctl, ["dags", "backfill"] + range + ["--rerun", "all"], environment: c.env, timeout: 120)
+        #expect(all.status == 0 && all.stdout.contains("0 run(s) made, 6 to run again, 0 kept"), "\(all.stdout)")
+        // Each of the 6 runs' recording tasks ran once more (announce upstream, consume downstream).
+        #expect(try effects() == before + 6)
+        #expect(try mine().allSatisfy { $0.state == .success })
+    }
+
+    @Test("a backfill whose runs fail exits 1; a reversed range is refused with the fix")
+    func failures() throws {
+        let c = try Cluster()
+        try c.startScheduler()
+        try c.startWorker()
+        let out = try TestServices.run(
+            Self.etlctl, ["dags", "backfill", "example_retry_out", "--from", "2024-06-01", "--to", "2024-06-01"],
+            environment: c.env, timeout: 120)
+        #expect(out.status == 1 && out.stderr.contains("1 of 1 runs failed"), "\(out.stdout)\n\(out.stderr)")
+        let bad = try TestServices.run(
+            Self.etlctl, ["dags", "backfill", "example_diamond", "--from", "2024-06-05", "--to", "2024-06-01"],
+            environment: c.env)
+        #expect(bad.status == 1 && bad.stderr.contains("Fix: give --from a date not after --to"), "\(bad.stderr)")
+    }
+}

@@ -160,7 +160,8 @@ extension MetadataStore {
                 """, [run, PostgresArray(tasks.sorted())]
             ).affectedRows
             if n > 0 {
-                try tx.query("UPDATE \(s).dag_run SET state = 'running', ended_at = NULL WHERE run_id = $1", [run])
+                // Reopened as queued: the scheduler admits it under the DAG's max active runs.
+                try tx.query("UPDATE \(s).dag_run SET state = 'queued', ended_at = NULL WHERE run_id = $1", [run])
             }
             return n
         }

@@ -146,6 +146,15 @@ public enum Migrations {
                 FOR EACH STATEMENT EXECUTE FUNCTION @S.check_fence();
             """
         ),
+        (
+            6, "backfill runs",
+            """
+            -- Runs made by `etlctl dags backfill` are of their own type, as in Airflow.
+            ALTER TABLE @S.dag_run DROP CONSTRAINT IF EXISTS dag_run_run_type_check;
+            ALTER TABLE @S.dag_run ADD CONSTRAINT dag_run_run_type_check
+                CHECK (run_type IN ('scheduled', 'manual', 'backfill'));
+            """
+        ),
     ]
 }
 
