@@ -40,6 +40,8 @@ public enum Catalog {
                 return d
             }
         }
-        return try Registry(dags: dags, operations: ops, setup: setup)
+        var pools = try Registry.pools(from: env["ETL_POOLS"] ?? Registry.defaultPools)
+        if env["ETL_EXAMPLE_DAGS"]?.lowercased() == "true" { pools.merge(ExampleDAGs.pools) { mine, _ in mine } }
+        return try Registry(dags: dags, operations: ops, setup: setup, pools: pools)
     }
 }

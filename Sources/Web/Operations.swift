@@ -32,6 +32,8 @@ extension Backend {
         let tags: [String]
         let upstreamDAGs: [String]
         let maxActiveRuns: Int
+        /// The pools the DAG's tasks use, with their slots.
+        let pools: [String: Int]
         let tasks: Int
         let recentRuns: [MetadataStore.RunRow]
         let nextLogicalDate: Date?
@@ -40,6 +42,7 @@ extension Backend {
             case dag, paused, schedule, tags
             case upstreamDAGs = "upstream_dags"
             case maxActiveRuns = "max_active_runs"
+            case pools
             case tasks
             case recentRuns = "recent_runs"
             case nextLogicalDate = "next_logical_date"
@@ -72,6 +75,7 @@ extension Backend {
             return DAGSummary(
                 dag: d.id, paused: row.paused, schedule: d.schedule.description, tags: d.tags,
                 upstreamDAGs: d.upstreamDAGs, maxActiveRuns: d.maxActiveRuns,
+                pools: registry.pools.filter { p in d.tasks.contains { $0.pool == p.key } },
                 tasks: d.tasks.count, recentRuns: recent[d.id] ?? [], nextLogicalDate: next?.logicalDate,
                 nextRunAt: next?.due)
         }

@@ -247,12 +247,15 @@ enum Pages {
             runs.isEmpty
             ? "<p class=\"muted\">No runs yet.</p>"
             : "<table class=\"grid\" style=\"width:auto\"><tr><th></th>\(head)</tr>\(gridRows)</table>"
+        let pools = d.pools.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value) slots)" }
+        let poolText = pools.isEmpty ? "" : " · pools: " + pools.joined(separator: ", ")
         let body: HTML = """
             <p>\(toggle) <form class="inline" method="post" action="\(dagPath)/trigger">\
             <input type="hidden" name="csrf" value="\(session.csrf)">
             <input name="date" placeholder="YYYY-MM-DD (today)" size="16"> <button>Trigger</button></form>
             &nbsp; \(tags) <span class="muted">\(d.schedule)\(d.paused ? " · paused" : "") · \
-            \(d.maxActiveRuns == 1 ? "one run at a time" : "up to \(d.maxActiveRuns) runs at a time")</span></p>
+            \(d.maxActiveRuns == 1 ? "one run at a time" : "up to \(d.maxActiveRuns) runs at a time")\
+            \(poolText)</span></p>
             \(truncated)
             <h2>Graph</h2>\(graph(detail, latest: latest))
             <h2>Grid</h2>\(gridTable)

@@ -28,6 +28,11 @@ struct Dags: ParsableCommand {
                 return m
             }
             let dags = rows.filter { ctx.registry.dag($0.id) != nil }
+            // The pools the DAG's tasks use, with their slots.
+            func pools(_ dag: String) -> [String: Int] {
+                let names = Set(ctx.registry.dag(dag)?.tasks.compactMap(\.pool) ?? [])
+                return ctx.registry.pools.filter { names.contains($0.key) }
+            }
             if json {
                 Output.json(
                     dags.map { d -> [String: Any] in
@@ -35,6 +40,7 @@ struct Dags: ParsableCommand {
                             "dag": d.id, "paused": d.paused, "schedule": d.schedule, "tags": d.tags,
                             "upstream_dags": ctx.registry.dag(d.id)?.upstreamDAGs ?? [],
                             "max_active_runs": ctx.registry.dag(d.id)?.maxActiveRuns ?? 0,
+                            "pools": pools(d.id),
                             "last_run": last[d.id].map {
                                 [
                                     "run": $0.id, "state": $0.state,
@@ -45,11 +51,14 @@ struct Dags: ParsableCommand {
                     })
             } else {
                 Output.table(
-                    ["DAG", "PAUSED", "SCHEDULE", "MAX RUNS", "TAGS", "LAST RUN"],
+                    ["DAG", "PAUSED", "SCHEDULE", "MAX RUNS", "POOLS", "TAGS", "LAST RUN"],
                     dags.map { d in
                         [
                             d.id, d.paused ? "yes" : "no", d.schedule,
-                            String(ctx.registry.dag(d.id)?.maxActiveRuns ?? 0), d.tags.joined(separator: ","),
+                            String(ctx.registry.dag(d.id)?.maxActiveRuns ?? 0),
+                            pools(d.id).sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }
+                                .joined(separator: ",").nonEmpty ?? "-",
+                            d.tags.joined(separator: ","),
                             last[d.id].map { "\($0.id) \($0.state)" } ?? "-",
                         ]
                     })
@@ -172,4 +181,9 @@ func waitForRun(store: MetadataStore, dag: String, run: Int64, timeout: Double, 
         "\(dag) run \(run) did not finish within \(Int(timeout)) s."
             + " Fix: check that a scheduler and workers run (etlctl workers)"
     )
+}
+
+extension String {
+    /// nil for the empty string (a table cell shows "-" then).
+    var nonEmpty: String? { isEmpty ? nil : self }
 }

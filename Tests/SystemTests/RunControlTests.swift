@@ -51,6 +51,29 @@ struct RunControlTests {
             windows[0].0 < windows[1].1 && windows[1].0 < windows[0].1, "unlimited runs did not overlap: \(windows)")
     }
 
+    @Test("a pool of one slot: four tasks that could run side by side run one at a time, on two workers")
+    func poolOfOne() throws {
+        let c = try Cluster()
+        try c.startScheduler()
+        try c.startWorker(["--concurrency", "2"])
+        try c.startWorker(["--concurrency", "2"])
+        // Two runs: the slot is shared across runs, not per run.
+        let runs = try [1, 2].map { try c.trigger("example_pooled", date: Self.day($0)) }
+        try c.waitFor("the pooled runs finished", timeout: 60) {
+            try runs.allSatisfy { try c.store.run($0)?.state.isFinished ?? false }
+        }
+        var spans: [(start: Date, end: Date)] = []
+        for run in runs {
+            #expect(try c.store.run(run)?.state == .success)
+            for t in try c.store.taskRows(run: run) {
+                spans.append((try #require(t.startedAt), try #require(t.endedAt)))
+            }
+        }
+        #expect(spans.count == 8)
+        spans.sort { $0.start < $1.start }
+        for (a, b) in zip(spans, spans.dropFirst()) { #expect(a.end <= b.start, "two pooled tasks overlapped") }
+    }
+
     @Test("a run waiting for an upstream DAG ends upstream-failed at once when that DAG's run for its date fails")
     func upstreamFailureEndsTheWait() throws {
         let c = try Cluster()

@@ -117,4 +117,16 @@ extension MetadataStore {
             [run, PostgresArray(tasks)])
     }
 
+    /// How many task instances of each DAG and task are queued or running in active runs (what
+    /// holds pool slots). Read through the active runs, so the history is never scanned.
+    public func busyTasks() throws -> [(dag: String, task: String, count: Int)] {
+        try pg.query(
+            """
+            SELECT r.dag_id, t.task_id, count(*)::int FROM \(s).dag_run r
+            JOIN \(s).task_instance t ON t.run_id = r.run_id
+            WHERE r.state IN ('queued', 'running') AND t.state IN ('queued', 'running')
+            GROUP BY 1, 2
+            """
+        ).rows.map { (try $0.decode(String.self, 0), try $0.decode(String.self, 1), try $0.decode(Int.self, 2)) }
+    }
 }

@@ -16,11 +16,15 @@ public struct Registry: Sendable {
     /// Idempotent DDL the DAGs' tasks need, with `@S` for the metadata schema; applied by
     /// `Migrator.run(pg, schema:, setup:)` when a process starts.
     public let setup: [SetupScript]
+    /// Named pools and their slots: at most that many tasks of a pool are queued or running at once.
+    public let pools: [String: Int]
     private let byID: [String: DAG]
 
     /// Refuses, at start-up, what would otherwise fail at run time: two DAGs with one id, and a task
     /// naming an operation this build does not have (its message would end as a dead letter).
-    public init(dags: [DAG], operations: [String: TaskOperation], setup: [SetupScript] = []) throws {
+    public init(
+        dags: [DAG], operations: [String: TaskOperation], setup: [SetupScript] = [], pools: [String: Int] = [:]
+    ) throws {
         var byID: [String: DAG] = [:]
         for d in dags {
             guard byID[d.id] == nil else {
@@ -37,7 +41,18 @@ public struct Registry: Sendable {
                 )
             }
         }
+        for d in dags {
+            for t in d.tasks {
+                guard let p = t.pool, pools[p] == nil else { continue }
+                let known = pools.isEmpty ? "none is defined" : pools.keys.sorted().joined(separator: ", ")
+                throw DAGError(
+                    dag: d.id,
+                    problem: "task '\(t.id)' is in pool '\(p)', which is not defined (\(known)). "
+                        + "Fix: add it to ETL_POOLS (e.g. ETL_POOLS=\(p)=2) or name a defined pool")
+            }
+        }
         self.dags = dags
+        self.pools = pools
         self.operations = operations
         self.setup = setup
         self.byID = byID

@@ -13,7 +13,7 @@ public enum B2BPipeline {
             tasks: [
                 Pipeline.task("create_tables", PipelineSchemas.createTables),
                 Pipeline.task("generate_orders", "b2b.generate_orders", ["create_tables"]),
-                Pipeline.task("load_tables", "b2b.load", ["generate_orders"]),
+                Pipeline.task("load_tables", "b2b.load", ["generate_orders"], pool: Pipeline.loadsPool),
             ])
     } operations: { s, env in
         [

@@ -58,12 +58,18 @@ public struct Pipeline: Sendable {
     /// 30% jitter), and failed after two hours, far beyond a large run here (10,000,000 log lines
     /// load in about a minute), so only a stuck task reaches it.
     public static func task(
-        _ id: String, _ operation: String, _ upstream: [String] = [], args: [String: String] = [:], retries: Int = 2
+        _ id: String, _ operation: String, _ upstream: [String] = [], args: [String: String] = [:], retries: Int = 2,
+        pool: String? = nil
     ) -> TaskSpec {
         TaskSpec(
             id, operation: operation, upstream: upstream, arguments: args, retries: retries,
-            retryBackoff: Backoff(base: 10, cap: 300, jitter: 0.3), timeout: 7200)
+            retryBackoff: Backoff(base: 10, cap: 300, jitter: 0.3), timeout: 7200, pool: pool)
     }
+
+    /// The pool of the tasks that load a lot into Postgres (`ETL_POOLS`, default 4 slots).
+    public static let loadsPool = "loads"
+    /// The pool of the report tasks (`ETL_POOLS`, default 2 slots).
+    public static let reportsPool = "reports"
 
     /// The logical date of the task's run, as a day.
     public static func logicalDay(_ ctx: TaskContext) throws -> Day {

@@ -107,8 +107,17 @@ public enum ExampleDAGs {
                     TaskSpec("first", operation: "record", arguments: ["sleep": "0.4"]),
                     TaskSpec("second", operation: "record", upstream: ["first"], arguments: ["sleep": "0.4"]),
                 ]),
+            // Four tasks that could run side by side, in a pool of one slot: one at a time.
+            try DAG(
+                "example_pooled", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: (1...4).map {
+                    TaskSpec("t\($0)", operation: "record", arguments: ["sleep": "0.3"], pool: "example_one")
+                }),
         ]
     }
+
+    /// The example DAGs' pools.
+    public static let pools = ["example_one": 1]
 
     public static let setup = [
         SetupScript(

@@ -11,7 +11,7 @@ public enum IP2GeoPipeline {
             maxActiveRuns: Pipeline.maxActiveRuns,
             tasks: [
                 Pipeline.task("create_tables", PipelineSchemas.createTables),
-                Pipeline.task("load_ip2geo", "ip2geo.load", ["create_tables"]),
+                Pipeline.task("load_ip2geo", "ip2geo.load", ["create_tables"], pool: Pipeline.loadsPool),
             ])
     } operations: { s, env in
         [

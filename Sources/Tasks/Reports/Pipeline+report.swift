@@ -11,7 +11,7 @@ extension Pipeline {
             try DAG(
                 report.name, schedule: try s.schedule(), startDate: startDate, tags: ["report"],
                 upstreamDAGs: report.upstreamDAGs, maxActiveRuns: maxActiveRuns,
-                tasks: [task("report", operation, args: ["report": report.name])])
+                tasks: [task("report", operation, args: ["report": report.name], pool: reportsPool)])
         } operations: { s, _ in
             [
                 operation: { ctx in

@@ -19,7 +19,9 @@ public enum WeblogPipeline {
                 Pipeline.task("register_files", "weblog.register", ["generate_traces"]),
             ]
                 + parts.enumerated().map { i, p in
-                    Pipeline.task(p, "weblog.load_part", ["register_files"], args: ["part": String(i)], retries: 5)
+                    Pipeline.task(
+                        p, "weblog.load_part", ["register_files"], args: ["part": String(i)], retries: 5,
+                        pool: Pipeline.loadsPool)
                 }
                 + [Pipeline.task("finalize", "weblog.finalize", parts)])
     } operations: { s, env in

@@ -126,6 +126,12 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
                 try advance(run)
             }
         }
+        // A task that ended may have freed a pool slot that a waiting run's ready task needs.
+        if !poolWaiting.isEmpty && events.contains(where: { if case .completion = $0.notice { true } else { false } }) {
+            for id in poolWaiting.sorted() {
+                if let run = try store.run(id) { try advance(run) }
+            }
+        }
         try queue.ackEvents(events.map(\.id))
     }
 
@@ -283,7 +289,8 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     /// Marks `tasks` queued and adds their signed messages in chunks, one statement and one
     /// pipeline each: a first chunk of 250 so workers start at once, then chunks doubling up to
     /// 4,000 while they work (fewer, larger statements for the rest).
-    private func enqueue(dag: DAG, run: MetadataStore.Run, tasks: [String]) throws {
+    private func enqueue(dag: DAG, run: MetadataStore.Run, tasks ready: [String]) throws {
+        let tasks = try withinPools(dag: dag, run: run, ready)
         let date = PostgresTimestamp.format(run.logicalDate)
         var start = 0
         var size = 250
@@ -304,6 +311,24 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             }
             try queue.enqueue(encoded: encoded)
         }
+    }
+
+    /// Runs with a ready task held back by a full pool: read again after the next completions.
+    private var poolWaiting = Set<Int64>()
+
+    /// `ready` less the pooled tasks for which their pool has no free slot now (they stay
+    /// scheduled; the run is looked at again when tasks end). Slots are counted over every active
+    /// run's queued and running tasks, so a worker's prefetch can never hold more than a pool allows.
+    private func withinPools(dag: DAG, run: MetadataStore.Run, _ ready: [String]) throws -> [String] {
+        guard ready.contains(where: { dag.task($0)?.pool != nil }) else { return ready }
+        var used: [String: Int] = [:]
+        for b in try store.busyTasks() {
+            if let p = registry.dag(b.dag)?.task(b.task)?.pool { used[p, default: 0] += b.count }
+        }
+        let decision = PoolSlots.admit(
+            ready.map { (task: $0, pool: dag.task($0)?.pool) }, used: used, slots: registry.pools)
+        if decision.held.isEmpty { poolWaiting.remove(run.id) } else { poolWaiting.insert(run.id) }
+        return decision.admitted
     }
 
     /// After a crash between marking a task queued and adding its message, the message is missing:
