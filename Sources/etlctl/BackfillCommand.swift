@@ -10,10 +10,11 @@ extension Dags {
         static let configuration = CommandConfiguration(
             abstract: "Run a DAG for a range of logical dates (and, for a report, its upstream DAGs).",
             discussion: """
-                Makes the missing runs in date order; the scheduler runs them within each DAG's max active \\
-                runs, oldest date first. Dates that have a run already are kept (--rerun none), their \\
-                failed tasks run again (--rerun failed) or every task (--rerun all). On a terminal a \\
-                progress line counts runs done, running and failed, with the time left. Exits 0 only if \\
+                Makes the missing runs in date order; the scheduler runs them within each DAG's max active \
+                runs, oldest date first. Dates that have a run already are kept (--rerun none), their \
+                failed tasks run again (--rerun failed) or every task (--rerun all); a run still going is \
+                kept. On a terminal a \
+                progress line counts runs done, running and failed, with the time left. Exits 0 only if \
                 every run of the range succeeded. Example:
                   etlctl dags backfill popular-products --from 2024-05-01 --to 2024-05-07 --rerun failed
                 """
@@ -52,6 +53,13 @@ extension Dags {
                 return
             }
             let done = try failing { try ops.backfill(plan, rerun: mode) }
+            let paused = try failing { try ops.store.pausedDAGs() }.intersection(plan.map(\.dag))
+            if !paused.isEmpty {
+                FileHandle.standardError.write(
+                    Data(
+                        ("etlctl: note: \(paused.sorted().joined(separator: ", ")) paused; their runs wait until "
+                            + "etlctl dags unpause\n").utf8))
+            }
             let counts = Dictionary(grouping: done, by: \.action).mapValues(\.count)
             print(
                 "backfill of \(dag) from \(day(first)) to \(day(last)): \(counts[.create] ?? 0) run(s) made, "

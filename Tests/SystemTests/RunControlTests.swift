@@ -16,11 +16,12 @@ struct RunControlTests {
     @Test("max active runs 1: runs made at once run one after another, oldest date first, on two workers")
     func oneAtATime() throws {
         let c = try Cluster()
+        // Made newest first, as a manual run for today and then a backfill would, before the scheduler
+        // looks (else it may start the first one before the others exist, which the rule allows).
+        let runs = try [3, 1, 2].map { try c.trigger("example_one_at_a_time", date: Self.day($0)) }
         try c.startScheduler()
         try c.startWorker(["--concurrency", "2"])
         try c.startWorker(["--concurrency", "2"])
-        // Made newest first, as a manual run for today and then a backfill would.
-        let runs = try [3, 1, 2].map { try c.trigger("example_one_at_a_time", date: Self.day($0)) }
         try c.waitFor("three runs finished", timeout: 60) {
             try runs.allSatisfy { try c.store.run($0)?.state.isFinished ?? false }
         }
@@ -72,6 +73,21 @@ struct RunControlTests {
         #expect(spans.count == 8)
         spans.sort { $0.start < $1.start }
         for (a, b) in zip(spans, spans.dropFirst()) { #expect(a.end <= b.start, "two pooled tasks overlapped") }
+    }
+
+    @Test("a waiting report-like run (its upstream run never comes) does not hold up the DAG's other dates")
+    func waitingRunHoldsNoSlot() throws {
+        let c = try Cluster()
+        try c.startScheduler()
+        try c.startWorker(["--concurrency", "2"])
+        let stuck = try c.trigger("example_report", date: Self.day(1))  // no example_upstream run for day 1, ever
+        let later = try c.trigger("example_report", date: Self.day(2))
+        _ = try c.trigger("example_upstream", date: Self.day(2))
+        try c.waitFor("the later date's run finished", timeout: 30) {
+            try c.store.run(later)?.state.isFinished ?? false
+        }
+        #expect(try c.store.run(later)?.state == .success)
+        #expect(try c.store.run(stuck)?.state == .queued)
     }
 
     @Test("a run waiting for an upstream DAG ends upstream-failed at once when that DAG's run for its date fails")

@@ -96,16 +96,31 @@ extension MetadataStore {
         return out
     }
 
-    /// The active (queued or running) runs of `dag`.
-    public func activeRuns(dag: String) throws -> [Run] {
+    /// An active run of a DAG, and whether it has work under way (state running, or a task queued,
+    /// running or up for retry).
+    public struct ActiveRun: Sendable {
+        public let run: Run
+        public let inFlight: Bool
+    }
+
+    /// The active (queued or running) runs of `dag` (of every DAG when nil), with whether each has
+    /// work under way.
+    public func activeRuns(dag: String?) throws -> [ActiveRun] {
         try pg.query(
-            "SELECT run_id, dag_id, logical_date, state FROM \(s).dag_run WHERE dag_id = $1 "
-                + "AND state IN ('queued', 'running') ORDER BY run_id", [dag]
+            """
+            SELECT r.run_id, r.dag_id, r.logical_date, r.state,
+                   r.state = 'running' OR EXISTS (SELECT 1 FROM \(s).task_instance t WHERE t.run_id = r.run_id
+                       AND t.state IN ('queued', 'running', 'up_for_retry'))
+            FROM \(s).dag_run r WHERE ($1::text IS NULL OR r.dag_id = $1) AND r.state IN ('queued', 'running')
+            ORDER BY r.run_id
+            """, [dag]
         )
         .rows.map {
-            Run(
-                id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1),
-                logicalDate: try $0.decode(Date.self, 2), state: try MetadataStore.runState($0, 3))
+            ActiveRun(
+                run: Run(
+                    id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1),
+                    logicalDate: try $0.decode(Date.self, 2), state: try MetadataStore.runState($0, 3)),
+                inFlight: try $0.decode(Bool.self, 4))
         }
     }
 

@@ -107,6 +107,10 @@ public enum ExampleDAGs {
                     TaskSpec("first", operation: "record", arguments: ["sleep": "0.4"]),
                     TaskSpec("second", operation: "record", upstream: ["first"], arguments: ["sleep": "0.4"]),
                 ]),
+            // Waits for example_upstream, one run at a time, like the report DAGs.
+            try DAG(
+                "example_report", schedule: .manual, startDate: start, tags: ["example"],
+                upstreamDAGs: ["example_upstream"], maxActiveRuns: 1, tasks: [noop("summarize")]),
             // Four tasks that could run side by side, in a pool of one slot: one at a time.
             try DAG(
                 "example_pooled", schedule: .manual, startDate: start, tags: ["example"],

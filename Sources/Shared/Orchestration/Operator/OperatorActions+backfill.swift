@@ -39,21 +39,34 @@ extension OperatorActions {
 
     /// The logical dates of `dag`'s schedule from `from` to `to`, both included (every day for a DAG
     /// without a schedule); refuses an empty or reversed range and more than 1,000 dates.
-    public func backfillDates(_ dag: DAG, from: Date, to: Date) throws -> [Date] {
+    public func backfillDates(_ dag: DAG, from: Date, to: Date, now: Date = Date()) throws -> [Date] {
         guard from <= to else {
             throw OperatorError(
                 .invalid, "the backfill range ends before it starts. Fix: give --from a date not after --to")
         }
-        let dates: [Date]
+        // The whole --to day is in the range (a cron firing at 06:00 has its run of that day).
+        let end = to.addingTimeInterval(86_400)
+        var dates: [Date] = []
         switch dag.schedule {
-        case .cron:
-            // Every interval that starts inside the range (the far `now` makes them all due).
-            dates = dag.schedule.dueLogicalDates(
-                start: from, lastLogical: nil, now: to.addingTimeInterval(400 * 86_400), catchup: true, limit: 1001
-            ).filter { $0 <= to }
+        case .cron(let cron):
+            // Every interval that starts inside the range and has ended by now.
+            var logical = cron.next(after: from.addingTimeInterval(-60))
+            while let l = logical, l < end {
+                guard let intervalEnd = cron.next(after: l), intervalEnd <= now else {
+                    throw OperatorError(
+                        .invalid,
+                        "the interval of \(PostgresTimestamp.format(l)) has not ended yet. "
+                            + "Fix: end the range at the latest complete interval (etlctl dags latest \(dag.id))")
+                }
+                dates.append(l)
+                guard dates.count <= 1000 else { break }
+                logical = intervalEnd
+            }
         case .manual, .once:
-            dates = stride(from: from.timeIntervalSince1970, through: to.timeIntervalSince1970, by: 86_400).map {
-                Date(timeIntervalSince1970: $0)
+            var d = from
+            while d < end && dates.count <= 1000 {
+                dates.append(d)
+                d = d.addingTimeInterval(86_400)
             }
         }
         guard dates.count <= 1000 else {
@@ -96,7 +109,9 @@ extension OperatorActions {
                     steps.append(.init(dag: d.id, logicalDate: date, action: .create, run: nil, state: nil))
                     continue
                 }
-                let again = rerun == .all || (rerun == .failed && r.state == .failed)
+                // A run still going is kept whatever --rerun says: clearing it would redo its upstream
+                // tasks while downstream ones run.
+                let again = !r.state.isFinished ? false : rerun == .all || (rerun == .failed && r.state == .failed)
                 steps.append(
                     .init(dag: d.id, logicalDate: date, action: again ? .rerun : .keep, run: r.id, state: r.state))
             }

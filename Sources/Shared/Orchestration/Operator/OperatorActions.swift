@@ -65,10 +65,12 @@ public struct OperatorActions {
     }
 
     /// The logical date of `dag`'s latest complete interval at `now`: the run its scheduler makes when
-    /// the DAG is unpaused (catchup off). For a DAG without a schedule, the day before `now`'s (UTC).
+    /// the DAG is unpaused (catchup off). For a DAG without a cron schedule (manual, @once), the day
+    /// before `now`'s (UTC).
     public func latestInterval(_ dag: String, now: Date = Date()) throws -> Date {
         let d = try self.dag(dag)
-        if let latest = d.schedule.dueLogicalDates(start: d.startDate, lastLogical: nil, now: now, catchup: false).last
+        if case .cron = d.schedule,
+            let latest = d.schedule.dueLogicalDates(start: d.startDate, lastLogical: nil, now: now, catchup: false).last
         {
             return latest
         }

@@ -186,6 +186,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
 
     private func finish(dag: DAG, run: MetadataStore.Run, ok: Bool) throws {
         try store.setRunState(run.id, ok ? .success : .failed)
+        poolWaiting.remove(run.id)
         finishedSeen[run.id] = nil
         lastEvent[run.id] = nil
         lastFullPass[run.id] = nil
@@ -215,37 +216,60 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
                 }
             }
         }
-        let active = try store.activeRuns()
+        let withWork = try store.activeRuns(dag: nil)
+        let active = withWork.map(\.run)
         // Runs ended elsewhere (marked failed by an operator) leave the hints.
         let ids = Set(active.map(\.id))
         finishedSeen = finishedSeen.filter { ids.contains($0.key) }
         lastEvent = lastEvent.filter { ids.contains($0.key) }
         lastFullPass = lastFullPass.filter { ids.contains($0.key) }
-        for run in active {
-            guard let dag = registry.dag(run.dag), !paused.contains(dag.id) else { continue }
-            if try needsFullPass(run, dag: dag) { try advance(run) }
+        poolWaiting = poolWaiting.filter { ids.contains($0) }
+        // Runs with work under way first; then, per DAG, the waiting runs its max active runs let start,
+        // one query for all (a backfill of a thousand dates costs the tick no query per run).
+        for a in withWork where a.inFlight {
+            guard let dag = registry.dag(a.run.dag), !paused.contains(dag.id) else { continue }
+            if try needsFullPass(a.run, dag: dag) { try advance(a.run) }
+        }
+        for (dagID, runs) in Dictionary(grouping: withWork, by: \.run.dag).sorted(by: { $0.key < $1.key }) {
+            guard let dag = registry.dag(dagID), !paused.contains(dag.id) else { continue }
+            let byID = Dictionary(uniqueKeysWithValues: runs.map { ($0.run.id, $0.run) })
+            var (free, order) = RunLimits.candidates(
+                runs.map { RunLimits.ActiveRun(id: $0.run.id, logicalDate: $0.run.logicalDate, inFlight: $0.inFlight) },
+                limit: dag.maxActiveRuns, inDateOrder: dag.upstreamDAGs.isEmpty)
+            for id in order where free > 0 {
+                guard let run = byID[id], try needsFullPass(run, dag: dag) else { continue }
+                if try advance(run, admitted: true) { free -= 1 }
+            }
         }
     }
 
     /// The full pass over one run (events other than success, the tick, a trigger). Paused DAGs
     /// come from the tick's read, at most a second old.
-    private func advance(_ run: MetadataStore.Run) throws {
-        guard !run.state.isFinished else { return }
-        guard let dag = registry.dag(run.dag) else { return }
-        if pausedCache.contains(dag.id) { return }
+    /// Returns whether a run without work under way started (tasks were enqueued). `admitted`: the
+    /// caller checked the DAG's max active runs already (the tick).
+    @discardableResult
+    private func advance(_ run: MetadataStore.Run, admitted: Bool = false) throws -> Bool {
+        guard !run.state.isFinished else { return false }
+        guard let dag = registry.dag(run.dag) else { return false }
+        if pausedCache.contains(dag.id) { return false }
         let rules = RunAdvance(dag: dag)
         // A queued run starts only when the DAG's max active runs allow it (oldest date first); a
         // running one holds its slot to the end.
-        if run.state == .queued {
+        if run.state == .queued && !admitted {
             let active = try store.activeRuns(dag: dag.id).map {
-                RunLimits.ActiveRun(id: $0.id, logicalDate: $0.logicalDate, state: $0.state)
+                RunLimits.ActiveRun(id: $0.run.id, logicalDate: $0.run.logicalDate, inFlight: $0.inFlight)
             }
-            guard RunLimits.admitted(active, limit: dag.maxActiveRuns).contains(run.id) else { return }
+            guard
+                RunLimits.mayStart(
+                    run.id, among: active, limit: dag.maxActiveRuns, inDateOrder: dag.upstreamDAGs.isEmpty)
+            else {
+                return false
+            }
         }
         // Waiting on another DAG holds no worker: the tasks are simply not enqueued yet.
         switch rules.upstream(try store.runStates(of: dag.upstreamDAGs, logicalDate: run.logicalDate)) {
         case .go: break
-        case .wait: return
+        case .wait: return false
         case .failed(let dags):
             // It cannot succeed: it ends now rather than wait for ever (clearing the upstream runs
             // and this one starts it again).
@@ -255,7 +279,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
                 "run failed: an upstream DAG's run for its date failed",
                 metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "upstream": "\(dags.joined(separator: ","))"])
             if try store.allFinished(run: run.id) != nil { try finish(dag: dag, run: run, ok: false) }
-            return
+            return false
         }
         lastFullPass[run.id] = monotonicSeconds()
         var tasks = try store.instances(run: run.id).mapValues(\.progress)
@@ -277,20 +301,26 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
 
         let plan = rules.plan(tasks, runState: run.state, now: Date())
         if !plan.blocked.isEmpty { try store.markUpstreamFailed(run: run.id, tasks: plan.blocked) }
-        try enqueue(dag: dag, run: run, tasks: plan.ready)
+        let enqueued = try enqueue(dag: dag, run: run, tasks: plan.ready, fullPass: true)
         finishedSeen[run.id] = plan.finished
         switch plan.outcome {
         case .finish(let succeeded): try finish(dag: dag, run: run, ok: succeeded)
         case .markRunning: try store.setRunState(run.id, .running)
-        case .unchanged: break
+        case .unchanged:
+            // A queued run whose first tasks were just enqueued holds its slot from now on.
+            if run.state == .queued && enqueued > 0 { try store.setRunState(run.id, .running) }
         }
+        return run.state == .queued && enqueued > 0
     }
 
     /// Marks `tasks` queued and adds their signed messages in chunks, one statement and one
     /// pipeline each: a first chunk of 250 so workers start at once, then chunks doubling up to
     /// 4,000 while they work (fewer, larger statements for the rest).
-    private func enqueue(dag: DAG, run: MetadataStore.Run, tasks ready: [String]) throws {
-        let tasks = try withinPools(dag: dag, run: run, ready)
+    @discardableResult
+    private func enqueue(dag: DAG, run: MetadataStore.Run, tasks ready: [String], fullPass: Bool = false) throws -> Int
+    {
+        let tasks = try withinPools(dag: dag, run: run, ready, fullPass: fullPass)
+        var enqueued = 0
         let date = PostgresTimestamp.format(run.logicalDate)
         var start = 0
         var size = 250
@@ -300,6 +330,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             size = min(size * 2, 4000)
             let moved = try store.markQueued(run: run.id, tasks: chunk)
             guard !moved.isEmpty else { continue }
+            enqueued += moved.count
             var encoded: [(queue: String, body: [UInt8], signature: String)] = []
             for m in moved {
                 let spec = dag.task(m.task)!
@@ -311,6 +342,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             }
             try queue.enqueue(encoded: encoded)
         }
+        return enqueued
     }
 
     /// Runs with a ready task held back by a full pool: read again after the next completions.
@@ -319,15 +351,23 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     /// `ready` less the pooled tasks for which their pool has no free slot now (they stay
     /// scheduled; the run is looked at again when tasks end). Slots are counted over every active
     /// run's queued and running tasks, so a worker's prefetch can never hold more than a pool allows.
-    private func withinPools(dag: DAG, run: MetadataStore.Run, _ ready: [String]) throws -> [String] {
-        guard ready.contains(where: { dag.task($0)?.pool != nil }) else { return ready }
+    private func withinPools(dag: DAG, run: MetadataStore.Run, _ ready: [String], fullPass: Bool) throws -> [String] {
+        guard ready.contains(where: { dag.task($0)?.pool != nil }) else {
+            // Only a full pass sees every ready task of the run: only it may say none is held.
+            if fullPass { poolWaiting.remove(run.id) }
+            return ready
+        }
         var used: [String: Int] = [:]
         for b in try store.busyTasks() {
             if let p = registry.dag(b.dag)?.task(b.task)?.pool { used[p, default: 0] += b.count }
         }
         let decision = PoolSlots.admit(
             ready.map { (task: $0, pool: dag.task($0)?.pool) }, used: used, slots: registry.pools)
-        if decision.held.isEmpty { poolWaiting.remove(run.id) } else { poolWaiting.insert(run.id) }
+        if !decision.held.isEmpty {
+            poolWaiting.insert(run.id)
+        } else if fullPass {
+            poolWaiting.remove(run.id)
+        }
         return decision.admitted
     }
 
