@@ -77,7 +77,8 @@ func waitForBackfill(_ store: MetadataStore, runs: [Int64], timeout: Double) thr
     var lastDraw = 0.0
     defer { if progress && lastDraw > 0 { FileHandle.standardError.write(Data("\n".utf8)) } }
     while true {
-        let states = try failing { try runs.map { try store.run($0)?.state ?? .failed } }
+        let known = try failing { try store.states(ofRuns: runs) }
+        let states = runs.map { known[$0] ?? .failed }
         let finished = states.filter(\.isFinished).count
         let failed = states.filter { $0 == .failed }.count
         if progress && monotonicSeconds() - lastDraw >= 0.5 {

@@ -59,18 +59,6 @@ extension MetadataStore {
         public let state: RunState
     }
 
-    public func activeRuns() throws -> [Run] {
-        try pg.query(
-            "SELECT run_id, dag_id, logical_date, state FROM \(s).dag_run WHERE state IN ('queued', 'running') "
-                + "ORDER BY run_id"
-        )
-        .rows.map {
-            Run(
-                id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1),
-                logicalDate: try $0.decode(Date.self, 2), state: try MetadataStore.runState($0, 3))
-        }
-    }
-
     public func run(_ id: Int64) throws -> Run? {
         try pg.query("SELECT run_id, dag_id, logical_date, state FROM \(s).dag_run WHERE run_id = $1", [id])
             .rows.first.map {
@@ -133,5 +121,17 @@ extension MetadataStore {
               ended_at = CASE WHEN $3 THEN now() ELSE NULL END
             WHERE run_id = $1 AND state <> $2
             """, [run, state.rawValue, ended])
+    }
+
+    /// The states of runs `ids`, in one query (a missing run is left out).
+    public func states(ofRuns ids: [Int64]) throws -> [Int64: RunState] {
+        guard !ids.isEmpty else { return [:] }
+        var out: [Int64: RunState] = [:]
+        for r in try pg.query(
+            "SELECT run_id, state FROM \(s).dag_run WHERE run_id = ANY($1::bigint[])", [PostgresArray(ids)]
+        ).rows {
+            out[try r.decode(Int64.self, 0)] = try MetadataStore.runState(r, 1)
+        }
+        return out
     }
 }

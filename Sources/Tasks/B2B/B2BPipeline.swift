@@ -30,8 +30,7 @@ public enum B2BPipeline {
                 ctx.log("generated \(r.orders) orders with \(r.lines) sales lines into \(s.generatedDir)")
             },
             "b2b.load": { ctx in
-                // A connection of the task's own, committing on its own, for the load metadata.
-                let meta = try PostgresConnection(config: PostgresConfig(environment: env))
+                let meta = try Pipeline.ownConnection(env)  // for the load metadata
                 defer { meta.close() }
                 let results = try B2B.load(
                     tx: ctx.pg, meta: meta, settings: s, runID: ctx.message.runID,

@@ -1,6 +1,7 @@
 import ETLSupport
 import Foundation
 import Orchestration
+import PostgresClient
 import Workflow
 
 /// One pipeline, declared in one place: its DAG, the operations its tasks run, and, for a report
@@ -70,6 +71,12 @@ public struct Pipeline: Sendable {
     public static let loadsPool = "loads"
     /// The pool of the report tasks (`ETL_POOLS`, default 2 slots).
     public static let reportsPool = "reports"
+
+    /// A Postgres connection of the task's own, committing on its own (load metadata, a ledger,
+    /// chunked loads), beside the task's transaction (`ctx.pg`). The caller closes it.
+    public static func ownConnection(_ env: Environment) throws -> PostgresConnection {
+        try PostgresConnection(config: PostgresConfig(environment: env))
+    }
 
     /// The logical date of the task's run, as a day.
     public static func logicalDay(_ ctx: TaskContext) throws -> Day {

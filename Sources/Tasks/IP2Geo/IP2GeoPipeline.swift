@@ -17,8 +17,7 @@ public enum IP2GeoPipeline {
         [
             PipelineSchemas.createTables: PipelineSchemas.createTablesOperation(s),
             "ip2geo.load": { ctx in
-                // A connection of the task's own, committing on its own, for the load metadata.
-                let meta = try PostgresConnection(config: PostgresConfig(environment: env))
+                let meta = try Pipeline.ownConnection(env)  // for the load metadata
                 defer { meta.close() }
                 let r = try IP2Geo.load(
                     tx: ctx.pg, meta: meta, settings: s, runID: ctx.message.runID, logicalDate: ctx.message.logicalDate)

@@ -25,11 +25,7 @@ public enum WeblogPipeline {
                 }
                 + [Pipeline.task("finalize", "weblog.finalize", parts)])
     } operations: { s, env in
-        /// A connection of the task's own, committing on its own (the ledger, chunked loads).
-        @Sendable func connect() throws -> PostgresConnection {
-            try PostgresConnection(config: PostgresConfig(environment: env))
-        }
-        return [
+        [
             PipelineSchemas.createTables: PipelineSchemas.createTablesOperation(s),
             "weblog.generate": { ctx in
                 guard s.weblogLines > 0 else {
@@ -50,7 +46,7 @@ public enum WeblogPipeline {
                 ctx.log("generated \(r.lines) lines (\(r.bytes) bytes) into \(r.path)")
             },
             "weblog.register": { ctx in
-                let pg = try connect()
+                let pg = try Pipeline.ownConnection(env)  // the ledger, chunked loads
                 defer { pg.close() }
                 let r = try WeblogLoad.register(
                     pg: pg, settings: s, runID: ctx.message.runID, logicalDate: ctx.message.logicalDate, log: ctx.log)
@@ -59,7 +55,7 @@ public enum WeblogPipeline {
                         + "\(r.alreadyKnown.count) already in the ledger")
             },
             "weblog.load_part": { ctx in
-                let pg = try connect()
+                let pg = try Pipeline.ownConnection(env)  // the ledger, chunked loads
                 defer { pg.close() }
                 let r = try WeblogLoad.loadPart(
                     pg: pg, settings: s, owner: "run \(ctx.message.runID)/\(ctx.message.task)",
@@ -67,7 +63,7 @@ public enum WeblogPipeline {
                 ctx.log("loaded \(r.ranges) range(s): read \(r.read), loaded \(r.loaded), rejected \(r.rejected)")
             },
             "weblog.finalize": { ctx in
-                let pg = try connect()
+                let pg = try Pipeline.ownConnection(env)  // the ledger, chunked loads
                 defer { pg.close() }
                 let r = try WeblogLoad.finalize(pg: pg, settings: s, runID: ctx.message.runID)
                 for f in r.files { ctx.log("\(f.name): read \(f.read), loaded \(f.loaded), rejected \(f.rejected)") }

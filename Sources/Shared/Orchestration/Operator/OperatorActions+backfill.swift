@@ -136,12 +136,13 @@ extension OperatorActions {
                 guard let run = step.run else { break }
                 if rerun == .all {
                     _ = try store.clear(run: run, tasks: Set(d.tasks.map(\.id)))
+                    try queue.wakeScheduler(dag: d.id, run: run, reason: "backfill", by: actor)
                 } else {
-                    _ = try clearFailed(dag: d.id, run: run)
+                    _ = try clearFailed(dag: d.id, run: run)  // wakes the scheduler itself
                 }
             case .keep: break
             }
-            if let run = step.run, step.action != .keep {
+            if step.action == .create, let run = step.run {
                 try queue.wakeScheduler(dag: d.id, run: run, reason: "backfill", by: actor)
             }
             done.append(step)

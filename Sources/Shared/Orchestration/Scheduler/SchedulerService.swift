@@ -194,7 +194,9 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             "run finished", metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "state": "\(ok ? "success" : "failed")"])
         // The DAG's next run (its slot is free) and runs of other DAGs waiting on this one can go now.
         let waiting = Set(registry.dags.filter { $0.upstreamDAGs.contains(dag.id) }.map(\.id)).union([dag.id])
-        for r in try store.activeRuns() where waiting.contains(r.dag) && r.id != run.id { try advance(r) }
+        for r in try store.activeRuns(dag: nil).map(\.run) where waiting.contains(r.dag) && r.id != run.id {
+            try advance(r)
+        }
     }
 
     /// Due scheduled runs, then every active run.
@@ -228,7 +230,8 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         // one query for all (a backfill of a thousand dates costs the tick no query per run).
         for a in withWork where a.inFlight {
             guard let dag = registry.dag(a.run.dag), !paused.contains(dag.id) else { continue }
-            if try needsFullPass(a.run, dag: dag) { try advance(a.run) }
+            // Work under way holds its slot: no admission query for it.
+            if try needsFullPass(a.run, dag: dag) { try advance(a.run, admitted: true) }
         }
         for (dagID, runs) in Dictionary(grouping: withWork, by: \.run.dag).sorted(by: { $0.key < $1.key }) {
             guard let dag = registry.dag(dagID), !paused.contains(dag.id) else { continue }
