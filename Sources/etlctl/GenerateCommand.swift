@@ -18,33 +18,41 @@ extension ETLCtl {
 
         struct Orders: ParsableCommand {
             static let configuration = CommandConfiguration(
-                abstract: "Write orders.csv and sales.csv for the 12 months before a date.",
+                abstract: "Export the platform's days (orders, sales, dimension changes) up to a date.",
                 discussion: """
-                    Orders are placed by the companies of ETL_B2B_DIR (default sources/data) for its customers, \
-                    with products and prices from the buying company's catalog. Deterministic under --seed. Example:
-                      etlctl generate orders --orders 100000 --date 2024-06-01 --seed 7
+                    Writes one folder per day, day=YYYY-MM-DD, from ETL_HISTORY_START (default 2025-01-01) to --date \
+                    into ETL_B2B_EXPORT_DIR (default sources/generated/exports): the day's orders and sales, and the \
+                    companies, products, catalog rows and customers new or changed that day. The base CSVs of \
+                    ETL_B2B_DIR are the platform on the first day. Days already exported are left as they are. \
+                    Deterministic: a day's content depends on --seed and the day only. Example:
+                      etlctl generate orders --orders 1400 --date 2026-11-30 --seed 7
                     """
             )
-            @Option(name: .long, help: "How many orders.") var orders: Int = 10_000
-            @Option(help: "The date whose previous 12 calendar months the orders cover (YYYY-MM-DD; default today).")
-            var date: String?
+            @Option(name: .long, help: "Orders per day.") var orders: Int = 20
+            @Option(help: "The last day to export (YYYY-MM-DD; default yesterday).") var date: String?
             @Option(help: "Random seed: the same seed and arguments give the same files.") var seed: UInt64 = 42
-            @Option(help: "Output folder (default ETL_GENERATED_DIR, or sources/generated).") var out: String?
+            @Option(help: "Output folder (default ETL_B2B_EXPORT_DIR, or sources/generated/exports).") var out: String?
 
             func validate() throws {
-                if orders < 1 { throw ValidationError("--orders must be at least 1, e.g. --orders 1000") }
+                if orders < 0 || orders > PlatformHistory.maxOrdersPerDay {
+                    throw ValidationError(
+                        "--orders must be between 0 and \(PlatformHistory.maxOrdersPerDay) per day, e.g. --orders 100")
+                }
             }
 
             func run() throws {
-                let s = try settings()
-                let day = try day(date)
-                let dir = out ?? s.generatedDir
-                let bar = ProgressBar(label: "orders", total: Int64(orders))
+                var s = try settings()
+                let last = try date.map { try day($0) } ?? Day(daysSince1970: Day.today().daysSince1970 - 1)
+                if let out { s.exportDir = out }
+                let days = max(1, last.daysSince1970 - s.historyStart.daysSince1970 + 1)
+                let bar = ProgressBar(label: "orders", total: Int64(orders * days))
                 let r = try failing {
-                    try OrdersGenerator.generate(
-                        orders: orders, date: day, seed: seed, b2bDir: s.b2bDir, outDir: dir, progress: bar)
+                    try PlatformHistory.export(upTo: last, ordersPerDay: orders, seed: seed, settings: s, progress: bar)
                 }
-                print("wrote \(r.orders) orders and \(r.lines) sales lines to \(dir)/orders.csv and \(dir)/sales.csv")
+                let span = "\(r.first.map(\.description) ?? "none new")..\(r.last.map(\.description) ?? "")"
+                print(
+                    "wrote \(r.days) day(s) (\(span)): "
+                        + "\(r.orders) orders and \(r.lines) sales lines into \(s.exportDir)")
             }
         }
 

@@ -89,8 +89,7 @@ struct HostileInputTests {
         _ = try HandWorkedB2B.write(fx)
         let meta = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
         defer { meta.close() }
-        _ = try B2B.load(
-            tx: fx.pg!, meta: meta, settings: fx.settings, runID: 1, logicalDate: "2024-06-15", log: { _ in })
+        _ = try B2BLoad.load(pg: meta, settings: fx.settings, runID: 1, upTo: Day("2024-06-15")!, log: { _ in })
         let before = try fx.count("SELECT count(*) FROM \(fx.settings.datalake).customer")
         #expect(before > 0)
         let customers = fx.dir.appendingPathComponent("b2b/customer.csv")
@@ -98,15 +97,13 @@ struct HostileInputTests {
 
         try FileManager.default.removeItem(at: customers)
         let missing = #expect(throws: (any Error).self) {
-            try B2B.load(
-                tx: fx.pg!, meta: meta, settings: fx.settings, runID: 2, logicalDate: "2024-06-15", log: { _ in })
+            try B2BLoad.load(pg: meta, settings: fx.settings, runID: 2, upTo: Day("2024-06-15")!, log: { _ in })
         }
         #expect(missing.map { "\($0)" }?.contains("customer.csv") == true, "\(String(describing: missing))")
 
         try Data().write(to: customers)
         let empty = #expect(throws: (any Error).self) {
-            try B2B.load(
-                tx: fx.pg!, meta: meta, settings: fx.settings, runID: 3, logicalDate: "2024-06-15", log: { _ in })
+            try B2BLoad.load(pg: meta, settings: fx.settings, runID: 3, upTo: Day("2024-06-15")!, log: { _ in })
         }
         #expect(empty.map { "\($0)" }?.contains("customer.csv") == true, "\(String(describing: empty))")
         #expect(try fx.count("SELECT count(*) FROM \(fx.settings.datalake).customer") == before)

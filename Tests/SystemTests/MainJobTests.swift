@@ -26,7 +26,7 @@ struct MainJobTests {
             // The default daily schedule: unpausing makes the scheduler start the latest interval's runs,
             // which the script must join rather than run beside.
             "ETL_GENERATED_DIR": dir.appendingPathComponent("generated").path,
-            "ETL_WEBLOG_LINES": "5000", "ETL_ORDERS": "500", "ETL_WEB_PORT": "0",
+            "ETL_WEBLOG_LINES": "5000", "ETL_ORDERS": "5", "ETL_WEB_PORT": "0",
             "ETL_WEB_USER": "admin", "ETL_WEB_PASSWORD": "main job password",
         ] { e[k] = v }
         e["DATABASE_URL"] = nil

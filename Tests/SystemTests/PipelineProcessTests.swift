@@ -28,7 +28,11 @@ struct PipelineProcessTests {
         let fx = try PipelineFixture()
         let c = try cluster(
             fx,
-            ["ETL_WEBLOG_LINES": "20000", "ETL_ORDERS": "2000", "ETL_WEBLOG_PARTS": "2", "ETL_WEBLOG_RANGE_MB": "1"])
+            [
+                "ETL_WEBLOG_LINES": "20000", "ETL_ORDERS": "5", "ETL_HISTORY_START": "2023-06-01",
+                "ETL_WEBLOG_PARTS": "2",
+                "ETL_WEBLOG_RANGE_MB": "1",
+            ])
         defer { c.stopAll() }
         try c.startScheduler()
         try c.startWorker(["--concurrency", "2"])

@@ -21,8 +21,8 @@ struct PipelineDatabaseTests {
     func loadB2B(_ fx: PipelineFixture) throws -> [B2B.TableResult] {
         let meta = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
         defer { meta.close() }
-        return try B2B.load(
-            tx: fx.pg!, meta: meta, settings: fx.settings, runID: 1, logicalDate: "2024-06-15", log: { _ in })
+        return try B2BLoad.load(pg: meta, settings: fx.settings, runID: 1, upTo: Day("2024-06-15")!, log: { _ in })
+            .tables
     }
 
     func fixture(_ name: String = #function) throws -> PipelineFixture {
@@ -46,15 +46,18 @@ struct PipelineDatabaseTests {
         #expect(try fx.count("SELECT count(*) FROM \(s.datalake).sales") == 8)
         let reasons = try fx.pg!.query(
             """
-            SELECT r.line_number, r.reason FROM \(s.loads).reject r JOIN \(s.loads).load l ON l.id = r.load_id
-            WHERE l.source LIKE '%sales.csv' ORDER BY 1
+            SELECT regexp_replace(r.source, '^.*/exports/', ''), r.line_number, r.reason
+            FROM \(s.loads).reject r JOIN \(s.loads).load l ON l.id = r.load_id
+            WHERE r.source LIKE '%sales.csv' ORDER BY 1, 2
             """
         ).rows
-            .map { "\(try $0.decode(Int64.self, 0)): \(try $0.decode(String.self, 1))" }
+            .map {
+                "\(try $0.decode(String.self, 0)):\(try $0.decode(Int64.self, 1)): \(try $0.decode(String.self, 2))"
+            }
         #expect(
             reasons == [
-                "10: unknown orders: order_id 99 is not a loaded orders",
-                "11: unknown orders: order_id 8 is not a loaded orders",
+                "day=2024-02-01/sales.csv:2: unknown orders: order_id 8 is not a loaded orders",
+                "day=2024-06-01/sales.csv:3: unknown orders: order_id 99 is not a loaded orders",
             ])
         #expect(
             try fx.count(
@@ -63,15 +66,23 @@ struct PipelineDatabaseTests {
                 WHERE state = 'finished' AND rows_read = rows_loaded + rows_rejected
                 """
             ) == 6)
+        // Every day from the history's start to the date is in the ledger, once.
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).b2b_day") == 382)
+        #expect(try B2BLoad.watermark(pg: fx.pg!, settings: s) == Day("2024-06-15"))
         // A load row left `running` by an attempt that died is marked broken by the next load.
         let stale = try fx.pg!.query(
             "INSERT INTO \(s.loads).load (pipeline, source) VALUES ('b2b', 'killed attempt') RETURNING id"
         ).rows[0].decode(Int64.self, 0)
-        // A second load that breaks (sales.csv gone) leaves the first load's rows whole.
-        try FileManager.default.removeItem(atPath: "\(fx.settings.generatedDir)/sales.csv")
-        #expect(throws: PipelineError.self) { try loadB2B(fx) }
+        // A second load that breaks (a loaded day's customers changed afterwards) keeps the loaded data whole.
+        try fx.write(
+            "generated/exports/day=2023-06-02/customer.csv",
+            "document_number,full_name,date_of_birth,address,country_code,username\n1,Ana,1990-01-01,x,UY,ana\n")
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).b2b_day WHERE day = '2023-06-02'") == 1)
+        let refused = #expect(throws: PipelineError.self) { try loadB2B(fx) }
+        #expect("\(refused.map { "\($0)" } ?? "")".contains("customer.csv"), "\(String(describing: refused))")
         #expect(try fx.count("SELECT count(*) FROM \(s.datalake).sales") == 8)
         #expect(try fx.count("SELECT count(*) FROM \(s.datalake).orders") == 7)
+        #expect(try fx.count("SELECT count(*) FROM \(s.datalake).customer") == 7)
         let broken = try fx.pg!.query(
             "SELECT count(*), min(error) FROM \(s.loads).load WHERE state = 'broken' AND broke_at IS NOT NULL"
         ).rows[0]
@@ -80,7 +91,8 @@ struct PipelineDatabaseTests {
         #expect(
             try staleError.decode(String.self, 0) == "broken"
                 && staleError.decode(String.self, 1).hasPrefix("abandoned"))
-        #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE error LIKE '%sales.csv does not exist%'") == 6)
+        #expect(
+            try fx.count("SELECT count(*) FROM \(s.loads).load WHERE error LIKE '%changed its dimension rows%'") == 6)
     }
 
     /// The access log of the hand-worked example (times before the cut-off of 2024-06-16).

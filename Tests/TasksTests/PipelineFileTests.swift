@@ -166,41 +166,85 @@ struct PipelineFileTests {
         #expect(reasons.count >= 5, "\(reasons)")
     }
 
-    @Test("orders: deterministic, inside the 12 months before the date, prices from the buyer's catalog")
-    func ordersGenerator() throws {
+    @Test("platform history: a day's export depends on the seed and the day only; prices from that day's catalog")
+    func platformHistory() throws {
         let fx = try PipelineFixture(database: false)
-        let day = Day("2024-06-15")!
-        _ = try OrdersGenerator.generate(
-            orders: 2000, date: day, seed: 3, b2bDir: fx.settings.b2bDir, outDir: "\(fx.path)/a")
-        _ = try OrdersGenerator.generate(
-            orders: 2000, date: day, seed: 3, b2bDir: fx.settings.b2bDir, outDir: "\(fx.path)/b")
+        var s = fx.settings
+        s.historyStart = Day("2024-01-01")!
         let read = { (p: String) in try String(contentsOfFile: p, encoding: .utf8) }
-        #expect(try read("\(fx.path)/a/sales.csv") == read("\(fx.path)/b/sales.csv"))
+        // Up to D and then up to D+1, against up to D+1 at once: every day's files are the same bytes.
+        s.exportDir = "\(fx.path)/a"
+        let first = try PlatformHistory.export(upTo: Day("2024-03-30")!, ordersPerDay: 40, seed: 3, settings: s)
+        let next = try PlatformHistory.export(upTo: Day("2024-03-31")!, ordersPerDay: 40, seed: 3, settings: s)
+        #expect(first.days == 90 && next.days == 1 && next.first == Day("2024-03-31"))
+        s.exportDir = "\(fx.path)/b"
+        _ = try PlatformHistory.export(upTo: Day("2024-03-31")!, ordersPerDay: 40, seed: 3, settings: s)
+        let fm = FileManager.default
+        let days = try fm.contentsOfDirectory(atPath: "\(fx.path)/a").filter { !$0.hasPrefix(".") }.sorted()
+        let bDays = try fm.contentsOfDirectory(atPath: "\(fx.path)/b").sorted()
+        #expect(days.count == 91 && days == bDays)
+        var changedDays = 0
+        for d in days {
+            let files = try fm.contentsOfDirectory(atPath: "\(fx.path)/a/\(d)").sorted()
+            let bFiles = try fm.contentsOfDirectory(atPath: "\(fx.path)/b/\(d)").sorted()
+            #expect(files == bFiles, "\(d)")
+            for f in files {
+                let (x, y) = (try read("\(fx.path)/a/\(d)/\(f)"), try read("\(fx.path)/b/\(d)/\(f)"))
+                #expect(x == y, "\(d)/\(f)")
+            }
+            if files.contains("inventory.csv") || files.contains("customer.csv") { changedDays += 1 }
+        }
+        #expect(changedDays > 20, "the platform changes over time: \(changedDays) days with dimension changes")
+        // A different seed gives a different history.
+        s.exportDir = "\(fx.path)/c"
+        _ = try PlatformHistory.export(upTo: Day("2024-01-02")!, ordersPerDay: 40, seed: 4, settings: s)
+        let (c2, a2) = (
+            try read("\(fx.path)/c/day=2024-01-02/orders.csv"), try read("\(fx.path)/a/day=2024-01-02/orders.csv")
+        )
+        #expect(c2 != a2)
+
+        // Each order is on its day, each line at the price of the buyer's catalog that day (the base
+        // catalog with each day's changes and removals applied in order).
         var catalog: [String: String] = [:]
-        for line in try read("\(fx.settings.b2bDir)/inventory.csv").split(separator: "\n").dropFirst() {
+        for line in try read("\(s.b2bDir)/inventory.csv").split(separator: "\n").dropFirst() {
             let f = line.split(separator: ",")
             catalog["\(f[0])/\(f[1])"] = String(f[2])
         }
-        var buyer: [String: String] = [:]
-        for line in try read("\(fx.path)/a/orders.csv").split(separator: "\n").dropFirst() {
-            let f = line.split(separator: ",")
-            buyer[String(f[0])] = String(f[1])
-            #expect(f[3] >= "2023-06-01" && f[3] < "2024-06-01", "\(line)")
-        }
-        #expect(buyer.count == 2000)
-        let sales = try read("\(fx.path)/a/sales.csv").split(separator: "\n").dropFirst()
-        #expect(sales.count >= 2000, "\(sales.count) sales lines for 2,000 orders (each has 1 to 12)")
-        var ordersWithSales = Set<String>()
-        for line in sales {
-            let f = line.split(separator: ",")
-            guard f.count >= 5, let company = buyer[String(f[0])] else {
-                Issue.record("a sales line without its order: \(line)")
-                continue
+        var orders = 0
+        for d in days {
+            let dir = "\(fx.path)/a/\(d)"
+            if let text = try? read("\(dir)/inventory_removed.csv") {
+                for line in text.split(separator: "\n").dropFirst() {
+                    let f = line.split(separator: ",")
+                    catalog["\(f[0])/\(f[1])"] = nil
+                }
             }
-            ordersWithSales.insert(String(f[0]))
-            #expect(catalog["\(company)/\(f[2])"] == String(f[4]), "\(line)")
+            if let text = try? read("\(dir)/inventory.csv") {
+                for line in text.split(separator: "\n").dropFirst() {
+                    let f = line.split(separator: ",")
+                    catalog["\(f[0])/\(f[1])"] = String(f[2])
+                }
+            }
+            var buyer: [String: String] = [:]
+            for line in try read("\(dir)/orders.csv").split(separator: "\n").dropFirst() {
+                let f = line.split(separator: ",")
+                buyer[String(f[0])] = String(f[1])
+                #expect(f[3].hasPrefix(d.dropFirst(4)), "\(d): \(line)")
+            }
+            orders += buyer.count
+            var withLines = Set<String>()
+            for line in try read("\(dir)/sales.csv").split(separator: "\n").dropFirst() {
+                let f = line.split(separator: ",")
+                guard let company = buyer[String(f[0])] else {
+                    Issue.record("\(d): a sales line without its order: \(line)")
+                    continue
+                }
+                withLines.insert(String(f[0]))
+                #expect(catalog["\(company)/\(f[2])"] == String(f[4]), "\(d): \(line)")
+            }
+            #expect(withLines.count == buyer.count, "\(d): orders with no sales line")
         }
-        #expect(ordersWithSales.count == 2000, "orders with no sales line: \(2000 - ordersWithSales.count)")
+        #expect(orders == 91 * 40)
     }
 
     @Test("a file's scan: checksum, line count and ranges that start at line starts and cover it")

@@ -38,6 +38,8 @@ public final class PipelineFixture {
             "ETL_LOADS_SCHEMA": "ld_\(tag)",
             "ETL_DATAMART_SCHEMA": "dm_\(tag)",
         ]
+        // The hand-worked platform's history starts on its first order's day.
+        if ownB2B { v["ETL_HISTORY_START"] = HandWorkedB2B.historyStart }
         v.merge(extra) { _, x in x }
         values = v
         settings = try PipelineSettings(environment: Environment(v))

@@ -21,6 +21,12 @@ CREATE TABLE IF NOT EXISTS load (
     bytes         bigint NOT NULL DEFAULT 0,
     CHECK (rows_read = rows_loaded + rows_rejected)
 );
+-- How the loaded rows changed the table: new keys, new versions of changed rows, rows equal to the
+-- version already there, and rows ended (catalog rows removed, or a re-exported day's old facts).
+ALTER TABLE load ADD COLUMN IF NOT EXISTS rows_inserted bigint NOT NULL DEFAULT 0;
+ALTER TABLE load ADD COLUMN IF NOT EXISTS rows_updated bigint NOT NULL DEFAULT 0;
+ALTER TABLE load ADD COLUMN IF NOT EXISTS rows_unchanged bigint NOT NULL DEFAULT 0;
+ALTER TABLE load ADD COLUMN IF NOT EXISTS rows_removed bigint NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS load_started ON load (started_at DESC);
 
 -- A row or line that was not loaded, with where it was and why.
@@ -33,6 +39,31 @@ CREATE TABLE IF NOT EXISTS reject (
     reason      text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reject_load ON reject (load_id);
+
+-- The b2b ledger: each day of the platform's export that is loaded (the first day, the history's
+-- start, includes the base CSVs). `signature` (file names, sizes and modification times) lets a
+-- run skip unchanged days without reading them; the checksums tell a re-exported day: new facts
+-- replace that day's orders and sales (`replaced_at`), changed dimension rows are refused.
+CREATE TABLE IF NOT EXISTS b2b_day (
+    day            date PRIMARY KEY,
+    signature      text NOT NULL,
+    facts_checksum text NOT NULL,
+    dims_checksum  text NOT NULL,
+    orders         bigint NOT NULL,
+    sales_lines    bigint NOT NULL,
+    run_id         bigint,
+    loaded_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    replaced_at    timestamptz
+);
+
+-- When each report's rows for a date were computed, to tell which reports read data that was
+-- corrected afterwards (shown out of date until recomputed).
+CREATE TABLE IF NOT EXISTS report_computed (
+    report       text NOT NULL,
+    logical_date date NOT NULL,
+    computed_at  timestamptz NOT NULL,
+    PRIMARY KEY (report, logical_date)
+);
 
 -- The access-log files seen so far. A file (by checksum) is loaded once; its byte ranges are
 -- loaded in parallel, each resumable from its last committed chunk.

@@ -7,8 +7,9 @@ import PostgresClient
 import RedisClient
 import Workflow
 
-/// The B2B platform's sources: hand-made CSVs (company, product, inventory, customer) and the
-/// generated orders and sales, checked row by row and loaded together.
+/// The B2B platform's sources: the base CSVs (company, product, inventory, customer: the platform
+/// on the history's first day) and the daily exports (orders, sales, and dimension rows changed
+/// that day), checked row by row. `B2BLoad` loads them; `PlatformHistory` generates the exports.
 public enum B2B {
     /// NN-NNNNNNNN-N.
     static let cuit = CSVColumn.Kind.text(
@@ -24,7 +25,8 @@ public enum B2B {
     /// keep their accepted keys in memory.
     public static let tables: [CSVTableSpec] = {
         var specs = unmarked
-        let referenced = Set(specs.flatMap { $0.references.map(\.table) })
+        // The catalog is referenced by the removals of a day's export.
+        let referenced = Set(specs.flatMap { $0.references.map(\.table) }).union(["inventory"])
         for i in specs.indices { specs[i].isReferenced = referenced.contains(specs[i].table) }
         return specs
     }()
@@ -111,67 +113,42 @@ public enum B2B {
         return whole * 100 + frac
     }
 
-    /// Where each table's CSV is: the hand-made ones in `b2bDir`, orders and sales in `generatedDir`.
-    public static func path(of spec: CSVTableSpec, _ s: PipelineSettings) -> String {
-        spec.table == "orders" || spec.table == "sales" ? "\(s.generatedDir)/\(spec.file)" : "\(s.b2bDir)/\(spec.file)"
-    }
+    /// The catalog rows a day's export removes (`inventory_removed.csv`): each must be a current row.
+    public static let inventoryRemoved: CSVTableSpec = {
+        var spec = CSVTableSpec(
+            table: "inventory_removed", file: "inventory_removed.csv",
+            columns: [CSVColumn("company_cuit", cuit), CSVColumn("product_id", .integer(min: 1))],
+            key: ["company_cuit", "product_id"],
+            references: [.init(columns: ["company_cuit", "product_id"], table: "inventory")])
+        spec.isReferenced = false
+        return spec
+    }()
 
+    /// What one table's load did over the days it loaded.
     public struct TableResult: Sendable {
         public let table: String
-        public let read: Int64
-        public let loaded: Int64
-        public let rejected: Int64
-    }
+        public var read: Int64 = 0
+        public var loaded: Int64 = 0
+        public var rejected: Int64 = 0
+        /// New keys, new versions of changed rows, rows equal to the version already there, rows
+        /// ended (catalog rows removed; a re-exported day's previous facts).
+        public var inserted: Int64 = 0
+        public var updated: Int64 = 0
+        public var unchanged: Int64 = 0
+        public var removed: Int64 = 0
+        public var bytes: Int64 = 0
 
-    /// Replaces the six tables in one transaction on `tx` (the attempt's transaction): a load that
-    /// breaks leaves the previous data whole. Each table gets a load record (begun on `meta`, which
-    /// commits on its own, so a broken load stays visible) and its rejects.
-    public static func load(
-        tx: PostgresConnection, meta: PostgresConnection, settings s: PipelineSettings,
-        runID: Int64?, logicalDate: String?, log: (String) -> Void
-    ) throws -> [TableResult] {
-        let loads = LoadLog(pg: meta, schema: s.loads)
-        var ids: [String: Int64] = [:]
-        do {
-            var results: [TableResult] = []
-            try tx.transaction { tx in
-                try loads.takeOver(pipeline: "b2b", tx: tx)
-                for t in tables {
-                    ids[t.table] = try loads.begin(
-                        pipeline: "b2b", source: path(of: t, s), runID: runID, logicalDate: logicalDate)
-                }
-                try tx.execute(script: "TRUNCATE \(tables.map { "\(s.datalake).\($0.table)" }.joined(separator: ", "))")
-                var known: [String: Set<String>] = [:]
-                for t in tables {
-                    let file = path(of: t, s)
-                    guard FileManager.default.fileExists(atPath: file) else {
-                        let fix =
-                            t.table == "orders" || t.table == "sales"
-                            ? "run `etlctl generate orders` (or the b2b DAG's generate_orders task) first"
-                            : "put the CSV there or set ETL_B2B_DIR"
-                        throw PipelineError("\(file) does not exist: \(fix)")
-                    }
-                    var v = CSVValidator(spec: t, known: known)
-                    let bytes = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? 0
-                    try tx.copyIn(
-                        "COPY \(s.datalake).\(t.table) (\(t.columns.map(\.name).joined(separator: ", "))) FROM STDIN"
-                    ) { w in
-                        try v.run(path: file) { values in try w.writeRow(values) }
-                    }
-                    known = v.known
-                    try Rejection.store(v.rejects, load: ids[t.table]!, source: file, schema: s.loads, on: tx)
-                    try loads.finish(
-                        ids[t.table]!, read: v.read, loaded: v.accepted, rejected: Int64(v.rejects.count),
-                        bytes: Int64(bytes), on: tx)
-                    log("\(t.table): read \(v.read), loaded \(v.accepted), rejected \(v.rejects.count) from \(file)")
-                    results.append(
-                        TableResult(table: t.table, read: v.read, loaded: v.accepted, rejected: Int64(v.rejects.count)))
-                }
-            }
-            return results
-        } catch {
-            for (_, id) in ids { try? loads.broke(id, error: "\(error)") }
-            throw error
+        public init(table: String) { self.table = table }
+
+        mutating func add(_ o: TableResult) {
+            read += o.read
+            loaded += o.loaded
+            rejected += o.rejected
+            inserted += o.inserted
+            updated += o.updated
+            unchanged += o.unchanged
+            removed += o.removed
+            bytes += o.bytes
         }
     }
 }

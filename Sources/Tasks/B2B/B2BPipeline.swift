@@ -3,8 +3,8 @@ import Orchestration
 import PostgresClient
 import Workflow
 
-/// The b2b pipeline: generates the day's orders and sales, then loads the platform's tables
-/// (companies, products, catalogs, customers, orders, sales) into the datalake.
+/// The b2b pipeline: exports the platform's days up to the logical date (generated, deterministic),
+/// then loads the days not loaded yet into the datalake (the initial load on the first run).
 public enum B2BPipeline {
     public static let pipeline = Pipeline(name: "b2b", kind: .ingestion) { s in
         try DAG(
@@ -20,22 +20,31 @@ public enum B2BPipeline {
             PipelineSchemas.createTables: PipelineSchemas.createTablesOperation(s),
             "b2b.generate_orders": { ctx in
                 guard s.orders > 0 else {
-                    ctx.log("ETL_ORDERS=0: no orders generated; loading \(s.generatedDir)/orders.csv as it is")
+                    ctx.log("ETL_ORDERS=0: no export generated; loading the exports in \(s.exportDir) as they are")
                     return
                 }
                 let day = try Pipeline.logicalDay(ctx)
-                let r = try OrdersGenerator.generate(
-                    orders: s.orders, date: day, seed: s.seed &+ UInt64(day.daysSince1970),
-                    b2bDir: s.b2bDir, outDir: s.generatedDir)
-                ctx.log("generated \(r.orders) orders with \(r.lines) sales lines into \(s.generatedDir)")
+                let r = try PlatformHistory.export(upTo: day, ordersPerDay: s.orders, seed: s.seed, settings: s)
+                if let first = r.first, let last = r.last {
+                    ctx.log(
+                        "exported \(r.days) day(s), \(first)..\(last): \(r.orders) orders with \(r.lines) sales lines "
+                            + "into \(s.exportDir)")
+                } else {
+                    ctx.log("every day from \(s.historyStart) to \(day) is exported already in \(s.exportDir)")
+                }
             },
             "b2b.load": { ctx in
-                let meta = try Pipeline.ownConnection(env)  // for the load metadata
-                defer { meta.close() }
-                let results = try B2B.load(
-                    tx: ctx.pg, meta: meta, settings: s, runID: ctx.message.runID,
-                    logicalDate: ctx.message.logicalDate, log: ctx.log)
-                ctx.log("b2b loaded: \(results.map { "\($0.table) \($0.loaded)/\($0.read)" }.joined(separator: ", "))")
+                let pg = try Pipeline.ownConnection(env)  // each day commits with its ledger row
+                defer { pg.close() }
+                let r = try B2BLoad.load(
+                    pg: pg, settings: s, runID: ctx.message.runID, upTo: try Pipeline.logicalDay(ctx), log: ctx.log,
+                    checkDeadline: ctx.checkDeadline)
+                ctx.log(
+                    "b2b loaded: "
+                        + r.tables.map {
+                            "\($0.table) \($0.loaded)/\($0.read) (+\($0.inserted) ~\($0.updated) =\($0.unchanged) "
+                                + "-\($0.removed))"
+                        }.joined(separator: ", "))
             },
         ]
     }

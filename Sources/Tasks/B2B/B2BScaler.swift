@@ -49,7 +49,7 @@ public enum B2BScaler {
             p.append(
                 """
                 \(id),\(cuit(rng.below(suppliers))),\(goods[id % goods.count]) model \(id),\
-                \(OrdersGenerator.money(cents))\n
+                \(PlatformHistory.money(cents))\n
                 """
             )
             try p.maybeFlush()
@@ -67,7 +67,7 @@ public enum B2BScaler {
             }
             for id in picked.sorted() {
                 let price = prices[id - 1] * Int64(90 + rng.below(45)) / 100
-                inv.append("\(cuit(i)),\(id),\(OrdersGenerator.money(price)),\(rng.below(2000))\n")
+                inv.append("\(cuit(i)),\(id),\(PlatformHistory.money(price)),\(rng.below(2000))\n")
                 inventoryRows += 1
             }
             try inv.maybeFlush()

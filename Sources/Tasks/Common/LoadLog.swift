@@ -53,6 +53,12 @@ public struct LoadLog {
     /// without recording an end (it was killed, timed out or superseded, and its data rolled back).
     public func takeOver(pipeline: String, tx: PostgresConnection) throws {
         try tx.query("SELECT pg_advisory_xact_lock(hashtext($1))", ["\(schema) \(pipeline) load"])
+        try markAbandoned(pipeline: pipeline)
+    }
+
+    /// Marks loads of `pipeline` still shown `running` as broken; the caller holds the pipeline's
+    /// load lock, so none of them is still going.
+    public func markAbandoned(pipeline: String) throws {
         try pg.query(
             """
             UPDATE \(schema).load SET state = 'broken', broke_at = clock_timestamp(),

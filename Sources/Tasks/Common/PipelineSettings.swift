@@ -13,8 +13,14 @@ public struct PipelineSettings: Sendable {
     public var sourcesDir: String
     /// `ETL_B2B_DIR` (default `<sources>/data`): company, product, inventory and customer CSVs.
     public var b2bDir: String
-    /// `ETL_GENERATED_DIR` (default `<sources>/generated`): generated orders.csv and sales.csv.
+    /// `ETL_GENERATED_DIR` (default `<sources>/generated`): what the generators write.
     public var generatedDir: String
+    /// `ETL_B2B_EXPORT_DIR` (default `<generated>/exports`): the platform's daily exports, one folder
+    /// `day=YYYY-MM-DD` per day (its orders and sales, and the dimension rows new or changed that day).
+    public var exportDir: String
+    /// `ETL_HISTORY_START` (default 2025-01-01): the platform's first day. The CSVs in `b2bDir` are
+    /// the platform as it was on that day; the b2b load's first run loads every day from it.
+    public var historyStart: Day
     /// `ETL_REPORTS_DIR` (default `reports`).
     public var reportsDir: String
     /// `ETL_WEBLOG_DIR` (default `apache-logs`).
@@ -33,7 +39,7 @@ public struct PipelineSettings: Sendable {
     public var chunkLines: Int
     /// `ETL_DEVICE_CACHE` (default 50000): distinct user agents remembered per loader (0 = none).
     public var deviceCache: Int
-    /// `ETL_ORDERS` (default 5000): orders the b2b DAG generates.
+    /// `ETL_ORDERS` (default 20): orders the b2b DAG generates per day of the platform's history.
     public var orders: Int
     /// `ETL_WEBLOG_LINES` (default 50000): lines the weblog DAG generates per run.
     public var weblogLines: Int
@@ -54,6 +60,14 @@ public struct PipelineSettings: Sendable {
         sourcesDir = env["ETL_SOURCES_DIR"] ?? "sources"
         b2bDir = env["ETL_B2B_DIR"] ?? "\(sourcesDir)/data"
         generatedDir = env["ETL_GENERATED_DIR"] ?? "\(sourcesDir)/generated"
+        exportDir = env["ETL_B2B_EXPORT_DIR"] ?? "\(generatedDir)/exports"
+        let start = env["ETL_HISTORY_START"] ?? "2025-01-01"
+        guard let first = Day(strict: start) else {
+            throw ConfigError(
+                variable: "ETL_HISTORY_START", problem: "\"\(start)\" is not a date",
+                fix: "give the platform's first day as YYYY-MM-DD, e.g. 2025-01-01")
+        }
+        historyStart = first
         reportsDir = env["ETL_REPORTS_DIR"] ?? "reports"
         weblogDir = env["ETL_WEBLOG_DIR"] ?? "apache-logs"
         datalake = try Self.identifier(env, "ETL_DATALAKE_SCHEMA", "datalake")
@@ -64,7 +78,7 @@ public struct PipelineSettings: Sendable {
         rangeBytes = try env.integer("ETL_WEBLOG_RANGE_MB", default: 8, range: 1...4096) << 20
         chunkLines = try env.integer("ETL_WEBLOG_CHUNK_LINES", default: 20_000, range: 1...10_000_000)
         deviceCache = try env.integer("ETL_DEVICE_CACHE", default: 50_000, range: 0...10_000_000)
-        orders = try env.integer("ETL_ORDERS", default: 5_000, range: 0...1_000_000_000)
+        orders = try env.integer("ETL_ORDERS", default: 20, range: 0...PlatformHistory.maxOrdersPerDay)
         weblogLines = try env.integer("ETL_WEBLOG_LINES", default: 50_000, range: 0...10_000_000_000)
         seed = UInt64(try env.integer("ETL_SEED", default: 42, range: 0...Int.max))
         scheduleText = env["ETL_PIPELINE_SCHEDULE"] ?? "@daily"

@@ -104,8 +104,10 @@ public enum Reports {
                device, users, requests
         FROM (
             SELECT w.device, count(DISTINCT w.username) AS users, count(*) AS requests
-            FROM \(s.datalake).weblogs w JOIN \(s.datalake).customer c ON c.username = w.username
-            WHERE w.requested_at < $1::date + 1
+            FROM \(s.datalake).weblogs w
+            JOIN \(s.datalake).customer c
+              ON c.username = w.username AND c.valid_from <= $1::date AND $1::date < c.valid_to
+            WHERE w.requested_at < ($1::date + 1)::timestamp AT TIME ZONE 'UTC'
             GROUP BY w.device
             ORDER BY users DESC, requests DESC, device COLLATE "C"
             LIMIT 5
@@ -124,7 +126,8 @@ public enum Reports {
             SELECT w.country_code, count(DISTINCT w.username) AS users
             FROM \(s.datalake).weblogs w
             WHERE w.method = 'POST' AND w.path = '/login' AND w.status BETWEEN 200 AND 399
-              AND w.username IS NOT NULL AND w.country_code IS NOT NULL AND w.requested_at < $1::date + 1
+              AND w.username IS NOT NULL AND w.country_code IS NOT NULL
+              AND w.requested_at < ($1::date + 1)::timestamp AT TIME ZONE 'UTC'
             GROUP BY w.country_code
             ORDER BY users DESC, w.country_code COLLATE "C"
             LIMIT 1
@@ -133,6 +136,7 @@ public enum Reports {
             FROM \(s.datalake).sales x
             JOIN \(s.datalake).orders o ON o.id = x.order_id
             JOIN \(s.datalake).customer c ON c.document_number = o.customer_document
+              AND c.valid_from <= $1::date AND $1::date < c.valid_to
             JOIN top_country t ON t.country_code = c.country_code
             WHERE o.ordered_at >= date_trunc('month', $1::date) - interval '12 months'
               AND o.ordered_at < date_trunc('month', $1::date)
@@ -145,7 +149,9 @@ public enum Reports {
                    t.country_code),
                row_number() OVER (ORDER BY sold.units DESC, sold.revenue DESC, sold.product_id),
                sold.product_id, p.name, sold.units, sold.revenue
-        FROM sold JOIN \(s.datalake).product p ON p.id = sold.product_id CROSS JOIN top_country t
+        FROM sold
+        JOIN \(s.datalake).product p ON p.id = sold.product_id AND p.valid_from <= $1::date AND $1::date < p.valid_to
+        CROSS JOIN top_country t
         ORDER BY sold.units DESC, sold.revenue DESC, sold.product_id
         LIMIT \(topProducts)
         """
@@ -164,6 +170,12 @@ public enum Reports {
     ) throws -> Output {
         try tx.query("DELETE FROM \(s.datamart).\(report.table) WHERE logical_date = $1::date", [date.description])
         try tx.query(report.insert(s), [date.description])
+        try tx.query(
+            """
+            INSERT INTO \(s.loads).report_computed (report, logical_date, computed_at)
+            VALUES ($1, $2::date, clock_timestamp())
+            ON CONFLICT (report, logical_date) DO UPDATE SET computed_at = EXCLUDED.computed_at
+            """, [report.name, date.description])
         let rows = try Self.rows(report, date: date, pg: tx, settings: s)
         let path = csvPath(report, date: date, settings: s)
         let out = try BufferedFileWriter(path: path)
