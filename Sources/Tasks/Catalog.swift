@@ -16,6 +16,7 @@ public enum Catalog {
     ) throws -> Registry {
         var dags: [DAG] = []
         var ops: [String: TaskOperation] = [:]
+        var inputs: [String: InputCheck] = [:]
         let settings = try PipelineSettings(environment: env)
         // The pipelines' schemas exist in every deployment, whichever DAGs are loaded: the web UI,
         // /metrics and etlctl read them (see PipelineSchemas).
@@ -25,6 +26,7 @@ public enum Catalog {
             ops.merge(try PipelineDAGs.operations(settings: settings, environment: env, pipelines: pipelines)) { a, _ in
                 a
             }
+            for p in pipelines { if let check = p.inputs { inputs[p.name] = check(settings) } }
         }
         if env["ETL_EXAMPLE_DAGS"]?.lowercased() == "true" {
             let length = try env.integer("ETL_EXAMPLE_CHAIN_LENGTH", default: 200, range: 1...100_000)
@@ -42,6 +44,6 @@ public enum Catalog {
         }
         var pools = try Registry.pools(from: env["ETL_POOLS"] ?? Registry.defaultPools)
         if env["ETL_EXAMPLE_DAGS"]?.lowercased() == "true" { pools.merge(ExampleDAGs.pools) { mine, _ in mine } }
-        return try Registry(dags: dags, operations: ops, setup: setup, pools: pools)
+        return try Registry(dags: dags, operations: ops, setup: setup, pools: pools, inputs: inputs)
     }
 }

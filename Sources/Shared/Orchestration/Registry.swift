@@ -9,6 +9,11 @@ import Workflow
 /// An operation a task runs, by name.
 public typealias TaskOperation = @Sendable (TaskContext) throws -> Void
 
+/// Whether a run's input data for its logical date is complete (a DAG's watermark check, like a
+/// sensor): nil when it is, else what it waits for. The scheduler asks before the run's first task
+/// is enqueued, on its own connection, and asks again on the next pass while it waits.
+public typealias InputCheck = @Sendable (PostgresConnection, Date) throws -> String?
+
 /// The DAGs and operations of this build. The scheduler and every worker load the same one.
 public struct Registry: Sendable {
     public let dags: [DAG]
@@ -18,12 +23,15 @@ public struct Registry: Sendable {
     public let setup: [SetupScript]
     /// Named pools and their slots: at most that many tasks of a pool are queued or running at once.
     public let pools: [String: Int]
+    /// Per DAG id: the check that its inputs for a date are complete (see `InputCheck`).
+    public let inputs: [String: InputCheck]
     private let byID: [String: DAG]
 
     /// Refuses, at start-up, what would otherwise fail at run time: two DAGs with one id, and a task
     /// naming an operation this build does not have (its message would end as a dead letter).
     public init(
-        dags: [DAG], operations: [String: TaskOperation], setup: [SetupScript] = [], pools: [String: Int] = [:]
+        dags: [DAG], operations: [String: TaskOperation], setup: [SetupScript] = [], pools: [String: Int] = [:],
+        inputs: [String: InputCheck] = [:]
     ) throws {
         var byID: [String: DAG] = [:]
         for d in dags {
@@ -53,6 +61,7 @@ public struct Registry: Sendable {
         }
         self.dags = dags
         self.pools = pools
+        self.inputs = inputs
         self.operations = operations
         self.setup = setup
         self.byID = byID

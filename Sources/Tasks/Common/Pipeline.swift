@@ -35,15 +35,20 @@ public struct Pipeline: Sendable {
     public let operations: @Sendable (PipelineSettings, Environment) -> [String: TaskOperation]
     /// A report pipeline's report (nil for an ingestion).
     public let report: Reports.Report?
+    /// The check that its inputs for a date are complete before a run starts (nil: none beyond
+    /// its upstream DAGs' runs).
+    public let inputs: (@Sendable (PipelineSettings) -> InputCheck)?
 
     public init(
         name: String, kind: Kind, report: Reports.Report? = nil,
+        inputs: (@Sendable (PipelineSettings) -> InputCheck)? = nil,
         dag: @escaping @Sendable (PipelineSettings) throws -> DAG,
         operations: @escaping @Sendable (PipelineSettings, Environment) -> [String: TaskOperation]
     ) {
         self.name = name
         self.kind = kind
         self.report = report
+        self.inputs = inputs
         self.dag = dag
         self.operations = operations
     }

@@ -7,18 +7,22 @@ extension Pipeline {
     /// `report.<name>`: the report's rows for the logical date into its datamart table and CSV.
     public static func report(_ report: Reports.Report) -> Pipeline {
         let operation = "report.\(report.name)"
-        return Pipeline(name: report.name, kind: .report, report: report) { s in
-            try DAG(
-                report.name, schedule: try s.schedule(), startDate: startDate, tags: ["report"],
-                upstreamDAGs: report.upstreamDAGs, maxActiveRuns: maxActiveRuns,
-                tasks: [task("report", operation, args: ["report": report.name], pool: reportsPool)])
-        } operations: { s, _ in
-            [
-                operation: { ctx in
-                    let out = try Reports.run(report, date: try logicalDay(ctx), tx: ctx.pg, settings: s)
-                    ctx.log("\(report.name): \(out.rows.count) rows into \(s.datamart).\(report.table) and \(out.path)")
-                }
-            ]
-        }
+        return Pipeline(
+            name: report.name, kind: .report, report: report, inputs: { s in Watermarks.check(report, s) },
+            dag: { s in
+                try DAG(
+                    report.name, schedule: try s.schedule(), startDate: startDate, tags: ["report"],
+                    upstreamDAGs: report.upstreamDAGs, maxActiveRuns: maxActiveRuns,
+                    tasks: [task("report", operation, args: ["report": report.name], pool: reportsPool)])
+            },
+            operations: { s, _ in
+                [
+                    operation: { ctx in
+                        let out = try Reports.run(report, date: try logicalDay(ctx), tx: ctx.pg, settings: s)
+                        ctx.log(
+                            "\(report.name): \(out.rows.count) rows into \(s.datamart).\(report.table) and \(out.path)")
+                    }
+                ]
+            })
     }
 }

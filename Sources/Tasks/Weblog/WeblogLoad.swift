@@ -372,3 +372,23 @@ struct TakenOver: Error, CustomStringConvertible {
     let message: String
     var description: String { message }
 }
+
+extension WeblogLoad {
+    /// The earliest day with lines in a registered file not loaded to its end (nil: every file is).
+    /// Until files record their first line's time, a file still loading counts from its
+    /// registration's day minus one (conservative).
+    public static func pendingFrom(pg: PostgresConnection, settings s: PipelineSettings) throws -> Day? {
+        let r = try pg.query(
+            """
+            SELECT (min(registered_at AT TIME ZONE 'UTC')::date - 1)::text FROM \(s.loads).weblog_file
+            WHERE state <> 'loaded'
+            """)
+        return try r.rows.first?.decode(String?.self, 0).flatMap { Day(strict: $0) }
+    }
+
+    /// The latest day the loaded access logs reach (placeholder until file parts record their days).
+    public static func watermark(pg: PostgresConnection, settings s: PipelineSettings) throws -> Day? {
+        let r = try pg.query("SELECT (max(requested_at AT TIME ZONE 'UTC'))::date::text FROM \(s.datalake).weblogs")
+        return try r.rows.first?.decode(String?.self, 0).flatMap { Day(strict: $0) }
+    }
+}

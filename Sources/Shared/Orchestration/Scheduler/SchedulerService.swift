@@ -162,6 +162,8 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     private var finishedSeen: [Int64: Set<String>] = [:]
     private var lastEvent: [Int64: Double] = [:]
     private var lastFullPass: [Int64: Double] = [:]
+    /// Runs waiting for their input data, and what for (logged once per change).
+    private var inputWaits: [Int64: String] = [:]
 
     /// Whether the tick must read the whole run: when its events have stopped for a while (an
     /// event may have been lost, a DAG unpaused, an upstream DAG finished), every 10 s anyway,
@@ -225,6 +227,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         finishedSeen = finishedSeen.filter { ids.contains($0.key) }
         lastEvent = lastEvent.filter { ids.contains($0.key) }
         lastFullPass = lastFullPass.filter { ids.contains($0.key) }
+        inputWaits = inputWaits.filter { ids.contains($0.key) }
         poolWaiting = poolWaiting.filter { ids.contains($0) }
         // Runs with work under way first; then, per DAG, the waiting runs its max active runs let start,
         // one query for all (a backfill of a thousand dates costs the tick no query per run).
@@ -285,6 +288,17 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             return false
         }
         lastFullPass[run.id] = monotonicSeconds()
+        // Its input data for the date must be complete before it starts (a watermark, whoever loads it).
+        if run.state == .queued, let check = registry.inputs[dag.id], let waiting = try check(store.pg, run.logicalDate)
+        {
+            if inputWaits[run.id] != waiting {
+                inputWaits[run.id] = waiting
+                logger.info(
+                    "run waits for its inputs", metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "for": "\(waiting)"])
+            }
+            return false
+        }
+        inputWaits[run.id] = nil
         var tasks = try store.instances(run: run.id).mapValues(\.progress)
 
         // Attempts past their timeout fail (fenced by try number: a late worker cannot undo it).

@@ -1,0 +1,49 @@
+import Foundation
+import Orchestration
+import PostgresClient
+
+/// How far each source's data is complete, and the check that makes a report wait for it.
+///
+/// - b2b: the latest day D such that every export day from the history's start to D is loaded
+///   (`B2BLoad.watermark`).
+/// - weblog: a report for D waits while any registered access-log file with lines on or before D
+///   is not loaded to its end, whichever run registered it (`WeblogLoad.pendingFrom`).
+public enum Watermarks {
+    public struct Source: Sendable, Equatable {
+        public let name: String
+        /// Complete up to and including this day (nil: nothing loaded yet).
+        public let through: Day?
+        /// What is still loading (empty when nothing is).
+        public let pending: String
+    }
+
+    /// The sources' watermarks now.
+    public static func sources(pg: PostgresConnection, settings s: PipelineSettings) throws -> [Source] {
+        let pending = try WeblogLoad.pendingFrom(pg: pg, settings: s)
+        return [
+            Source(name: "b2b", through: try B2BLoad.watermark(pg: pg, settings: s), pending: ""),
+            Source(
+                name: "weblog", through: try WeblogLoad.watermark(pg: pg, settings: s),
+                pending: pending.map { "files with lines from \($0) are still loading" } ?? ""),
+        ]
+    }
+
+    /// The input check of `report`'s DAG: nil when the sources it reads are complete for the date.
+    public static func check(_ report: Reports.Report, _ s: PipelineSettings) -> InputCheck {
+        let upstream = report.upstreamDAGs
+        return { pg, date in
+            let day = Day(daysSince1970: Int((date.timeIntervalSince1970 / 86_400).rounded(.down)))
+            var waits: [String] = []
+            if upstream.contains("b2b") {
+                let w = try B2BLoad.watermark(pg: pg, settings: s)
+                if w.map({ $0 < day }) ?? true {
+                    waits.append("b2b exports loaded through \(day) (now through \(w.map(\.description) ?? "none"))")
+                }
+            }
+            if upstream.contains("weblog"), let from = try WeblogLoad.pendingFrom(pg: pg, settings: s), from <= day {
+                waits.append("access-log files with lines from \(from) to be loaded to their end")
+            }
+            return waits.isEmpty ? nil : waits.joined(separator: "; ")
+        }
+    }
+}
