@@ -13,8 +13,36 @@ extension ETLCtl {
     struct Loads: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Load metadata: when each load started, broke and finished, with row counts; and rejected rows.",
-            subcommands: [List.self, Rejects.self]
+            subcommands: [List.self, Rejects.self, WatermarksCmd.self]
         )
+
+        struct WatermarksCmd: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "watermarks",
+                abstract: "How far each source is complete: the day through which a report may read it.",
+                discussion: """
+                    b2b: every export day from the history's start through that day is loaded. weblog: the \
+                    latest day no access-log file still loading has lines on or before. A report for D \
+                    starts only when the sources it reads are complete through D.
+                    Example:
+                      etlctl loads watermarks
+                    """
+            )
+            @Flag(help: "Print JSON.") var json = false
+
+            func run() throws {
+                let s = try settings()
+                let ops = try Context().operations()
+                let rows = try failing { try ops.watermarks(settings: s) }
+                if json {
+                    Output.encoded(rows)
+                    return
+                }
+                Output.table(
+                    ["SOURCE", "COMPLETE THROUGH", "STILL LOADING"],
+                    rows.map { [$0.name, $0.through ?? "(nothing loaded)", $0.pending.isEmpty ? "-" : $0.pending] })
+            }
+        }
 
         struct List: ParsableCommand {
             static let configuration = CommandConfiguration(

@@ -112,6 +112,12 @@ public enum B2BLoad {
         pg: PostgresConnection, settings s: PipelineSettings, runID: Int64?, upTo last: Day,
         log: (String) -> Void, checkDeadline: () throws -> Void = {}
     ) throws -> Result {
+        guard last >= s.historyStart else {
+            throw PipelineError(
+                "b2b for \(last) is before the platform's history starts (ETL_HISTORY_START=\(s.historyStart)): "
+                    + "there is no export to load. Fix: run it for \(s.historyStart) or later, or set "
+                    + "ETL_HISTORY_START to a day on or before \(last) (the base CSVs are the platform on that day)")
+        }
         let loads = LoadLog(pg: pg, schema: s.loads)
         // One b2b load at a time, for the whole load (released when the session ends, a killed
         // worker's included).

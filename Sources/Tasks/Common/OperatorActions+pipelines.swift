@@ -25,3 +25,25 @@ extension OperatorActions {
         return try PipelineSummary.read(day: day, store: store, pg: store.pg, settings: settings)
     }
 }
+
+extension OperatorActions {
+    /// The computed reports (of `report`, for `date`), each with what makes it out of date.
+    public func computedReports(
+        report: String?, date: Day?, limit: Int, settings: PipelineSettings
+    ) throws
+        -> [Freshness.Computed]
+    {
+        if let report, Reports.named(report) == nil {
+            throw OperatorError(
+                .notFound,
+                "there is no report named '\(report)'. Fix: use one of: "
+                    + Reports.all.map(\.name).joined(separator: ", "))
+        }
+        return try Freshness.computed(pg: try store.pg, settings: settings, report: report, date: date, limit: limit)
+    }
+
+    /// How far each source is complete.
+    public func watermarks(settings: PipelineSettings) throws -> [Watermarks.Source] {
+        try Watermarks.sources(pg: try store.pg, settings: settings)
+    }
+}

@@ -22,6 +22,9 @@ public enum Reports {
         public let upstreamDAGs: [String]
         /// The chart above the table on the report's page.
         public let chart: Chart
+        /// It reads orders (of the 12 months before its date's month): a re-exported b2b day in
+        /// them makes it out of date (`Freshness`).
+        public let readsOrders: Bool
         /// Fills the datamart table for `$1` (the logical date), after the old rows are deleted.
         let insert: @Sendable (PipelineSettings) -> String
 
@@ -29,8 +32,9 @@ public enum Reports {
         /// for the logical date `$1`; the table is defined in `sources/ddl/datamart.sql`.
         public init(
             name: String, title: String, table: String, columns: [String], upstreamDAGs: [String], chart: Chart,
-            insert: @escaping @Sendable (PipelineSettings) -> String
+            readsOrders: Bool = false, insert: @escaping @Sendable (PipelineSettings) -> String
         ) {
+            self.readsOrders = readsOrders
             self.name = name
             self.title = title
             self.table = table
@@ -70,7 +74,7 @@ public enum Reports {
     public static let monthlySales = Report(
         name: "monthly-sales", title: "Monthly sales, last 12 months", table: "monthly_sales",
         columns: ["month", "orders", "units", "revenue"], upstreamDAGs: ["b2b"],
-        chart: Chart(.columns, label: "month", value: "revenue", labelLength: 7)
+        chart: Chart(.columns, label: "month", value: "revenue", labelLength: 7), readsOrders: true
     ) { s in
         """
         WITH bounds AS (
@@ -95,7 +99,7 @@ public enum Reports {
 
     public static let popularDevices = Report(
         name: "popular-devices", title: "Top 5 devices of B2B clients", table: "popular_devices",
-        columns: ["rank", "device", "users", "requests"], upstreamDAGs: ["weblog"],
+        columns: ["rank", "device", "users", "requests"], upstreamDAGs: ["weblog", "b2b"],
         chart: Chart(.bars, label: "device", value: "users")
     ) { s in
         """
@@ -119,7 +123,7 @@ public enum Reports {
         name: "popular-products", title: "Most popular products in the country most users log in from",
         table: "popular_products",
         columns: ["country", "rank", "product", "units", "revenue"], upstreamDAGs: ["weblog", "ip2geo", "b2b"],
-        chart: Chart(.bars, label: "product", value: "units")
+        chart: Chart(.bars, label: "product", value: "units"), readsOrders: true
     ) { s in
         """
         WITH top_country AS (

@@ -9,10 +9,10 @@ import PostgresClient
 /// - weblog: a report for D waits while any registered access-log file with lines on or before D
 ///   is not loaded to its end, whichever run registered it (`WeblogLoad.pendingFrom`).
 public enum Watermarks {
-    public struct Source: Sendable, Equatable {
+    public struct Source: Sendable, Equatable, Codable {
         public let name: String
-        /// Complete up to and including this day (nil: nothing loaded yet).
-        public let through: Day?
+        /// Complete up to and including this day, YYYY-MM-DD (nil: nothing loaded yet).
+        public let through: String?
         /// What is still loading (empty when nothing is).
         public let pending: String
     }
@@ -21,9 +21,9 @@ public enum Watermarks {
     public static func sources(pg: PostgresConnection, settings s: PipelineSettings) throws -> [Source] {
         let pending = try WeblogLoad.pendingFrom(pg: pg, settings: s)
         return [
-            Source(name: "b2b", through: try B2BLoad.watermark(pg: pg, settings: s), pending: ""),
+            Source(name: "b2b", through: try B2BLoad.watermark(pg: pg, settings: s)?.description, pending: ""),
             Source(
-                name: "weblog", through: try WeblogLoad.watermark(pg: pg, settings: s),
+                name: "weblog", through: try WeblogLoad.watermark(pg: pg, settings: s)?.description,
                 pending: pending.map { "files with lines from \($0) are still loading" } ?? ""),
         ]
     }
