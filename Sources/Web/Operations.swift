@@ -200,6 +200,12 @@ extension Backend {
         let dates: [String]
         let columns: [String]
         let rows: [[String]]
+        /// When the shown date was computed, and the corrections that make it out of date.
+        var computed: Freshness.Computed? = nil
+        /// The dates of this report that are out of date.
+        var outOfDate: [String] = []
+        /// How far the sources it reads are complete.
+        var watermarks: [Watermarks.Source] = []
     }
 
     static func report(_ name: String) throws -> Reports.Report {
@@ -233,9 +239,18 @@ extension Backend {
             guard let day = wanted ?? dates.first else {
                 return ReportData(report: name, date: nil, dates: [], columns: report.columns, rows: [])
             }
-            return ReportData(
+            var data = ReportData(
                 report: name, date: day.description, dates: dates.map(\.description), columns: report.columns,
                 rows: try Reports.rows(report, date: day, pg: c.pg, settings: s))
+            // The ledger tables come with the datalake's; an older deployment may lack them.
+            let all = (try? Freshness.computed(pg: c.pg, settings: s, report: name)) ?? []
+            data.computed = all.first { $0.date == day.description }
+            data.outOfDate = all.filter { !$0.outOfDate.isEmpty }.map(\.date)
+            let reads = Set(report.upstreamDAGs)
+            data.watermarks = ((try? Watermarks.sources(pg: c.pg, settings: s)) ?? []).filter {
+                reads.contains($0.name)
+            }
+            return data
         }
     }
 
@@ -262,6 +277,25 @@ extension Backend {
         let day = try date.map(Self.day) ?? Day.today()
         let logical = Date(timeIntervalSince1970: Double(day.epochSeconds))
         return try await run { [self] c in try operations(c, user).trigger(id, logicalDate: logical) }
+    }
+
+    /// A backfill of `id` from `from` to `to` (etlctl dags backfill): makes the missing runs, for a
+    /// report DAG with its upstream DAGs' runs, and reruns per `rerun`; returns what it did.
+    func backfill(_ id: String, from: String, to: String, rerun: String, by user: String) async throws -> String {
+        _ = try dag(id)
+        guard let mode = OperatorActions.Rerun(rawValue: rerun) else {
+            throw WebError.bad("rerun is none, failed or all, not '\(shown(rerun))'. Fix: pick one of the three")
+        }
+        let (first, last) = (try Self.day(from), try Self.day(to))
+        let start = Date(timeIntervalSince1970: Double(first.epochSeconds))
+        let end = Date(timeIntervalSince1970: Double(last.epochSeconds))
+        return try await run { [self] c in
+            let ops = operations(c, user)
+            let done = try ops.backfill(try ops.backfillPlan(id, from: start, to: end, rerun: mode), rerun: mode)
+            let counts = Dictionary(grouping: done, by: \.action).mapValues(\.count)
+            return "Backfill of \(id) from \(first) to \(last): \(counts[.create] ?? 0) run(s) made, "
+                + "\(counts[.rerun] ?? 0) to run again, \(counts[.keep] ?? 0) kept."
+        }
     }
 
     /// Runs a task again with everything downstream of it (etlctl tasks retry).

@@ -249,6 +249,10 @@ enum Pages {
             : "<table class=\"grid\" style=\"width:auto\"><tr><th></th>\(head)</tr>\(gridRows)</table>"
         let pools = d.pools.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value) slots)" }
         let poolText = pools.isEmpty ? "" : " · pools: " + pools.joined(separator: ", ")
+        let brings: HTML =
+            d.upstreamDAGs.isEmpty
+            ? ""
+            : " <span class=\"muted\">(with \(d.upstreamDAGs.joined(separator: ", "))'s runs for the same dates)</span>"
         let body: HTML = """
             <p>\(toggle) <form class="inline" method="post" action="\(dagPath)/trigger">\
             <input type="hidden" name="csrf" value="\(session.csrf)">
@@ -256,6 +260,14 @@ enum Pages {
             &nbsp; \(tags) <span class="muted">\(d.schedule)\(d.paused ? " · paused" : "") · \
             \(d.maxActiveRuns == 1 ? "one run at a time" : "up to \(d.maxActiveRuns) runs at a time")\
             \(poolText)</span></p>
+            <form class="inline" method="post" action="\(dagPath)/backfill">\
+            <input type="hidden" name="csrf" value="\(session.csrf)">
+            Backfill from <input name="from" placeholder="YYYY-MM-DD" size="11" required> \
+            to <input name="to" placeholder="YYYY-MM-DD" size="11" required> \
+            dates with a run: <select name="rerun"><option value="none">keep</option>\
+            <option value="failed">rerun failed tasks</option><option value="all">rerun all</option></select> \
+            <button>Backfill</button></form>\
+            \(brings)
             \(truncated)
             <h2>Graph</h2>\(graph(detail, latest: latest))
             <h2>Grid</h2>\(gridTable)
@@ -472,12 +484,46 @@ enum Pages {
         let cards: [HTML] = data.map { r in
             let latest: HTML =
                 r.date.map { "latest: \($0) (\(r.rows.count) rows)" } ?? "no data yet: run the \(r.report) DAG"
+            let stale: HTML =
+                r.outOfDate.isEmpty ? "" : "<br><span class=\"err\">\(r.outOfDate.count) date(s) out of date</span>"
             return """
                 <div class="card"><a href="/reports/\(r.report)"><b>\(title(r.report))</b></a><br>\
-                <span class="muted">\(latest)</span></div>
+                <span class="muted">\(latest)</span>\(stale)</div>
                 """
         }
         return Layout.page("Reports", section: "/reports", session: session, "\(cards)")
+    }
+
+    /// When the shown date was computed, whether it is out of date (and how to recompute it), and
+    /// the watermarks of the sources the report reads.
+    static func status(_ r: Backend.ReportData) -> HTML {
+        var parts: [HTML] = []
+        if let c = r.computed {
+            if c.outOfDate.isEmpty {
+                parts.append("<p class=\"muted\">Computed \(c.computedAt) UTC; current.</p>")
+            } else {
+                let why: [HTML] = c.outOfDate.map { "<li>\($0)</li>" }
+                parts.append(
+                    """
+                    <div class="card"><b class="err">Out of date</b>: computed \(c.computedAt) UTC, before these \
+                    corrections of data it reads were loaded:<ul>\(why)</ul>Recompute it with a backfill: \
+                    <code>etlctl dags backfill \(r.report) --from \(c.date) --to \(c.date) --rerun all</code> \
+                    (or the backfill form on the <a href="/dags/\(r.report)">DAG page</a>, rerun all).</div>
+                    """)
+            }
+        }
+        let others = r.outOfDate.filter { $0 != r.date }
+        if !others.isEmpty {
+            let links: [HTML] = others.prefix(30).map { "<a href=\"/reports/\(r.report)?date=\($0)\">\($0)</a> " }
+            parts.append("<p><span class=\"err\">Out of date</span> on other dates: \(links)</p>")
+        }
+        if !r.watermarks.isEmpty {
+            let marks: [String] = r.watermarks.map { w in
+                "\(w.name) through \(w.through ?? "nothing yet")\(w.pending.isEmpty ? "" : " (\(w.pending))")"
+            }
+            parts.append("<p class=\"muted\">Sources complete: \(marks.joined(separator: "; "))</p>")
+        }
+        return "\(parts)"
     }
 
     static func report(_ r: Backend.ReportData, session: Session) -> HTML {
@@ -513,6 +559,7 @@ enum Pages {
             """
             : """
             <p><a href="/reports">← reports</a> · logical date: \(dates) · \(csv)</p>
+            \(status(r))
             <div class="card">\(chart)</div>
             <table><tr>\(head)</tr>\(rows)</table>
             """

@@ -314,6 +314,13 @@ public struct WebApp: Sendable {
                 return "Triggered \(dag): run \(run)."
             })
         router.post(
+            "/dags/:dag/backfill",
+            use: action(back: backToDAG) { _, context, user in
+                try await backend.backfill(
+                    try context.parameters.require("dag"), from: context.form["from"] ?? "",
+                    to: context.form["to"] ?? "", rerun: context.form["rerun"] ?? "none", by: user)
+            })
+        router.post(
             "/dags/:dag/runs/:run/tasks/:task/retry",
             use: action(back: backToDAG) { _, context, user in
                 let dag = try context.parameters.require("dag")
@@ -477,6 +484,14 @@ public struct WebApp: Sendable {
                 let date = context.form["date"] ?? request.uri.queryParameters.get("date").map { String($0) }
                 let run = try await backend.trigger(try context.parameters.require("dag"), date: date, by: user)
                 return Done(ok: true, message: "triggered", run: run)
+            })
+        api.post(
+            "dags/:dag/backfill",
+            use: self.api { _, context, user in
+                let message = try await backend.backfill(
+                    try context.parameters.require("dag"), from: context.form["from"] ?? "",
+                    to: context.form["to"] ?? "", rerun: context.form["rerun"] ?? "none", by: user)
+                return Done(ok: true, message: message)
             })
         api.post(
             "dags/:dag/runs/:run/tasks/:task/retry",
