@@ -12,7 +12,8 @@ public typealias TaskOperation = @Sendable (TaskContext) throws -> Void
 /// Whether a run's input data for its logical date is complete (a DAG's watermark check, like a
 /// sensor): nil when it is, else what it waits for. The scheduler asks before the run's first task
 /// is enqueued, on its own connection, and asks again on the next pass while it waits.
-public typealias InputCheck = @Sendable (PostgresConnection, Date) throws -> String?
+public typealias InputCheck =
+    @Sendable (_ pg: PostgresConnection, _ metadataSchema: String, _ date: Date) throws -> String?
 
 /// The DAGs and operations of this build. The scheduler and every worker load the same one.
 public struct Registry: Sendable {

@@ -7,7 +7,8 @@ import PostgresClient
 /// - b2b: the latest day D such that every export day from the history's start to D is loaded
 ///   (`B2BLoad.watermark`).
 /// - weblog: a report for D waits while any registered access-log file with lines on or before D
-///   is not loaded to its end, whichever run registered it (`WeblogLoad.pendingFrom`).
+///   is not loaded to its end, whichever run registered it (`WeblogLoad.pendingFrom`), and while a
+///   weblog run for D or an earlier date has not ended (it brings such files).
 public enum Watermarks {
     public struct Source: Sendable, Equatable, Codable {
         public let name: String
@@ -31,9 +32,23 @@ public enum Watermarks {
     /// The input check of `report`'s DAG: nil when the sources it reads are complete for the date.
     public static func check(_ report: Reports.Report, _ s: PipelineSettings) -> InputCheck {
         let upstream = report.upstreamDAGs
-        return { pg, date in
+        return { pg, metadata, date in
             let day = Day(daysSince1970: Int((date.timeIntervalSince1970 / 86_400).rounded(.down)))
             var waits: [String] = []
+            // A weblog run for D or an earlier date that has not ended yet brings (or generates) files
+            // with lines on or before D: wait for it too, not only for the same date's run.
+            if upstream.contains("weblog") {
+                let r = try pg.query(
+                    """
+                    SELECT count(*), min(logical_date AT TIME ZONE 'UTC')::date::text FROM \(metadata).dag_run
+                    WHERE dag_id = 'weblog' AND state IN ('queued', 'running')
+                      AND logical_date < ($1::date + 1)::timestamp AT TIME ZONE 'UTC'
+                    """, [day.description]
+                ).rows[0]
+                if try r.decode(Int64.self, 0) > 0 {
+                    waits.append("weblog runs for \(try r.decode(String.self, 1)) to \(day) to end")
+                }
+            }
             if upstream.contains("b2b") {
                 let w = try B2BLoad.watermark(pg: pg, settings: s)
                 if w.map({ $0 < day }) ?? true {

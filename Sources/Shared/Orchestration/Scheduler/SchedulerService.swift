@@ -289,7 +289,8 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         }
         lastFullPass[run.id] = monotonicSeconds()
         // Its input data for the date must be complete before it starts (a watermark, whoever loads it).
-        if run.state == .queued, let check = registry.inputs[dag.id], let waiting = try check(store.pg, run.logicalDate)
+        if run.state == .queued, let check = registry.inputs[dag.id],
+            let waiting = try check(store.pg, store.schema, run.logicalDate)
         {
             if inputWaits[run.id] != waiting {
                 inputWaits[run.id] = waiting
