@@ -48,6 +48,9 @@ struct MainJobTests {
                 out.stdout.split(separator: "\n").contains { $0.hasPrefix(dag + " ") && $0.contains("success") },
                 "\(dag) not successful in:\n\(out.stdout)")
         }
+        // The reports agree with the independent recomputation, for the three reports.
+        let checked = out.stdout.split(separator: "\n").filter { $0.contains(" ok (") }
+        #expect(checked.count == 3 && !out.stdout.contains("DIFF"), "\(out.stdout.suffix(3000))")
         // Started on a port the system picked (no race for a port chosen in advance), and said which.
         let shown = out.stderr.range(of: "web UI: http://127.0.0.1:").map {
             out.stderr[$0.upperBound...].prefix { $0.isNumber }
