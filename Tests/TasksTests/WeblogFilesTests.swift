@@ -1,3 +1,4 @@
+import Crypto
 import ETLSupport
 import Foundation
 import Orchestration
@@ -291,5 +292,107 @@ struct WeblogFilesTests {
                 SELECT count(DISTINCT c.logical_date) FROM \(s.loads).report_computed c JOIN \(s.loads).weblog_change w
                   ON w.first_day <= c.logical_date AND (w.loaded_at IS NULL OR w.loaded_at > c.computed_at)
                 """) == 1)
+    }
+
+    @Test("a gzipped file that does not decompress is refused with the reason; the other files load")
+    func corruptGzipRefused() throws {
+        let fx = try PipelineFixture()
+        let s = fx.settings
+        let path = try fx.write("apache-logs/access_log.3", Self.lines(1...3000))
+        try gzip(path)
+        let gz = try Data(contentsOf: URL(fileURLWithPath: path + ".gz"))
+        try gz.prefix(gz.count / 2).write(to: URL(fileURLWithPath: path + ".gz"))  // cut short
+        try fx.write("apache-logs/access_log", Self.lines(5001...5010))
+        let r = try load(fx, run: 1)
+        #expect(r.registered.newFiles == ["access_log"] && r.part.read == 10)
+        #expect(
+            r.finalized.refused.count == 1 && r.finalized.refused[0].contains("\(path).gz"), "\(r.finalized.refused)")
+        #expect(r.finalized.refused.first?.contains("gzip") == true)
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE state = 'broken'") == 1)
+        #expect(try stored(fx) == paths(5001...5010))
+    }
+
+    @Test(
+        "a ledger of the first version migrates in place: its files are not loaded again, and grow from where they were"
+    )
+    func oldLedgerMigrates() throws {
+        let fx = try PipelineFixture()
+        let s = fx.settings
+        let pg = fx.pg!
+        // The ledger as the first version made it (identity: the whole file's checksum, unique).
+        try pg.execute(
+            script: """
+                DROP VIEW \(s.loads).weblog_change;
+                DROP TABLE \(s.loads).weblog_seen, \(s.loads).weblog_range, \(s.loads).weblog_file;
+                CREATE TABLE \(s.loads).weblog_file (
+                    id bigserial PRIMARY KEY, name text NOT NULL, path text NOT NULL, size bigint NOT NULL,
+                    checksum text NOT NULL UNIQUE, lines bigint NOT NULL,
+                    state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'loading', 'loaded')),
+                    load_id bigint REFERENCES \(s.loads).load (id),
+                    registered_at timestamptz NOT NULL DEFAULT clock_timestamp(), loaded_at timestamptz);
+                CREATE TABLE \(s.loads).weblog_range (
+                    file_id bigint NOT NULL REFERENCES \(s.loads).weblog_file (id), part integer NOT NULL,
+                    start_offset bigint NOT NULL, end_offset bigint NOT NULL, first_line bigint NOT NULL,
+                    committed_offset bigint NOT NULL, next_line bigint NOT NULL,
+                    state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'loading', 'done')),
+                    owner text, rows_read bigint NOT NULL DEFAULT 0, rows_loaded bigint NOT NULL DEFAULT 0,
+                    rows_rejected bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                    PRIMARY KEY (file_id, part), CHECK (committed_offset BETWEEN start_offset AND end_offset));
+                """)
+        // Two files it loaded: one still where it was, one renamed since (to a rotated name).
+        let a = try fx.write("apache-logs/access_log_20240610T000000.log", Self.lines(1...100, day: 10))
+        let b = try fx.write("apache-logs/access_log-20240611", Self.lines(101...200, day: 11))
+        for (id, path, wasPath, day) in [(1, a, a, 10), (2, b, "\(s.weblogDir)/access_log_20240611T000000.log", 11)] {
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+            let sum = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+            try pg.query(
+                """
+                INSERT INTO \(s.loads).load (id, pipeline, source, state, rows_read, rows_loaded)
+                VALUES ($1, 'weblog', $2, 'finished', 100, 100)
+                """, [Int64(id), wasPath])
+            try pg.query(
+                """
+                INSERT INTO \(s.loads).weblog_file (id, name, path, size, checksum, lines, state, load_id)
+                VALUES ($1, $2, $3, $4, $5, 100, 'loaded', $1)
+                """, [Int64(id), String(wasPath.split(separator: "/").last!), wasPath, Int64(bytes.count), sum])
+            try pg.query(
+                """
+                INSERT INTO \(s.loads).weblog_range (file_id, part, start_offset, end_offset, first_line,
+                    committed_offset, next_line, state, rows_read, rows_loaded)
+                VALUES ($1, 0, 0, $2, 1, $2, 101, 'done', 100, 100)
+                """, [Int64(id), Int64(bytes.count)])
+            try pg.query(
+                """
+                INSERT INTO \(s.datalake).weblogs
+                    (file_id, line_number, client_ip, requested_at, path, status, device, os)
+                SELECT $1, n, '10.0.0.1', $2::timestamptz, '/p/' || (n + $3), 200, 'Other', 'Other'
+                FROM generate_series(1, 100) n
+                """, [Int64(id), "2024-06-\(day) 10:00:00+00", Int64((id - 1) * 100)])
+        }
+        try pg.query("SELECT setval('\(s.loads).weblog_file_id_seq', 2)")
+        try pg.query("SELECT setval('\(s.loads).load_id_seq', 2)")
+        // The schema migrates (twice: idempotent).
+        try PipelineSchemas.ensure(pg, s)
+        try PipelineSchemas.ensure(pg, s)
+        #expect(
+            try fx.count(
+                """
+                SELECT count(*) FROM \(s.loads).weblog_file
+                WHERE registered_end = size AND prefix_checksum = checksum AND first_line_hash IS NULL
+                """) == 2)
+        let first = try load(fx, run: 1)
+        #expect(first.part.read == 0 && first.registered.newFiles.isEmpty && first.registered.alreadyKnown.count == 2)
+        #expect(
+            try fx.count(
+                "SELECT count(*) FROM \(s.loads).weblog_file WHERE first_line_hash NOT IN ('unknown')"
+            ) == 2)
+        #expect(try WeblogLoad.watermark(pg: pg, settings: s) == Day("2024-06-11"))
+        // The first grows: its new lines only, numbered on.
+        try append(a, Self.lines(201...210, day: 12))
+        let grown = try load(fx, run: 2)
+        #expect(grown.registered.grown == ["access_log_20240610T000000.log"] && grown.part.read == 10)
+        #expect(try stored(fx) == paths(1...100) + paths(201...210) + paths(101...200))  // by file, then line
+        #expect(try fx.count("SELECT max(line_number) FROM \(s.datalake).weblogs WHERE file_id = 1") == 110)
+        #expect(try WeblogLoad.watermark(pg: pg, settings: s) == Day("2024-06-12"))
     }
 }

@@ -58,6 +58,16 @@ public final class ByteSource {
                 throw UnreadableFile(
                     "cannot read \(path) as gzip: \(message). Fix: check the file (gzip -t), or restore it")
             }
+            // The end of the file in the middle of a gzip stream: cut short (or still being written).
+            if n == 0 {
+                var code: Int32 = 0
+                _ = gzerror(gz, &code)
+                if code == Z_BUF_ERROR {
+                    throw UnreadableFile(
+                        "cannot read \(path) as gzip: it ends in the middle of its compressed stream (cut short,"
+                            + " or still being written). Fix: check the file (gzip -t), or restore it")
+                }
+            }
             return Int(n)
         }
     }
