@@ -380,6 +380,13 @@ struct WeblogFilesTests {
                 SELECT count(*) FROM \(s.loads).weblog_file
                 WHERE registered_end = size AND prefix_checksum = checksum AND first_line_hash IS NULL
                 """) == 2)
+        // The old identity's unique checksum is gone (a grown file keeps its row).
+        #expect(
+            try fx.count(
+                """
+                SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+                WHERE n.nspname = $1 AND c.conname = 'weblog_file_checksum_key'
+                """, [s.loads]) == 0)
         let first = try load(fx, run: 1)
         #expect(first.part.read == 0 && first.registered.newFiles.isEmpty && first.registered.alreadyKnown.count == 2)
         #expect(
