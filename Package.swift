@@ -2,7 +2,8 @@
 // The ETL system: a scheduler, workers, an operator CLI and a web server over modules named by
 // their role. `Sources/Shared` holds what every program shares (support, the two clients, the broker
 // protocol, the metadata store, the workflow model and orchestration), `Sources/Tasks` the pipelines.
-// Only `PostgresClient` and `RedisClient` import the C libraries (libpq, hiredis).
+// Only `PostgresClient` and `RedisClient` import the C libraries (libpq, hiredis); `Tasks` imports ICU's
+// regular expressions (CRegex) and zlib (CZlib, to read gzipped access logs).
 import PackageDescription
 
 let log = Target.Dependency.product(name: "Logging", package: "swift-log")
@@ -43,6 +44,9 @@ let package = Package(
         // C libraries, wrapped once: only the two client modules import them.
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        // zlib (apt zlib1g-dev; its header is in the default path, and its pkg-config flags are ones SwiftPM
+        // refuses), for gzipped (rotated) access logs (Tasks only).
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         // ICU's regular expressions (apt libicu-dev) behind a narrow C face, for the uap-core
         // user-agent rules (Tasks only).
         .target(name: "CRegex", linkerSettings: [.linkedLibrary("icui18n"), .linkedLibrary("icuuc")]),
@@ -77,7 +81,7 @@ let package = Package(
 
         // Sources/Tasks: the pipelines, one folder each (B2B, IP2Geo, Weblog, Reports, Examples) and
         // what they share (Common).
-        .target(name: "Tasks", dependencies: core + ["CRegex", crypto]),
+        .target(name: "Tasks", dependencies: core + ["CRegex", "CZlib", crypto]),
         .executableTarget(name: "Worker", dependencies: commandDependencies),
         .executableTarget(name: "Scheduler", dependencies: commandDependencies),
         .executableTarget(name: "etlctl", dependencies: commandDependencies),

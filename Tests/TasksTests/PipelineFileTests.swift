@@ -277,6 +277,23 @@ struct PipelineFileTests {
             }
         }
         #expect(seen == 5001)
+        // A file still written to: its last line without a newline waits (is not in the scan).
+        let growing = try WeblogLoad.scanFile(path: path, rangeBytes: 10_000, final: false)
+        let lastNewline = Int64(bytes.lastIndex(of: 10)! + 1)
+        #expect(growing.lines == 5000 && growing.end == lastNewline && growing.ranges.last?.end == lastNewline)
+        #expect(
+            growing.checksum
+                == SHA256.hash(data: Data(bytes[0..<Int(lastNewline)])).map { String(format: "%02x", $0) }.joined())
+        // The same file after its first 1,000 lines were registered: the rest, numbered on.
+        let known = Int64(
+            text.utf8.split(separator: 10, omittingEmptySubsequences: false)[0..<1000].map { $0.count + 1 }
+                .reduce(0, +))
+        let rest = try WeblogLoad.scanFile(path: path, rangeBytes: 10_000, known: known, firstLine: 1001)
+        #expect(rest.lines == 4001 && rest.ranges.first?.start == known && rest.ranges.first?.firstLine == 1001)
+        #expect(
+            rest.prefixAtKnown
+                == SHA256.hash(data: Data(bytes[0..<Int(known)])).map { String(format: "%02x", $0) }.joined())
+        #expect(rest.ranges.map(\.lines).reduce(0, +) == 4001)
     }
 
     @Test("the line reader cuts a line longer than its buffer and goes on with the next")

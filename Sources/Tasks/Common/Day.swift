@@ -42,8 +42,11 @@ public struct Day: Sendable, Hashable, Comparable, CustomStringConvertible {
 
     public var daysSince1970: Int { CivilDate.toDays(year: year, month: month, day: day) }
     public var epochSeconds: Int64 { Int64(daysSince1970) * 86_400 }
+    /// `YYYY-MM-DD` (the year in four digits at least).
     public var description: String {
-        "\(year)-\(month < 10 ? "0" : "")\(month)-\(day < 10 ? "0" : "")\(day)"
+        let y = String(year)
+        return "\(String(repeating: "0", count: max(0, 4 - y.count)))\(y)-\(month < 10 ? "0" : "")\(month)-"
+            + "\(day < 10 ? "0" : "")\(day)"
     }
     /// The first day of the month `n` months from this day's month (negative for earlier).
     public func monthStart(offset n: Int) -> Day {

@@ -3,9 +3,10 @@ import Foundation
 /// Reads a file's lines as bytes, a buffer at a time, from a byte offset up to (not including) the
 /// first line that starts at or after `end`. Each line comes with its start offset; memory stays at
 /// one buffer whatever the file's size. A line longer than the buffer is handed over cut, with
-/// `truncated` set (the parser rejects it as too long).
+/// `truncated` set (the parser rejects it as too long). A gzipped file (`.gz`, or `gzip: true`) is
+/// read decompressed, its offsets in the decompressed stream (see `ByteSource`).
 public final class LineReader {
-    private let fd: Int32
+    private let source: ByteSource
     private var buffer: UnsafeMutableRawBufferPointer
     private var filled = 0
     private var position = 0
@@ -18,20 +19,25 @@ public final class LineReader {
     /// The file offset where the next line starts (after a cut line: after its end).
     public var offset: Int64 { bufferOffset + Int64(position) }
 
-    public init(path: String, from start: Int64 = 0, end: Int64 = .max, bufferSize: Int = 1 << 20) throws {
+    /// Whether the stream ended before `from` (a file shorter than the offset asked for).
+    public private(set) var startedPastEnd = false
+
+    public init(
+        path: String, from start: Int64 = 0, end: Int64 = .max, bufferSize: Int = 1 << 20, gzip: Bool? = nil
+    ) throws {
         self.path = path
-        fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw PipelineError("cannot open \(path): \(String(cString: strerror(errno)))") }
-        if start > 0 { lseek(fd, off_t(start), SEEK_SET) }
+        let source = try ByteSource(path: path, gzip: gzip)
+        self.source = source
+        if start > 0, try !source.seek(to: start) {
+            startedPastEnd = true
+            eof = true
+        }
         bufferOffset = start
         self.end = end
         buffer = .allocate(byteCount: max(bufferSize, 4096), alignment: 8)
     }
 
-    deinit {
-        close(fd)
-        buffer.deallocate()
-    }
+    deinit { buffer.deallocate() }
 
     /// Calls `body` with each line (including its `\n` when present), its start offset and
     /// whether it was cut; stops at `end` or at the end of the file, or when `body` returns false.
@@ -79,8 +85,7 @@ public final class LineReader {
             filled = keep
             position = 0
         }
-        let n = read(fd, buffer.baseAddress! + filled, buffer.count - filled)
-        if n < 0 { throw PipelineError("cannot read \(path): \(String(cString: strerror(errno)))") }
+        let n = try source.read(into: buffer.baseAddress! + filled, count: buffer.count - filled)
         if n == 0 { eof = true }
         filled += n
     }
@@ -91,7 +96,7 @@ public final class LineReader {
             bufferOffset += Int64(filled)
             filled = 0
             position = 0
-            let n = read(fd, buffer.baseAddress!, buffer.count)
+            let n = try source.read(into: buffer.baseAddress!, count: buffer.count)
             if n <= 0 {
                 eof = true
                 return

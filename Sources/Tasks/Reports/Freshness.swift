@@ -66,12 +66,13 @@ public enum Freshness {
 
     static func arrayLiteral(_ names: [String]) -> String { "{" + names.joined(separator: ",") + "}" }
 
-    /// Each loaded part of the access logs: its name, the first day its lines reach, when it was
-    /// loaded.
+    /// Each loaded segment of the access logs (a file's lines, or the lines a grown file added):
+    /// its file's name, the first day its lines reach, when it was loaded to its end
+    /// (`loads.weblog_change`).
     static func weblogLoads(_ s: PipelineSettings) -> String {
         """
-        SELECT name, (registered_at AT TIME ZONE 'UTC')::date - 1 AS first_day, loaded_at
-        FROM \(s.loads).weblog_file WHERE state = 'loaded'
+        SELECT name, first_day, loaded_at FROM \(s.loads).weblog_change
+        WHERE loaded_at IS NOT NULL AND first_day IS NOT NULL
         """
     }
 }

@@ -6,9 +6,11 @@ import PostgresClient
 ///
 /// - b2b: the latest day D such that every export day from the history's start to D is loaded
 ///   (`B2BLoad.watermark`).
-/// - weblog: a report for D waits while any registered access-log file with lines on or before D
-///   is not loaded to its end, whichever run registered it (`WeblogLoad.pendingFrom`), and while a
-///   weblog run for D or an earlier date has not ended (it brings such files).
+/// - weblog: a report for D waits while any registered access-log range (a file's lines, or the
+///   lines a grown file added) whose first day is on or before D is not loaded to its end,
+///   whichever run registered it (`WeblogLoad.pendingFrom`), and while a weblog run for D or an
+///   earlier date has not ended (it brings such files); the watermark is the latest loaded day
+///   before the first such day (`WeblogLoad.watermark`), both from the ledger.
 public enum Watermarks {
     public struct Source: Sendable, Equatable, Codable {
         public let name: String

@@ -4,9 +4,10 @@ import Orchestration
 import PostgresClient
 import Workflow
 
-/// The weblog pipeline: generates the day's access log, registers the new files in the ledger
-/// (cut into line ranges), loads the ranges in `ETL_WEBLOG_PARTS` parallel tasks, and checks that
-/// every file this run registered is fully loaded.
+/// The weblog pipeline: generates the day's access log, registers new files and the new lines of
+/// known ones in the ledger (cut into line ranges), loads the ranges in `ETL_WEBLOG_PARTS` parallel
+/// tasks, and checks that every segment this run registered is fully loaded and no file was
+/// refused.
 public enum WeblogPipeline {
     public static let pipeline = Pipeline(name: "weblog", kind: .ingestion) { s in
         let parts = (0..<s.weblogParts).map { "load_part_\($0)" }
@@ -51,8 +52,10 @@ public enum WeblogPipeline {
                 let r = try WeblogLoad.register(
                     pg: pg, settings: s, runID: ctx.message.runID, logicalDate: ctx.message.logicalDate, log: ctx.log)
                 ctx.log(
-                    "\(r.newFiles.count) new file(s) in \(r.ranges) range(s); "
-                        + "\(r.alreadyKnown.count) already in the ledger")
+                    "\(r.newFiles.count) new file(s), \(r.grown.count) grown, in \(r.ranges) range(s); "
+                        + "\(r.alreadyKnown.count) already in the ledger, \(r.waiting.count) without a complete line"
+                        + " yet, \(r.refused.count) refused")
+                for e in r.refused { ctx.log(e) }
             },
             "weblog.load_part": { ctx in
                 let pg = try Pipeline.ownConnection(env)  // the ledger, chunked loads
@@ -75,6 +78,12 @@ public enum WeblogPipeline {
                     )
                 }
                 if r.unfinished > 0 { ctx.log("\(r.unfinished) file(s) are still being loaded by another run") }
+                // The good files are loaded; a refused one fails the run, so that it is seen.
+                if !r.refused.isEmpty {
+                    throw PipelineError(
+                        "\(r.refused.count) access-log file(s) refused, their loaded bytes changed: "
+                            + r.refused.joined(separator: "; "))
+                }
             },
         ]
     }
