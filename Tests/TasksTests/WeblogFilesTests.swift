@@ -402,4 +402,64 @@ struct WeblogFilesTests {
         #expect(try fx.count("SELECT max(line_number) FROM \(s.datalake).weblogs WHERE file_id = 1") == 110)
         #expect(try WeblogLoad.watermark(pg: pg, settings: s) == Day("2024-06-12"))
     }
+    @Test(
+        "late lines: a report waits while lines on or before its date load, and one computed before them is out of date"
+    )
+    func lateLines() throws {
+        let fx = try PipelineFixture(extra: ["ETL_HISTORY_START": "2024-06-01"])
+        let s = fx.settings
+        let pg = fx.pg!
+        // The platform through the 12th, so that the b2b watermark is not what the report waits for.
+        _ = try PlatformHistory.export(upTo: Day("2024-06-12")!, ordersPerDay: 5, seed: 1, settings: s)
+        _ = try B2BLoad.load(pg: pg, settings: s, runID: 1, upTo: Day("2024-06-12")!, log: { _ in })
+        var e = fx.values
+        e["ETL_PIPELINE_DAGS"] = "true"
+        let c = try Cluster(extra: e)  // the metadata tables (dag_run), no processes
+        let check = Watermarks.check(Reports.popularDevices, s)
+        let at = { (d: String) in Date(timeIntervalSince1970: Double(Day(d)!.epochSeconds)) }
+        // A customer's requests (the report counts customers' user names) on the 10th and the 11th.
+        let user = try String(contentsOfFile: "\(s.b2bDir)/customer.csv", encoding: .utf8).split(separator: "\n")[1]
+            .split(separator: ",").last.map(String.init)!
+        let request = { (i: Int, day: Int) in
+            Self.line(i, day: day).replacingOccurrences(of: " u\(i) ", with: " \(user) ")
+        }
+        let log = try fx.write(
+            "apache-logs/access_log", (1...20).map { request($0, 10) + "\n" }.joined() + request(21, 11) + "\n")
+        _ = try WeblogLoad.register(pg: pg, settings: s, runID: 7, logicalDate: nil, log: { _ in })
+        // Registered by another run, not loaded: a report for the 11th waits, one for the 9th does not.
+        let waits = try check(pg, c.schema, at("2024-06-11"))
+        #expect(waits?.contains("access-log") == true, "\(waits ?? "nil")")
+        #expect(try check(pg, c.schema, at("2024-06-09")) == nil)
+        _ = try WeblogLoad.loadPart(pg: pg, settings: s, owner: "run 7/load_part_0", checkDeadline: {}, log: { _ in })
+        _ = try WeblogLoad.finalize(pg: pg, settings: s, runID: 7)
+        #expect(try check(pg, c.schema, at("2024-06-11")) == nil)
+        // A weblog run for an earlier date that has not ended holds the report too (it brings files).
+        let dag = try #require(c.registry.dag("weblog"))
+        let earlier = try #require(try c.store.createRun(dag, logicalDate: at("2024-06-10"), type: .backfill))
+        #expect(try check(pg, c.schema, at("2024-06-11"))?.contains("weblog runs for 2024-06-10") == true)
+        #expect(try check(pg, c.schema, at("2024-06-09")) == nil)
+        try pg.query("UPDATE \(c.schema).dag_run SET state = 'success' WHERE run_id = $1", [earlier])
+        #expect(try check(pg, c.schema, at("2024-06-11")) == nil)
+
+        // Computed now, then late lines of the 10th arrive (the file grew): the 11th's report read
+        // a corrected input and is out of date; the 9th's did not.
+        for d in ["2024-06-09", "2024-06-11"] {
+            _ = try Reports.run(Reports.popularDevices, date: Day(d)!, tx: pg, settings: s)
+        }
+        #expect(try Freshness.computed(pg: pg, settings: s).allSatisfy { $0.outOfDate.isEmpty })
+        let before = try Reports.rows(Reports.popularDevices, date: Day("2024-06-11")!, pg: pg, settings: s)
+        try append(log, (22...30).map { request($0, 10) + "\n" }.joined())
+        _ = try WeblogLoad.register(pg: pg, settings: s, runID: 8, logicalDate: nil, log: { _ in })
+        _ = try WeblogLoad.loadPart(pg: pg, settings: s, owner: "run 8/load_part_0", checkDeadline: {}, log: { _ in })
+        _ = try WeblogLoad.finalize(pg: pg, settings: s, runID: 8)
+        let status = Dictionary(
+            uniqueKeysWithValues: try Freshness.computed(pg: pg, settings: s).map { ($0.date, $0.outOfDate) })
+        #expect(status["2024-06-11"]?.first?.contains("access log access_log (lines from 2024-06-10)") == true)
+        #expect(status["2024-06-09"] == [])
+        // Recomputed by a backfill, it counts the late requests.
+        _ = try Reports.run(Reports.popularDevices, date: Day("2024-06-11")!, tx: pg, settings: s)
+        let after = try Reports.rows(Reports.popularDevices, date: Day("2024-06-11")!, pg: pg, settings: s)
+        #expect(before != after, "\(before) \(after)")
+        #expect(try Freshness.computed(pg: pg, settings: s, date: Day("2024-06-11")!).first?.outOfDate == [])
+    }
 }
