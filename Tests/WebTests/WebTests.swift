@@ -395,6 +395,68 @@ struct WebTests {
 
     @Test(
         """
+        the DAG page's backfill form makes the runs with the upstream DAGs'; a report's page says when it was \
+        computed and why it is out of date
+        """
+    )
+    func backfillFormAndReportStatus() async throws {
+        let fx = try WebFixture()
+        let s = fx.pipeline.settings
+        let pg = try #require(fx.pipeline.pg)
+        // monthly-sales for 2024-06-15, computed on the 16th; February 10th re-exported and loaded on the 20th.
+        try pg.query("INSERT INTO \(s.datamart).monthly_sales VALUES ('2024-06-15', '2024-02-01', 3, 4, 5.00)")
+        try pg.execute(
+            script:
+                """
+                INSERT INTO \(s.loads).report_computed VALUES ('monthly-sales', '2024-06-15', '2024-06-16 00:00+00');
+                INSERT INTO \(s.loads).b2b_day (day, signature, facts_checksum, dims_checksum, orders, sales_lines,
+                                                loaded_at, replaced_at)
+                VALUES ('2024-02-10', 's', 'f', 'd', 1, 1, '2024-06-01 00:00+00', '2024-06-20 00:00+00')
+                """)
+        @Sendable func runs() throws -> [String] {
+            try
+                (fx.store.runRows(dag: "example_upstream", limit: 10)
+                + fx.store.runRows(dag: "example_downstream", limit: 10))
+                .filter { $0.type == .backfill }
+                .map { "\($0.dag) \(PostgresTimestamp.format($0.logicalDate).prefix(10))" }.sorted()
+        }
+        try await fx.test { client in
+            let b = try #require(try await Browser.login(client))
+            let report = try await b.get(client, "/reports/monthly-sales?date=2024-06-15")
+            #expect(report.status == .ok)
+            #expect(
+                report.text.contains("Out of date") && report.text.contains("b2b day 2024-02-10 loaded again")
+                    && report.text.contains("--from 2024-06-15 --to 2024-06-15 --rerun all"), "\(report.text)")
+            let index = try await b.get(client, "/reports")
+            #expect(index.text.contains("1 date(s) out of date"))
+
+            let page = try await b.get(client, "/dags/example_downstream")
+            #expect(page.text.contains("action=\"/dags/example_downstream/backfill\""))
+            #expect(
+                page.text.contains("with example_upstream&#39;s runs")
+                    || page.text.contains("with example_upstream's runs"))
+            let form = ["from": "2024-06-01", "to": "2024-06-03", "rerun": "none"]
+            #expect(
+                try await b.post(client, "/dags/example_downstream/backfill", form, csrf: false).status == .forbidden)
+            #expect(try runs().isEmpty)
+            #expect(try await b.post(client, "/dags/example_downstream/backfill", form).status == .seeOther)
+            #expect(
+                try runs() == [
+                    "example_downstream 2024-06-01", "example_downstream 2024-06-02", "example_downstream 2024-06-03",
+                    "example_upstream 2024-06-01", "example_upstream 2024-06-02", "example_upstream 2024-06-03",
+                ])
+            var bad = form
+            bad["rerun"] = "everything"
+            #expect(try await b.post(client, "/dags/example_downstream/backfill", bad).status == .badRequest)
+            bad = form
+            bad["to"] = "2024-05-01"
+            #expect(try await b.post(client, "/dags/example_downstream/backfill", bad).status == .badRequest)
+            #expect(try runs().count == 6)
+        }
+    }
+
+    @Test(
+        """
         the JSON API: bearer token or session (POST with X-CSRF-Token); every listing answers JSON; /metrics is \
         Prometheus text
         """
