@@ -51,7 +51,20 @@ extension ETLCtl {
                     ]
                 })
             print("\nReports:")
-            for r in summary.reports { print("  \(r.report): \(r.path)\(r.exists ? "" : "  (not written)")") }
+            let computed = (try? ops.computedReports(report: nil, date: when, limit: 100, settings: s)) ?? []
+            for r in summary.reports {
+                let status = computed.first { $0.report == r.report }.map { c in
+                    c.outOfDate.isEmpty
+                        ? "  (computed \(c.computedAt) UTC)"
+                        : "  (OUT OF DATE: \(c.outOfDate.joined(separator: "; ")); recompute with etlctl dags backfill "
+                            + "\(r.report) --from \(when) --to \(when) --rerun all)"
+                }
+                print("  \(r.report): \(r.path)\(r.exists ? "" : "  (not written)")\(status ?? "")")
+            }
+            if let marks = try? ops.watermarks(settings: s) {
+                let text = marks.map { "\($0.name) through \($0.through ?? "nothing yet")" }
+                print("\nSources complete (watermarks): \(text.joined(separator: ", "))")
+            }
         }
     }
 }
