@@ -17,7 +17,7 @@ public enum B2BPipeline {
             ])
     } operations: { s, env in
         [
-            PipelineSchemas.createTables: PipelineSchemas.createTablesOperation(s),
+            PipelineSchemas.createTables: PipelineSchemas.createTablesOperation(s, env),
             "b2b.generate_orders": { ctx in
                 guard s.orders > 0 else {
                     ctx.log("ETL_ORDERS=0: no export generated; loading the exports in \(s.exportDir) as they are")

@@ -1,3 +1,5 @@
+import ETLSupport
+import Metadata
 import Orchestration
 
 extension PipelineSchemas {
@@ -5,9 +7,15 @@ extension PipelineSchemas {
     public static let createTables = "pipelines.create_tables"
 
     /// The operation behind `createTables`.
-    public static func createTablesOperation(_ s: PipelineSettings) -> TaskOperation {
-        { ctx in
-            try ensure(ctx.pg, s)
+    ///
+    /// Through the start-up migration (`Migrator.run`), which applies a DDL file only when it changed
+    /// since it was last applied: even `CREATE INDEX IF NOT EXISTS` or `ALTER TABLE ... ADD COLUMN
+    /// IF NOT EXISTS` lock their table, so applying unchanged files while another run's load writes
+    /// those tables queued behind it or deadlocked with it.
+    public static func createTablesOperation(_ s: PipelineSettings, _ env: Environment) -> TaskOperation {
+        let schema = env["ETL_SCHEMA"] ?? "etl"
+        return { ctx in
+            try Migrator.run(ctx.pg, schema: schema, setup: setupScripts(s))
             ctx.log("schemas \(s.datalake), \(s.loads), \(s.datamart) are up to date with \(s.sourcesDir)/ddl")
         }
     }

@@ -15,7 +15,7 @@ public enum IP2GeoPipeline {
             ])
     } operations: { s, env in
         [
-            PipelineSchemas.createTables: PipelineSchemas.createTablesOperation(s),
+            PipelineSchemas.createTables: PipelineSchemas.createTablesOperation(s, env),
             "ip2geo.load": { ctx in
                 let meta = try Pipeline.ownConnection(env)  // for the load metadata
                 defer { meta.close() }

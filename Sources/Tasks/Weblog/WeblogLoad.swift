@@ -885,13 +885,14 @@ extension WeblogLoad {
     }
 
     /// The latest day D such that every registered range that may have lines on or before D is
-    /// loaded: the latest loaded line's day, but before the first pending day (nil: nothing is
-    /// loaded, or a pending range's first day is unknown). From the ledger only.
+    /// loaded: the day before the latest loaded line's day (a log may still be adding lines to that
+    /// day), and before the first pending day (nil: nothing is loaded, or a pending range's first
+    /// day is unknown). From the ledger only.
     public static func watermark(pg: PostgresConnection, settings s: PipelineSettings) throws -> Day? {
         let r = try pg.query(
             """
             SELECT CASE WHEN done.last_day IS NULL OR open.first_day = '-infinity' THEN NULL
-                        ELSE least(done.last_day, open.first_day - 1) END::text
+                        ELSE least(done.last_day - 1, open.first_day - 1) END::text
             FROM (SELECT max(last_day) AS last_day FROM \(s.loads).weblog_range WHERE state = 'done') done,
                  (SELECT min(coalesce(first_day, '-infinity'::date)) AS first_day FROM \(s.loads).weblog_range
                   WHERE state <> 'done') open

@@ -27,7 +27,7 @@ public enum WeblogPipeline {
                 + [Pipeline.task("finalize", "weblog.finalize", parts)])
     } operations: { s, env in
         [
-            PipelineSchemas.createTables: PipelineSchemas.createTablesOperation(s),
+            PipelineSchemas.createTables: PipelineSchemas.createTablesOperation(s, env),
             "weblog.generate": { ctx in
                 guard s.weblogLines > 0 else {
                     ctx.log("ETL_WEBLOG_LINES=0: no traces generated; loading what is in \(s.weblogDir)")
