@@ -222,6 +222,28 @@ struct B2BHistoryTests {
             try Freshness.computed(pg: fx.pg!, settings: s, report: "monthly-sales").first?.outOfDate.isEmpty == true)
     }
 
+    @Test("loaded days whose export folders were archived stay as loaded: a missing folder is not a re-export")
+    func archivedExports() throws {
+        let fx = try fixture()
+        try export(fx, upTo: Self.day)
+        _ = try load(fx, upTo: Self.day)
+        let whole = try tables(fx)
+        let s = fx.settings
+        let fm = FileManager.default
+        for d in [Self.start, Day("2024-02-10")!] {
+            try fm.moveItem(atPath: PlatformHistory.dayDir(d, s), toPath: "\(fx.path)/archived-\(d)")
+        }
+        let r = try load(fx, upTo: Self.day, run: 2)
+        #expect(r.daysLoaded.isEmpty && r.daysReplaced.isEmpty)
+        #expect(try tables(fx) == whole)
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).b2b_day WHERE replaced_at IS NOT NULL") == 0)
+        // A day not loaded yet still has to be there.
+        try export(fx, upTo: Self.next)
+        try fm.removeItem(atPath: PlatformHistory.dayDir(Self.next, s))
+        let e = #expect(throws: PipelineError.self) { try load(fx, upTo: Self.next, run: 3) }
+        #expect("\(e.map { "\($0)" } ?? "")".contains("export for \(Self.next) is missing"))
+    }
+
     @Test("a b2b run for a day before the history's start is refused, naming the setting")
     func beforeHistory() throws {
         let fx = try fixture()

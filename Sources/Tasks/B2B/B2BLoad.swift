@@ -183,8 +183,17 @@ public enum B2BLoad {
         // The keys of the current versions, for the checks of references; kept up to date as days load.
         var current = try keys(pg: pg, s: s, validOn: nil)
         var day = s.historyStart
+        var archived: [Day] = []
         while day <= last {
             try checkDeadline()
+            // A loaded day whose export folder is gone (archived, moved away) stays as it was loaded:
+            // a missing folder is not a re-export of nothing.
+            if ledger[day] != nil, !FileManager.default.fileExists(atPath: PlatformHistory.dayDir(day, s)) {
+                archived.append(day)
+                result.daysUnchanged += 1
+                day = Day(daysSince1970: day.daysSince1970 + 1)
+                continue
+            }
             guard let files = files(of: day, s) else {
                 throw PipelineError(
                     "the platform's export for \(day) is missing (\(PlatformHistory.dayDir(day, s))): days are loaded "
@@ -268,6 +277,9 @@ public enum B2BLoad {
                 }
             }
             day = Day(daysSince1970: day.daysSince1970 + 1)
+        }
+        if !archived.isEmpty {
+            log("b2b: \(describe(archived)): loaded before, their export folders are gone; kept as they were loaded")
         }
         let t = result.tables.map { "\($0.table) +\($0.loaded)" }.joined(separator: ", ")
         log(

@@ -72,7 +72,7 @@ public enum Freshness {
     static func weblogLoads(_ s: PipelineSettings) -> String {
         """
         SELECT name, first_day, loaded_at FROM \(s.loads).weblog_change
-        WHERE loaded_at IS NOT NULL AND first_day IS NOT NULL
+        WHERE loaded_at IS NOT NULL AND first_day IS NOT NULL AND rows_loaded > 0
         """
     }
 }

@@ -172,14 +172,18 @@ public enum Reports {
     public static func run(
         _ report: Report, date: Day, tx: PostgresConnection, settings s: PipelineSettings
     ) throws -> Output {
+        // The time before the report's query takes its snapshot: a load committing while it runs
+        // stamped its rows before that commit, so it counts as later than this (out of date, to be
+        // safe), never as seen.
+        let started = try tx.query("SELECT clock_timestamp()::text").rows[0].decode(String.self, 0)
         try tx.query("DELETE FROM \(s.datamart).\(report.table) WHERE logical_date = $1::date", [date.description])
         try tx.query(report.insert(s), [date.description])
         try tx.query(
             """
             INSERT INTO \(s.loads).report_computed (report, logical_date, computed_at)
-            VALUES ($1, $2::date, clock_timestamp())
+            VALUES ($1, $2::date, $3::timestamptz)
             ON CONFLICT (report, logical_date) DO UPDATE SET computed_at = EXCLUDED.computed_at
-            """, [report.name, date.description])
+            """, [report.name, date.description, started])
         let rows = try Self.rows(report, date: date, pg: tx, settings: s)
         let path = csvPath(report, date: date, settings: s)
         let out = try BufferedFileWriter(path: path)

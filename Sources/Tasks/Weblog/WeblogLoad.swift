@@ -39,18 +39,11 @@ public enum WeblogLoad {
         public var ranges = 0
     }
 
-    /// Whether a log file of this name is complete (rotated or gzipped): its last line is loaded
-    /// even without a newline. `access_log.N`, `access_log-YYYYMMDD` and any `.gz` are; a file
-    /// still written to (`access_log`, `access_log_<ts>.log`) is not.
-    public static func isFinal(name: String) -> Bool {
-        if name.hasSuffix(".gz") { return true }
-        guard name.hasPrefix("access_log") else { return false }
-        let rest = name.utf8.dropFirst("access_log".utf8.count)
-        guard let sep = rest.first, sep == UInt8(ascii: ".") || sep == UInt8(ascii: "-"), rest.count > 1 else {
-            return false
-        }
-        return rest.dropFirst().allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
-    }
+    /// Whether a log file of this name is complete: its last line is loaded even without a
+    /// newline. Only a gzipped file is (`*.gz`): a file renamed by rotation (`access_log.1`,
+    /// `access_log-YYYYMMDD`) may still be written to by Apache until its graceful reload, so its
+    /// unterminated last line waits like any other file's.
+    public static func isFinal(name: String) -> Bool { name.hasSuffix(".gz") }
 
     struct FileStat {
         var size: Int64
@@ -68,7 +61,10 @@ public enum WeblogLoad {
 
     /// The weblog folder's `access_log*` regular files, by name.
     static func logFiles(_ dir: String) -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasPrefix("access_log") }
+        // Not a file being written under a temporary name (the generator's, BufferedFileWriter's
+        // `<name>.tmp-<pid>-<n>`, left behind by a killed worker).
+        ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
+            .filter { $0.hasPrefix("access_log") && !$0.contains(".tmp-") }
             .sorted()
     }
 
