@@ -28,13 +28,14 @@ extension ETLCtl {
                       etlctl generate orders --orders 1400 --date 2026-11-30 --seed 7
                     """
             )
-            @Option(name: .long, help: "Orders per day.") var orders: Int = 20
+            @Option(name: .long, help: "Orders per day (default ETL_ORDERS, or 20).") var orders: Int?
             @Option(help: "The last day to export (YYYY-MM-DD; default yesterday).") var date: String?
-            @Option(help: "Random seed: the same seed and arguments give the same files.") var seed: UInt64 = 42
+            @Option(help: "Random seed (default ETL_SEED): the same seed and arguments give the same files.")
+            var seed: UInt64?
             @Option(help: "Output folder (default ETL_B2B_EXPORT_DIR, or sources/generated/exports).") var out: String?
 
             func validate() throws {
-                if orders < 0 || orders > PlatformHistory.maxOrdersPerDay {
+                if let orders, orders < 0 || orders > PlatformHistory.maxOrdersPerDay {
                     throw ValidationError(
                         "--orders must be between 0 and \(PlatformHistory.maxOrdersPerDay) per day, e.g. --orders 100")
                 }
@@ -44,6 +45,9 @@ extension ETLCtl {
                 var s = try settings()
                 let last = try date.map { try day($0) } ?? Day(daysSince1970: Day.today().daysSince1970 - 1)
                 if let out { s.exportDir = out }
+                // The DAG's own settings by default, so that what is exported by hand continues the
+                // history the b2b DAG exports.
+                let (orders, seed) = (self.orders ?? s.orders, self.seed ?? s.seed)
                 let days = max(1, last.daysSince1970 - s.historyStart.daysSince1970 + 1)
                 let bar = ProgressBar(label: "orders", total: Int64(orders * days))
                 let r = try failing {
