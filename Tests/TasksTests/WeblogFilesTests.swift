@@ -214,6 +214,13 @@ struct WeblogFilesTests {
         let again = try load(fx, run: 3)
         #expect(again.registered.refused.count == 1 && again.finalized.refused.count == 1 && again.part.read == 0)
         #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE state = 'broken'") == 1)
+        // Moved away, the same run retried (register, then finalize): it no longer fails.
+        let changed = try Data(contentsOf: URL(fileURLWithPath: old))
+        try FileManager.default.moveItem(atPath: old, toPath: "\(fx.path)/aside.log")
+        let retried = try load(fx, run: 3)
+        #expect(retried.registered.refused.isEmpty && retried.finalized.refused.isEmpty)
+        try changed.write(to: URL(fileURLWithPath: old))
+        #expect(try load(fx, run: 3).finalized.refused.count == 1)  // and back: refused again
         // Restored: the same file again, nothing refused, nothing loaded twice.
         try Data(text.utf8).write(to: URL(fileURLWithPath: old))
         let restored = try load(fx, run: 4)

@@ -75,6 +75,11 @@ public enum WeblogLoad {
         var result = Registered()
         let dir = s.weblogDir
         try resolveOldLedger(pg: pg, settings: s, log: log)
+        // A refusal counts for the runs that see the refused file: this registration (again, on a
+        // retry) marks the ones it still finds, so a file moved away no longer fails this run.
+        if let runID {
+            try pg.query("UPDATE \(s.loads).weblog_seen SET run_id = NULL WHERE run_id = $1", [runID])
+        }
         for name in logFiles(dir) {
             let path = "\(dir)/\(name)"
             guard let st = fileStat(path), st.regular else { continue }
