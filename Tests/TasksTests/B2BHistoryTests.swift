@@ -244,6 +244,22 @@ struct B2BHistoryTests {
         #expect("\(e.map { "\($0)" } ?? "")".contains("export for \(Self.next) is missing"))
     }
 
+    @Test("ETL_HISTORY_START moved after a first load: refused, naming the loaded history's start")
+    func historyStartMoved() throws {
+        let fx = try fixture()
+        try export(fx, upTo: Day("2024-01-05")!)
+        _ = try load(fx, upTo: Day("2024-01-05")!)
+        var moved = fx.settings
+        moved.historyStart = Day("2023-12-20")!
+        let pg = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
+        defer { pg.close() }
+        let e = #expect(throws: PipelineError.self) {
+            try B2BLoad.load(pg: pg, settings: moved, runID: 2, upTo: Day("2024-01-06")!, log: { _ in })
+        }
+        #expect("\(e.map { "\($0)" } ?? "")".contains("set ETL_HISTORY_START=2024-01-01"))
+        #expect(try fx.count("SELECT count(*) FROM \(fx.settings.loads).b2b_day") == 5)
+    }
+
     @Test("a b2b run for a day before the history's start is refused, naming the setting")
     func beforeHistory() throws {
         let fx = try fixture()

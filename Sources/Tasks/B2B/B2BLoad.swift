@@ -124,6 +124,17 @@ public enum B2BLoad {
         try pg.query("SELECT pg_advisory_lock(hashtext($1))", ["\(s.loads) b2b load"])
         defer { _ = try? pg.query("SELECT pg_advisory_unlock(hashtext($1))", ["\(s.loads) b2b load"]) }
         try loads.markAbandoned(pipeline: "b2b")
+        // The history loaded so far starts on ETL_HISTORY_START; another start would merge the base
+        // CSVs into a history they are not the first day of.
+        if let first = try pg.query("SELECT min(day)::text FROM \(s.loads).b2b_day").rows.first?
+            .decode(String?.self, 0).flatMap({ Day(strict: $0) }), first != s.historyStart
+        {
+            throw PipelineError(
+                "the loaded b2b history starts on \(first), but ETL_HISTORY_START=\(s.historyStart): the base CSVs "
+                    + "are the platform on the history's first day. Fix: set ETL_HISTORY_START=\(first) for every "
+                    + "program (scheduler and workers alike), or load the new history into new schemas "
+                    + "(ETL_DATALAKE_SCHEMA, ETL_LOADS_SCHEMA, ETL_DATAMART_SCHEMA)")
+        }
         var ids: [String: Int64] = [:]
         for t in B2B.tables {
             let base = dimensions.contains { $0.table == t.table }
