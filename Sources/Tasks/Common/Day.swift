@@ -24,12 +24,23 @@ public struct Day: Sendable, Hashable, Comparable, CustomStringConvertible {
         self.init(year: y, month: m, day: d)
     }
 
+    /// The UTC day holding this many seconds since 1970 (floored: before 1970 counts back).
+    public init(epochSeconds seconds: Int64) {
+        let (q, r) = seconds.quotientAndRemainder(dividingBy: 86_400)
+        self.init(daysSince1970: Int(r < 0 ? q - 1 : q))
+    }
+
+    /// The UTC day of `date` (a run's logical date, a time).
+    public init(_ date: Date) {
+        self.init(daysSince1970: Int((date.timeIntervalSince1970 / 86_400).rounded(.down)))
+    }
+
     /// From `YYYY-MM-DD` (a real calendar day: not 2024-02-30), or the date part of a timestamp like a
     /// logical date.
     public init?(_ text: String) {
         let date = String(text.prefix(10))
         guard text.count >= 10, CivilDateCheck.date(date), let d = PostgresTimestamp.parse(date) else { return nil }
-        self.init(daysSince1970: Int((d.timeIntervalSince1970 / 86_400).rounded(.down)))
+        self.init(d)
     }
 
     /// Exactly `YYYY-MM-DD` and a real calendar day (what a user types for a date), else nil.
@@ -38,7 +49,7 @@ public struct Day: Sendable, Hashable, Comparable, CustomStringConvertible {
         self.init(text)
     }
 
-    public static func today() -> Day { Day(daysSince1970: Int(Date().timeIntervalSince1970 / 86_400)) }
+    public static func today() -> Day { Day(Date()) }
 
     public var daysSince1970: Int { CivilDate.toDays(year: year, month: month, day: day) }
     public var epochSeconds: Int64 { Int64(daysSince1970) * 86_400 }

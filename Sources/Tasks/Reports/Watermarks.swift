@@ -9,8 +9,9 @@ import PostgresClient
 /// - weblog: a report for D waits while any registered access-log range (a file's lines, or the
 ///   lines a grown file added) whose first day is on or before D is not loaded to its end,
 ///   whichever run registered it (`WeblogLoad.pendingFrom`), and while a weblog run for D or an
-///   earlier date has not ended (it brings such files); the watermark is the latest loaded day
-///   before the first such day (`WeblogLoad.watermark`), both from the ledger.
+///   earlier date has not ended (it brings such files). The weblog watermark shown is the day
+///   before the latest loaded line's day, and before the first such range's day
+///   (`WeblogLoad.watermark`), both from the ledger.
 public enum Watermarks {
     public struct Source: Sendable, Equatable, Codable {
         public let name: String
@@ -35,7 +36,7 @@ public enum Watermarks {
     public static func check(_ report: Reports.Report, _ s: PipelineSettings) -> InputCheck {
         let upstream = report.upstreamDAGs
         return { pg, metadata, date in
-            let day = Day(daysSince1970: Int((date.timeIntervalSince1970 / 86_400).rounded(.down)))
+            let day = Day(date)
             var waits: [String] = []
             // A weblog run for D or an earlier date that has not ended yet brings (or generates) files
             // with lines on or before D: wait for it too, not only for the same date's run.

@@ -438,7 +438,7 @@ public enum WeblogLoad {
                 }
                 return seen < 32
             }
-            return earliest.map { Day(daysSince1970: Int(($0 / 86_400))).description } ?? "-infinity"
+            return earliest.map(day) ?? "-infinity"
         }
     }
 
@@ -748,7 +748,7 @@ public enum WeblogLoad {
 
     /// `YYYY-MM-DD` (UTC) of a Unix time.
     static func day(_ seconds: Int64) -> String {
-        Day(daysSince1970: Int((Double(seconds) / 86_400).rounded(.down))).description
+        Day(epochSeconds: seconds).description
     }
 
     /// Where ledger file `file` is now: its recorded path when that still holds it (its first line,
