@@ -238,17 +238,14 @@ public enum B2BLoad {
                     } else {
                         var validOn = try keys(pg: pg, s: s, validOn: day)
                         try pg.transaction { tx in
-                            try loadFacts(
+                            let n = try loadFacts(
                                 files, replace: true, tx: tx, s: s, known: &validOn, ids: ids, result: &result)
                             try tx.query(
                                 """
                                 UPDATE \(s.loads).b2b_day SET signature = $2, facts_checksum = $3, run_id = $4,
-                                       orders = (SELECT count(*) FROM \(s.datalake).orders WHERE export_day = $1::date),
-                                       sales_lines = (SELECT count(*) FROM \(s.datalake).sales
-                                                      WHERE export_day = $1::date),
-                                       replaced_at = clock_timestamp()
+                                       orders = $5, sales_lines = $6, replaced_at = clock_timestamp()
                                 WHERE day = $1::date
-                                """, [day.description, signature, facts, runID])
+                                """, [day.description, signature, facts, runID, n.orders, n.sales])
                         }
                         result.daysReplaced.append(day)
                         log("\(day): re-exported; its orders and sales were replaced")
@@ -272,15 +269,14 @@ public enum B2BLoad {
                                 path: removed, day: day, tx: tx, s: s, known: &known, ids: ids,
                                 result: &result)
                         }
-                        try loadFacts(files, replace: false, tx: tx, s: s, known: &known, ids: ids, result: &result)
+                        let n = try loadFacts(
+                            files, replace: false, tx: tx, s: s, known: &known, ids: ids, result: &result)
                         try tx.query(
                             """
                             INSERT INTO \(s.loads).b2b_day (day, signature, facts_checksum, dims_checksum, orders,
                                                             sales_lines, run_id)
-                            SELECT $1::date, $2, $3, $4,
-                                   (SELECT count(*) FROM \(s.datalake).orders WHERE export_day = $1::date),
-                                   (SELECT count(*) FROM \(s.datalake).sales WHERE export_day = $1::date), $5
-                            """, [day.description, signature, facts, dims, runID])
+                            VALUES ($1::date, $2, $3, $4, $5, $6, $7)
+                            """, [day.description, signature, facts, dims, n.orders, n.sales, runID])
                     }
                     known["orders"] = nil
                     if !(latest.map { day < $0 } ?? false) { current = known }
@@ -416,11 +412,14 @@ public enum B2BLoad {
         try record(r, id: ids["inventory"]!, rejects: v.rejects, source: path, tx: tx, s: s, result: &result)
     }
 
-    /// Appends a day's orders and sales (after deleting the day's old ones, for a re-exported day).
+    /// Appends a day's orders and sales (after deleting the day's old ones, for a re-exported day);
+    /// returns how many of each the day now has.
+    @discardableResult
     static func loadFacts(
         _ files: DayFiles, replace: Bool, tx: PostgresConnection, s: PipelineSettings,
         known: inout [String: Set<String>], ids: [String: Int64], result: inout Result
-    ) throws {
+    ) throws -> (orders: Int64, sales: Int64) {
+        var loaded: [String: Int64] = [:]
         let d = files.day.description
         var removed: [String: Int64] = [:]
         if replace {
@@ -444,12 +443,14 @@ public enum B2BLoad {
                 r.loaded = v.accepted
                 r.rejected = Int64(v.rejects.count)
                 r.inserted = v.accepted
+                loaded[spec.table] = v.accepted
                 r.bytes = fileSize(path)
                 try record(r, id: ids[spec.table]!, rejects: v.rejects, source: path, tx: tx, s: s, result: &result)
             } else if r.removed > 0 {
                 try record(r, id: ids[spec.table]!, rejects: [], source: "", tx: tx, s: s, result: &result)
             }
         }
+        return (loaded["orders"] ?? 0, loaded["sales"] ?? 0)
     }
 
     /// The orders spec for one day's export: an order must be placed on that day.
