@@ -18,6 +18,14 @@ public struct PostgresConfig: Sendable, CustomStringConvertible {
     public var reconnectTimeout: Double = 30
     /// Reported in `pg_stat_activity`, so an operator sees which process holds a connection.
     public var applicationName: String = "etl"
+    /// Seconds after which a peer that stopped answering counts as gone (`ETL_PG_DEAD_PEER`,
+    /// default 20): TCP keepalives probe an idle connection from 5 s on, and `tcp_user_timeout`
+    /// ends one whose sent data stays unacknowledged this long. A frozen process's kernel still
+    /// answers both: the attempt lease (MetadataStore+attempts) covers that case.
+    public var deadPeer: Int = 20
+    /// Session limits for the server to enforce (worker sessions: `lock_timeout`,
+    /// `idle_in_transaction_session_timeout`), as `-c name=value` options at connect.
+    public var sessionLimits: [(name: String, value: String)] = []
 
     public init(host: String = "127.0.0.1", port: Int = 5432, user: String, password: String?, database: String) {
         self.host = host
@@ -88,6 +96,22 @@ public struct PostgresConfig: Sendable, CustomStringConvertible {
             )
         }
         reconnectTimeout = try env.seconds("ETL_PG_RECONNECT_TIMEOUT", default: reconnectTimeout, range: 0...3600)
+        deadPeer = try env.integer("ETL_PG_DEAD_PEER", default: deadPeer, range: 5...7200)
+    }
+
+    /// The sessions of a worker: the server ends a transaction left idle for
+    /// `ETL_PG_IDLE_IN_TRANSACTION_TIMEOUT` seconds (default 60; its locks go with it), and a lock
+    /// wait longer than `ETL_PG_LOCK_TIMEOUT` seconds (default 10) fails with SQLSTATE 55P03, which
+    /// the worker retries without counting it as the task's failure. Neither limits how long a
+    /// statement may run.
+    public static func worker(environment env: Environment) throws -> PostgresConfig {
+        var c = try PostgresConfig(environment: env)
+        let idle = try env.seconds("ETL_PG_IDLE_IN_TRANSACTION_TIMEOUT", default: 60, range: 1...86_400)
+        let lock = try env.seconds("ETL_PG_LOCK_TIMEOUT", default: 10, range: 0.1...86_400)
+        c.sessionLimits = [
+            ("idle_in_transaction_session_timeout", "\(Int(idle * 1000))"), ("lock_timeout", "\(Int(lock * 1000))"),
+        ]
+        return c
     }
 
     /// `user@host:port/database`, with no password.
@@ -103,8 +127,13 @@ public struct PostgresConfig: Sendable, CustomStringConvertible {
                 "options",
                 "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3"
                     + " -c client_min_messages=warning -c bytea_output=hex"
+                    + sessionLimits.map { " -c \($0.name)=\($0.value)" }.joined()
             ),
             ("client_encoding", "UTF8"),
+            // A dead peer (host gone, link cut) ends the connection within about `deadPeer` seconds.
+            ("keepalives", "1"), ("keepalives_idle", "5"), ("keepalives_interval", "5"),
+            ("keepalives_count", String(max(1, (deadPeer - 5) / 5))),
+            ("tcp_user_timeout", String(deadPeer * 1000)),
         ]
         if let password { p.append(("password", password)) }
         if let sslMode { p.append(("sslmode", sslMode)) }

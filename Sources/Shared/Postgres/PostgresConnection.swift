@@ -24,10 +24,28 @@ public final class PostgresConnection {
     private(set) var transactionDepth = 0
     private let reconnectBackoff = Backoff(base: 0.05, cap: 2, jitter: 0.3)
 
-    public init(config: PostgresConfig, logger: Logger = Logger(label: "etl.postgres")) throws {
+    /// Runs after every (re)connect, before the session is used: a task's connection registers its
+    /// backend under the attempt's lease there, and refuses to go on when the lease was taken over.
+    /// A throw closes the session.
+    private let onConnect: ((PostgresConnection) throws -> Void)?
+
+    public init(
+        config: PostgresConfig, logger: Logger = Logger(label: "etl.postgres"),
+        onConnect: ((PostgresConnection) throws -> Void)? = nil
+    ) throws {
         self.config = config
         self.logger = logger
+        self.onConnect = onConnect
         handle = try Self.open(config)
+        try connected()
+    }
+
+    private func connected() throws {
+        guard let onConnect else { return }
+        do { try onConnect(self) } catch {
+            close()
+            throw error
+        }
     }
 
     deinit { close() }
@@ -107,6 +125,7 @@ public final class PostgresConnection {
         handle = try reconnectBackoff.retry(
             timeout: config.reconnectTimeout, server: "Postgres", endpoint: endpoint, logger: logger,
             isRetryable: { ($0 as? PostgresError)?.code == .connectionFailed }, { try Self.open(config) })
+        try connected()
     }
 
     /// A healthy handle: reconnects first if the last call found the connection broken, unless a

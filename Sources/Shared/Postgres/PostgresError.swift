@@ -94,4 +94,10 @@ public struct PostgresError: Error, CustomStringConvertible, CustomDebugStringCo
 
     /// True for failures that a new connection may cure (the caller can retry the whole unit of work).
     public var isConnectionProblem: Bool { code == .connectionLost || code == .connectionFailed }
+
+    /// A lock wait ended by `lock_timeout` (SQLSTATE 55P03): worth trying again later.
+    public var isLockTimeout: Bool { sqlState == "55P03" }
+
+    /// The message's first line, for one-line logs.
+    public var firstLine: String { String(message.split(separator: "\n", maxSplits: 1).first ?? "") }
 }
