@@ -24,14 +24,14 @@ struct MetadataStoreTests {
         let env = Environment(c.env)
         let a = MetadataStore(pg: try PostgresConnection(config: PostgresConfig(environment: env)), schema: c.schema)
         let b = MetadataStore(pg: try PostgresConnection(config: PostgresConfig(environment: env)), schema: c.schema)
-        let t1 = try #require(try a.acquireLease(holder: "a", ttl: 30))
+        let t1 = try #require(try a.acquireLease(holder: "a", ttl: 30).token)
         try a.setFence(t1)
         let dag = try #require(c.registry.dag("example_diamond"))
         let run = try #require(
             try a.createRun(dag, logicalDate: Date(timeIntervalSince1970: 1_717_200_000), type: .manual))
         // a's lease runs out (as if its process had been paused) and b takes over.
         try c.store.pg.query("UPDATE \(c.schema).scheduler_lease SET expires_at = now() - interval '1 second'")
-        let t2 = try #require(try b.acquireLease(holder: "b", ttl: 30))
+        let t2 = try #require(try b.acquireLease(holder: "b", ttl: 30).token)
         #expect(t2 > t1)
         try b.setFence(t2)
         let refused = #expect(throws: PostgresError.self) { try a.markQueued(run: run, tasks: ["extract"]) }

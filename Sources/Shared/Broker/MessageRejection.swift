@@ -12,6 +12,8 @@ public enum MessageRejection: Error, Sendable, Equatable, CustomStringConvertibl
     case malformed(String)
     case unsupportedVersion(Int)
     case unknownTask(dag: String, task: String)
+    /// Taken over by this many runners, each of which died, froze or was cut off before it ended.
+    case tooManyDeliveries(Int)
 
     public var description: String {
         switch self {
@@ -33,6 +35,11 @@ public enum MessageRejection: Error, Sendable, Equatable, CustomStringConvertibl
             return
                 "unknown task \(dag).\(task): no such DAG or task in this worker's build."
                 + " Fix: deploy the same DAGs to the scheduler and the workers"
+        case .tooManyDeliveries(let n):
+            return
+                "delivered \(n) times: each worker that took it died, froze or was cut off before it ended"
+                + " (a task that crashes its worker?). Its try fails. Fix: see the workers' logs; raise"
+                + " ETL_MAX_DELIVERIES if the workers were lost for another reason; retry the task"
         }
     }
 }

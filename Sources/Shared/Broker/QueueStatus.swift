@@ -84,7 +84,9 @@ extension TaskQueue {
         for i in stride(from: 0, to: all.count - 1, by: 2) {
             if let k = all[i].string, let v = all[i + 1].bytes { infos[k] = v }
         }
-        let now = Date().timeIntervalSince1970
+        // Ages on Redis's clock, where the heartbeats were stamped.
+        let time = try redis.command("TIME").array?.compactMap { $0.string.flatMap(Double.init) } ?? []
+        let now = time.count == 2 ? time[0] + time[1] / 1e6 : Date().timeIntervalSince1970
         var rows: [WorkerStatus] = []
         var i = 0
         while i + 1 < beats.count {

@@ -172,8 +172,10 @@ public final class TaskQueue {
     /// one atomic step (one round trip). Events of the same run and outcome become one event
     /// listing their tasks, so a batch of 64 finished tasks is one entry for the scheduler to
     /// read, not 64.
-    public func complete(_ items: [(delivery: Delivery, event: CompletionEvent?)]) throws {
-        guard !items.isEmpty else { return }
+    public func complete(
+        _ items: [(delivery: Delivery, event: CompletionEvent?)], events extra: [CompletionEvent] = []
+    ) throws {
+        guard !items.isEmpty || !extra.isEmpty else { return }
         var streams: [String] = [keys.events]
         var index: [String: Int] = [:]
         var args: [any RedisArgument] = [Self.workerGroup, items.count]
@@ -189,7 +191,7 @@ public final class TaskQueue {
             args.append(k)
             args.append(d.entryID)
         }
-        for event in CompletionEvent.merged(items.compactMap(\.event)) { args.append(event.json) }
+        for event in CompletionEvent.merged(items.compactMap(\.event) + extra) { args.append(event.json) }
         try redis.eval(Self.completeScript, keys: streams.map { $0 as any RedisArgument }, args: args)
     }
 
@@ -212,13 +214,20 @@ public final class TaskQueue {
 
     // MARK: Worker liveness
 
-    /// Records that `worker` is alive now, with what it is doing.
+    // Heartbeat times are Redis's own (`TIME`): a worker's age is judged on one clock, never by
+    // comparing the worker's wall clock with the reclaimer's.
+    private static let heartbeatScript = RedisScript(
+        """
+        local t = redis.call('TIME')
+        local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        redis.call('ZADD', KEYS[1], ms, ARGV[1])
+        redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+        return 1
+        """)
+
+    /// Records that `worker` is alive now (on Redis's clock), with what it is doing.
     public func heartbeat(worker: String, info: String) throws {
-        let nowMS = Int(Date().timeIntervalSince1970 * 1000)
-        _ = try redis.pipeline { p in
-            p.add("ZADD", keys.heartbeats, nowMS, worker)
-            p.add("HSET", keys.workers, worker, info)
-        }
+        try redis.eval(Self.heartbeatScript, keys: [keys.heartbeats, keys.workers], args: [worker, info])
     }
 
     /// Removes a worker that stopped cleanly.
@@ -236,11 +245,17 @@ public final class TaskQueue {
         }
     }
 
-    /// Workers whose last heartbeat is older than `deadAfter` seconds.
+    private static let deadWorkersScript = RedisScript(
+        """
+        local t = redis.call('TIME')
+        local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
+        return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.0f', cutoff))
+        """)
+
+    /// Workers whose last heartbeat is older than `deadAfter` seconds, on Redis's clock.
     public func deadWorkers(deadAfter: Double) throws -> [String] {
-        let cutoff = Int((Date().timeIntervalSince1970 - deadAfter) * 1000)
-        return try redis.command("ZRANGEBYSCORE", keys.heartbeats, "-inf", "(\(cutoff)").array?.compactMap(\.string)
-            ?? []
+        try redis.eval(Self.deadWorkersScript, keys: [keys.heartbeats], args: [Int(deadAfter * 1000)]).array?
+            .compactMap(\.string) ?? []
     }
 
     /// Moves up to `limit` pending messages of consumers belonging to dead workers (consumer names

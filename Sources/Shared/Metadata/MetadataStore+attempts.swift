@@ -17,31 +17,94 @@ extension MetadataStore {
         }
     }
 
-    /// Worker side: the attempt starts. False when this attempt is no longer the current one or
-    /// already finished (a redelivered or stale message): the caller acknowledges without running.
+    /// Worker side: the attempt starts (tests and tools; workers use `startAttempts`). False when
+    /// this attempt is no longer the current one, already finished, or held by a live runner.
     public func startAttempt(run: Int64, task: String, tryNumber: Int, worker: String) throws -> Bool {
-        try !startAttempts([AttemptKey(run: run, task: task, tryNumber: tryNumber)], worker: worker).isEmpty
+        let out = try startAttempts(
+            [AttemptKey(run: run, task: task, tryNumber: tryNumber)], worker: worker, runner: worker)
+        if case .started = out.first { return true }
+        return false
     }
 
-    /// Starts several attempts in one statement (one round trip, one commit); returns the
-    /// positions in `keys` that started. The others are finished or superseded: acknowledge them
-    /// without running. Only the first gets its start time now: the others wait behind it, and
-    /// `finishAttempts` records when they really started. Starting again an attempt this same
-    /// worker already started (a batch cut in two) changes only its start time.
-    public func startAttempts(_ keys: [AttemptKey], worker: String) throws -> Set<Int> {
+    /// What became of one message's attempt at its start.
+    public enum StartOutcome: Sendable, Equatable {
+        /// This runner holds the attempt's lease now, under `epoch`: run it.
+        case started(epoch: Int64)
+        /// Finished already, or superseded by a newer try: acknowledge without running.
+        case notCurrent
+        /// Running under another runner's live lease (a duplicate delivery: a reclaim after a
+        /// Redis outage, a re-enqueued message): acknowledge without running; that runner ends it,
+        /// and should it die, its expired lease makes the scheduler enqueue the attempt again.
+        case heldElsewhere
+        /// Started by `limit` runners already, each of which died or was cut off: taken under
+        /// `epoch` only to be failed, and its message dead-lettered.
+        case exhausted(epoch: Int64, deliveries: Int)
+    }
+
+    /// Starts several attempts of one runner (a worker slot of one process) in one statement;
+    /// returns what became of each key, in order.
+    ///
+    /// The lease: an attempt that is queued, or running under this same runner, or running under a
+    /// lease that expired on Postgres's clock, is taken: the runner and its backend are recorded,
+    /// the expiry set `ttl` seconds ahead, and the epoch raised when the runner changes. Before an
+    /// expired lease is taken, the backends its old runner registered are ended
+    /// (`pg_terminate_backend`), so that a frozen or cut-off runner's locks and open transactions go
+    /// at once and its later statements fail; a runner can neither renew nor register a backend
+    /// under an expired lease, so nothing of it survives the take-over. The `limit`-th take-over of
+    /// one try comes back `exhausted`.
+    ///
+    /// Only the first gets its start time now: the others wait behind it, and `finishAttempts`
+    /// records when they really started.
+    public func startAttempts(
+        _ keys: [AttemptKey], worker: String, runner: String, ttl: Double = 10, limit: Int = 5
+    ) throws -> [StartOutcome] {
         guard !keys.isEmpty else { return [] }
+        let arrays: [any PostgresEncodable] = [
+            PostgresArray(keys.map { String($0.run) }), PostgresArray(keys.map(\.task)),
+            PostgresArray(keys.map { String($0.tryNumber) }),
+        ]
+        // First end the backends behind expired leases held by others (outside any row lock: a
+        // frozen runner may hold the row itself, in a transaction it will never end).
+        try pg.query(
+            """
+            SELECT count(pg_terminate_backend(a.pid, 5000))
+            FROM unnest($1::bigint[], $2::text[], $3::int[]) AS i(run_id, task_id, try_number)
+            JOIN \(s).task_instance t USING (run_id, task_id, try_number)
+            CROSS JOIN LATERAL unnest(t.lease_pids, t.lease_pid_starts) AS b(pid, started)
+            JOIN pg_stat_activity a ON a.pid = b.pid AND a.backend_start = b.started
+            WHERE t.state = 'running' AND t.lease_runner IS DISTINCT FROM $4 AND t.lease_expires_at < now()
+              AND a.pid <> pg_backend_pid()
+            """, arrays + [runner], planEachTime: keys.count > Self.smallBatch)
         let rows = try pg.query(
             """
             WITH input AS (
               SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[]) WITH ORDINALITY AS i(run_id, task_id,
                   try_number, n)
+            ), me AS (
+              SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()
+            ), cur AS (
+              SELECT t.run_id, t.task_id, t.try_number, i.n,
+                t.state = 'running' AND t.lease_runner = $5 AS mine,
+                t.state = 'queued' OR (t.state = 'running' AND (t.lease_runner IS NULL OR t.lease_runner = $5
+                    OR t.lease_expires_at < now())) AS takeable,
+                CASE WHEN t.lease_try = t.try_number THEN t.lease_deliveries ELSE 0 END AS deliveries
+              FROM \(s).task_instance t JOIN input i USING (run_id, task_id, try_number)
+              WHERE t.state IN ('queued', 'running')
+              FOR UPDATE OF t
             ), ti AS (
-              UPDATE \(s).task_instance t SET state = 'running', worker = $4, started_at = CASE WHEN i.n = 1 THEN
-                  clock_timestamp() END
-              FROM input i
-              WHERE t.run_id = i.run_id AND t.task_id = i.task_id AND t.try_number = i.try_number AND t.state IN
-                  ('queued', 'running')
-              RETURNING t.run_id, t.task_id, t.try_number, i.n
+              UPDATE \(s).task_instance t SET state = 'running', worker = $4,
+                started_at = CASE WHEN c.n = 1 THEN clock_timestamp() END,
+                lease_runner = $5,
+                lease_epoch = t.lease_epoch + CASE WHEN c.mine THEN 0 ELSE 1 END,
+                lease_try = t.try_number,
+                lease_deliveries = c.deliveries + CASE WHEN c.mine THEN 0 ELSE 1 END,
+                lease_expires_at = now() + make_interval(secs => $6),
+                lease_pids = CASE WHEN c.mine THEN t.lease_pids ELSE '{}' END || (SELECT pid FROM me),
+                lease_pid_starts = CASE WHEN c.mine THEN t.lease_pid_starts ELSE '{}' END
+                    || (SELECT backend_start FROM me)
+              FROM cur c
+              WHERE t.run_id = c.run_id AND t.task_id = c.task_id AND c.takeable
+              RETURNING t.run_id, t.task_id, t.try_number, c.n, t.lease_epoch, t.lease_deliveries
             ), attempt AS (
               INSERT INTO \(s).task_attempt (run_id, task_id, try_number, worker, state, started_at)
               SELECT run_id, task_id, try_number, $4, 'running', clock_timestamp() FROM ti
@@ -57,14 +120,162 @@ extension MetadataStore {
               UPDATE \(s).dag_run SET state = 'running', started_at = coalesce(started_at, clock_timestamp())
               WHERE run_id IN (SELECT run_id FROM ti) AND state = 'queued' RETURNING 1
             )
-            SELECT n FROM ti
+            SELECT n, lease_epoch, lease_deliveries, true FROM ti
+            UNION ALL SELECT n, 0, 0, false FROM cur WHERE NOT takeable
+            """,
+            arrays + [worker, runner, ttl], planEachTime: keys.count > Self.smallBatch
+        ).rows
+        var out = [StartOutcome](repeating: .notCurrent, count: keys.count)
+        for r in rows {
+            let i = try r.decode(Int.self, 0) - 1
+            guard try r.decode(Bool.self, 3) else {
+                out[i] = .heldElsewhere
+                continue
+            }
+            let epoch = try r.decode(Int64.self, 1)
+            let deliveries = try r.decode(Int.self, 2)
+            out[i] = deliveries > limit ? .exhausted(epoch: epoch, deliveries: deliveries - 1) : .started(epoch: epoch)
+        }
+        return out
+    }
+
+    /// One runner's hold on one attempt.
+    public struct Lease: Sendable, Hashable {
+        public let key: AttemptKey
+        public let epoch: Int64
+        public init(key: AttemptKey, epoch: Int64) {
+            self.key = key
+            self.epoch = epoch
+        }
+    }
+
+    /// Pushes the expiry of `leases` `ttl` seconds past Postgres's now, for those still held under
+    /// their epoch and not expired (an expired lease is never revived: another runner may be
+    /// ending its backends). Returns the leases renewed, and Postgres's clock.
+    public func renewLeases(_ leases: [Lease], ttl: Double) throws -> (renewed: Set<Lease>, now: Date) {
+        let rows = try pg.query(
+            """
+            WITH input AS (
+              SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[]) AS i(run_id, task_id,
+                  try_number, epoch)
+            ), renewed AS (
+              UPDATE \(s).task_instance t SET lease_expires_at = now() + make_interval(secs => $5)
+              FROM input i
+              WHERE t.run_id = i.run_id AND t.task_id = i.task_id AND t.try_number = i.try_number
+                AND t.lease_epoch = i.epoch AND t.state = 'running' AND t.lease_expires_at >= now()
+              RETURNING t.run_id, t.task_id, t.try_number, t.lease_epoch
+            )
+            SELECT run_id, task_id, try_number, lease_epoch, now() FROM renewed
+            UNION ALL SELECT NULL, NULL, NULL, NULL, now()
             """,
             [
-                PostgresArray(keys.map { String($0.run) }), PostgresArray(keys.map(\.task)),
-                PostgresArray(keys.map { String($0.tryNumber) }), worker,
-            ], planEachTime: keys.count > Self.smallBatch
+                PostgresArray(leases.map { String($0.key.run) }), PostgresArray(leases.map(\.key.task)),
+                PostgresArray(leases.map { String($0.key.tryNumber) }), PostgresArray(leases.map { String($0.epoch) }),
+                ttl,
+            ], planEachTime: true
         ).rows
-        return Set(try rows.map { try $0.decode(Int.self, 0) - 1 })
+        var renewed = Set<Lease>()
+        var now = Date()
+        for r in rows {
+            now = try r.decode(Date.self, 4)
+            guard let run = try r.decode(Int64?.self, 0) else { continue }
+            renewed.insert(
+                Lease(
+                    key: AttemptKey(run: run, task: try r.decode(String.self, 1), tryNumber: try r.decode(Int.self, 2)),
+                    epoch: try r.decode(Int64.self, 3)))
+        }
+        return (renewed, now)
+    }
+
+    /// Ends `leases` now (a worker handing its tasks back after its grace): other runners take the
+    /// attempts over at once.
+    public func expireLeases(_ leases: [Lease]) throws {
+        guard !leases.isEmpty else { return }
+        try pg.query(
+            """
+            UPDATE \(s).task_instance t SET lease_expires_at = now() - interval '1 second'
+            FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[]) AS i(run_id, task_id, try_number, epoch)
+            WHERE t.run_id = i.run_id AND t.task_id = i.task_id AND t.try_number = i.try_number
+              AND t.lease_epoch = i.epoch AND t.state = 'running'
+            """,
+            [
+                PostgresArray(leases.map { String($0.key.run) }), PostgresArray(leases.map(\.key.task)),
+                PostgresArray(leases.map { String($0.key.tryNumber) }), PostgresArray(leases.map { String($0.epoch) }),
+            ], planEachTime: true)
+    }
+
+    /// Thrown where a runner finds its lease gone: taken over after it expired, or the attempt
+    /// ended by the scheduler or an operator (timeout, clear, mark failed).
+    public struct LeaseLost: Error, CustomStringConvertible {
+        public let lease: Lease
+        public init(lease: Lease) { self.lease = lease }
+        public var description: String {
+            "the lease of \(lease.key.task) (run \(lease.key.run), try \(lease.key.tryNumber), epoch \(lease.epoch)) "
+                + "is no longer this runner's: another runner took it over after it expired, or the attempt was "
+                + "ended (timeout, clear, mark failed); this runner stops"
+        }
+    }
+
+    /// Records the backend of `conn` (a connection of the task's own) under `lease`, so a take-over
+    /// ends it too; throws `LeaseLost` when the lease is no longer held (then nothing may be written
+    /// through this connection: a task's connection calls this on every connect and reconnect).
+    public func registerBackend(_ lease: Lease, on conn: PostgresConnection) throws {
+        let n = try conn.query(
+            """
+            UPDATE \(s).task_instance SET lease_pids = lease_pids || pg_backend_pid(),
+              lease_pid_starts = lease_pid_starts
+                || (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())
+            WHERE run_id = $1 AND task_id = $2 AND try_number = $3 AND lease_epoch = $4 AND state = 'running'
+              AND lease_expires_at >= now()
+            """, [lease.key.run, lease.key.task, lease.key.tryNumber, lease.epoch]
+        ).affectedRows
+        if n == 0 { throw LeaseLost(lease: lease) }
+    }
+
+    /// Ends the backends registered under the lease of `task`'s current attempt (after the scheduler
+    /// or an operator ended the attempt: a superseded runner stops instead of running on) and
+    /// forgets them. Returns how many were ended.
+    @discardableResult
+    public func endLeaseBackends(run: Int64, task: String) throws -> Int {
+        try pg.query(
+            """
+            WITH t AS (
+              UPDATE \(s).task_instance n SET lease_pids = '{}', lease_pid_starts = '{}', lease_expires_at = NULL
+              FROM \(s).task_instance o
+              WHERE n.run_id = $1 AND n.task_id = $2 AND o.run_id = n.run_id AND o.task_id = n.task_id
+              RETURNING o.lease_pids, o.lease_pid_starts
+            )
+            SELECT count(pg_terminate_backend(a.pid, 5000))
+            FROM t CROSS JOIN LATERAL unnest(t.lease_pids, t.lease_pid_starts) AS b(pid, started)
+            JOIN pg_stat_activity a ON a.pid = b.pid AND a.backend_start = b.started
+            WHERE a.pid <> pg_backend_pid()
+            """, [run, task]
+        ).first.map { try $0.decode(Int.self, 0) } ?? 0
+    }
+
+    /// Running attempts whose lease expired more than `grace` seconds ago on Postgres's clock: their
+    /// runner died, froze or was cut off, and no live worker took the message over (it is gone, or
+    /// pending under a consumer whose worker still heartbeats to Redis). The scheduler enqueues
+    /// them again; the worker that takes the copy takes the lease over.
+    public func expiredLeases(
+        grace: Double
+    ) throws -> [(
+        run: Int64, dag: String, logicalDate: Date, task: String, tryNumber: Int, queue: String, messageID: String?
+    )] {
+        try pg.query(
+            """
+            SELECT t.run_id, r.dag_id, r.logical_date, t.task_id, t.try_number, t.queue, t.message_id
+            FROM \(s).dag_run r JOIN \(s).task_instance t USING (run_id)
+            WHERE r.state IN ('queued', 'running') AND t.state = 'running'
+              AND coalesce(t.lease_expires_at, t.started_at, t.queued_at) < now() - make_interval(secs => $1)
+            """, [grace]
+        ).rows.map { r in
+            (
+                try r.decode(Int64.self, 0), try r.decode(String.self, 1), try r.decode(Date.self, 2),
+                try r.decode(String.self, 3), try r.decode(Int.self, 4), try r.decode(String.self, 5),
+                try r.decode(String?.self, 6)
+            )
+        }
     }
 
     /// How an attempt ended.
@@ -77,8 +288,12 @@ extension MetadataStore {
         /// When the task really started, for attempts that waited in a batch (their start
         /// statement left the time unset, so a timeout never counts the wait).
         public let startedAt: Date?
+        /// The lease epoch the runner holds: the end is refused when the attempt was taken over
+        /// since (nil: the scheduler or an operator ends it, whoever runs it).
+        public let epoch: Int64?
         public init(
-            key: AttemptKey, state: TaskState, error: String?, retryAt: Date?, log: String, startedAt: Date? = nil
+            key: AttemptKey, state: TaskState, error: String?, retryAt: Date?, log: String, startedAt: Date? = nil,
+            epoch: Int64? = nil
         ) {
             self.key = key
             self.state = state
@@ -86,6 +301,7 @@ extension MetadataStore {
             self.retryAt = retryAt
             self.log = log
             self.startedAt = startedAt
+            self.epoch = epoch
         }
     }
 
@@ -113,21 +329,31 @@ extension MetadataStore {
             """
             WITH input AS (
               SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::timestamptz[],
-                  $7::text[], $8::timestamptz[])
-                WITH ORDINALITY AS i(run_id, task_id, try_number, state, error, next_try_at, log, started_at, n)
+                  $7::text[], $8::timestamptz[], $9::bigint[])
+                WITH ORDINALITY AS i(run_id, task_id, try_number, state, error, next_try_at, log, started_at, epoch, n)
             ), ti AS (
               UPDATE \(s).task_instance t SET state = i.state, ended_at = clock_timestamp(), error = i.error,
                   next_try_at = i.next_try_at,
-                started_at = coalesce(t.started_at, i.started_at, clock_timestamp())
+                started_at = coalesce(t.started_at, i.started_at, clock_timestamp()),
+                lease_expires_at = NULL, lease_pids = '{}', lease_pid_starts = '{}'
               FROM input i
               WHERE t.run_id = i.run_id AND t.task_id = i.task_id AND t.try_number = i.try_number AND t.state =
-                  'running'
+                  'running' AND (i.epoch IS NULL OR t.lease_epoch = i.epoch)
               RETURNING i.n, t.started_at
+            ), taken AS (
+              -- Ends refused because another runner took the lease over and runs the try now: that
+              -- runner's attempt row keeps its state; the old runner's log is appended, marked.
+              SELECT i.n FROM input i JOIN \(s).task_instance t USING (run_id, task_id, try_number)
+              WHERE i.epoch IS NOT NULL AND t.state = 'running' AND t.lease_epoch <> i.epoch
             ), attempt AS (
-              UPDATE \(s).task_attempt a SET state = CASE WHEN i.n IN (SELECT n FROM ti) THEN i.state ELSE 'superseded'
-                  END,
+              UPDATE \(s).task_attempt a SET state = CASE WHEN i.n IN (SELECT n FROM ti) THEN i.state
+                    WHEN i.n IN (SELECT n FROM taken) THEN a.state ELSE 'superseded' END,
                 started_at = coalesce((SELECT ti.started_at FROM ti WHERE ti.n = i.n), a.started_at),
-                ended_at = clock_timestamp(), error = i.error, log = a.log || i.log
+                ended_at = CASE WHEN i.n IN (SELECT n FROM taken) THEN a.ended_at ELSE clock_timestamp() END,
+                error = CASE WHEN i.n IN (SELECT n FROM taken) THEN a.error ELSE i.error END,
+                log = a.log || CASE WHEN i.n IN (SELECT n FROM taken) THEN
+                    E'--- the end of a runner whose lease was taken over (refused); its log: ---\\n' ELSE '' END
+                    || i.log
               FROM input i
               WHERE a.run_id = i.run_id AND a.task_id = i.task_id AND a.try_number = i.try_number
               RETURNING 1
@@ -141,6 +367,7 @@ extension MetadataStore {
                 PostgresArray(ends.map { $0.retryAt.map(PostgresTimestamp.format) }),
                 PostgresArray(ends.map(\.log)),
                 PostgresArray(ends.map { $0.startedAt.map(PostgresTimestamp.format) }),
+                PostgresArray(ends.map { $0.epoch.map(String.init) }),
             ],
             planEachTime: ends.count > Self.smallBatch
         ).rows

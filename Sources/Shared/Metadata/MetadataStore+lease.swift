@@ -7,18 +7,24 @@ import Workflow
 /// checks against the queues.
 extension MetadataStore {
     /// Takes or renews the scheduler lease for `ttl` seconds. Returns the fencing token when this
-    /// holder leads (it grows each time leadership changes hands), nil when another holder does.
-    public func acquireLease(holder: String, ttl: Double) throws -> Int64? {
-        try pg.query(
+    /// holder leads (it grows each time leadership changes hands), nil when another holder does,
+    /// and Postgres's clock.
+    public func acquireLease(holder: String, ttl: Double) throws -> (token: Int64?, now: Date) {
+        let r = try pg.query(
             """
-            INSERT INTO \(schema).scheduler_lease AS l (name, holder, fencing_token, expires_at)
-            VALUES ('scheduler', $1, 1, now() + make_interval(secs => $2))
-            ON CONFLICT (name) DO UPDATE SET holder = $1, expires_at = now() + make_interval(secs => $2),
-              fencing_token = l.fencing_token + CASE WHEN l.holder = $1 THEN 0 ELSE 1 END
-            WHERE l.holder = $1 OR l.expires_at < now()
-            RETURNING fencing_token
+            WITH l AS (
+              INSERT INTO \(schema).scheduler_lease AS l (name, holder, fencing_token, expires_at)
+              VALUES ('scheduler', $1, 1, now() + make_interval(secs => $2))
+              ON CONFLICT (name) DO UPDATE SET holder = $1, expires_at = now() + make_interval(secs => $2),
+                fencing_token = l.fencing_token + CASE WHEN l.holder = $1 THEN 0 ELSE 1 END
+              WHERE l.holder = $1 OR l.expires_at < now()
+              RETURNING fencing_token
+            )
+            SELECT (SELECT fencing_token FROM l), clock_timestamp()
             """, [holder, ttl]
-        ).first.map { try $0.decode(Int64.self, 0) }
+        ).first
+        guard let r else { return (nil, Date()) }
+        return (try r.decode(Int64?.self, 0), try r.decode(Date.self, 1))
     }
 
     /// Makes this session's writes to runs, task instances and attempts conditional on `token`

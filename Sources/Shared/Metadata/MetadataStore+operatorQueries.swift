@@ -243,9 +243,20 @@ extension MetadataStore {
                     [run]
                 ).affectedRows == 1
             else { return false }
+            // Its running tasks stop: the backends their runners registered under the attempt
+            // leases are ended (their open transactions roll back), and the leases end with them.
             try tx.query(
                 """
-                UPDATE \(schema).task_instance SET state = 'failed', ended_at = now(), error = $2
+                SELECT count(pg_terminate_backend(a.pid, 5000))
+                FROM \(schema).task_instance t
+                CROSS JOIN LATERAL unnest(t.lease_pids, t.lease_pid_starts) AS b(pid, started)
+                JOIN pg_stat_activity a ON a.pid = b.pid AND a.backend_start = b.started
+                WHERE t.run_id = $1 AND t.state = 'running' AND a.pid <> pg_backend_pid()
+                """, [run])
+            try tx.query(
+                """
+                UPDATE \(schema).task_instance SET state = 'failed', ended_at = now(), error = $2,
+                  lease_expires_at = NULL, lease_pids = '{}', lease_pid_starts = '{}'
                 WHERE run_id = $1 AND state IN ('scheduled', 'queued', 'running', 'up_for_retry')
                 """, [run, reason])
             try tx.query(

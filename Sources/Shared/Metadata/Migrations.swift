@@ -155,6 +155,24 @@ public enum Migrations {
                 CHECK (run_type IN ('scheduled', 'manual', 'backfill'));
             """
         ),
+        (
+            7, "attempt leases",
+            """
+            -- A running attempt belongs to one runner (a worker slot of one process) through a lease:
+            -- who runs it, a delivery epoch that grows each time another runner takes it, the
+            -- deliveries of this try, the Postgres backends its runner uses (pid with its start, so a
+            -- reused pid is never taken for one), and an expiry on Postgres's clock that the runner's
+            -- renewer pushes on. See MetadataStore+attempts.
+            ALTER TABLE @S.task_instance
+                ADD COLUMN IF NOT EXISTS lease_runner text,
+                ADD COLUMN IF NOT EXISTS lease_epoch bigint NOT NULL DEFAULT 0,
+                ADD COLUMN IF NOT EXISTS lease_try int NOT NULL DEFAULT 0,
+                ADD COLUMN IF NOT EXISTS lease_deliveries int NOT NULL DEFAULT 0,
+                ADD COLUMN IF NOT EXISTS lease_expires_at timestamptz,
+                ADD COLUMN IF NOT EXISTS lease_pids int[] NOT NULL DEFAULT '{}',
+                ADD COLUMN IF NOT EXISTS lease_pid_starts timestamptz[] NOT NULL DEFAULT '{}';
+            """
+        ),
     ]
 }
 

@@ -23,15 +23,36 @@ public final class TaskContext {
     /// `firstUse` runs once, the first time the task asks for `pg`: a worker running several
     /// tasks in one transaction opens each one's savepoint there, so tasks that never touch the
     /// database cost no round trip for it.
+    /// `connect` opens a connection of the task's own (`ownConnection`); `leaseLost` says when the
+    /// attempt's lease is no longer this runner's.
     public init(
         message: TaskMessage, pg: PostgresConnection, schema: String, deadline: Double?,
-        firstUse: ((PostgresConnection) throws -> Void)? = nil
+        firstUse: ((PostgresConnection) throws -> Void)? = nil,
+        connect: (() throws -> PostgresConnection)? = nil, leaseLost: @escaping () -> Bool = { false }
     ) {
         self.message = message
         self.connection = pg
         self.schema = schema
         self.deadline = deadline
         self.firstUse = firstUse
+        self.connect = connect
+        self.leaseLost = leaseLost
+    }
+
+    private let connect: (() throws -> PostgresConnection)?
+    private let leaseLost: () -> Bool
+
+    /// A Postgres connection of the task's own, committing on its own (load metadata, a ledger,
+    /// chunked loads), beside the attempt's transaction (`pg`). Its backend is registered under the
+    /// attempt's lease at every connect and reconnect: a runner that took the attempt over ends it
+    /// (its locks and open transaction go), and once the lease is gone it cannot connect again, so a
+    /// superseded runner writes nothing more through it. The caller closes it.
+    public func ownConnection() throws -> PostgresConnection {
+        guard let connect else {
+            throw PostgresError(
+                code: .misuse, message: "this task context has no connection factory", endpoint: connection.endpoint)
+        }
+        return try connect()
     }
 
     /// The attempt's connection: its writes commit together with the attempt's success.
@@ -52,9 +73,18 @@ public final class TaskContext {
 
     public var logText: String { lines.isEmpty ? "" : lines.joined(separator: "\n") + "\n" }
 
-    /// Throws once the attempt is past its timeout; long tasks call it between chunks of work.
+    /// Throws once the attempt is past its timeout, or its lease is gone (another runner has it
+    /// now, or it was ended); long tasks call it between chunks of work.
     public func checkDeadline() throws {
         if let deadline, monotonicSeconds() > deadline { throw TaskTimeout() }
+        if leaseLost() { throw LeaseGone() }
+    }
+
+    /// Thrown by `checkDeadline` once the attempt's lease is no longer this runner's.
+    public struct LeaseGone: Error, CustomStringConvertible {
+        public var description: String {
+            "the attempt's lease is gone (taken over after it expired, or the attempt was ended); stopping"
+        }
     }
 
     /// Sleeps in short steps, checking the deadline.

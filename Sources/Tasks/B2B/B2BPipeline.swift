@@ -34,7 +34,7 @@ public enum B2BPipeline {
                 }
             },
             "b2b.load": { ctx in
-                let pg = try Pipeline.ownConnection(env)  // each day commits with its ledger row
+                let pg = try ctx.ownConnection()  // each day commits with its ledger row
                 defer { pg.close() }
                 let r = try B2BLoad.load(
                     pg: pg, settings: s, runID: ctx.message.runID, upTo: try Pipeline.logicalDay(ctx), log: ctx.log,

@@ -77,12 +77,6 @@ public struct Pipeline: Sendable {
     /// The pool of the report tasks (`ETL_POOLS`, default 2 slots).
     public static let reportsPool = "reports"
 
-    /// A Postgres connection of the task's own, committing on its own (load metadata, a ledger,
-    /// chunked loads), beside the task's transaction (`ctx.pg`). The caller closes it.
-    public static func ownConnection(_ env: Environment) throws -> PostgresConnection {
-        try PostgresConnection(config: PostgresConfig(environment: env))
-    }
-
     /// The logical date of the task's run, as a day.
     public static func logicalDay(_ ctx: TaskContext) throws -> Day {
         guard let d = Day(ctx.message.logicalDate) else {

@@ -52,6 +52,13 @@ public enum ExampleDAGs {
                 tasks: [
                     TaskSpec("slow", operation: "record", arguments: ["sleep": "3"])
                 ]),
+            // Counts its executions outside its transaction: a second execution of one attempt
+            // (two runners at once) shows in example_execution.
+            try DAG(
+                "example_counted", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: [
+                    TaskSpec("counted", operation: "count_executions", arguments: ["seconds": "6"])
+                ]),
             // Longer than a worker's dead-after in the tests (2 s): a live worker must keep it.
             try DAG(
                 "example_long", schedule: .manual, startDate: start, tags: ["example"],
@@ -131,7 +138,15 @@ public enum ExampleDAGs {
             at timestamptz DEFAULT clock_timestamp());
             -- The top-level transaction of each write (a savepoint's rows share it): tests count them.
             ALTER TABLE @S.example_effect ADD COLUMN IF NOT EXISTS txid bigint DEFAULT txid_current();
-            """)
+            """),
+        SetupScript(
+            name: "examples: example_execution",
+            """
+            -- Written by count_executions on a connection of the task's own, committed at once:
+            -- each execution's start and end, whoever's transaction rolls back.
+            CREATE TABLE IF NOT EXISTS @S.example_execution (run_id bigint, task_id text, try_number int,
+                phase text, os_pid int, backend_pid int, at timestamptz DEFAULT clock_timestamp());
+            """),
     ]
 
     public static let operations: [String: TaskOperation] = [
@@ -153,6 +168,23 @@ public enum ExampleDAGs {
         // "applied once in effect" counts these rows.
         "record": { ctx in
             if let s = ctx.message.arguments["sleep"], let secs = Double(s) { try ctx.sleep(secs) }
+            try record(ctx)
+        },
+        // Records its start and its end on a connection of its own (outside the attempt's
+        // transaction), sleeping between: tests freeze or cut off its worker and count executions.
+        "count_executions": { ctx in
+            let pg = try ctx.ownConnection()
+            defer { pg.close() }
+            func mark(_ phase: String) throws {
+                try pg.query(
+                    """
+                    INSERT INTO \(ctx.schema).example_execution (run_id, task_id, try_number, phase, os_pid, \
+                    backend_pid) VALUES ($1, $2, $3, $4, $5, pg_backend_pid())
+                    """, [ctx.message.runID, ctx.message.task, ctx.message.tryNumber, phase, Int(getpid())])
+            }
+            try mark("start")
+            try ctx.sleep(Double(ctx.message.arguments["seconds"] ?? "6") ?? 6)
+            try mark("end")
             try record(ctx)
         },
         "write_then_fail": { ctx in

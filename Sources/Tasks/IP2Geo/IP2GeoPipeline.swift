@@ -17,7 +17,7 @@ public enum IP2GeoPipeline {
         [
             PipelineSchemas.createTables: PipelineSchemas.createTablesOperation(s, env),
             "ip2geo.load": { ctx in
-                let meta = try Pipeline.ownConnection(env)  // for the load metadata
+                let meta = try ctx.ownConnection()  // for the load metadata
                 defer { meta.close() }
                 let r = try IP2Geo.load(
                     tx: ctx.pg, meta: meta, settings: s, runID: ctx.message.runID, logicalDate: ctx.message.logicalDate)

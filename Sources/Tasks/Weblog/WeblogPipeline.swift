@@ -47,7 +47,7 @@ public enum WeblogPipeline {
                 ctx.log("generated \(r.lines) lines (\(r.bytes) bytes) into \(r.path)")
             },
             "weblog.register": { ctx in
-                let pg = try Pipeline.ownConnection(env)  // the ledger, chunked loads
+                let pg = try ctx.ownConnection()  // the ledger, chunked loads
                 defer { pg.close() }
                 let r = try WeblogLoad.register(
                     pg: pg, settings: s, runID: ctx.message.runID, logicalDate: ctx.message.logicalDate, log: ctx.log)
@@ -58,7 +58,7 @@ public enum WeblogPipeline {
                 for e in r.refused { ctx.log(e) }
             },
             "weblog.load_part": { ctx in
-                let pg = try Pipeline.ownConnection(env)  // the ledger, chunked loads
+                let pg = try ctx.ownConnection()  // the ledger, chunked loads
                 defer { pg.close() }
                 let r = try WeblogLoad.loadPart(
                     pg: pg, settings: s, owner: "run \(ctx.message.runID)/\(ctx.message.task)",
@@ -66,7 +66,7 @@ public enum WeblogPipeline {
                 ctx.log("loaded \(r.ranges) range(s): read \(r.read), loaded \(r.loaded), rejected \(r.rejected)")
             },
             "weblog.finalize": { ctx in
-                let pg = try Pipeline.ownConnection(env)  // the ledger, chunked loads
+                let pg = try ctx.ownConnection()  // the ledger, chunked loads
                 defer { pg.close() }
                 let r = try WeblogLoad.finalize(pg: pg, settings: s, runID: ctx.message.runID)
                 for f in r.files { ctx.log("\(f.name): read \(f.read), loaded \(f.loaded), rejected \(f.rejected)") }

@@ -33,6 +33,14 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     private var leading = false
     private var lastRenew = 0.0
     private var lastTick = 0.0
+    /// Postgres's clock, read at every lease renewal: schedules, timeouts and retries are judged
+    /// on it, never on this host's wall clock.
+    let clock = ServerClock()
+    /// Since when Redis has been unreachable (monotonic), while it is.
+    private var redisDownSince: Double?
+    /// Running attempts with an expired lease enqueued again, and when (one copy per 30 s).
+    private var reenqueued: [MetadataStore.AttemptKey: Double] = [:]
+    private var lastLeaseSweep = 0.0
 
     public init(env: Environment, registry: Registry, logger: Logger) throws {
         self.env = env
@@ -58,11 +66,26 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             redis: try RedisConnection(config: RedisConfig(environment: env)), keys: RedisKeys(environment: env))
         try queue.ensureGroups(queues: registry.queues.isEmpty ? ["default"] : registry.queues)
         logger.info("scheduler started", metadata: ["scheduler": "\(id)", "dags": "\(registry.dags.count)"])
+        var errors = ErrorBackoff()
         while !stop.isSet {
             do {
                 try step()
+                redisDownSince = nil
+                errors.succeeded(logger: logger)
             } catch let e as RedisError where e.isConnectionProblem {
                 logger.warning("Redis: \(e); retrying")
+                let since = redisDownSince ?? monotonicSeconds()
+                redisDownSince = since
+                // A leader that cannot reach Redis cannot enqueue: it gives the lease up, so a
+                // scheduler that reaches Redis leads instead (one that cannot does not take it).
+                if leading && monotonicSeconds() - since > leaseTTL / 2 {
+                    logger.warning(
+                        "Redis unreachable for \(Int(monotonicSeconds() - since)) s: giving the lease up",
+                        metadata: ["scheduler": "\(id)"])
+                    try? store.releaseLease(holder: id)
+                    try? store.setFence(nil)
+                    leading = false
+                }
                 sleepSeconds(0.5)
             } catch let e as PostgresError where e.isConnectionProblem {
                 logger.warning("Postgres: \(e); retrying")
@@ -75,6 +98,10 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
                 leading = false
                 try? store.setFence(nil)
                 sleepSeconds(min(1, leaseTTL / 3))
+            } catch {
+                // Anything else (Redis out of memory or read-only, a statement Postgres refused):
+                // the scheduler lives on, backing off, with one log line per kind of error.
+                sleepSeconds(errors.failed(error, logger: logger))
             }
         }
         if leading { try? store.releaseLease(holder: id) }
@@ -84,7 +111,10 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     private func step() throws {
         let now = monotonicSeconds()
         if !leading || now - lastRenew > leaseTTL / 3 {
-            let token = try store.acquireLease(holder: id, ttl: leaseTTL)
+            // Only a scheduler that reaches Redis may lead.
+            if !leading { try queue.redis.command("PING") }
+            let (token, dbNow) = try store.acquireLease(holder: id, ttl: leaseTTL)
+            clock.set(dbNow)
             lastRenew = now
             // Every renewal sets the session's fence again (a reconnected session starts without).
             try store.setFence(token)
@@ -103,6 +133,10 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         if now - lastTick >= 1 {
             lastTick = now
             try tick()
+        }
+        if now - lastLeaseSweep >= 2 {
+            lastLeaseSweep = now
+            try reenqueueExpired()
         }
         if now - lastReconcile >= reconcileEvery {
             lastReconcile = now
@@ -175,7 +209,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         let sinceEvent = lastEvent[run.id].map { now - $0 }
         let sinceFullPass = lastFullPass[run.id].map { now - $0 }
         if rules.needsFullPass(
-            sinceEvent: sinceEvent, sinceFullPass: sinceFullPass, retriesDue: 0, running: [], now: Date())
+            sinceEvent: sinceEvent, sinceFullPass: sinceFullPass, retriesDue: 0, running: [], now: clock.now())
         {
             return true
         }
@@ -183,7 +217,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         let due = try store.dueWork(run: run.id)
         return rules.needsFullPass(
             sinceEvent: sinceEvent, sinceFullPass: sinceFullPass, retriesDue: due.retriesDue, running: due.running,
-            now: Date())
+            now: clock.now())
     }
 
     private func finish(dag: DAG, run: MetadataStore.Run, ok: Bool) throws {
@@ -209,7 +243,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         let lastScheduled = try store.lastScheduledLogicalDates()
         for dag in registry.dags where !paused.contains(dag.id) {
             for date in dag.schedule.dueLogicalDates(
-                start: dag.startDate, lastLogical: lastScheduled[dag.id], now: Date(), catchup: dag.catchup)
+                start: dag.startDate, lastLogical: lastScheduled[dag.id], now: clock.now(), catchup: dag.catchup)
             {
                 if let run = try store.createRun(dag, logicalDate: date, type: .scheduled) {
                     logger.info(
@@ -304,20 +338,27 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
 
         // Attempts past their timeout fail (fenced by try number: a late worker cannot undo it).
         var timedOut = false
-        for t in rules.timeouts(tasks, now: Date()) {
+        for t in rules.timeouts(tasks, now: clock.now()) {
+            // Its runner stops: the backends it registered under the lease are ended first.
+            try store.endLeaseBackends(run: run.id, task: t.task)
             if try store.finishAttempt(
                 run: run.id, task: t.task, tryNumber: t.tryNumber, state: t.end.state,
                 error: "timed out after \(t.seconds) s", retryAt: t.end.retryAt,
                 log: "--- failed by the scheduler: execution timeout of \(t.seconds) s ---\n")
             {
                 logger.warning(
-                    "task timed out", metadata: ["dag": "\(dag.id)", "task": "\(t.task)", "run": "\(run.id)"])
+                    "task timed out",
+                    metadata: [
+                        "dag": "\(dag.id)", "task": "\(t.task)", "run": "\(run.id)",
+                        "started_at": "\(tasks[t.task]?.startedAt.map(PostgresTimestamp.format) ?? "-")",
+                        "now": "\(PostgresTimestamp.format(clock.now()))",
+                    ])
                 timedOut = true
             }
         }
         if timedOut { tasks = try store.instances(run: run.id).mapValues(\.progress) }
 
-        let plan = rules.plan(tasks, runState: run.state, now: Date())
+        let plan = rules.plan(tasks, runState: run.state, now: clock.now())
         if !plan.blocked.isEmpty { try store.markUpstreamFailed(run: run.id, tasks: plan.blocked) }
         let enqueued = try enqueue(dag: dag, run: run, tasks: plan.ready, fullPass: true)
         finishedSeen[run.id] = plan.finished
@@ -387,6 +428,32 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             poolWaiting.remove(run.id)
         }
         return decision.admitted
+    }
+
+    /// Running attempts whose lease expired (on Postgres's clock) more than 2 s ago: their runner
+    /// died, froze or was cut off, and no live worker took their message over (it was lost, or it
+    /// is pending under a consumer whose worker still heartbeats to Redis though it cannot reach
+    /// Postgres). A copy of the message goes to the queue again (same try, same id): the worker
+    /// that takes it takes the lease over. A copy that finds the lease held again is acknowledged
+    /// away, so a copy too many is harmless; one per attempt per 30 s.
+    private func reenqueueExpired() throws {
+        let now = monotonicSeconds()
+        reenqueued = reenqueued.filter { now - $0.value < 30 }
+        var fixed = 0
+        for q in try store.expiredLeases(grace: 2) {
+            let key = MetadataStore.AttemptKey(run: q.run, task: q.task, tryNumber: q.tryNumber)
+            guard reenqueued[key] == nil, let dag = registry.dag(q.dag), let spec = dag.task(q.task) else { continue }
+            let message = TaskMessage(
+                id: q.messageID ?? UUID().uuidString.lowercased(), dag: q.dag, runID: q.run, task: q.task,
+                logicalDate: PostgresTimestamp.format(q.logicalDate), tryNumber: q.tryNumber,
+                queue: q.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
+            try queue.enqueue(message, codec: codec)
+            reenqueued[key] = now
+            fixed += 1
+        }
+        if fixed > 0 {
+            logger.warning("enqueued \(fixed) running task(s) again: their runner's lease expired")
+        }
     }
 
     /// After a crash between marking a task queued and adding its message, the message is missing:

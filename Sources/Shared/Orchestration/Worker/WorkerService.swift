@@ -26,6 +26,17 @@ public final class WorkerService: @unchecked Sendable {
     let prefetch: Int
     let schema: String
     let logger: Logger
+    /// Seconds an attempt's lease lasts unless renewed (`ETL_LEASE_TTL`, default 10); the renewer
+    /// pushes it on every quarter of that.
+    let leaseTTL: Double
+    /// Takeovers after which an attempt's message goes to the dead letters (`ETL_MAX_DELIVERIES`).
+    let maxDeliveries: Int
+    /// This process's sessions: worker session limits (PostgresConfig.worker).
+    let pgConfig: PostgresConfig
+    /// Makes this process's runner ids unlike those of an earlier process of the same name.
+    let nonce = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+    /// Postgres's clock as the renewer last read it: retry times are set on it.
+    let clock = ServerClock()
     /// Set by the service's graceful shutdown; the slots and the heartbeat check it.
     public let stop = StopFlag()
     private var ended: Outcome?
@@ -52,7 +63,30 @@ public final class WorkerService: @unchecked Sendable {
         grace = try env.seconds("ETL_WORKER_GRACE", default: 30, range: 0...86_400)
         schema = env["ETL_SCHEMA"] ?? "etl"
         self.prefetch = try prefetch ?? env.integer("ETL_WORKER_PREFETCH", default: 64, range: 1...1000)
+        leaseTTL = try env.seconds("ETL_LEASE_TTL", default: 10, range: 2...3600)
+        maxDeliveries = try env.integer("ETL_MAX_DELIVERIES", default: 5, range: 1...1000)
+        pgConfig = try PostgresConfig.worker(environment: env)
     }
+
+    /// The runner id of a slot: what an attempt's lease names.
+    func runner(_ slot: Int) -> String { "\(id)/\(slot)#\(nonce)" }
+
+    /// The leases the slots hold (started attempts not ended yet), and those the renewer found gone.
+    private var held: [Int: Set<MetadataStore.Lease>] = [:]
+    private var lostLeases = Set<MetadataStore.Lease>()
+
+    private func hold(_ slot: Int, _ leases: [MetadataStore.Lease]) {
+        lock.withLock { held[slot, default: []].formUnion(leases) }
+    }
+
+    private func release(_ slot: Int, _ leases: [MetadataStore.Lease]) {
+        lock.withLock {
+            held[slot]?.subtract(leases)
+            lostLeases.subtract(leases)
+        }
+    }
+
+    func isLost(_ lease: MetadataStore.Lease) -> Bool { lock.withLock { lostLeases.contains(lease) } }
 
     /// How a worker's run ended.
     public enum Outcome: Sendable {
@@ -69,7 +103,7 @@ public final class WorkerService: @unchecked Sendable {
         let keys = RedisKeys(environment: env)
         let setup = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: keys)
         try setup.ensureGroups(queues: queues)
-        let pg = try PostgresConnection(config: PostgresConfig(environment: env))
+        let pg = try PostgresConnection(config: pgConfig)
         try Migrator.run(pg, schema: schema, setup: registry.setup)
         pg.close()
         logger.info(
@@ -87,6 +121,16 @@ public final class WorkerService: @unchecked Sendable {
             beating.signal()
         }
         heartbeat.start()
+        var renewerConfig = pgConfig
+        renewerConfig.reconnectTimeout = min(2, pgConfig.reconnectTimeout)
+        renewerConfig.applicationName = "\(pgConfig.applicationName) lease renewer"
+        let renewerPG = UncheckedBox(try PostgresConnection(config: renewerConfig))
+        let renewing = DispatchSemaphore(value: 0)
+        let renewer = Thread { [self] in
+            renewLoop(store: MetadataStore(pg: renewerPG.value, schema: schema))
+            renewing.signal()
+        }
+        renewer.start()
         var threads: [Thread] = []
         let done = DispatchGroup()
         for slot in 0..<concurrency {
@@ -113,6 +157,14 @@ public final class WorkerService: @unchecked Sendable {
                 // alive again, and its tasks would wait for the dead-after time instead.
                 lock.withLock { handingBack = true }
                 _ = beating.wait(timeout: .now() + 3)
+                _ = renewing.wait(timeout: .now() + 3)
+                // Its leases end now too, so the workers that take the messages take the attempts
+                // over at once instead of after the lease's time.
+                let leases = lock.withLock { held.values.reduce(into: Set<MetadataStore.Lease>()) { $0.formUnion($1) } }
+                if let pg = try? PostgresConnection(config: pgConfig) {
+                    _ = try? MetadataStore(pg: pg, schema: schema).expireLeases(Array(leases))
+                    pg.close()
+                }
                 _ = try? setup.markDead(id)
                 return .handedBack
             }
@@ -143,6 +195,44 @@ public final class WorkerService: @unchecked Sendable {
 
     private var runningCount: Int { lock.withLock { running } }
 
+    /// Renews the leases of the attempts the slots hold, every quarter of `ETL_LEASE_TTL`, from a
+    /// thread of its own (a slot inside one long statement or COPY cannot renew for itself).
+    /// Progress, for a lease, is this: the process runs and reaches Postgres. A frozen process, a
+    /// host cut off or gone, stop renewing, and the lease expires on Postgres's clock; a lease
+    /// found gone (taken over, or its attempt ended by the scheduler or an operator) is marked
+    /// lost, and its task stops at its next check (`TaskContext.checkDeadline`) or its next
+    /// statement fails (its backends were ended).
+    private func renewLoop(store: MetadataStore) {
+        var failing = false
+        while (!stop.isSet || runningCount > 0) && !lock.withLock({ handingBack }) {
+            let leases = lock.withLock { held.values.reduce(into: Set<MetadataStore.Lease>()) { $0.formUnion($1) } }
+            do {
+                let r = try store.renewLeases(Array(leases), ttl: leaseTTL)
+                clock.set(r.now)
+                let gone = leases.subtracting(r.renewed)
+                // A lease may have ended between the read and the renewal (its task finished): only
+                // those still held count as lost.
+                lock.withLock {
+                    let still = held.values.reduce(into: Set<MetadataStore.Lease>()) { $0.formUnion($1) }
+                    let lost = gone.intersection(still).subtracting(lostLeases)
+                    for l in lost {
+                        let what = "\(l.key.task) of run \(l.key.run) try \(l.key.tryNumber) (epoch \(l.epoch))"
+                        logger.warning(
+                            "lease lost: \(what) is no longer this worker's; its task stops",
+                            metadata: ["worker": "\(id)"])
+                    }
+                    lostLeases.formUnion(lost)
+                }
+                if failing { logger.info("lease renewals go through again", metadata: ["worker": "\(id)"]) }
+                failing = false
+            } catch {
+                if !failing { logger.warning("lease renewal failed: \(error)", metadata: ["worker": "\(id)"]) }
+                failing = true
+            }
+            sleepSeconds(leaseTTL / 4)
+        }
+    }
+
     /// Reclaiming is checked by idle slots, at most every `reclaimEvery` seconds, and at once
     /// after a slot took something (the dead worker may have left more for the other idle slots).
     private var lastReclaimCheck = 0.0
@@ -162,16 +252,19 @@ public final class WorkerService: @unchecked Sendable {
     private func slotLoop(slot: Int, codec: MessageCodec, keys: RedisKeys) throws {
         let consumer = "\(id)/\(slot)"
         let queue = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: keys)
-        let pg = try PostgresConnection(config: PostgresConfig(environment: env))
+        let pg = try PostgresConnection(config: pgConfig)
         // A start may commit without waiting for its WAL flush: if Postgres loses it in a crash,
         // the session breaks with it, the batch never finishes and its messages run again. The
         // batch transaction (the tasks' writes and their ends) commits durably: see below.
         try pg.query("SET synchronous_commit = off")
         let store = MetadataStore(pg: pg, schema: schema)
         var limit = prefetch
+        // Messages whose attempt another runner's lease holds, and since when this slot has seen them.
+        var heldSince: [String: Double] = [:]
         while !stop.isSet {
             do {
-                if reclaimDue() {
+                // A slot waiting for a lease to expire leaves further reclaims to the idle slots.
+                if heldSince.isEmpty && reclaimDue() {
                     // One message per idle slot: a dead worker's tasks run side by side on the
                     // live slots instead of one after another on the first slot to look.
                     let n = try queue.reclaim(queues: queues, deadAfter: deadAfter, consumer: consumer, limit: 1)
@@ -191,7 +284,12 @@ public final class WorkerService: @unchecked Sendable {
                         current[slot] = nil
                     }
                 }
-                let slow = try handle(batch, slot: slot, codec: codec, queue: queue, store: store)
+                let (slow, waiting) = try handle(
+                    batch, slot: slot, codec: codec, queue: queue, store: store, heldSince: &heldSince)
+                if waiting {
+                    queue.mayOwnPending = true
+                    sleepSeconds(0.5)
+                }
                 // After a task that ran past the batch window, take one message at a time until
                 // tasks are quick again: quick tasks never wait long behind a slow one.
                 limit = BatchRound.prefetch(after: slow, configured: prefetch)
@@ -203,6 +301,12 @@ public final class WorkerService: @unchecked Sendable {
                 queue.mayOwnPending = true  // the batch's messages are still ours: run them again
                 logger.warning("Postgres: \(e); retrying")
                 sleepSeconds(0.5)
+            } catch let e as PostgresError where e.isLockTimeout {
+                // A lock held elsewhere for longer than ETL_PG_LOCK_TIMEOUT: not the task's failure.
+                // Its committed work stays; the batch runs again under the same lease.
+                queue.mayOwnPending = true
+                logger.info("slot \(slot): waited too long for a lock (\(e.firstLine)); trying again in 1 s")
+                sleepSeconds(1)
             } catch {
                 // Anything else (a statement refused, Redis out of memory): the slot lives on and
                 // its messages, still pending under it, are read again, instead of being stranded
@@ -220,6 +324,9 @@ public final class WorkerService: @unchecked Sendable {
         let message: TaskMessage
         let spec: TaskSpec
         let op: TaskOperation
+        /// The lease epoch this runner holds the attempt under, once started.
+        var epoch: Int64 = 0
+        var lease: MetadataStore.Lease { .init(key: key, epoch: epoch) }
         var key: MetadataStore.AttemptKey {
             .init(run: message.runID, task: message.task, tryNumber: message.tryNumber)
         }
@@ -241,9 +348,15 @@ public final class WorkerService: @unchecked Sendable {
     /// together; one Lua call acknowledges the messages and publishes their completion events.
     /// When the batch has run for `BatchRound.window` seconds (or the next task has a timeout) the done
     /// part is committed and acknowledged, and the rest starts again as a new round.
+    ///
+    /// Returns too whether messages were kept back because another runner's lease holds their
+    /// attempt: a copy delivered while its first runner may be dead (a reclaim) is kept until the
+    /// lease can have expired (`ETL_LEASE_TTL` + 2 s), and then taken over, or acknowledged away
+    /// when the lease is still held (its runner lives: a duplicate).
     private func handle(
-        _ batch: [TaskQueue.Delivery], slot: Int, codec: MessageCodec, queue: TaskQueue, store: MetadataStore
-    ) throws -> Bool {
+        _ batch: [TaskQueue.Delivery], slot: Int, codec: MessageCodec, queue: TaskQueue, store: MetadataStore,
+        heldSince: inout [String: Double]
+    ) throws -> (slow: Bool, waiting: Bool) {
         var jobs: [Job] = []
         for d in batch {
             let message: TaskMessage
@@ -265,20 +378,55 @@ public final class WorkerService: @unchecked Sendable {
             jobs.append(Job(delivery: d, message: message, spec: spec, op: op))
         }
         var slow = false
+        var waiting = false
         var rest = jobs[...]
         var round = BatchRound()
         while !rest.isEmpty {
             var acks: [(delivery: TaskQueue.Delivery, event: CompletionEvent?)] = []
-            let started = try store.startAttempts(rest.map(\.key), worker: "\(id)/\(slot)")
+            let outcomes = try store.startAttempts(
+                rest.map(\.key), worker: "\(id)/\(slot)", runner: runner(slot), ttl: leaseTTL, limit: maxDeliveries)
             var toRun: [Job] = []
-            for (i, job) in rest.enumerated() {
-                if started.contains(i) {
+            var exhausted: [(job: Job, end: MetadataStore.AttemptEnd)] = []
+            for (i, outcome) in outcomes.enumerated() {
+                var job = rest[rest.startIndex + i]
+                switch outcome {
+                case .started(let epoch):
+                    heldSince[job.delivery.entryID] = nil
+                    job.epoch = epoch
                     toRun.append(job)
-                } else {
+                case .notCurrent:
                     // Finished already, or superseded by a newer try: acknowledge without running.
                     logger.info("skipping \(job.label): attempt already finished or superseded")
                     acks.append((job.delivery, nil))
+                case .heldElsewhere:
+                    let since = heldSince[job.delivery.entryID] ?? monotonicSeconds()
+                    if monotonicSeconds() - since < leaseTTL + 2 {
+                        heldSince[job.delivery.entryID] = since
+                        waiting = true  // kept pending: looked at again in a moment
+                    } else {
+                        // A duplicate delivery: the live runner holding the lease ends it.
+                        heldSince[job.delivery.entryID] = nil
+                        logger.info("skipping \(job.label): another live runner holds its lease")
+                        acks.append((job.delivery, nil))
+                    }
+                case .exhausted(let epoch, let deliveries):
+                    job.epoch = epoch
+                    let reason = MessageRejection.tooManyDeliveries(deliveries)
+                    logger.error("dead-lettered message \(job.delivery.entryID) (\(job.label)): \(reason)")
+                    try queue.deadLetter(job.delivery, reason: reason.description)
+                    exhausted.append(
+                        (job, failedEnd(job, error: reason, log: "--- \(reason) ---\n")))
                 }
+            }
+            hold(slot, toRun.map(\.lease))
+            if !exhausted.isEmpty {
+                let current = try store.finishAttempts(exhausted.map(\.end))
+                // Their messages are dead letters already: only the completion events remain.
+                try queue.complete(
+                    [],
+                    events: exhausted.enumerated().compactMap { i, e in
+                        current.contains(i) ? event(e.job, state: e.end.state) : nil
+                    })
             }
             var ranCount = 0
             let chunk = Array(toRun.prefix(round.offer(toRun.count)))
@@ -291,8 +439,19 @@ public final class WorkerService: @unchecked Sendable {
                 // A superseded writer rolled the round back, or the transaction itself failed (its
                 // COMMIT refused by a deferred constraint, a statement cancelled): one task per
                 // transaction finds whose it is, and a lone task's attempt fails outside any
-                // transaction, as a task's own error would. A lost connection goes to the slot.
-                let lost = (error as? PostgresError)?.isConnectionProblem ?? false
+                // transaction, as a task's own error would. A lost connection, a lock wait that
+                // timed out, go to the slot (tried again, not the task's failure); a lost lease
+                // ends the round's held attempts here (their new runner ends them).
+                if error is MetadataStore.LeaseLost {
+                    logger.warning("\(error)")
+                    acks += chunk.map { ($0.delivery, nil) }
+                    try queue.complete(acks)
+                    release(slot, toRun.map(\.lease))
+                    rest = toRun.dropFirst(chunk.count)
+                    continue
+                }
+                let pgError = error as? PostgresError
+                let lost = (pgError?.isConnectionProblem ?? false) || (pgError?.isLockTimeout ?? false)
                 switch round.afterFailure(
                     offered: chunk.count, supersededWrites: error is SupersededWrites, connectionLost: lost)
                 {
@@ -301,17 +460,20 @@ public final class WorkerService: @unchecked Sendable {
                 case .failTask:
                     guard let job = chunk.first else { break }
                     let end = failedEnd(
-                        job, error: error, log: "attempt \(job.message.tryNumber) on \(id)/\(slot) failed: \(error)\n")
+                        job, error: error, log: "attempt \(job.message.tryNumber) on \(id)/\(slot) failed: \(error)\n",
+                        epoch: job.epoch)
                     let current = try store.finishAttempts([end])
                     acks.append((job.delivery, current.isEmpty ? nil : event(job, state: end.state)))
                     ranCount = 1
                 }
             }
             try queue.complete(acks)
+            release(slot, toRun.prefix(ranCount).map(\.lease))
             // Jobs not run yet (the window closed, or one at a time) go round again.
             rest = toRun.dropFirst(ranCount)
         }
-        return slow
+        if heldSince.count > 10_000 { heldSince.removeAll() }
+        return (slow, waiting)
     }
 
     /// Thrown inside the batch transaction when a superseded task had written: rolls it all back.
@@ -334,7 +496,7 @@ public final class WorkerService: @unchecked Sendable {
                 try tx.query("SET LOCAL synchronous_commit = on")
                 var ran: [Ran] = []
                 for job in jobs {
-                    // A task with a timeout only runs first in a round: it is the one whose start time
+                    // A task with a timeout only runs alone in a round: it is the one whose start time
                     // the round's start statement records, so the scheduler times it from its real start
                     // (the others' start is recorded when they end; they cannot time out while waiting).
                     guard
@@ -345,6 +507,9 @@ public final class WorkerService: @unchecked Sendable {
                     let taskStart = monotonicSeconds()
                     ran.append(try run(job, slot: slot, tx: tx))
                     if BatchRound.isSlow(taskSeconds: monotonicSeconds() - taskStart) { slow = true }
+                    // Its end is recorded now, not after the tasks behind it: the scheduler times
+                    // it until its end is committed.
+                    if job.spec.timeout > 0 { break }
                 }
                 let current = try store.finishAttempts(ran.map(\.end), on: tx)
                 var out: [(job: Job, event: CompletionEvent?)] = []
@@ -376,9 +541,21 @@ public final class WorkerService: @unchecked Sendable {
         let message = job.message
         lock.withLock { current[slot] = job.label }
         let deadline = job.spec.timeout > 0 ? monotonicSeconds() + job.spec.timeout : nil
-        let ctx = TaskContext(message: message, pg: tx, schema: schema, deadline: deadline) { pg in
-            try pg.query("SAVEPOINT etl_task")
-        }
+        let lease = job.lease
+        guard !isLost(lease) else { throw MetadataStore.LeaseLost(lease: lease) }
+        let config = pgConfig
+        let schema = schema
+        let ctx = TaskContext(
+            message: message, pg: tx, schema: schema, deadline: deadline,
+            firstUse: { pg in try pg.query("SAVEPOINT etl_task") },
+            connect: {
+                // Registered under the lease on every connect and reconnect: a take-over ends it,
+                // and once the lease is gone it cannot connect again.
+                try PostgresConnection(config: config) { c in
+                    try MetadataStore(pg: c, schema: schema).registerBackend(lease, on: c)
+                }
+            },
+            leaseLost: { [weak self] in self?.isLost(lease) ?? false })
         ctx.log("attempt \(message.tryNumber) of \(message.dag).\(message.task) on \(id)/\(slot)")
         let startedAt = Date()
         var failure: Error?
@@ -388,8 +565,12 @@ public final class WorkerService: @unchecked Sendable {
                 // Fails when the task left the transaction aborted (an error it swallowed).
                 try tx.query("RELEASE SAVEPOINT etl_task")
             }
-        } catch let e as PostgresError where e.isConnectionProblem {
+        } catch let e as PostgresError where e.isConnectionProblem || e.isLockTimeout {
             throw e  // not the task's fault: the messages stay pending and run again
+        } catch let e as MetadataStore.LeaseLost {
+            throw e  // another runner has the attempt now
+        } catch is TaskContext.LeaseGone {
+            throw MetadataStore.LeaseLost(lease: lease)
         } catch {
             failure = error
             if ctx.usedDatabase {
@@ -402,19 +583,26 @@ public final class WorkerService: @unchecked Sendable {
             return Ran(
                 job: job,
                 end: .init(
-                    key: job.key, state: .success, error: nil, retryAt: nil, log: ctx.logText, startedAt: startedAt),
+                    key: job.key, state: .success, error: nil, retryAt: nil, log: ctx.logText, startedAt: startedAt,
+                    epoch: job.epoch),
                 wrote: ctx.usedDatabase)
         }
         ctx.log("failed: \(failure)")
-        return Ran(job: job, end: failedEnd(job, error: failure, log: ctx.logText, startedAt: startedAt), wrote: false)
+        return Ran(
+            job: job, end: failedEnd(job, error: failure, log: ctx.logText, startedAt: startedAt, epoch: job.epoch),
+            wrote: false)
     }
 
     /// How a failed attempt ends: up for retry after its backoff while tries remain, else failed.
-    private func failedEnd(_ job: Job, error: Error, log: String, startedAt: Date? = nil) -> MetadataStore.AttemptEnd {
-        let end = job.spec.afterFailure(tryNumber: job.message.tryNumber, now: Date())
+    private func failedEnd(
+        _ job: Job, error: Error, log: String, startedAt: Date? = nil, epoch: Int64? = nil
+    ) -> MetadataStore.AttemptEnd {
+        // The retry time is on Postgres's clock, where the scheduler judges it.
+        let end = job.spec.afterFailure(tryNumber: job.message.tryNumber, now: clock.now())
         logger.warning("\(job.label) failed: \(error)", metadata: ["next": "\(end.state.rawValue)"])
         return .init(
-            key: job.key, state: end.state, error: "\(error)", retryAt: end.retryAt, log: log, startedAt: startedAt)
+            key: job.key, state: end.state, error: "\(error)", retryAt: end.retryAt, log: log, startedAt: startedAt,
+            epoch: epoch ?? job.epoch)
     }
 
     private func event(_ job: Job, state: TaskState) -> CompletionEvent {

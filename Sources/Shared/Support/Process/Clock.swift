@@ -14,3 +14,31 @@ public func sleepSeconds(_ seconds: Double) {
     var remaining = timespec()
     while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
 }
+
+/// Another host's clock (Postgres's `now()`), as last read, carried forward on this host's
+/// monotonic clock: ages, timeouts and retry times are judged on the server's clock, never by
+/// comparing this host's wall clock with timestamps the server wrote. Off by at most the round trip
+/// of the read that set it. Thread-safe.
+public final class ServerClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var base: Date?
+    private var baseMono = 0.0
+
+    public init() {}
+
+    /// Records that the server's clock read `now` (a statement's result, just received).
+    public func set(_ now: Date) {
+        lock.withLock {
+            base = now
+            baseMono = monotonicSeconds()
+        }
+    }
+
+    /// The server's time now; this host's until the first `set`.
+    public func now() -> Date {
+        lock.withLock {
+            guard let base else { return Date() }
+            return base.addingTimeInterval(monotonicSeconds() - baseMono)
+        }
+    }
+}

@@ -1,0 +1,153 @@
+import ETLSupport
+import Foundation
+import Metadata
+import PostgresClient
+import TestSupport
+import Testing
+import Workflow
+
+@testable import Tasks
+
+/// Faults that are not a clean SIGKILL: a worker frozen (SIGSTOP) while it holds a task, then
+/// continued. The attempt lease (MetadataStore+attempts) must hand the task to another worker,
+/// end the frozen worker's backends, and refuse what the frozen worker writes once continued.
+@Suite("Liveness: frozen workers", .serialized, .timeLimit(.minutes(10)))
+struct LivenessTests {
+    func executions(_ c: Cluster, run: Int64) throws -> [(phase: String, osPID: Int, backend: Int)] {
+        try c.store.pg.query(
+            "SELECT phase, os_pid, backend_pid FROM \(c.schema).example_execution WHERE run_id = $1 ORDER BY at",
+            [run]
+        ).rows.map { (try $0.decode(String.self, 0), try $0.decode(Int.self, 1), try $0.decode(Int.self, 2)) }
+    }
+
+    @Test(
+        """
+        a worker frozen for 20 s mid-task, then continued: another worker takes the task over within 30 s, the \
+        frozen worker's backend is ended, and it writes nothing more once continued
+        """
+    )
+    func frozenWorker() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startScheduler()
+        let frozen = try c.startWorker(["--concurrency", "1"])
+        let run = try c.trigger("example_counted")
+        try c.waitFor("the task started on the first worker", timeout: 30) {
+            try executions(c, run: run).count == 1
+        }
+        let first = try #require(try executions(c, run: run).first)
+        #expect(first.osPID == Int(frozen.processIdentifier))
+        let rescuer = try c.startWorker(["--concurrency", "1"])
+        kill(frozen.processIdentifier, SIGSTOP)
+        let frozenAt = monotonicSeconds()
+        var continued = false
+        defer { if !continued { kill(frozen.processIdentifier, SIGCONT) } }
+
+        // Taken over within 30 s: a second execution starts, on the other worker.
+        try c.waitFor("another worker took the task over", timeout: 30) {
+            try executions(c, run: run).contains { $0.phase == "start" && $0.osPID != first.osPID }
+        }
+        let takeover = monotonicSeconds() - frozenAt
+        #expect(takeover < 30, "taken over after \(takeover) s")
+        print("liveness: a frozen worker's task was taken over \(Int(takeover * 10) / 10) s after the freeze")
+        // The frozen worker's backend was ended by the take-over (a frozen process never lets go).
+        let alive = try c.store.pg.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", [first.backend]
+        ).rows[0].decode(Int.self, 0)
+        #expect(alive == 0, "the frozen worker's backend \(first.backend) still exists")
+        #expect(try c.wait(run: run, timeout: 60) == .success, "\(c.logs())")
+
+        // Continued after 20 s: it must write nothing more (its connection was ended and cannot
+        // register again under the lease it lost).
+        sleepSeconds(max(0, 20 - (monotonicSeconds() - frozenAt)))
+        kill(frozen.processIdentifier, SIGCONT)
+        continued = true
+        sleepSeconds(4)
+        let all = try executions(c, run: run)
+        #expect(all.filter { $0.phase == "start" }.count == 2, "\(all)")
+        #expect(all.filter { $0.phase == "end" }.map(\.osPID) == [Int(rescuer.processIdentifier)], "\(all)")
+        #expect(try c.effects(run: run).count == 1)
+        let ti = try c.store.pg.query(
+            "SELECT state, lease_epoch, lease_deliveries FROM \(c.schema).task_instance WHERE run_id = $1", [run]
+        ).rows[0]
+        #expect(try ti.decode(String.self, 0) == "success")
+        #expect(try ti.decode(Int.self, 1) == 2 && ti.decode(Int.self, 2) == 2)
+        #expect(frozen.isRunning, "the continued worker lives on")
+        // The run stays as it ended: the late worker changed nothing.
+        #expect(try c.store.run(run)?.state == .success)
+    }
+
+    /// Each b2b table's row count and a checksum of its sorted rows.
+    func tables(_ fx: PipelineFixture) throws -> [String: String] {
+        var out: [String: String] = [:]
+        for t in ["company", "product", "inventory", "customer", "orders", "sales"] {
+            out[t] = try fx.pg!.query(
+                """
+                SELECT count(*) || ' ' || coalesce(md5(string_agg(r, E'\\n' ORDER BY r)), '-')
+                FROM (SELECT t::text AS r FROM \(fx.settings.datalake).\(t) t) x
+                """
+            ).rows[0].decode(String.self, 0)
+        }
+        return out
+    }
+
+    @Test(
+        """
+        a worker frozen for 20 s in the middle of the b2b load, then continued: the load goes on elsewhere \
+        within 30 s (the frozen one's advisory lock and open day transaction ended), and the tables equal a \
+        clean load
+        """
+    )
+    func frozenDuringB2BLoad() throws {
+        let settings = ["ETL_HISTORY_START": "2023-06-01", "ETL_ORDERS": "150"]
+        let fx = try PipelineFixture(extra: settings)
+        var e = fx.values
+        e["ETL_PIPELINE_DAGS"] = "true"
+        e["ETL_EXAMPLE_DAGS"] = "false"
+        e["ETL_PIPELINE_SCHEDULE"] = "none"
+        e.merge(settings) { _, x in x }
+        let c = try Cluster(extra: e)
+        defer { c.stopAll() }
+        try c.startScheduler()
+        let frozen = try c.startWorker(["--concurrency", "1"])
+        let day = Day("2024-06-15")!
+        let run = try c.trigger("b2b", date: Date(timeIntervalSince1970: 1_718_409_600))
+        let s = fx.settings
+        let days = day.daysSince1970 - s.historyStart.daysSince1970 + 1
+        // Frozen once a tenth of the days are in.
+        try c.waitFor("the load is under way", timeout: 120) {
+            (try? fx.count("SELECT count(*) FROM \(s.loads).b2b_day")).map { $0 >= Int64(days / 10) } ?? false
+        }
+        try c.startWorker(["--concurrency", "1"])
+        kill(frozen.processIdentifier, SIGSTOP)
+        let frozenAt = monotonicSeconds()
+        var continued = false
+        defer { if !continued { kill(frozen.processIdentifier, SIGCONT) } }
+        let loadedAtFreeze = try fx.count("SELECT count(*) FROM \(s.loads).b2b_day")
+        #expect(loadedAtFreeze < Int64(days), "the load ended before the freeze")
+        // Going on elsewhere: days are loaded again while the first worker is still frozen.
+        try c.waitFor("the load goes on on the other worker", timeout: 30) {
+            try fx.count("SELECT count(*) FROM \(s.loads).b2b_day") > loadedAtFreeze + 1
+        }
+        let resumed = monotonicSeconds() - frozenAt
+        #expect(resumed < 30, "the load went on \(resumed) s after the freeze")
+        print("liveness: the frozen worker's b2b load went on elsewhere \(Int(resumed * 10) / 10) s after the freeze")
+        #expect(try c.wait(run: run, timeout: 240) == .success, "\(c.logs())")
+        sleepSeconds(max(0, 20 - (monotonicSeconds() - frozenAt)))
+        kill(frozen.processIdentifier, SIGCONT)
+        continued = true
+        sleepSeconds(4)
+
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).b2b_day") == Int64(days))
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE pipeline = 'b2b' AND state = 'running'") == 0)
+        let got = try tables(fx)
+        // The clean run: the same exports loaded from scratch, in this process, into schemas of its own.
+        let clean = try PipelineFixture(name: "frozenDuringB2BLoadClean", extra: settings)
+        let pg = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
+        defer { pg.close() }
+        try PlatformHistory.export(upTo: day, ordersPerDay: 150, seed: clean.settings.seed, settings: clean.settings)
+        _ = try B2BLoad.load(pg: pg, settings: clean.settings, runID: 1, upTo: day, log: { _ in })
+        #expect(got == (try tables(clean)))
+        #expect(got["orders"]?.hasPrefix("\(days * 150) ") == true, "\(got)")
+    }
+}
