@@ -1,3 +1,4 @@
+import Broker
 import ETLSupport
 import Foundation
 import Metadata
@@ -149,5 +150,76 @@ struct LivenessTests {
         _ = try B2BLoad.load(pg: pg, settings: clean.settings, runID: 1, upTo: day, log: { _ in })
         #expect(got == (try tables(clean)))
         #expect(got["orders"]?.hasPrefix("\(days * 150) ") == true, "\(got)")
+    }
+}
+
+/// A message that makes its worker exit every time, and workers on clocks that differ.
+@Suite("Liveness: poison messages and skewed clocks", .serialized, .timeLimit(.minutes(10)))
+struct PoisonAndClockTests {
+    @Test("a message that makes its worker exit every time ends as a dead letter after ETL_MAX_DELIVERIES")
+    func poisonMessage() throws {
+        let c = try Cluster(extra: ["ETL_MAX_DELIVERIES": "2", "ETL_LEASE_TTL": "3"])
+        defer { c.stopAll() }
+        try c.startScheduler()
+        let workers = try (0..<3).map { _ in try c.startWorker(["--concurrency", "1"]) }
+        let run = try c.trigger("example_poison")
+        #expect(try c.wait(run: run, timeout: 90) == .failed, "\(c.logs())")
+        // Two deliveries each ended a worker; the third went to the dead letters instead.
+        #expect(workers.filter { !$0.isRunning }.count == 2, "\(c.logs())")
+        let dead = try c.queue.redis.command("XRANGE", c.queue.keys.dead, "-", "+").array ?? []
+        #expect(dead.count == 1)
+        let reason = dead.first?.array?.last?.array.flatMap { TaskQueue.field("reason", in: $0)?.string } ?? ""
+        #expect(reason.contains("delivered 2 times"), "\(reason)")
+        let ti = try c.store.pg.query(
+            "SELECT state, error, lease_deliveries FROM \(c.schema).task_instance WHERE run_id = $1", [run]
+        ).rows[0]
+        #expect(try ti.decode(String.self, 0) == "failed")
+        #expect(try ti.decode(String?.self, 1)?.contains("delivered 2 times") == true)
+    }
+
+    @Test(
+        """
+        workers whose clocks run 10 s ahead and a scheduler 10 s behind (libfaketime): no live task is taken \
+        from its worker, retries and timeouts keep their times
+        """
+    )
+    func skewedClocks() throws {
+        let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+        try #require(
+            FileManager.default.fileExists(atPath: lib),
+            "\(lib) is missing: scripts/install-deps installs Debian's faketime package")
+        let ahead = ["LD_PRELOAD": lib, "FAKETIME": "+10s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"]
+        let behind = ["LD_PRELOAD": lib, "FAKETIME": "-10s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"]
+        let c = try Cluster(extra: behind)
+        defer { c.stopAll() }
+        try c.startScheduler()
+        let runner = try c.startWorker(["--concurrency", "1"], extraEnv: ["LD_PRELOAD": "", "FAKETIME": ""])
+        let run = try c.trigger("example_counted")
+        try c.waitFor("the task started", timeout: 30) {
+            try c.store.pg.query(
+                "SELECT count(*) FROM \(c.schema).example_execution WHERE run_id = $1", [run]
+            ).rows[0].decode(Int.self, 0) == 1
+        }
+        // A worker 10 s ahead beside it: by its own clock the first one's heartbeats are 10 s old.
+        let skewed = try c.startWorker(["--concurrency", "1"], extraEnv: ahead)
+        #expect(try c.wait(run: run, timeout: 60) == .success, "\(c.logs())")
+        let executions = try c.store.pg.query(
+            "SELECT os_pid FROM \(c.schema).example_execution WHERE run_id = $1 AND phase = 'start'", [run]
+        ).rows.map { try $0.decode(Int.self, 0) }
+        #expect(executions == [Int(runner.processIdentifier)], "executed by \(executions)")
+        #expect(!c.logs(whole: true).contains("reclaimed"), "\(c.logs())")
+        // A retry 0.2 s to 1 s after a failure, set on the skewed worker, is due on time for the
+        // scheduler 10 s behind; a 1 s timeout fires after about 1 s, not 11 or never.
+        kill(runner.processIdentifier, SIGTERM)
+        runner.waitUntilExit()
+        let started = monotonicSeconds()
+        let retry = try c.trigger("example_retry")
+        #expect(try c.wait(run: retry, timeout: 30) == .success, "\(c.logs())")
+        #expect(monotonicSeconds() - started < 15, "the retries took \(monotonicSeconds() - started) s")
+        let t0 = monotonicSeconds()
+        let timeout = try c.trigger("example_timeout")
+        #expect(try c.wait(run: timeout, timeout: 30) == .failed, "\(c.logs())")
+        #expect(monotonicSeconds() - t0 < 8, "the 1 s timeout fired after \(monotonicSeconds() - t0) s")
+        #expect(skewed.isRunning)
     }
 }

@@ -208,6 +208,10 @@ struct PipelineDatabaseTests {
                 ["Argentina", "1", "Tea", "7", "10.50"],
                 ["Argentina", "2", "Coffee", "1", "2.50"],
             ])
+        // The CSV is written from the committed rows (here: no transaction is open).
+        #expect(
+            try Reports.writeCSV(Reports.popularProducts, date: day, pg: fx.pg!, settings: fx.settings) == products.path
+        )
         let csv = try String(contentsOfFile: products.path, encoding: .utf8)
         #expect(csv == "country,rank,product,units,revenue\nArgentina,1,Tea,7,10.50\nArgentina,2,Coffee,1,2.50\n")
         #expect(products.path.hasSuffix("reports/popular-products/date=2024-06-15/report.csv"))

@@ -304,11 +304,22 @@ public final class TaskQueue {
             }
         }
         if !remaining {
-            for w in dead where try !hasConsumers(queues: queues, worker: w) {
+            // Forgotten only once none of its consumers is left in any queue it took from (its
+            // heartbeat names them), not only in the queues this reclaimer serves: a worker of its
+            // other queues must still find it dead and reclaim what it left there.
+            for w in dead where try !hasConsumers(queues: Array(Set(queues).union(try queuesOf(w))), worker: w) {
                 try forgetWorker(w)
             }
         }
         return taken
+    }
+
+    /// The queues a worker said it takes from, in its last heartbeat.
+    private func queuesOf(_ worker: String) throws -> [String] {
+        guard let info = try redis.command("HGET", keys.workers, worker).bytes,
+            let obj = try? JSONSerialization.jsonObject(with: Data(info)) as? [String: Any]
+        else { return [] }
+        return obj["queues"] as? [String] ?? []
     }
 
     private func hasConsumers(queues: [String], worker: String) throws -> Bool {

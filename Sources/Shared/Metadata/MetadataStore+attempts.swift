@@ -72,8 +72,8 @@ extension MetadataStore {
             JOIN \(s).task_instance t USING (run_id, task_id, try_number)
             CROSS JOIN LATERAL unnest(t.lease_pids, t.lease_pid_starts) AS b(pid, started)
             JOIN pg_stat_activity a ON a.pid = b.pid AND a.backend_start = b.started
-            WHERE t.state = 'running' AND t.lease_runner IS DISTINCT FROM $4 AND t.lease_expires_at < now()
-              AND a.pid <> pg_backend_pid()
+            WHERE t.state = 'running' AND t.lease_runner IS DISTINCT FROM $4
+              AND coalesce(t.lease_expires_at < clock_timestamp(), true) AND a.pid <> pg_backend_pid()
             """, arrays + [runner], planEachTime: keys.count > Self.smallBatch)
         let rows = try pg.query(
             """
@@ -86,14 +86,17 @@ extension MetadataStore {
               SELECT t.run_id, t.task_id, t.try_number, i.n,
                 t.state = 'running' AND t.lease_runner = $5 AS mine,
                 t.state = 'queued' OR (t.state = 'running' AND (t.lease_runner IS NULL OR t.lease_runner = $5
-                    OR t.lease_expires_at < now())) AS takeable,
+                    OR coalesce(t.lease_expires_at < clock_timestamp(), true))) AS takeable,
+                t.lease_pids AS old_pids, t.lease_pid_starts AS old_starts,
                 CASE WHEN t.lease_try = t.try_number THEN t.lease_deliveries ELSE 0 END AS deliveries
               FROM \(s).task_instance t JOIN input i USING (run_id, task_id, try_number)
               WHERE t.state IN ('queued', 'running')
               FOR UPDATE OF t
             ), ti AS (
               UPDATE \(s).task_instance t SET state = 'running', worker = $4,
-                started_at = CASE WHEN c.n = 1 THEN clock_timestamp() END,
+                -- Started again by its own runner (a round cut short): it keeps its start time.
+                started_at = CASE WHEN c.mine AND t.started_at IS NOT NULL THEN t.started_at
+                    WHEN c.n = 1 THEN clock_timestamp() END,
                 lease_runner = $5,
                 lease_epoch = t.lease_epoch + CASE WHEN c.mine THEN 0 ELSE 1 END,
                 lease_try = t.try_number,
@@ -119,8 +122,15 @@ extension MetadataStore {
             ), run AS (
               UPDATE \(s).dag_run SET state = 'running', started_at = coalesce(started_at, clock_timestamp())
               WHERE run_id IN (SELECT run_id FROM ti) AND state = 'queued' RETURNING 1
+            ), ended AS (
+              -- Backends registered under a lease taken over here, after the first statement read the
+              -- list (a connection of the old runner registering just before it expired).
+              SELECT count(pg_terminate_backend(a.pid, 5000)) AS killed
+              FROM cur c CROSS JOIN LATERAL unnest(c.old_pids, c.old_starts) AS b(pid, started)
+              JOIN pg_stat_activity a ON a.pid = b.pid AND a.backend_start = b.started
+              WHERE c.takeable AND NOT c.mine AND a.pid <> pg_backend_pid()
             )
-            SELECT n, lease_epoch, lease_deliveries, true FROM ti
+            SELECT n, lease_epoch, lease_deliveries, true FROM ti, ended
             UNION ALL SELECT n, 0, 0, false FROM cur WHERE NOT takeable
             """,
             arrays + [worker, runner, ttl], planEachTime: keys.count > Self.smallBatch
@@ -159,14 +169,14 @@ extension MetadataStore {
               SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[]) AS i(run_id, task_id,
                   try_number, epoch)
             ), renewed AS (
-              UPDATE \(s).task_instance t SET lease_expires_at = now() + make_interval(secs => $5)
+              UPDATE \(s).task_instance t SET lease_expires_at = clock_timestamp() + make_interval(secs => $5)
               FROM input i
               WHERE t.run_id = i.run_id AND t.task_id = i.task_id AND t.try_number = i.try_number
-                AND t.lease_epoch = i.epoch AND t.state = 'running' AND t.lease_expires_at >= now()
+                AND t.lease_epoch = i.epoch AND t.state = 'running' AND t.lease_expires_at >= clock_timestamp()
               RETURNING t.run_id, t.task_id, t.try_number, t.lease_epoch
             )
-            SELECT run_id, task_id, try_number, lease_epoch, now() FROM renewed
-            UNION ALL SELECT NULL, NULL, NULL, NULL, now()
+            SELECT run_id, task_id, try_number, lease_epoch, clock_timestamp() FROM renewed
+            UNION ALL SELECT NULL, NULL, NULL, NULL, clock_timestamp()
             """,
             [
                 PostgresArray(leases.map { String($0.key.run) }), PostgresArray(leases.map(\.key.task)),
@@ -226,7 +236,7 @@ extension MetadataStore {
               lease_pid_starts = lease_pid_starts
                 || (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())
             WHERE run_id = $1 AND task_id = $2 AND try_number = $3 AND lease_epoch = $4 AND state = 'running'
-              AND lease_expires_at >= now()
+              AND lease_expires_at >= clock_timestamp()
             """, [lease.key.run, lease.key.task, lease.key.tryNumber, lease.epoch]
         ).affectedRows
         if n == 0 { throw LeaseLost(lease: lease) }
@@ -236,24 +246,26 @@ extension MetadataStore {
     /// or an operator ended the attempt: a superseded runner stops instead of running on) and
     /// forgets them. Returns how many were ended.
     @discardableResult
-    public func endLeaseBackends(run: Int64, task: String) throws -> Int {
+    public func endLeaseBackends(run: Int64, task: String, tryNumber: Int) throws -> Int {
         try pg.query(
             """
             WITH t AS (
               UPDATE \(s).task_instance n SET lease_pids = '{}', lease_pid_starts = '{}', lease_expires_at = NULL
               FROM \(s).task_instance o
-              WHERE n.run_id = $1 AND n.task_id = $2 AND o.run_id = n.run_id AND o.task_id = n.task_id
+              WHERE n.run_id = $1 AND n.task_id = $2 AND n.try_number = $3 AND n.state = 'running'
+                AND o.run_id = n.run_id AND o.task_id = n.task_id
               RETURNING o.lease_pids, o.lease_pid_starts
             )
             SELECT count(pg_terminate_backend(a.pid, 5000))
             FROM t CROSS JOIN LATERAL unnest(t.lease_pids, t.lease_pid_starts) AS b(pid, started)
             JOIN pg_stat_activity a ON a.pid = b.pid AND a.backend_start = b.started
             WHERE a.pid <> pg_backend_pid()
-            """, [run, task]
+            """, [run, task, tryNumber]
         ).first.map { try $0.decode(Int.self, 0) } ?? 0
     }
 
-    /// Running attempts whose lease expired more than `grace` seconds ago on Postgres's clock: their
+    /// Running attempts whose lease expired more than `grace` seconds ago on Postgres's clock (rows
+    /// started before leases existed, without a runner, are left to their timeout): their
     /// runner died, froze or was cut off, and no live worker took the message over (it is gone, or
     /// pending under a consumer whose worker still heartbeats to Redis). The scheduler enqueues
     /// them again; the worker that takes the copy takes the lease over.
@@ -266,8 +278,8 @@ extension MetadataStore {
             """
             SELECT t.run_id, r.dag_id, r.logical_date, t.task_id, t.try_number, t.queue, t.message_id
             FROM \(s).dag_run r JOIN \(s).task_instance t USING (run_id)
-            WHERE r.state IN ('queued', 'running') AND t.state = 'running'
-              AND coalesce(t.lease_expires_at, t.started_at, t.queued_at) < now() - make_interval(secs => $1)
+            WHERE r.state IN ('queued', 'running') AND t.state = 'running' AND t.lease_runner IS NOT NULL
+              AND t.lease_expires_at < clock_timestamp() - make_interval(secs => $1)
             """, [grace]
         ).rows.map { r in
             (
@@ -344,7 +356,7 @@ extension MetadataStore {
               -- Ends refused because another runner took the lease over and runs the try now: that
               -- runner's attempt row keeps its state; the old runner's log is appended, marked.
               SELECT i.n FROM input i JOIN \(s).task_instance t USING (run_id, task_id, try_number)
-              WHERE i.epoch IS NOT NULL AND t.state = 'running' AND t.lease_epoch <> i.epoch
+              WHERE i.epoch IS NOT NULL AND t.lease_epoch <> i.epoch
             ), attempt AS (
               UPDATE \(s).task_attempt a SET state = CASE WHEN i.n IN (SELECT n FROM ti) THEN i.state
                     WHEN i.n IN (SELECT n FROM taken) THEN a.state ELSE 'superseded' END,

@@ -66,6 +66,15 @@ public final class TaskContext {
         }
     }
 
+    /// Work that may only happen once the attempt's transaction committed (a report's CSV, written
+    /// from the committed rows): the worker runs it after the commit, for a current attempt only,
+    /// before its completion event goes out; a superseded runner never runs it. It gets the
+    /// attempt's connection, outside any transaction.
+    public func afterCommit(_ body: @escaping (PostgresConnection) throws -> Void) { committed.append(body) }
+
+    /// What `afterCommit` was given, in order.
+    public private(set) var committed: [(PostgresConnection) throws -> Void] = []
+
     /// Appends a line to the attempt's log.
     public func log(_ line: String) {
         lines.append("\(PostgresTimestamp.format(Date())) \(line)")

@@ -40,7 +40,12 @@ public final class PostgresConnection {
         try connected()
     }
 
+    /// How many sessions this connection has had (1 after `init`, one more per reconnect): work
+    /// that holds session state (a session advisory lock) checks it to notice a silent reconnect.
+    public private(set) var sessions = 0
+
     private func connected() throws {
+        sessions += 1
         guard let onConnect else { return }
         do { try onConnect(self) } catch {
             close()

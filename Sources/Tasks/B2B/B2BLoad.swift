@@ -121,7 +121,12 @@ public enum B2BLoad {
         let loads = LoadLog(pg: pg, schema: s.loads)
         // One b2b load at a time, for the whole load (released when the session ends, a killed
         // worker's included).
+        // Waiting for another b2b load may take as long as it runs (a frozen holder's lock is
+        // ended by the take-over of its attempt): no lock_timeout for this wait.
+        try pg.query("SET lock_timeout = 0")
         try pg.query("SELECT pg_advisory_lock(hashtext($1))", ["\(s.loads) b2b load"])
+        try pg.query("RESET lock_timeout")
+        let session = pg.sessions
         defer { _ = try? pg.query("SELECT pg_advisory_unlock(hashtext($1))", ["\(s.loads) b2b load"]) }
         try loads.markAbandoned(pipeline: "b2b")
         // The history loaded so far starts on ETL_HISTORY_START; another start would merge the base
@@ -148,7 +153,17 @@ public enum B2BLoad {
         do {
             try loadDays(
                 pg: pg, s: s, runID: runID, last: last, ids: ids, result: &result, log: log,
-                checkDeadline: checkDeadline)
+                checkDeadline: {
+                    try checkDeadline()
+                    // A reconnect between two days drops the session's lock: start again under it.
+                    guard pg.sessions == session else {
+                        throw PostgresError(
+                            code: .connectionLost,
+                            message: "the session holding the b2b load lock was replaced by a reconnect; the load "
+                                + "starts again under the lock, from the days already committed",
+                            endpoint: pg.endpoint)
+                    }
+                })
             let range =
                 result.daysLoaded.isEmpty && result.daysReplaced.isEmpty
                 ? "no new day"

@@ -46,10 +46,22 @@ final class BufferedFileWriter {
         buffer.removeAll(keepingCapacity: true)
     }
 
+    /// Writes what is buffered, makes it durable (`fsync`), renames the file into place, and makes
+    /// the rename durable too (`fsync` of the folder): after a crash the name holds the old bytes or
+    /// all of the new ones.
     func commit() throws {
         try flush()
+        guard fsync(fd) == 0 else {
+            throw PipelineError("cannot fsync \(temporary): \(String(cString: strerror(errno)))")
+        }
         guard rename(temporary, path) == 0 else {
             throw PipelineError("cannot rename \(temporary) to \(path): \(String(cString: strerror(errno)))")
+        }
+        let dir = (path as NSString).deletingLastPathComponent
+        let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY)
+        if dfd >= 0 {
+            _ = fsync(dfd)
+            close(dfd)
         }
     }
 

@@ -59,6 +59,11 @@ public enum ExampleDAGs {
                 tasks: [
                     TaskSpec("counted", operation: "count_executions", arguments: ["seconds": "6"])
                 ]),
+            // Its task ends the worker process that runs it, every time (a poison message): after
+            // ETL_MAX_DELIVERIES take-overs it must go to the dead letters instead of killing on.
+            try DAG(
+                "example_poison", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: [TaskSpec("crash", operation: "exit_worker")]),
             // Longer than a worker's dead-after in the tests (2 s): a live worker must keep it.
             try DAG(
                 "example_long", schedule: .manual, startDate: start, tags: ["example"],
@@ -186,6 +191,11 @@ public enum ExampleDAGs {
             try ctx.sleep(Double(ctx.message.arguments["seconds"] ?? "6") ?? 6)
             try mark("end")
             try record(ctx)
+        },
+        // Ends the process that runs it (as a crash in a C library would): only example_poison uses it.
+        "exit_worker": { ctx in
+            ctx.log("exiting the worker process on purpose")
+            exit(70)
         },
         "write_then_fail": { ctx in
             try record(ctx)

@@ -18,9 +18,13 @@ extension Pipeline {
             operations: { s, _ in
                 [
                     operation: { ctx in
-                        let out = try Reports.run(report, date: try logicalDay(ctx), tx: ctx.pg, settings: s)
+                        let day = try logicalDay(ctx)
+                        let out = try Reports.run(report, date: day, tx: ctx.pg, settings: s)
                         ctx.log(
-                            "\(report.name): \(out.rows.count) rows into \(s.datamart).\(report.table) and \(out.path)")
+                            "\(report.name): \(out.rows.count) rows into \(s.datamart).\(report.table); \(out.path) "
+                                + "is written once they are committed")
+                        // Only a committed computation reaches the file (a superseded runner's never does).
+                        ctx.afterCommit { pg in try Reports.writeCSV(report, date: day, pg: pg, settings: s) }
                     }
                 ]
             })

@@ -168,7 +168,8 @@ public enum Reports {
         public let rows: [[String]]
     }
 
-    /// Replaces the report's rows for `date` on `tx` and writes its CSV.
+    /// Replaces the report's rows for `date` on `tx` (the attempt's transaction). The CSV is written
+    /// by `writeCSV` once that transaction committed (`TaskContext.afterCommit`).
     public static func run(
         _ report: Report, date: Day, tx: PostgresConnection, settings s: PipelineSettings
     ) throws -> Output {
@@ -185,12 +186,41 @@ public enum Reports {
             ON CONFLICT (report, logical_date) DO UPDATE SET computed_at = EXCLUDED.computed_at
             """, [report.name, date.description, started])
         let rows = try Self.rows(report, date: date, pg: tx, settings: s)
+        return Output(path: csvPath(report, date: date, settings: s), rows: rows)
+    }
+
+    /// Writes the report's CSV for `date` from the datamart rows as committed: read, written to a
+    /// temporary file, fsynced, renamed into place; then the computation's stamp
+    /// (`report_computed.computed_at`) is read again, and while it changed (another computation
+    /// committed meanwhile) the CSV is written again from the newer rows. A writer that was paused
+    /// before its rename therefore never leaves older rows in place: whichever writer renames last
+    /// checks afterwards and writes what is committed then (a check before the rename would not
+    /// do: the pause could fall between the check and the rename). Returns the path.
+    @discardableResult
+    public static func writeCSV(
+        _ report: Report, date: Day, pg: PostgresConnection, settings s: PipelineSettings
+    ) throws -> String {
         let path = csvPath(report, date: date, settings: s)
-        let out = try BufferedFileWriter(path: path)
-        out.append(report.columns.joined(separator: ",") + "\n")
-        for r in rows { out.append(r.map(CSVLine.field).joined(separator: ",") + "\n") }
-        try out.commit()
-        return Output(path: path, rows: rows)
+        func stamp() throws -> String? {
+            try pg.query(
+                "SELECT computed_at::text FROM \(s.loads).report_computed WHERE report = $1 AND logical_date = $2::date",
+                [report.name, date.description]
+            ).rows.first?.decode(String?.self, 0)
+        }
+        var before = try stamp()
+        for _ in 0..<10 {
+            let rows = try Self.rows(report, date: date, pg: pg, settings: s)
+            let out = try BufferedFileWriter(path: path)
+            out.append(report.columns.joined(separator: ",") + "\n")
+            for r in rows { out.append(r.map(CSVLine.field).joined(separator: ",") + "\n") }
+            try out.commit()
+            let after = try stamp()
+            if after == before { return path }
+            before = after
+        }
+        throw PipelineError(
+            "\(report.name) for \(date) was recomputed ten times while its CSV was being written; \(path) may be "
+                + "behind the datamart. Fix: run the report for \(date) again once the other runs are done")
     }
 
     public static func named(_ name: String) -> Report? { all.first { $0.name == name } }

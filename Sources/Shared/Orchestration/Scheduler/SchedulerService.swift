@@ -58,7 +58,11 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
 
     /// Runs until `stop` is set; gives the lease up on the way out.
     public func runBlocking() throws {
-        let pg = try PostgresConnection(config: PostgresConfig(environment: env))
+        // A row lock held by a frozen worker's open transaction ends the scheduler's wait after 5 s
+        // (the statement is tried again on the next pass), instead of stopping the scheduling.
+        var config = try PostgresConfig(environment: env)
+        config.sessionLimits = [("lock_timeout", "5000")]
+        let pg = try PostgresConnection(config: config)
         try Migrator.run(pg, schema: schema, setup: registry.setup)
         store = MetadataStore(pg: pg, schema: schema)
         try store.sync(dags: registry.dags)
@@ -340,7 +344,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         var timedOut = false
         for t in rules.timeouts(tasks, now: clock.now()) {
             // Its runner stops: the backends it registered under the lease are ended first.
-            try store.endLeaseBackends(run: run.id, task: t.task)
+            try store.endLeaseBackends(run: run.id, task: t.task, tryNumber: t.tryNumber)
             if try store.finishAttempt(
                 run: run.id, task: t.task, tryNumber: t.tryNumber, state: t.end.state,
                 error: "timed out after \(t.seconds) s", retryAt: t.end.retryAt,

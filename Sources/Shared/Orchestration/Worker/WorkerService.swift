@@ -31,8 +31,12 @@ public final class WorkerService: @unchecked Sendable {
     let leaseTTL: Double
     /// Takeovers after which an attempt's message goes to the dead letters (`ETL_MAX_DELIVERIES`).
     let maxDeliveries: Int
-    /// This process's sessions: worker session limits (PostgresConfig.worker).
+    /// The sessions of the tasks' own connections: worker session limits (PostgresConfig.worker).
     let pgConfig: PostgresConfig
+    /// The slots' sessions: the lock timeout only. A slot's batch transaction stays open, idle,
+    /// while a task works on its own connections (a b2b load for minutes): it must not be ended
+    /// for that; a frozen slot's is ended by the take-over of its lease.
+    let slotConfig: PostgresConfig
     /// Makes this process's runner ids unlike those of an earlier process of the same name.
     let nonce = String(UInt32.random(in: 0...UInt32.max), radix: 16)
     /// Postgres's clock as the renewer last read it: retry times are set on it.
@@ -66,6 +70,9 @@ public final class WorkerService: @unchecked Sendable {
         leaseTTL = try env.seconds("ETL_LEASE_TTL", default: 10, range: 2...3600)
         maxDeliveries = try env.integer("ETL_MAX_DELIVERIES", default: 5, range: 1...1000)
         pgConfig = try PostgresConfig.worker(environment: env)
+        var slot = pgConfig
+        slot.sessionLimits = pgConfig.sessionLimits.filter { $0.name != "idle_in_transaction_session_timeout" }
+        slotConfig = slot
     }
 
     /// The runner id of a slot: what an attempt's lease names.
@@ -121,8 +128,10 @@ public final class WorkerService: @unchecked Sendable {
             beating.signal()
         }
         heartbeat.start()
-        var renewerConfig = pgConfig
+        var renewerConfig = slotConfig
         renewerConfig.reconnectTimeout = min(2, pgConfig.reconnectTimeout)
+        // A renewal waiting on a row lock gives up well before the lease runs out, to try again.
+        renewerConfig.sessionLimits = [("lock_timeout", "\(Int(leaseTTL * 250))")]
         renewerConfig.applicationName = "\(pgConfig.applicationName) lease renewer"
         let renewerPG = UncheckedBox(try PostgresConnection(config: renewerConfig))
         let renewing = DispatchSemaphore(value: 0)
@@ -252,7 +261,7 @@ public final class WorkerService: @unchecked Sendable {
     private func slotLoop(slot: Int, codec: MessageCodec, keys: RedisKeys) throws {
         let consumer = "\(id)/\(slot)"
         let queue = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: keys)
-        let pg = try PostgresConnection(config: pgConfig)
+        let pg = try PostgresConnection(config: slotConfig)
         // A start may commit without waiting for its WAL flush: if Postgres loses it in a crash,
         // the session breaks with it, the batch never finishes and its messages run again. The
         // batch transaction (the tasks' writes and their ends) commits durably: see below.
@@ -338,6 +347,8 @@ public final class WorkerService: @unchecked Sendable {
         let job: Job
         let end: MetadataStore.AttemptEnd
         let wrote: Bool
+        /// What the task left to do once its transaction committed (`TaskContext.afterCommit`).
+        var afterCommit: [(PostgresConnection) throws -> Void] = []
     }
 
     /// Runs the messages of one fetch. Returns whether some task ran past the batch window.
@@ -357,6 +368,20 @@ public final class WorkerService: @unchecked Sendable {
         _ batch: [TaskQueue.Delivery], slot: Int, codec: MessageCodec, queue: TaskQueue, store: MetadataStore,
         heldSince: inout [String: Double]
     ) throws -> (slow: Bool, waiting: Bool) {
+        // A slot handles one batch at a time: what it held before (a batch cut short by a lost
+        // connection) is started again below or belongs to another runner now.
+        lock.withLock {
+            if let before = held[slot] { lostLeases.subtract(before) }
+            held[slot] = nil
+        }
+        // Nor does it hold anything once the batch is over, however it ended: what it did not
+        // finish comes back to it (pending under it) or to another runner (reclaimed).
+        defer {
+            lock.withLock {
+                if let left = held[slot] { lostLeases.subtract(left) }
+                held[slot] = nil
+            }
+        }
         var jobs: [Job] = []
         for d in batch {
             let message: TaskMessage
@@ -442,12 +467,17 @@ public final class WorkerService: @unchecked Sendable {
                 // transaction, as a task's own error would. A lost connection, a lock wait that
                 // timed out, go to the slot (tried again, not the task's failure); a lost lease
                 // ends the round's held attempts here (their new runner ends them).
-                if error is MetadataStore.LeaseLost {
-                    logger.warning("\(error)")
-                    acks += chunk.map { ($0.delivery, nil) }
+                if let lost = error as? MetadataStore.LeaseLost {
+                    // That one is another runner's now; the round's others were rolled back with
+                    // it and go round again.
+                    logger.warning("\(lost)")
+                    let (gone, again) = (
+                        toRun.filter { $0.key == lost.lease.key }, toRun.filter { $0.key != lost.lease.key }
+                    )
+                    acks += gone.map { ($0.delivery, nil) }
                     try queue.complete(acks)
-                    release(slot, toRun.map(\.lease))
-                    rest = toRun.dropFirst(chunk.count)
+                    release(slot, gone.map(\.lease))
+                    rest = again[...]
                     continue
                 }
                 let pgError = error as? PostgresError
@@ -488,6 +518,7 @@ public final class WorkerService: @unchecked Sendable {
         guard !jobs.isEmpty else { return ([], false) }
         let batchStart = monotonicSeconds()
         var slow = false
+        var hooks: [(job: Job, body: (PostgresConnection) throws -> Void)] = []
         let done: [(job: Job, event: CompletionEvent?)]
         do {
             done = try store.pg.transaction { tx -> [(job: Job, event: CompletionEvent?)] in
@@ -518,7 +549,9 @@ public final class WorkerService: @unchecked Sendable {
                         current: current.contains(i), wrote: r.wrote, succeeded: r.end.state == .success,
                         roundSize: ran.count)
                     {
-                    case .acknowledge(event: true): out.append((r.job, event(r.job, state: r.end.state)))
+                    case .acknowledge(event: true):
+                        out.append((r.job, event(r.job, state: r.end.state)))
+                        if r.end.state == .success { hooks += r.afterCommit.map { (r.job, $0) } }
                     case .acknowledge(event: false):
                         logger.warning("\(r.job.label) was superseded (timed out or cleared) while running")
                         out.append((r.job, nil))
@@ -532,6 +565,22 @@ public final class WorkerService: @unchecked Sendable {
             logger.warning(
                 "\(e.job.label) was superseded (timed out or cleared) while running; its writes were rolled back")
             return ([(e.job, nil)], slow)
+        }
+        // Committed: now what had to wait for it. A failure there cannot undo the commit: it is
+        // logged, and written to the attempt's log.
+        for h in hooks {
+            do { try h.body(store.pg) } catch {
+                logger.error("\(h.job.label): after its commit: \(error)")
+                _ = try? store.pg.query(
+                    """
+                    UPDATE \(store.schema).task_attempt SET log = log || $4
+                    WHERE run_id = $1 AND task_id = $2 AND try_number = $3
+                    """,
+                    [
+                        h.job.message.runID, h.job.message.task, h.job.message.tryNumber,
+                        "--- after its commit, failed: \(error) ---\n",
+                    ])
+            }
         }
         return (done, slow)
     }
@@ -585,7 +634,7 @@ public final class WorkerService: @unchecked Sendable {
                 end: .init(
                     key: job.key, state: .success, error: nil, retryAt: nil, log: ctx.logText, startedAt: startedAt,
                     epoch: job.epoch),
-                wrote: ctx.usedDatabase)
+                wrote: ctx.usedDatabase, afterCommit: ctx.committed)
         }
         ctx.log("failed: \(failure)")
         return Ran(
