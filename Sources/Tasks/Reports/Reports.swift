@@ -203,7 +203,8 @@ public enum Reports {
         let path = csvPath(report, date: date, settings: s)
         func stamp() throws -> String? {
             try pg.query(
-                "SELECT computed_at::text FROM \(s.loads).report_computed WHERE report = $1 AND logical_date = $2::date",
+                "SELECT computed_at::text FROM \(s.loads).report_computed WHERE report = $1 AND logical_date = "
+                    + "$2::date",
                 [report.name, date.description]
             ).rows.first?.decode(String?.self, 0)
         }
