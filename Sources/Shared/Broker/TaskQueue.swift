@@ -324,7 +324,9 @@ public final class TaskQueue {
 
     private func hasConsumers(queues: [String], worker: String) throws -> Bool {
         for q in queues {
-            let consumers = try redis.command("XINFO", "CONSUMERS", keys.queue(q), Self.workerGroup).array ?? []
+            // A queue whose stream or group is gone has no consumers.
+            let reply = try redis.rawCommand(["XINFO", "CONSUMERS", keys.queue(q), Self.workerGroup])
+            let consumers = reply.errorMessage == nil ? reply.array ?? [] : []
             if consumers.contains(where: { c in
                 (c.array.flatMap { Self.field("name", in: $0)?.string }?.hasPrefix(worker + "/")) ?? false
             }) {

@@ -87,10 +87,12 @@ extension MetadataStore {
                 t.state = 'running' AND t.lease_runner = $5 AS mine,
                 t.state = 'queued' OR (t.state = 'running' AND (t.lease_runner IS NULL OR t.lease_runner = $5
                     OR coalesce(t.lease_expires_at < clock_timestamp(), true))) AS takeable,
-                t.lease_pids AS old_pids, t.lease_pid_starts AS old_starts,
+                t.state = 'running' AS was_running, t.lease_pids AS old_pids, t.lease_pid_starts AS old_starts,
                 CASE WHEN t.lease_try = t.try_number THEN t.lease_deliveries ELSE 0 END AS deliveries
               FROM \(s).task_instance t JOIN input i USING (run_id, task_id, try_number)
               WHERE t.state IN ('queued', 'running')
+              -- In key order, as mark-failed takes them: no lock cycle between the two.
+              ORDER BY t.run_id, t.task_id
               FOR UPDATE OF t
             ), ti AS (
               UPDATE \(s).task_instance t SET state = 'running', worker = $4,
@@ -101,7 +103,8 @@ extension MetadataStore {
                 lease_epoch = t.lease_epoch + CASE WHEN c.mine THEN 0 ELSE 1 END,
                 lease_try = t.try_number,
                 lease_deliveries = c.deliveries + CASE WHEN c.mine THEN 0 ELSE 1 END,
-                lease_expires_at = now() + make_interval(secs => $6),
+                -- From the time the row was locked (it may have waited), not the statement's start.
+                lease_expires_at = clock_timestamp() + make_interval(secs => $6),
                 lease_pids = CASE WHEN c.mine THEN t.lease_pids ELSE '{}' END || (SELECT pid FROM me),
                 lease_pid_starts = CASE WHEN c.mine THEN t.lease_pid_starts ELSE '{}' END
                     || (SELECT backend_start FROM me)
@@ -128,7 +131,7 @@ extension MetadataStore {
               SELECT count(pg_terminate_backend(a.pid, 5000)) AS killed
               FROM cur c CROSS JOIN LATERAL unnest(c.old_pids, c.old_starts) AS b(pid, started)
               JOIN pg_stat_activity a ON a.pid = b.pid AND a.backend_start = b.started
-              WHERE c.takeable AND NOT c.mine AND a.pid <> pg_backend_pid()
+              WHERE c.takeable AND c.was_running AND NOT c.mine AND a.pid <> pg_backend_pid()
             )
             SELECT n, lease_epoch, lease_deliveries, true FROM ti, ended
             UNION ALL SELECT n, 0, 0, false FROM cur WHERE NOT takeable
@@ -203,7 +206,9 @@ extension MetadataStore {
         guard !leases.isEmpty else { return }
         try pg.query(
             """
-            UPDATE \(s).task_instance t SET lease_expires_at = now() - interval '1 second'
+            UPDATE \(s).task_instance t SET lease_expires_at = clock_timestamp() - interval '1 second',
+              -- Handed back, not lost: the take-over that follows does not count as a delivery.
+              lease_deliveries = greatest(t.lease_deliveries - 1, 0)
             FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[]) AS i(run_id, task_id, try_number, epoch)
             WHERE t.run_id = i.run_id AND t.task_id = i.task_id AND t.try_number = i.try_number
               AND t.lease_epoch = i.epoch AND t.state = 'running'

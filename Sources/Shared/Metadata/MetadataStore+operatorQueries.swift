@@ -236,6 +236,10 @@ extension MetadataStore {
     /// timeout). False when the run had already ended. Clearing its tasks reopens it.
     public func markRunFailed(_ run: Int64, reason: String) throws -> Bool {
         try pg.transaction { tx in
+            // Task rows before the run's row, in key order: the order a worker's start takes them in
+            // (its task rows, then the run's), so the two never wait on each other in a cycle.
+            try tx.query(
+                "SELECT 1 FROM \(schema).task_instance WHERE run_id = $1 ORDER BY task_id FOR UPDATE", [run])
             guard
                 try tx.query(
                     "UPDATE \(schema).dag_run SET state = 'failed', ended_at = now() WHERE run_id = $1 AND "

@@ -23,8 +23,8 @@ public struct PostgresConfig: Sendable, CustomStringConvertible {
     /// ends one whose sent data stays unacknowledged this long. A frozen process's kernel still
     /// answers both: the attempt lease (MetadataStore+attempts) covers that case.
     public var deadPeer: Int = 20
-    /// Session limits for the server to enforce (worker sessions: `lock_timeout`,
-    /// `idle_in_transaction_session_timeout`), as `-c name=value` options at connect.
+    /// Session limits for the server to enforce (`lock_timeout`, `idle_in_transaction_session_timeout`:
+    /// see `worker(environment:)`), as `-c name=value` options at connect.
     public var sessionLimits: [(name: String, value: String)] = []
 
     public init(host: String = "127.0.0.1", port: Int = 5432, user: String, password: String?, database: String) {
@@ -99,11 +99,11 @@ public struct PostgresConfig: Sendable, CustomStringConvertible {
         deadPeer = try env.integer("ETL_PG_DEAD_PEER", default: deadPeer, range: 5...7200)
     }
 
-    /// The sessions of a worker: the server ends a transaction left idle for
+    /// The connections a worker's tasks open: the server ends a transaction left idle for
     /// `ETL_PG_IDLE_IN_TRANSACTION_TIMEOUT` seconds (default 60; its locks go with it), and a lock
     /// wait longer than `ETL_PG_LOCK_TIMEOUT` seconds (default 10) fails with SQLSTATE 55P03, which
     /// the worker retries without counting it as the task's failure. Neither limits how long a
-    /// statement may run.
+    /// statement may run. (The worker's slot sessions keep the lock timeout only: WorkerService.)
     public static func worker(environment env: Environment) throws -> PostgresConfig {
         var c = try PostgresConfig(environment: env)
         let idle = try env.seconds("ETL_PG_IDLE_IN_TRANSACTION_TIMEOUT", default: 60, range: 1...86_400)

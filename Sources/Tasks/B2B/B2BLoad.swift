@@ -123,10 +123,10 @@ public enum B2BLoad {
         // worker's included).
         // Waiting for another b2b load may take as long as it runs (a frozen holder's lock is
         // ended by the take-over of its attempt): no lock_timeout for this wait.
+        let session = pg.sessions
         try pg.query("SET lock_timeout = 0")
         try pg.query("SELECT pg_advisory_lock(hashtext($1))", ["\(s.loads) b2b load"])
         try pg.query("RESET lock_timeout")
-        let session = pg.sessions
         defer { _ = try? pg.query("SELECT pg_advisory_unlock(hashtext($1))", ["\(s.loads) b2b load"]) }
         try loads.markAbandoned(pipeline: "b2b")
         // The history loaded so far starts on ETL_HISTORY_START; another start would merge the base

@@ -275,8 +275,17 @@ public final class WorkerService: @unchecked Sendable {
                 // A slot waiting for a lease to expire leaves further reclaims to the idle slots.
                 if heldSince.isEmpty && reclaimDue() {
                     // One message per idle slot: a dead worker's tasks run side by side on the
-                    // live slots instead of one after another on the first slot to look.
-                    let n = try queue.reclaim(queues: queues, deadAfter: deadAfter, consumer: consumer, limit: 1)
+                    // live slots instead of one after another on the first slot to look. A reclaim
+                    // that fails is logged and tried at the next check: the slot still fetches.
+                    let n: Int
+                    do {
+                        n = try queue.reclaim(queues: queues, deadAfter: deadAfter, consumer: consumer, limit: 1)
+                    } catch let e as RedisError where e.isConnectionProblem {
+                        throw e
+                    } catch {
+                        logger.warning("reclaim failed: \(error)", metadata: ["worker": "\(id)", "slot": "\(slot)"])
+                        n = 0
+                    }
                     if n > 0 {
                         lock.withLock { reclaimMore = true }
                         logger.warning(
