@@ -151,6 +151,64 @@ struct LivenessTests {
         #expect(got == (try tables(clean)))
         #expect(got["orders"]?.hasPrefix("\(days * 150) ") == true, "\(got)")
     }
+
+    @Test(
+        """
+        a worker frozen for 20 s in the middle of a weblog chunk, then continued: the load goes on elsewhere \
+        within 30 s, and every line is stored once, as a clean parse counts them
+        """
+    )
+    func frozenDuringWeblogChunk() throws {
+        let fx = try PipelineFixture()
+        let lines = 300_000
+        let generated = try WeblogGenerator(
+            options: .init(lines: lines, seed: 13, end: 1_718_496_000, badRate: 0.01),
+            b2bDir: fx.settings.b2bDir, ip2geoCSV: "\(fx.settings.sourcesDir)/data/ip2geo.csv"
+        )
+        .write(to: fx.settings.weblogDir)
+        var e = fx.values
+        e["ETL_PIPELINE_DAGS"] = "true"
+        e["ETL_EXAMPLE_DAGS"] = "false"
+        e["ETL_PIPELINE_SCHEDULE"] = "none"
+        e.merge([
+            "ETL_WEBLOG_LINES": "0", "ETL_WEBLOG_PARTS": "1", "ETL_WEBLOG_CHUNK_LINES": "20000",
+            "ETL_WEBLOG_RANGE_MB": "64",
+        ]) { _, x in x }
+        let c = try Cluster(extra: e)
+        defer { c.stopAll() }
+        try c.startScheduler()
+        let frozen = try c.startWorker(["--concurrency", "1"])
+        let run = try c.trigger("weblog", date: Date(timeIntervalSince1970: 1_718_409_600))
+        let s = fx.settings
+        func committed() throws -> Int64 {
+            try fx.count("SELECT coalesce(sum(rows_read), 0)::bigint FROM \(s.loads).weblog_range")
+        }
+        try c.waitFor("some chunks are committed", timeout: 120) { ((try? committed()) ?? 0) >= 20_000 }
+        try c.startWorker(["--concurrency", "1"])
+        kill(frozen.processIdentifier, SIGSTOP)
+        let frozenAt = monotonicSeconds()
+        var continued = false
+        defer { if !continued { kill(frozen.processIdentifier, SIGCONT) } }
+        let atFreeze = try committed()
+        #expect(atFreeze < Int64(lines), "the load ended before the freeze")
+        try c.waitFor("the load goes on on the other worker", timeout: 30) { try committed() > atFreeze }
+        let resumed = monotonicSeconds() - frozenAt
+        #expect(resumed < 30, "the load went on \(resumed) s after the freeze")
+        print(
+            "liveness: the frozen worker's weblog load went on elsewhere \(Int(resumed * 10) / 10) s after the freeze")
+        #expect(try c.wait(run: run, timeout: 240) == .success, "\(c.logs())")
+        sleepSeconds(max(0, 20 - (monotonicSeconds() - frozenAt)))
+        kill(frozen.processIdentifier, SIGCONT)
+        continued = true
+        sleepSeconds(4)
+        let good = Int64(generated.lines - generated.badLines)
+        #expect(try fx.count("SELECT count(*) FROM \(s.datalake).weblogs") == good)
+        #expect(
+            try fx.count("SELECT count(*) FROM (SELECT DISTINCT file_id, line_number FROM \(s.datalake).weblogs) d")
+                == good)
+        #expect(try fx.count("SELECT count(*) FROM \(s.loads).reject") == Int64(generated.badLines))
+        #expect(try committed() == Int64(lines))
+    }
 }
 
 /// A message that makes its worker exit every time, and workers on clocks that differ.
