@@ -280,4 +280,44 @@ struct PoisonAndClockTests {
         #expect(monotonicSeconds() - t0 < 8, "the 1 s timeout fired after \(monotonicSeconds() - t0) s")
         #expect(skewed.isRunning)
     }
+
+    @Test(
+        """
+        the leading scheduler frozen past its lease, then continued while a run goes on: the standby leads, \
+        the old leader stands by, and every task ran once
+        """
+    )
+    func frozenLeader() throws {
+        let c = try Cluster(extra: ["ETL_SCHEDULER_LEASE": "2"])
+        defer { c.stopAll() }
+        let a = try c.startScheduler(name: "a")
+        usleep(800_000)
+        let b = try c.startScheduler(name: "b")
+        try c.startWorker(["--concurrency", "2"])
+        let long = try c.trigger("example_long", date: Date(timeIntervalSince1970: 1_717_200_000))
+        try c.waitFor("the long task is running", timeout: 30) {
+            try c.store.instances(run: long)["long"]?.state == .running
+        }
+        let leader = try c.store.pg.query("SELECT holder FROM \(c.schema).scheduler_lease").rows[0].decode(
+            String.self, 0)
+        let frozen = leader == "a" ? a : b
+        kill(frozen.processIdentifier, SIGSTOP)
+        sleepSeconds(4)
+        // While the old leader is frozen: a run the standby must carry alone.
+        let diamond = try c.trigger("example_diamond", date: Date(timeIntervalSince1970: 1_717_200_000))
+        sleepSeconds(4)
+        kill(frozen.processIdentifier, SIGCONT)
+        for run in [long, diamond] { #expect(try c.wait(run: run, timeout: 60) == .success, "\(c.logs())") }
+        sleepSeconds(3)
+        for run in [long, diamond] {
+            let effects = try c.effects(run: run)
+            let tasks = try c.store.taskRows(run: run).map(\.task)
+            #expect(effects.count == tasks.count, "\(effects.count) effects for \(tasks.count) tasks")
+            #expect(Set(effects.map(\.task)).count == effects.count, "a task ran twice")
+        }
+        let now = try c.store.pg.query("SELECT holder, fencing_token FROM \(c.schema).scheduler_lease").rows[0]
+        #expect(try now.decode(String.self, 0) != leader)
+        #expect(try now.decode(Int.self, 1) >= 2)
+        #expect(frozen.isRunning, "the continued scheduler lives on, standing by")
+    }
 }
