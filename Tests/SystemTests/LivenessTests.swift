@@ -320,4 +320,44 @@ struct PoisonAndClockTests {
         #expect(try now.decode(Int.self, 1) >= 2)
         #expect(frozen.isRunning, "the continued scheduler lives on, standing by")
     }
+
+    @Test(
+        """
+        Redis stopped for 8 s while a task runs: every worker looks dead to the others afterwards, yet the task \
+        runs once, on its own worker, and the queue carries on
+        """
+    )
+    func redisStopped() throws {
+        let redis = try PrivateRedisServer()
+        let c = try Cluster(extra: ["REDIS_URL": "redis://:\(redis.password)@127.0.0.1:\(redis.config.port)/0"])
+        defer { c.stopAll() }
+        try c.startScheduler()
+        let runner = try c.startWorker(["--concurrency", "1"])
+        try c.startWorker(["--concurrency", "1"])
+        let run = try c.trigger("example_counted_long")
+        func executions() throws -> [(phase: String, pid: Int)] {
+            try c.store.pg.query(
+                "SELECT phase, os_pid FROM \(c.schema).example_execution WHERE run_id = $1 ORDER BY at", [run]
+            ).rows.map { (try $0.decode(String.self, 0), try $0.decode(Int.self, 1)) }
+        }
+        try c.waitFor("the task started", timeout: 30) { try executions().count == 1 }
+        let first = try #require(try executions().first)
+        redis.stop()
+        sleepSeconds(8)
+        try redis.start()
+        // Back before the task ends: the others now see its worker as dead and reclaim its message.
+        #expect(try executions().count == 1, "the task ended during the outage: the test proves nothing")
+        #expect(try c.wait(run: run, timeout: 60) == .success, "\(c.logs())")
+        sleepSeconds(2)
+        let all = try executions()
+        #expect(all.map(\.phase) == ["start", "end"], "\(all)")
+        #expect(Set(all.map(\.pid)) == [first.pid], "\(all)")
+        #expect(try c.effects(run: run).count == 1)
+        // And the queue carries on (the test's own Redis connection broke with the restart: one
+        // call notices, the next reconnects).
+        _ = try? c.queue.redis.command("PING")
+        let next = try c.trigger("example_diamond")
+        #expect(try c.wait(run: next, timeout: 60) == .success, "\(c.logs())")
+        #expect(runner.isRunning)
+    }
 }

@@ -59,6 +59,12 @@ public enum ExampleDAGs {
                 tasks: [
                     TaskSpec("counted", operation: "count_executions", arguments: ["seconds": "6"])
                 ]),
+            // The same, outlasting a Redis outage of 8 s.
+            try DAG(
+                "example_counted_long", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: [
+                    TaskSpec("counted", operation: "count_executions", arguments: ["seconds": "15"])
+                ]),
             // Its task ends the worker process that runs it, every time (a poison message): after
             // ETL_MAX_DELIVERIES take-overs it must go to the dead letters instead of killing on.
             try DAG(
