@@ -19,12 +19,7 @@ struct HistoryTests {
     ]
 
     func cluster(_ fx: PipelineFixture, name: String = #function) throws -> Cluster {
-        var e = fx.values
-        e["ETL_PIPELINE_DAGS"] = "true"
-        e["ETL_EXAMPLE_DAGS"] = "false"
-        e["ETL_PIPELINE_SCHEDULE"] = "none"
-        e.merge(Self.small) { _, x in x }
-        let c = try Cluster(name: name, extra: e)
+        let c = try Cluster.pipelines(fx, Self.small, name: name)
         try c.startScheduler()
         try c.startWorker(["--concurrency", "2"])
         try c.startWorker(["--concurrency", "2"])

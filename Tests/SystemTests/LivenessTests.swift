@@ -102,12 +102,7 @@ struct LivenessTests {
     func frozenDuringB2BLoad() throws {
         let settings = ["ETL_HISTORY_START": "2023-06-01", "ETL_ORDERS": "150"]
         let fx = try PipelineFixture(extra: settings)
-        var e = fx.values
-        e["ETL_PIPELINE_DAGS"] = "true"
-        e["ETL_EXAMPLE_DAGS"] = "false"
-        e["ETL_PIPELINE_SCHEDULE"] = "none"
-        e.merge(settings) { _, x in x }
-        let c = try Cluster(extra: e)
+        let c = try Cluster.pipelines(fx, settings)
         defer { c.stopAll() }
         try c.startScheduler()
         let frozen = try c.startWorker(["--concurrency", "1"])
@@ -166,15 +161,12 @@ struct LivenessTests {
             b2bDir: fx.settings.b2bDir, ip2geoCSV: "\(fx.settings.sourcesDir)/data/ip2geo.csv"
         )
         .write(to: fx.settings.weblogDir)
-        var e = fx.values
-        e["ETL_PIPELINE_DAGS"] = "true"
-        e["ETL_EXAMPLE_DAGS"] = "false"
-        e["ETL_PIPELINE_SCHEDULE"] = "none"
-        e.merge([
-            "ETL_WEBLOG_LINES": "0", "ETL_WEBLOG_PARTS": "1", "ETL_WEBLOG_CHUNK_LINES": "20000",
-            "ETL_WEBLOG_RANGE_MB": "64",
-        ]) { _, x in x }
-        let c = try Cluster(extra: e)
+        let c = try Cluster.pipelines(
+            fx,
+            [
+                "ETL_WEBLOG_LINES": "0", "ETL_WEBLOG_PARTS": "1", "ETL_WEBLOG_CHUNK_LINES": "20000",
+                "ETL_WEBLOG_RANGE_MB": "64",
+            ])
         defer { c.stopAll() }
         try c.startScheduler()
         let frozen = try c.startWorker(["--concurrency", "1"])

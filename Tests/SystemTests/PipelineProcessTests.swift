@@ -15,12 +15,7 @@ import Workflow
 @Suite("Pipelines through the scheduler and workers", .serialized, .timeLimit(.minutes(10)))
 struct PipelineProcessTests {
     func cluster(_ fx: PipelineFixture, _ extra: [String: String], name: String = #function) throws -> Cluster {
-        var e = fx.values
-        e["ETL_PIPELINE_DAGS"] = "true"
-        e["ETL_EXAMPLE_DAGS"] = "false"
-        e["ETL_PIPELINE_SCHEDULE"] = "none"
-        e.merge(extra) { _, x in x }
-        return try Cluster(name: name, extra: e)
+        try Cluster.pipelines(fx, extra, name: name)
     }
 
     @Test("the six DAGs run on generated data and produce the three reports")

@@ -66,6 +66,19 @@ public final class Cluster {
         try queue.ensureGroups(queues: ["default"])
     }
 
+    /// A cluster running the six pipelines (no example DAGs, manual runs only) on `fx`'s folders
+    /// and schemas, with `extra` settings.
+    public static func pipelines(
+        _ fx: PipelineFixture, _ extra: [String: String] = [:], name: String = #function
+    ) throws -> Cluster {
+        var e = fx.values
+        e["ETL_PIPELINE_DAGS"] = "true"
+        e["ETL_EXAMPLE_DAGS"] = "false"
+        e["ETL_PIPELINE_SCHEDULE"] = "none"
+        e.merge(extra) { _, x in x }
+        return try Cluster(name: name, extra: e)
+    }
+
     @discardableResult
     public func startWorker(
         _ args: [String] = [], name: String? = nil, extraEnv: [String: String] = [:]

@@ -52,19 +52,11 @@ public enum ExampleDAGs {
                 tasks: [
                     TaskSpec("slow", operation: "record", arguments: ["sleep": "3"])
                 ]),
-            // Counts its executions outside its transaction: a second execution of one attempt
-            // (two runners at once) shows in example_execution.
-            try DAG(
-                "example_counted", schedule: .manual, startDate: start, tags: ["example"],
-                tasks: [
-                    TaskSpec("counted", operation: "count_executions", arguments: ["seconds": "6"])
-                ]),
-            // The same, outlasting a Redis outage of 8 s.
-            try DAG(
-                "example_counted_long", schedule: .manual, startDate: start, tags: ["example"],
-                tasks: [
-                    TaskSpec("counted", operation: "count_executions", arguments: ["seconds": "15"])
-                ]),
+            // Count their executions outside their transaction: a second execution of one attempt
+            // (two runners at once) shows in example_execution. The long one outlasts a Redis
+            // outage of 8 s.
+            try counted("example_counted", seconds: 6, start: start),
+            try counted("example_counted_long", seconds: 15, start: start),
             // Its task ends the worker process that runs it, every time (a poison message): after
             // ETL_MAX_DELIVERIES take-overs it must go to the dead letters instead of killing on.
             try DAG(
@@ -136,6 +128,13 @@ public enum ExampleDAGs {
                     TaskSpec("t\($0)", operation: "record", arguments: ["sleep": "0.3"], pool: "example_one")
                 }),
         ]
+    }
+
+    /// A DAG of one task that counts its executions (`count_executions`), sleeping `seconds`.
+    static func counted(_ id: String, seconds: Int, start: Date) throws -> DAG {
+        try DAG(
+            id, schedule: .manual, startDate: start, tags: ["example"],
+            tasks: [TaskSpec("counted", operation: "count_executions", arguments: ["seconds": "\(seconds)"])])
     }
 
     /// The example DAGs' pools.
