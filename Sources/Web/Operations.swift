@@ -275,7 +275,7 @@ extension Backend {
     func trigger(_ id: String, date: String?, by user: String) async throws -> Int64 {
         _ = try dag(id)
         let day = try date.map(Self.day) ?? Day.today()
-        let logical = Date(timeIntervalSince1970: Double(day.epochSeconds))
+        let logical = day.date
         return try await run { [self] c in try operations(c, user).trigger(id, logicalDate: logical) }
     }
 
@@ -287,8 +287,8 @@ extension Backend {
             throw WebError.bad("rerun is none, failed or all, not '\(shown(rerun))'. Fix: pick one of the three")
         }
         let (first, last) = (try Self.day(from), try Self.day(to))
-        let start = Date(timeIntervalSince1970: Double(first.epochSeconds))
-        let end = Date(timeIntervalSince1970: Double(last.epochSeconds))
+        let start = first.date
+        let end = last.date
         return try await run { [self] c in
             let ops = operations(c, user)
             let done = try ops.backfill(try ops.backfillPlan(id, from: start, to: end, rerun: mode), rerun: mode)

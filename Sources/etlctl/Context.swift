@@ -149,5 +149,5 @@ enum Output {
 
 /// Parses `YYYY-MM-DD` (a real calendar day) as midnight UTC.
 func parseDate(_ text: String) throws -> Date {
-    Date(timeIntervalSince1970: Double(try day(text).epochSeconds))
+    try day(text).date
 }

@@ -203,8 +203,10 @@ struct LivenessTests {
     }
 }
 
-/// A message that makes its worker exit every time, and workers on clocks that differ.
-@Suite("Liveness: poison messages and skewed clocks", .serialized, .timeLimit(.minutes(10)))
+/// A message that makes its worker exit every time, workers on clocks that differ, a frozen leading
+/// scheduler, and Redis stopped for a while.
+@Suite(
+    "Liveness: poison messages, skewed clocks, a frozen leader, Redis stopped", .serialized, .timeLimit(.minutes(10)))
 struct PoisonAndClockTests {
     @Test("a message that makes its worker exit every time ends as a dead letter after ETL_MAX_DELIVERIES")
     func poisonMessage() throws {
@@ -315,8 +317,8 @@ struct PoisonAndClockTests {
 
     @Test(
         """
-        Redis stopped for 8 s while a task runs: every worker looks dead to the others afterwards, yet the task \
-        runs once, on its own worker, and the queue carries on
+        Redis stopped for 8 s while a 15 s task runs (its worker's heartbeats stop): the task runs once, on its \
+        own worker, and the queue carries on
         """
     )
     func redisStopped() throws {

@@ -185,7 +185,7 @@ extension MetadataStore {
                 PostgresArray(leases.map { String($0.key.run) }), PostgresArray(leases.map(\.key.task)),
                 PostgresArray(leases.map { String($0.key.tryNumber) }), PostgresArray(leases.map { String($0.epoch) }),
                 ttl,
-            ], planEachTime: true
+            ], planEachTime: leases.count > Self.smallBatch
         ).rows
         var renewed = Set<Lease>()
         var now = Date()
@@ -274,25 +274,12 @@ extension MetadataStore {
     /// runner died, froze or was cut off, and no live worker took the message over (it is gone, or
     /// pending under a consumer whose worker still heartbeats to Redis). The scheduler enqueues
     /// them again; the worker that takes the copy takes the lease over.
-    public func expiredLeases(
-        grace: Double
-    ) throws -> [(
-        run: Int64, dag: String, logicalDate: Date, task: String, tryNumber: Int, queue: String, messageID: String?
-    )] {
-        try pg.query(
+    public func expiredLeases(grace: Double) throws -> [EnqueuedAttempt] {
+        try attempts(
             """
-            SELECT t.run_id, r.dag_id, r.logical_date, t.task_id, t.try_number, t.queue, t.message_id
-            FROM \(s).dag_run r JOIN \(s).task_instance t USING (run_id)
-            WHERE r.state IN ('queued', 'running') AND t.state = 'running' AND t.lease_runner IS NOT NULL
+            t.state = 'running' AND t.lease_runner IS NOT NULL
               AND t.lease_expires_at < clock_timestamp() - make_interval(secs => $1)
-            """, [grace]
-        ).rows.map { r in
-            (
-                try r.decode(Int64.self, 0), try r.decode(String.self, 1), try r.decode(Date.self, 2),
-                try r.decode(String.self, 3), try r.decode(Int.self, 4), try r.decode(String.self, 5),
-                try r.decode(String?.self, 6)
-            )
-        }
+            """, [grace])
     }
 
     /// How an attempt ended.

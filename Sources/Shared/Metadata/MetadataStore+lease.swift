@@ -22,8 +22,7 @@ extension MetadataStore {
             )
             SELECT (SELECT fencing_token FROM l), clock_timestamp()
             """, [holder, ttl]
-        ).first
-        guard let r else { return (nil, Date()) }
+        ).rows[0]  // the outer SELECT always returns one row
         return (try r.decode(Int64?.self, 0), try r.decode(Date.self, 1))
     }
 
@@ -40,24 +39,30 @@ extension MetadataStore {
         try pg.query("UPDATE \(schema).scheduler_lease SET expires_at = now() WHERE holder = $1", [holder])
     }
 
-    /// Queued task instances (with their message id) of active runs.
-    public func queuedInstances(
-        olderThan seconds: Double = 0
-    ) throws -> [(
+    /// A task instance of an active run with what its message is made of.
+    public typealias EnqueuedAttempt = (
         run: Int64, dag: String, logicalDate: Date, task: String, tryNumber: Int, queue: String, messageID: String?
-    )] {
+    )
+
+    /// Queued task instances (with their message id) of active runs.
+    public func queuedInstances(olderThan seconds: Double = 0) throws -> [EnqueuedAttempt] {
+        try attempts(
+            "t.state = 'queued' AND t.queued_at < clock_timestamp() - make_interval(secs => $1)", [seconds])
+    }
+
+    /// Task instances of active runs matching `condition` (on `t`, the task instance).
+    func attempts(_ condition: String, _ params: [any PostgresEncodable]) throws -> [EnqueuedAttempt] {
         try pg.query(
             """
             SELECT t.run_id, r.dag_id, r.logical_date, t.task_id, t.try_number, t.queue, t.message_id
             FROM \(schema).dag_run r JOIN \(schema).task_instance t USING (run_id)
-            WHERE r.state IN ('queued', 'running') AND t.state = 'queued' AND t.queued_at < clock_timestamp() -
-                make_interval(secs => $1)
-            """, [seconds]
+            WHERE r.state IN ('queued', 'running') AND \(condition)
+            """, params
         ).rows.map { r in
             (
                 try r.decode(Int64.self, 0), try r.decode(String.self, 1), try r.decode(Date.self, 2),
-                try r.decode(String.self, 3),
-                try r.decode(Int.self, 4), try r.decode(String.self, 5), try r.decode(String?.self, 6)
+                try r.decode(String.self, 3), try r.decode(Int.self, 4), try r.decode(String.self, 5),
+                try r.decode(String?.self, 6)
             )
         }
     }

@@ -53,6 +53,8 @@ public struct Day: Sendable, Hashable, Comparable, CustomStringConvertible {
 
     public var daysSince1970: Int { CivilDate.toDays(year: year, month: month, day: day) }
     public var epochSeconds: Int64 { Int64(daysSince1970) * 86_400 }
+    /// Midnight UTC at the start of the day.
+    public var date: Date { Date(timeIntervalSince1970: Double(epochSeconds)) }
     /// `YYYY-MM-DD` (the year in four digits at least).
     public var description: String {
         let y = String(year)

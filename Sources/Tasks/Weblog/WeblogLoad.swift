@@ -380,11 +380,12 @@ public enum WeblogLoad {
             let scan = try scanFile(
                 path: path, rangeBytes: .max, known: try r.decode(Int64.self, 2), final: true,
                 gzip: try r.decode(Bool.self, 4), split: false)
-            let same = scan.prefixAtKnown == (try r.decode(String.self, 3)) && scan.firstLineHash != nil
+            let first = try firstLineHash(path: path, gzip: try r.decode(Bool.self, 4), final: true)
+            let same = scan.prefixAtKnown == (try r.decode(String.self, 3)) && first != nil
             try pg.query(
                 "UPDATE \(s.loads).weblog_file SET first_line_hash = $2, mtime_ns = $3 WHERE id = $1",
                 [
-                    id, same ? scan.firstLineHash! : "unknown",
+                    id, first.flatMap { same ? $0 : nil } ?? "unknown",
                     same && st.size == (try r.decode(Int64.self, 5)) ? st.mtimeNs : nil,
                 ])
             if !same {
@@ -449,8 +450,6 @@ public enum WeblogLoad {
             var firstLine: Int64
             var lines: Int64
         }
-        /// SHA-256 of the first line (nil: no newline, and the file is not final or is empty).
-        var firstLineHash: String?
         /// SHA-256 of bytes [0, known) (nil: the file is shorter).
         var prefixAtKnown: String?
         /// Where registered bytes end now: after the last complete line (a final file: its end),
@@ -462,8 +461,6 @@ public enum WeblogLoad {
         var lines: Int64 = 0
         /// [known, end) cut at line starts.
         var ranges: [Range] = []
-        /// Bytes in the file (decompressed).
-        var bytes: Int64 = 0
     }
 
     /// One pass over a file (decompressed when gzipped): SHA-256 of its first line, of the bytes
@@ -476,8 +473,6 @@ public enum WeblogLoad {
     ) throws -> Scan {
         let source = try ByteSource(path: path, gzip: gzip)
         var hasher = SHA256()
-        var firstHasher = SHA256()
-        var firstDone = false
         var atKnown: SHA256? = known == 0 ? SHA256() : nil
         var atLastNewline: SHA256?
         var lastNewlineEnd: Int64 = -1
@@ -495,15 +490,6 @@ public enum WeblogLoad {
         while true {
             let n = try source.read(into: buf, count: size)
             if n == 0 { break }
-            if !firstDone {
-                if let hit = memchr(buf, 10, n) {
-                    firstHasher.update(
-                        bufferPointer: UnsafeRawBufferPointer(start: buf, count: buf.distance(to: hit) + 1))
-                    firstDone = true
-                } else {
-                    firstHasher.update(bufferPointer: UnsafeRawBufferPointer(start: buf, count: n))
-                }
-            }
             // Newlines after `known`: line counts, range starts, the last one's position.
             var lastInBuffer = -1
             let skip = max(0, min(Int64(n), known - offset))  // bytes of this buffer before `known`
@@ -538,8 +524,6 @@ public enum WeblogLoad {
             offset += Int64(n)
         }
         var scan = Scan()
-        scan.bytes = offset
-        if firstDone || (final && offset > 0) { scan.firstLineHash = Hex.encode(firstHasher.finalize()) }
         guard let atKnown, offset >= known else { return scan }
         scan.prefixAtKnown = Hex.encode(atKnown.finalize())
         if final && offset > known && lastByte != 10 {

@@ -446,11 +446,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         var fixed = 0
         for q in try store.expiredLeases(grace: 2) {
             let key = MetadataStore.AttemptKey(run: q.run, task: q.task, tryNumber: q.tryNumber)
-            guard reenqueued[key] == nil, let dag = registry.dag(q.dag), let spec = dag.task(q.task) else { continue }
-            let message = TaskMessage(
-                id: q.messageID ?? UUID().uuidString.lowercased(), dag: q.dag, runID: q.run, task: q.task,
-                logicalDate: PostgresTimestamp.format(q.logicalDate), tryNumber: q.tryNumber,
-                queue: q.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
+            guard reenqueued[key] == nil, let message = message(again: q) else { continue }
             try queue.enqueue(message, codec: codec)
             reenqueued[key] = now
             fixed += 1
@@ -458,6 +454,16 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         if fixed > 0 {
             logger.warning("enqueued \(fixed) running task(s) again: their runner's lease expired")
         }
+    }
+
+    /// The message of an attempt enqueued again (same try, same id), or nil when its DAG or task is
+    /// no longer in this build.
+    private func message(again q: MetadataStore.EnqueuedAttempt) -> TaskMessage? {
+        guard let spec = registry.dag(q.dag)?.task(q.task) else { return nil }
+        return TaskMessage(
+            id: q.messageID ?? UUID().uuidString.lowercased(), dag: q.dag, runID: q.run, task: q.task,
+            logicalDate: PostgresTimestamp.format(q.logicalDate), tryNumber: q.tryNumber,
+            queue: q.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
     }
 
     /// After a crash between marking a task queued and adding its message, the message is missing:
@@ -469,11 +475,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         for q in Set(queued.map(\.queue)) { present.formUnion(try queue.messageIDs(inQueue: q)) }
         var fixed = 0
         for q in queued where !(q.messageID.map(present.contains) ?? false) {
-            guard let dag = registry.dag(q.dag), let spec = dag.task(q.task) else { continue }
-            let message = TaskMessage(
-                id: q.messageID ?? UUID().uuidString.lowercased(), dag: q.dag, runID: q.run, task: q.task,
-                logicalDate: PostgresTimestamp.format(q.logicalDate), tryNumber: q.tryNumber,
-                queue: q.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
+            guard let message = message(again: q) else { continue }
             try queue.enqueue(message, codec: codec)
             fixed += 1
         }

@@ -82,6 +82,9 @@ public final class WorkerService: @unchecked Sendable {
     private var held: [Int: Set<MetadataStore.Lease>] = [:]
     private var lostLeases = Set<MetadataStore.Lease>()
 
+    /// Every lease the slots hold (call with `lock` held).
+    private var allHeld: Set<MetadataStore.Lease> { held.values.reduce(into: []) { $0.formUnion($1) } }
+
     private func hold(_ slot: Int, _ leases: [MetadataStore.Lease]) {
         lock.withLock { held[slot, default: []].formUnion(leases) }
     }
@@ -169,7 +172,7 @@ public final class WorkerService: @unchecked Sendable {
                 _ = renewing.wait(timeout: .now() + 3)
                 // Its leases end now too, so the workers that take the messages take the attempts
                 // over at once instead of after the lease's time.
-                let leases = lock.withLock { held.values.reduce(into: Set<MetadataStore.Lease>()) { $0.formUnion($1) } }
+                let leases = lock.withLock { allHeld }
                 if let pg = try? PostgresConnection(config: pgConfig) {
                     _ = try? MetadataStore(pg: pg, schema: schema).expireLeases(Array(leases))
                     pg.close()
@@ -214,7 +217,7 @@ public final class WorkerService: @unchecked Sendable {
     private func renewLoop(store: MetadataStore) {
         var failing = false
         while (!stop.isSet || runningCount > 0) && !lock.withLock({ handingBack }) {
-            let leases = lock.withLock { held.values.reduce(into: Set<MetadataStore.Lease>()) { $0.formUnion($1) } }
+            let leases = lock.withLock { allHeld }
             do {
                 let r = try store.renewLeases(Array(leases), ttl: leaseTTL)
                 clock.set(r.now)
@@ -222,7 +225,7 @@ public final class WorkerService: @unchecked Sendable {
                 // A lease may have ended between the read and the renewal (its task finished): only
                 // those still held count as lost.
                 lock.withLock {
-                    let still = held.values.reduce(into: Set<MetadataStore.Lease>()) { $0.formUnion($1) }
+                    let still = allHeld
                     let lost = gone.intersection(still).subtracting(lostLeases)
                     for l in lost {
                         let what = "\(l.key.task) of run \(l.key.run) try \(l.key.tryNumber) (epoch \(l.epoch))"
@@ -499,8 +502,7 @@ public final class WorkerService: @unchecked Sendable {
                 case .failTask:
                     guard let job = chunk.first else { break }
                     let end = failedEnd(
-                        job, error: error, log: "attempt \(job.message.tryNumber) on \(id)/\(slot) failed: \(error)\n",
-                        epoch: job.epoch)
+                        job, error: error, log: "attempt \(job.message.tryNumber) on \(id)/\(slot) failed: \(error)\n")
                     let current = try store.finishAttempts([end])
                     acks.append((job.delivery, current.isEmpty ? nil : event(job, state: end.state)))
                     ranCount = 1
@@ -575,6 +577,8 @@ public final class WorkerService: @unchecked Sendable {
                 "\(e.job.label) was superseded (timed out or cleared) while running; its writes were rolled back")
             return ([(e.job, nil)], slow)
         }
+        // Ended and committed: the renewer lets them go before the hooks run (they may take a while).
+        release(slot, done.map(\.job.lease))
         // Committed: now what had to wait for it. A failure there cannot undo the commit: it is
         // logged, and written to the attempt's log.
         for h in hooks {
@@ -647,20 +651,20 @@ public final class WorkerService: @unchecked Sendable {
         }
         ctx.log("failed: \(failure)")
         return Ran(
-            job: job, end: failedEnd(job, error: failure, log: ctx.logText, startedAt: startedAt, epoch: job.epoch),
+            job: job, end: failedEnd(job, error: failure, log: ctx.logText, startedAt: startedAt),
             wrote: false)
     }
 
     /// How a failed attempt ends: up for retry after its backoff while tries remain, else failed.
     private func failedEnd(
-        _ job: Job, error: Error, log: String, startedAt: Date? = nil, epoch: Int64? = nil
+        _ job: Job, error: Error, log: String, startedAt: Date? = nil
     ) -> MetadataStore.AttemptEnd {
         // The retry time is on Postgres's clock, where the scheduler judges it.
         let end = job.spec.afterFailure(tryNumber: job.message.tryNumber, now: clock.now())
         logger.warning("\(job.label) failed: \(error)", metadata: ["next": "\(end.state.rawValue)"])
         return .init(
             key: job.key, state: end.state, error: "\(error)", retryAt: end.retryAt, log: log, startedAt: startedAt,
-            epoch: epoch ?? job.epoch)
+            epoch: job.epoch)
     }
 
     private func event(_ job: Job, state: TaskState) -> CompletionEvent {
