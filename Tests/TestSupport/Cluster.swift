@@ -22,18 +22,30 @@ public final class Cluster {
     public private(set) var schedulers: [Process] = []
     /// Other programs started for the test (the web server).
     public private(set) var others: [Process] = []
+    /// Hosts of their own for the workers and schedulers (each on its own unless a test names one),
+    /// and the servers they reach; nil: every process on this host, with the test servers.
+    public let lab: NetworkLab?
 
     public static var binDir: URL { TestServices.repoRoot.appendingPathComponent(".build/debug") }
 
     /// `migrate: false` leaves the database as it is (no metadata, no schemas), for tests of what
-    /// the programs do on a brand-new database.
-    public init(name: String = #function, extra: [String: String] = [:], migrate: Bool = true) throws {
+    /// the programs do on a brand-new database. `lab`: workers and schedulers on hosts of their
+    /// own, against the lab's servers.
+    public init(
+        name: String = #function, extra: [String: String] = [:], migrate: Bool = true, lab: NetworkLab? = nil
+    ) throws {
+        self.lab = lab
         let tag =
             String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(24)) + "_"
             + TestServices.randomSuffix()
         schema = "q_" + tag
         prefix = "test:\(tag):"
         var e = TestServices.environment.values
+        if let lab {
+            // The lab's servers, not the test servers (nor their ports and run folder).
+            for k in ["ETL_RUN_DIR", "ETL_PG_PORT", "ETL_REDIS_PORT"] { e[k] = nil }
+            e.merge(lab.servers) { _, x in x }
+        }
         e["ETL_SCHEMA"] = schema
         // The pipelines' schemas too (every program creates them at start-up): the test's own, so it
         // never reads what another test or an earlier run made.
@@ -68,6 +80,7 @@ public final class Cluster {
 
     /// A cluster running the six pipelines (no example DAGs, manual runs only) on `fx`'s folders
     /// and schemas, with `extra` settings.
+    /// On `fx`'s lab when it has one.
     public static func pipelines(
         _ fx: PipelineFixture, _ extra: [String: String] = [:], name: String = #function
     ) throws -> Cluster {
@@ -76,24 +89,32 @@ public final class Cluster {
         e["ETL_EXAMPLE_DAGS"] = "false"
         e["ETL_PIPELINE_SCHEDULE"] = "none"
         e.merge(extra) { _, x in x }
-        return try Cluster(name: name, extra: e)
+        return try Cluster(name: name, extra: e, lab: fx.lab)
     }
 
+    /// With a lab, on `host` (default: a host of its own, w0, w1, …).
     @discardableResult
     public func startWorker(
-        _ args: [String] = [], name: String? = nil, extraEnv: [String: String] = [:]
+        _ args: [String] = [], name: String? = nil, extraEnv: [String: String] = [:], host: String? = nil
     ) throws -> Process {
         let n = name ?? "w\(workers.count)-\(TestServices.randomSuffix())"
         let p = try spawn(
-            "worker", args, log: "worker-\(n).log", extra: extraEnv.merging(["ETL_WORKER_NAME": n]) { _, x in x })
+            "worker", args, log: "worker-\(n).log", extra: extraEnv.merging(["ETL_WORKER_NAME": n]) { _, x in x },
+            host: lab == nil ? nil : host ?? "w\(workers.count)")
         workers.append(p)
         return p
     }
 
+    /// With a lab, on `host` (default: a host of its own, s0, s1, …).
     @discardableResult
-    public func startScheduler(name: String? = nil) throws -> Process {
+    public func startScheduler(
+        name: String? = nil, extraEnv: [String: String] = [:], host: String? = nil
+    ) throws -> Process {
         let n = name ?? "s\(schedulers.count)"
-        let p = try spawn("scheduler", [], log: "scheduler-\(n).log", extra: ["ETL_SCHEDULER_NAME": n])
+        let p = try spawn(
+            "scheduler", [], log: "scheduler-\(n).log",
+            extra: extraEnv.merging(["ETL_SCHEDULER_NAME": n]) { _, x in x },
+            host: lab == nil ? nil : host ?? "s\(schedulers.count)")
         schedulers.append(p)
         return p
     }
@@ -106,15 +127,23 @@ public final class Cluster {
         return p
     }
 
-    private func spawn(_ binary: String, _ args: [String], log: String, extra: [String: String]) throws -> Process {
+    private func spawn(
+        _ binary: String, _ args: [String], log: String, extra: [String: String], host: String? = nil
+    ) throws -> Process {
         let path = Self.binDir.appendingPathComponent(binary).path
         guard FileManager.default.isExecutableFile(atPath: path) else {
             throw TestSetupError(
                 message: "\(path) is missing: build it first (scripts/test does `swift build --build-tests`)")
         }
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
+        if let lab, let host {
+            let (program, arguments) = try lab.command(on: host, path, args)
+            p.executableURL = URL(fileURLWithPath: program)
+            p.arguments = arguments
+        } else {
+            p.executableURL = URL(fileURLWithPath: path)
+            p.arguments = args
+        }
         p.environment = env.merging(extra) { _, x in x }
         let logURL = logDir.appendingPathComponent(log)
         _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)

@@ -17,11 +17,15 @@ public final class PipelineFixture {
     public let values: [String: String]
     public let settings: PipelineSettings
     public let pg: PostgresConnection?
+    /// The lab whose servers hold the fixture's schemas (nil: the test servers).
+    public let lab: NetworkLab?
 
     /// `ownB2B`: the B2B CSVs are read from `<fixture>/b2b` (written by the test).
     public init(
-        name: String = #function, ownB2B: Bool = false, extra: [String: String] = [:], database: Bool = true
+        name: String = #function, ownB2B: Bool = false, extra: [String: String] = [:], database: Bool = true,
+        lab: NetworkLab? = nil
     ) throws {
+        self.lab = lab
         tag =
             String(name.lowercased().filter { $0.isLetter || $0.isNumber }.prefix(20)) + "_"
             + TestServices.randomSuffix()
@@ -44,7 +48,8 @@ public final class PipelineFixture {
         values = v
         settings = try PipelineSettings(environment: Environment(v))
         if database {
-            let conn = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
+            let servers = lab.map { Environment(TestServices.environment.values.merging($0.servers) { _, x in x }) }
+            let conn = try PostgresConnection(config: PostgresConfig(environment: servers ?? TestServices.environment))
             try PipelineSchemas.ensure(conn, settings)
             pg = conn
         } else {
@@ -65,6 +70,25 @@ public final class PipelineFixture {
 
     public func count(_ sql: String, _ params: [any PostgresEncodable] = []) throws -> Int64 {
         try pg!.query(sql, params).rows[0].decode(Int64.self, 0)
+    }
+
+    /// A table's row count and a checksum of its sorted rows ("schema.table"), to compare two loads.
+    public func digest(_ table: String) throws -> String {
+        try pg!.query(
+            """
+            SELECT count(*) || ' ' || coalesce(md5(string_agg(r, E'\\n' ORDER BY r)), '-')
+            FROM (SELECT t::text AS r FROM \(table) t) x
+            """
+        ).rows[0].decode(String.self, 0)
+    }
+
+    /// The digests of the b2b tables of the datalake.
+    public func b2bDigests() throws -> [String: String] {
+        var out: [String: String] = [:]
+        for t in ["company", "product", "inventory", "customer", "orders", "sales"] {
+            out[t] = try digest("\(settings.datalake).\(t)")
+        }
+        return out
     }
 
     deinit {

@@ -59,7 +59,7 @@ public enum TestServices {
         return Environment(values)
     }()
 
-    private static func readEnvFile(_ path: String) -> [String: String] {
+    static func readEnvFile(_ path: String) -> [String: String] {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             preconditionFailure(
                 "cannot read the test servers' env file \(path) (ETL_TEST_ENV_FILE): run the tests with scripts/test")
@@ -102,14 +102,16 @@ public enum TestServices {
     /// tests' base environment, never the runner's own) and runs in a process group of its own
     /// (through setsid), which is SIGKILLed whole after `timeout` seconds: the program and whatever
     /// it started (a script's servers and workers, which may hold the output pipes). A timeout is an
-    /// error, so a hung child fails its test instead of hanging the run.
+    /// error, so a hung child fails its test instead of hanging the run. `namespace`: in that network
+    /// namespace (a NetworkLab host).
     @discardableResult
     public static func run(
-        _ path: String, _ args: [String], environment: [String: String]? = nil, timeout: Double = 120
+        _ path: String, _ args: [String], environment: [String: String]? = nil, timeout: Double = 120,
+        namespace: String? = nil
     ) throws -> Output {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-        p.arguments = ["--wait", path] + args
+        p.arguments = ["--wait"] + (namespace.map { [NetworkLab.ip, "netns", "exec", $0] } ?? []) + [path] + args
         p.environment = environment ?? Self.environment.values
         let out = Pipe()
         let err = Pipe()
@@ -136,9 +138,8 @@ public enum TestServices {
         DispatchQueue.global().async(group: group) { e.data = errHandle.readDataToEndOfFile() }
         let o = out.fileHandleForReading.readDataToEndOfFile()
         group.wait()
-        p.waitUntilExit()
         let output = Output(
-            status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+            status: waitForExit(p), stdout: String(decoding: o, as: UTF8.self),
             stderr: String(decoding: e.data, as: UTF8.self))
         if killed.killed {
             throw TestSetupError(
@@ -148,6 +149,23 @@ public enum TestServices {
                     + "\(output.stdout.suffix(3000))\n\(output.stderr.suffix(3000))")
         }
         return output
+    }
+
+    /// The exit status of `p` (128 + the signal when a signal ended it). Foundation's own wait may
+    /// miss the exit of a child that ends within a few milliseconds of another (seen with the quick
+    /// `ip` commands of NetworkLab: the child stayed a zombie and `waitUntilExit` never returned),
+    /// so the child is also reaped here.
+    static func waitForExit(_ p: Process) -> Int32 {
+        let pid = p.processIdentifier
+        while p.isRunning {
+            var raw: Int32 = 0
+            let r = waitpid(pid, &raw, WNOHANG)
+            if r == pid { return raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f) }
+            if r < 0 && errno == ECHILD { break }  // Foundation reaped it
+            usleep(2_000)
+        }
+        p.waitUntilExit()
+        return p.terminationStatus
     }
 
     /// A TCP port on 127.0.0.1 that nothing listens on right now.
