@@ -28,7 +28,7 @@ struct LivenessTests {
         """
     )
     func frozenWorker() throws {
-        let c = try Cluster()
+        let c = try Cluster(lab: try NetworkLab())
         defer { c.stopAll() }
         try c.startScheduler()
         let frozen = try c.startWorker(["--concurrency", "1"])
@@ -78,74 +78,146 @@ struct LivenessTests {
         #expect(try c.store.run(run)?.state == .success)
     }
 
-    /// Each b2b table's row count and a checksum of its sorted rows.
-    func tables(_ fx: PipelineFixture) throws -> [String: String] {
-        var out: [String: String] = [:]
-        for t in ["company", "product", "inventory", "customer", "orders", "sales"] {
-            out[t] = try fx.pg!.query(
-                """
-                SELECT count(*) || ' ' || coalesce(md5(string_agg(r, E'\\n' ORDER BY r)), '-')
-                FROM (SELECT t::text AS r FROM \(fx.settings.datalake).\(t) t) x
-                """
-            ).rows[0].decode(String.self, 0)
-        }
-        return out
-    }
-
     @Test(
         """
-        a worker frozen for 20 s in the middle of the b2b load, then continued: the load goes on elsewhere \
-        within 30 s (the frozen one's advisory lock and open day transaction ended), and the tables equal a \
-        clean load
+        tasks fetched with a long one are handed back once it has run for the lease's time: an idle worker runs \
+        them while the long one goes on, and each runs once
         """
     )
-    func frozenDuringB2BLoad() throws {
-        let settings = ["ETL_HISTORY_START": "2023-06-01", "ETL_ORDERS": "150"]
-        let fx = try PipelineFixture(extra: settings)
-        let c = try Cluster.pipelines(fx, settings)
+    func handBackBehindLongTask() throws {
+        let c = try Cluster(extra: ["ETL_LEASE_TTL": "3", "ETL_EXAMPLE_FANOUT_SIZE": "5"])
         defer { c.stopAll() }
         try c.startScheduler()
-        let frozen = try c.startWorker(["--concurrency", "1"])
+        func queued(_ run: Int64) throws -> Bool {
+            let tasks = try c.store.instances(run: run)
+            return !tasks.isEmpty && tasks.values.allSatisfy { $0.state == .queued }
+        }
+        let long = try c.trigger("example_counted_long")
+        try c.waitFor("the long task is queued", timeout: 20) { try queued(long) }
+        let fanout = try c.trigger("example_fanout")
+        try c.waitFor("the five quick tasks are queued behind it", timeout: 20) { try queued(fanout) }
+        // One slot takes them in one fetch: the long one, then the quick ones behind it.
+        try c.startWorker(["--concurrency", "1"], name: "holder")
+        try c.waitFor("the long task started", timeout: 20) {
+            try c.store.pg.query(
+                "SELECT count(*) FROM \(c.schema).example_execution WHERE run_id = $1", [long]
+            ).rows[0].decode(Int.self, 0) == 1
+        }
+        let started = monotonicSeconds()
+        #expect(try c.store.instances(run: fanout).values.allSatisfy { $0.state == .running }, "not fetched together")
+        try c.startWorker(["--concurrency", "1"], name: "idle")
+        #expect(try c.wait(run: fanout, timeout: 30) == .success, "\(c.logs())")
+        let took = monotonicSeconds() - started
+        // Done while the long task still runs (it sleeps 15 s), on the idle worker.
+        let longPhases = try c.store.pg.query(
+            "SELECT phase FROM \(c.schema).example_execution WHERE run_id = $1", [long]
+        ).rows.map { try $0.decode(String.self, 0) }
+        #expect(longPhases == ["start"], "the quick tasks waited for the long one (\(took) s): \(longPhases)")
+        let ranOn = try c.store.pg.query(
+            "SELECT DISTINCT worker FROM \(c.schema).task_instance WHERE run_id = $1", [fanout]
+        ).rows.map { try $0.decode(String.self, 0) }
+        #expect(ranOn.allSatisfy { $0.hasPrefix("idle/") }, "\(ranOn)")
+        print("liveness: tasks behind a 15 s task ran elsewhere \(Int(took * 10) / 10) s after it started")
+        #expect(try c.wait(run: long, timeout: 30) == .success, "\(c.logs())")
+        sleepSeconds(2)
+        let attempts = try c.store.pg.query(
+            "SELECT count(*) FROM \(c.schema).task_attempt WHERE run_id = $1", [fanout]
+        ).rows[0].decode(Int.self, 0)
+        #expect(attempts == 5)
+        #expect(try c.store.instances(run: fanout).values.allSatisfy { $0.state == .success })
+        // (The hourly example DAG's task may be in the batch too.)
+        #expect(c.logs(whole: true).contains("task(s) waiting behind a task running for over"), "\(c.logs())")
+    }
+
+    /// What befalls the first worker's host in the middle of a load, for 20 s.
+    enum Fault: String {
+        case freeze = "frozen"
+        case cut = "cut off"
+
+        func begin(_ c: Cluster, _ worker: Process, host: String) throws {
+            switch self {
+            case .freeze: kill(worker.processIdentifier, SIGSTOP)
+            case .cut: try c.lab!.cut(host)
+            }
+        }
+
+        func end(_ c: Cluster, _ worker: Process, host: String) throws {
+            switch self {
+            case .freeze: kill(worker.processIdentifier, SIGCONT)
+            case .cut: try c.lab!.mend(host)
+            }
+        }
+    }
+
+    /// The b2b load with its first worker frozen or cut off for 20 s once a tenth of the days are
+    /// in, a second worker on another host: the load goes on there within 30 s (the first one's
+    /// advisory lock and open day transaction ended), and the tables equal a clean load's.
+    func b2bLoad(under fault: Fault, name: String = #function) throws {
+        let settings = ["ETL_HISTORY_START": "2023-06-01", "ETL_ORDERS": "150"]
+        let lab = try NetworkLab(name: name)
+        let fx = try PipelineFixture(name: name, extra: settings, lab: lab)
+        let c = try Cluster.pipelines(fx, settings, name: name)
+        defer { c.stopAll() }
+        try c.startScheduler()
+        let first = try c.startWorker(["--concurrency", "1"], host: "w0")
         let day = Day("2024-06-15")!
         let run = try c.trigger("b2b", date: Date(timeIntervalSince1970: 1_718_409_600))
         let s = fx.settings
         let days = day.daysSince1970 - s.historyStart.daysSince1970 + 1
-        // Frozen once a tenth of the days are in.
         try c.waitFor("the load is under way", timeout: 120) {
             (try? fx.count("SELECT count(*) FROM \(s.loads).b2b_day")).map { $0 >= Int64(days / 10) } ?? false
         }
-        try c.startWorker(["--concurrency", "1"])
-        kill(frozen.processIdentifier, SIGSTOP)
-        let frozenAt = monotonicSeconds()
-        var continued = false
-        defer { if !continued { kill(frozen.processIdentifier, SIGCONT) } }
-        let loadedAtFreeze = try fx.count("SELECT count(*) FROM \(s.loads).b2b_day")
-        #expect(loadedAtFreeze < Int64(days), "the load ended before the freeze")
-        // Going on elsewhere: days are loaded again while the first worker is still frozen.
+        try c.startWorker(["--concurrency", "1"], host: "w1")
+        try fault.begin(c, first, host: "w0")
+        let faultAt = monotonicSeconds()
+        var ended = false
+        defer { if !ended { try? fault.end(c, first, host: "w0") } }
+        let loadedAtFault = try fx.count("SELECT count(*) FROM \(s.loads).b2b_day")
+        #expect(loadedAtFault < Int64(days), "the load ended before the fault")
+        // Going on elsewhere: days are loaded again while the first worker is still out.
         try c.waitFor("the load goes on on the other worker", timeout: 30) {
-            try fx.count("SELECT count(*) FROM \(s.loads).b2b_day") > loadedAtFreeze + 1
+            try fx.count("SELECT count(*) FROM \(s.loads).b2b_day") > loadedAtFault + 1
         }
-        let resumed = monotonicSeconds() - frozenAt
-        #expect(resumed < 30, "the load went on \(resumed) s after the freeze")
-        print("liveness: the frozen worker's b2b load went on elsewhere \(Int(resumed * 10) / 10) s after the freeze")
+        let resumed = monotonicSeconds() - faultAt
+        #expect(resumed < 30, "the load went on \(resumed) s after the fault")
+        print(
+            "liveness: the \(fault.rawValue) worker's b2b load went on elsewhere",
+            "\(Int(resumed * 10) / 10) s after the fault")
         #expect(try c.wait(run: run, timeout: 240) == .success, "\(c.logs())")
-        sleepSeconds(max(0, 20 - (monotonicSeconds() - frozenAt)))
-        kill(frozen.processIdentifier, SIGCONT)
-        continued = true
+        sleepSeconds(max(0, 20 - (monotonicSeconds() - faultAt)))
+        try fault.end(c, first, host: "w0")
+        ended = true
         sleepSeconds(4)
 
         #expect(try fx.count("SELECT count(*) FROM \(s.loads).b2b_day") == Int64(days))
         #expect(try fx.count("SELECT count(*) FROM \(s.loads).load WHERE pipeline = 'b2b' AND state = 'running'") == 0)
-        let got = try tables(fx)
+        let got = try fx.b2bDigests()
         // The clean run: the same exports loaded from scratch, in this process, into schemas of its own.
-        let clean = try PipelineFixture(name: "frozenDuringB2BLoadClean", extra: settings)
+        let clean = try PipelineFixture(name: name + "Clean", extra: settings)
         let pg = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
         defer { pg.close() }
         try PlatformHistory.export(upTo: day, ordersPerDay: 150, seed: clean.settings.seed, settings: clean.settings)
         _ = try B2BLoad.load(pg: pg, settings: clean.settings, runID: 1, upTo: day, log: { _ in })
-        #expect(got == (try tables(clean)))
+        #expect(got == (try clean.b2bDigests()))
         #expect(got["orders"]?.hasPrefix("\(days * 150) ") == true, "\(got)")
+        #expect(try c.store.run(run)?.state == .success, "the late worker changed the run")
     }
+
+    @Test(
+        """
+        a worker frozen for 20 s in the middle of the b2b load, then continued: the load goes on on another host \
+        within 30 s, and the tables equal a clean load
+        """
+    )
+    func frozenDuringB2BLoad() throws { try b2bLoad(under: .freeze) }
+
+    @Test(
+        """
+        a worker whose link is cut for 20 s in the middle of the b2b load, then joined again: the load goes on \
+        on another host within 30 s, and the tables equal a clean load
+        """
+    )
+    func cutOffDuringB2BLoad() throws { try b2bLoad(under: .cut) }
 
     @Test(
         """
@@ -154,7 +226,8 @@ struct LivenessTests {
         """
     )
     func frozenDuringWeblogChunk() throws {
-        let fx = try PipelineFixture()
+        let lab = try NetworkLab()
+        let fx = try PipelineFixture(lab: lab)
         let lines = 300_000
         let generated = try WeblogGenerator(
             options: .init(lines: lines, seed: 13, end: 1_718_496_000, badRate: 0.01),
@@ -210,7 +283,7 @@ struct LivenessTests {
 struct PoisonAndClockTests {
     @Test("a message that makes its worker exit every time ends as a dead letter after ETL_MAX_DELIVERIES")
     func poisonMessage() throws {
-        let c = try Cluster(extra: ["ETL_MAX_DELIVERIES": "2", "ETL_LEASE_TTL": "3"])
+        let c = try Cluster(extra: ["ETL_MAX_DELIVERIES": "2", "ETL_LEASE_TTL": "3"], lab: try NetworkLab())
         defer { c.stopAll() }
         try c.startScheduler()
         let workers = try (0..<3).map { _ in try c.startWorker(["--concurrency", "1"]) }
@@ -242,7 +315,7 @@ struct PoisonAndClockTests {
             "\(lib) is missing: scripts/install-deps installs Debian's faketime package")
         let ahead = ["LD_PRELOAD": lib, "FAKETIME": "+10s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"]
         let behind = ["LD_PRELOAD": lib, "FAKETIME": "-10s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"]
-        let c = try Cluster(extra: behind)
+        let c = try Cluster(extra: behind, lab: try NetworkLab())
         defer { c.stopAll() }
         try c.startScheduler()
         let runner = try c.startWorker(["--concurrency", "1"], extraEnv: ["LD_PRELOAD": "", "FAKETIME": ""])
@@ -282,7 +355,7 @@ struct PoisonAndClockTests {
         """
     )
     func frozenLeader() throws {
-        let c = try Cluster(extra: ["ETL_SCHEDULER_LEASE": "2"])
+        let c = try Cluster(extra: ["ETL_SCHEDULER_LEASE": "2"], lab: try NetworkLab())
         defer { c.stopAll() }
         let a = try c.startScheduler(name: "a")
         usleep(800_000)
@@ -322,8 +395,8 @@ struct PoisonAndClockTests {
         """
     )
     func redisStopped() throws {
-        let redis = try PrivateRedisServer()
-        let c = try Cluster(extra: ["REDIS_URL": "redis://:\(redis.password)@127.0.0.1:\(redis.config.port)/0"])
+        let lab = try NetworkLab()
+        let c = try Cluster(lab: lab)
         defer { c.stopAll() }
         try c.startScheduler()
         let runner = try c.startWorker(["--concurrency", "1"])
@@ -336,9 +409,9 @@ struct PoisonAndClockTests {
         }
         try c.waitFor("the task started", timeout: 30) { try executions().count == 1 }
         let first = try #require(try executions().first)
-        redis.stop()
+        try lab.services("stop", "redis")
         sleepSeconds(8)
-        try redis.start()
+        try lab.services("start-one", "redis")
         // Back before the task ends: the others now see its worker as dead and reclaim its message.
         #expect(try executions().count == 1, "the task ended during the outage: the test proves nothing")
         #expect(try c.wait(run: run, timeout: 60) == .success, "\(c.logs())")

@@ -200,13 +200,17 @@ extension MetadataStore {
         return (renewed, now)
     }
 
-    /// Ends `leases` now (a worker handing its tasks back after its grace): other runners take the
-    /// attempts over at once.
-    public func expireLeases(_ leases: [Lease]) throws {
+    /// Ends `leases` now (a worker handing its tasks back after its grace, or a slot's tasks waiting
+    /// behind a long one): other runners take the attempts over at once. `forgetBackends`: the
+    /// backends recorded under them are not ended by the take-over (they are the slot's own
+    /// session, which goes on running the long task).
+    public func expireLeases(_ leases: [Lease], forgetBackends: Bool = false) throws {
         guard !leases.isEmpty else { return }
         try pg.query(
             """
             UPDATE \(s).task_instance t SET lease_expires_at = clock_timestamp() - interval '1 second',
+              lease_pids = CASE WHEN $5 THEN '{}' ELSE t.lease_pids END,
+              lease_pid_starts = CASE WHEN $5 THEN '{}' ELSE t.lease_pid_starts END,
               -- Handed back, not lost: the take-over that follows does not count as a delivery.
               lease_deliveries = greatest(t.lease_deliveries - 1, 0)
             FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[]) AS i(run_id, task_id, try_number, epoch)
@@ -216,6 +220,7 @@ extension MetadataStore {
             [
                 PostgresArray(leases.map { String($0.key.run) }), PostgresArray(leases.map(\.key.task)),
                 PostgresArray(leases.map { String($0.key.tryNumber) }), PostgresArray(leases.map { String($0.epoch) }),
+                forgetBackends,
             ], planEachTime: true)
     }
 

@@ -85,8 +85,76 @@ public final class WorkerService: @unchecked Sendable {
     /// Every lease the slots hold (call with `lock` held).
     private var allHeld: Set<MetadataStore.Lease> { held.values.reduce(into: []) { $0.formUnion($1) } }
 
+    /// Per slot, while it runs a task: that task's lease and since when (monotonic seconds).
+    private var runningLease: [Int: (lease: MetadataStore.Lease, since: Double)] = [:]
+    /// Leases handed back from behind a task that ran for the lease's time (the slot skips them),
+    /// and the slots whose hand-back statement is under way (they start nothing meanwhile).
+    private var handedBack: [Int: Set<MetadataStore.Lease>] = [:]
+    private var handBackInFlight = Set<Int>()
+    /// Per slot, the leases whose task began in the round under way: never handed back (a task that
+    /// ran is in the round's transaction, which commits or rolls back as one).
+    private var begun: [Int: Set<MetadataStore.Lease>] = [:]
+
+    /// The slot's attempts just started (or started again): what was handed back before is over.
     private func hold(_ slot: Int, _ leases: [MetadataStore.Lease]) {
-        lock.withLock { held[slot, default: []].formUnion(leases) }
+        lock.withLock {
+            held[slot, default: []].formUnion(leases)
+            handedBack[slot] = nil
+            begun[slot] = nil
+        }
+    }
+
+    /// Marks `job` as the one the slot runs now, unless it was handed back (then the slot skips it).
+    private func beginRunning(_ job: Job, slot: Int) -> Bool {
+        lock.withLock {
+            if handedBack[slot]?.contains(job.lease) == true { return false }
+            runningLease[slot] = (job.lease, monotonicSeconds())
+            begun[slot, default: []].insert(job.lease)
+            return true
+        }
+    }
+
+    /// Tasks fetched with one that has run for `leaseTTL` seconds, and not begun yet, are handed
+    /// back so that idle workers run them instead of their waiting behind it: their leases end, with
+    /// their backends forgotten (the slot's own session is the one running the long task), and the
+    /// scheduler enqueues them again (`reenqueueExpired`). The slot skips them; when nobody took one
+    /// by the time it is free, it starts it again itself. Tasks that began in the round's
+    /// transaction stay: they commit or roll back with it.
+    private func handBackBehindLongTasks(store: MetadataStore) {
+        let now = monotonicSeconds()
+        let (slots, leases) = lock.withLock { () -> ([Int], [MetadataStore.Lease]) in
+            var slots: [Int] = []
+            var leases: [MetadataStore.Lease] = []
+            for (slot, r) in runningLease where now - r.since >= leaseTTL {
+                let behind = (held[slot] ?? []).subtracting(begun[slot] ?? []).subtracting([r.lease])
+                guard !behind.isEmpty else { continue }
+                held[slot]?.subtract(behind)
+                handedBack[slot, default: []].formUnion(behind)
+                handBackInFlight.insert(slot)
+                slots.append(slot)
+                leases += behind
+            }
+            return (slots, leases)
+        }
+        guard !leases.isEmpty else { return }
+        defer { lock.withLock { handBackInFlight.subtract(slots) } }
+        do {
+            try store.expireLeases(leases, forgetBackends: true)
+            logger.info(
+                "handed back \(leases.count) task(s) waiting behind a task running for over \(leaseTTL) s",
+                metadata: ["worker": "\(id)"])
+        } catch {
+            // Still ours: renewed again, and run here once the long task ends.
+            logger.warning(
+                "could not hand back tasks waiting behind a long one: \(error)", metadata: ["worker": "\(id)"])
+            lock.withLock {
+                for slot in slots {
+                    let mine = handedBack[slot] ?? []
+                    held[slot, default: []].formUnion(mine.intersection(leases))
+                    handedBack[slot]?.subtract(leases)
+                }
+            }
+        }
     }
 
     private func release(_ slot: Int, _ leases: [MetadataStore.Lease]) {
@@ -217,6 +285,7 @@ public final class WorkerService: @unchecked Sendable {
     private func renewLoop(store: MetadataStore) {
         var failing = false
         while (!stop.isSet || runningCount > 0) && !lock.withLock({ handingBack }) {
+            handBackBehindLongTasks(store: store)
             let leases = lock.withLock { allHeld }
             do {
                 let r = try store.renewLeases(Array(leases), ttl: leaseTTL)
@@ -420,6 +489,8 @@ public final class WorkerService: @unchecked Sendable {
         var round = BatchRound()
         while !rest.isEmpty {
             var acks: [(delivery: TaskQueue.Delivery, event: CompletionEvent?)] = []
+            // A hand-back under way must land before these attempts start again, not after.
+            while lock.withLock({ handBackInFlight.contains(slot) }) { usleep(5_000) }
             let outcomes = try store.startAttempts(
                 rest.map(\.key), worker: "\(id)/\(slot)", runner: runner(slot), ttl: leaseTTL, limit: maxDeliveries)
             var toRun: [Job] = []
@@ -546,6 +617,9 @@ public final class WorkerService: @unchecked Sendable {
                             ranSoFar: ran.count, elapsed: monotonicSeconds() - batchStart,
                             nextHasTimeout: job.spec.timeout > 0)
                     else { break }
+                    // Handed back while it waited behind a long task: left to whoever takes it.
+                    guard beginRunning(job, slot: slot) else { break }
+                    defer { lock.withLock { runningLease[slot] = nil } }
                     let taskStart = monotonicSeconds()
                     ran.append(try run(job, slot: slot, tx: tx))
                     if BatchRound.isSlow(taskSeconds: monotonicSeconds() - taskStart) { slow = true }
