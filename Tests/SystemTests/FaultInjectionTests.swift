@@ -3,8 +3,8 @@ import TestSupport
 import Testing
 
 /// bench/faults/run at its small size, with the test build: the six pipelines clean and under
-/// faults (workers and the leading scheduler SIGKILLed, Redis and Postgres restarted) on servers of
-/// its own, compared row by row and report by report.
+/// faults (workers and the leading scheduler SIGKILLed and SIGSTOPped for 20 s, Redis and Postgres
+/// restarted, Redis stopped for 8 s) on servers of its own, compared row by row and report by report.
 @Suite("Fault injection (bench/faults/run)", .serialized, .timeLimit(.minutes(20)))
 struct FaultInjectionTests {
     @Test("the pipelines under kills and restarts end as the clean run does: nothing lost, nothing doubled")
@@ -24,7 +24,10 @@ struct FaultInjectionTests {
             TestServices.repoRoot.appendingPathComponent("bench/faults/run").path, [], environment: e, timeout: 1200)
         #expect(out.status == 0, "\(out.stdout.suffix(4000))\n\(out.stderr.suffix(3000))")
         #expect(out.stdout.contains("nothing lost, nothing doubled"))
-        for fault in ["| scheduler | 1 |", "| redis | 1 |", "| postgres | 1 |"] {
+        for fault in [
+            "| scheduler | 1 |", "| redis | 1 |", "| postgres | 1 |", "| scheduler-frozen | 1 |", "| redis-stopped | 1 |",
+            "| worker-frozen",
+        ] {
             #expect(out.stdout.contains(fault), "\(fault) missing:\n\(out.stdout)")
         }
         // At least one worker was killed while it ran a task (not only idle ones: "| worker (idle) |").

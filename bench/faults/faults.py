@@ -16,6 +16,8 @@ import time
 
 BIN, WORK = os.environ["BIN"], os.environ["WORK"]
 WORKERS, KILL_EVERY = int(os.environ["WORKERS"]), float(os.environ["KILL_EVERY"])
+# A frozen worker or scheduler stays stopped this long; Redis stays down this long (issue 15).
+FREEZE, REDIS_DOWN = 20, 8
 # A backfill of three days, with the default daily schedule on: the scheduler also makes each DAG's
 # run for the latest complete day (yesterday, UTC) on its own, beside the backfill's.
 BACKFILL = ("2024-06-13", "2024-06-15")
@@ -176,7 +178,7 @@ def run_faulty(clean):
     # The one-off faults come first, back to back (the scheduler, Redis and Postgres each once the
     # previous one is recovered from; a worker kill's recovery is watched on the side), so that they
     # hit the pipeline while it works; then a worker is killed every KILL_EVERY seconds until the end.
-    plan = ["scheduler", "worker", "redis", "worker", "postgres"]
+    plan = ["scheduler", "worker", "redis", "worker-frozen", "postgres", "scheduler-frozen", "worker", "redis-stopped"]
     time.sleep(0.5)
     next_kill = time.time()
     while not r.finished():
@@ -215,7 +217,8 @@ def inject(r, kind, aim=False):
     (kind, seconds, detail, recovered); for a worker it returns (watcher thread, result) and the
     thread fills result["fault"] when the killed worker's tasks run elsewhere."""
     t0 = time.time()
-    if kind == "worker":
+    if kind in ("worker", "worker-frozen"):
+        frozen = kind == "worker-frozen"
         live = sorted(n for n, p in r.workers.items() if p.poll() is None)
         busy = (psql_soft("SELECT DISTINCT split_part(worker, '/', 1) FROM %s.task_instance WHERE state = 'running'" % r.schema) or "").split()
         # The kills of the opening sequence aim at a worker with a task running (the interesting
@@ -227,9 +230,15 @@ def inject(r, kind, aim=False):
         running = psql_soft("SELECT run_id || ':' || task_id FROM %s.task_instance WHERE state = 'running' AND worker LIKE '%s/%%'"
                             % (r.schema, name)) or ""
         tasks = [t for t in running.splitlines() if t]
-        r.workers[name].kill()
-        r.workers[name].wait()
-        replacement = r.start_worker()
+        if frozen:
+            # SIGSTOP for FREEZE seconds, then SIGCONT: its leases expire, another worker takes its
+            # tasks over and ends its backends; once continued it must write nothing more.
+            os.kill(r.workers[name].pid, signal.SIGSTOP)
+            replacement = "no worker"
+        else:
+            r.workers[name].kill()
+            r.workers[name].wait()
+            replacement = r.start_worker()
 
         def moved():
             for t in tasks:
@@ -239,7 +248,8 @@ def inject(r, kind, aim=False):
                 if row is None or (row.startswith("running|") and row.split("|", 1)[1].startswith(name + "/")):
                     return False
             return True
-        detail = "SIGKILL %s with %s; %s started" % (name, ", ".join(tasks) if tasks else "no task running", replacement)
+        detail = "%s %s with %s; %s started" % ("SIGSTOP %d s" % FREEZE if frozen else "SIGKILL", name,
+                                                 ", ".join(tasks) if tasks else "no task running", replacement)
         result = {}
 
         def watch():
@@ -248,8 +258,14 @@ def inject(r, kind, aim=False):
             # time measured may therefore include a Redis or Postgres restart injected meanwhile.
             result["fault"] = ("worker", time.time() - t0, detail + "; the watch failed", False)
             ok = wait_until(moved, 120)
-            result["fault"] = ("worker" if tasks else "worker (idle)", time.time() - t0, detail if ok else detail + "; NOT RECOVERED in 120 s", ok)
-            say("  recovered from the kill of %s in %.1f s%s" % (name, result["fault"][1], "" if ok else ": NOT RECOVERED"))
+            result["fault"] = (kind if tasks else kind + " (idle)", time.time() - t0, detail if ok else detail + "; NOT RECOVERED in 120 s", ok)
+            say("  recovered from the %s of %s in %.1f s%s" % ("freeze" if frozen else "kill", name, result["fault"][1], "" if ok else ": NOT RECOVERED"))
+            if frozen:
+                time.sleep(max(0, FREEZE - (time.time() - t0)))
+                try:
+                    os.kill(r.workers[name].pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass  # a later kill picked it meanwhile
         say("fault: " + detail)
         watcher = threading.Thread(target=watch)
         watcher.start()
@@ -266,8 +282,26 @@ def inject(r, kind, aim=False):
         detail = "SIGKILL the leading scheduler %s; %s took over; %s started as the new standby" % (leader, new_leader, standby)
         say("fault: " + detail + " (recovered in %.1f s)" % (time.time() - t0))
         return ("scheduler", time.time() - t0, detail, ok)
-    if kind == "redis":
-        subprocess.run(["scripts/services", "restart", "redis"], check=True, capture_output=True)
+    if kind == "scheduler-frozen":
+        if not wait_until(lambda: r.leader() in r.schedulers, 30):
+            return (kind, time.time() - t0, "no scheduler held the lease within 30 s: none to freeze", False)
+        leader = r.leader()
+        os.kill(r.schedulers[leader].pid, signal.SIGSTOP)
+        ok = wait_until(lambda: r.leader() not in (None, leader), 60)
+        took = time.time() - t0
+        new_leader = r.leader()
+        # Continued FREEZE s after the stop, on the side: the next fault does not wait for it.
+        threading.Timer(max(0, FREEZE - took), lambda: os.kill(r.schedulers[leader].pid, signal.SIGCONT)).start()
+        detail = "SIGSTOP the leading scheduler %s for %d s; %s took over" % (leader, FREEZE, new_leader)
+        say("fault: " + detail + " (recovered in %.1f s)" % took)
+        return (kind, took, detail, ok)
+    if kind in ("redis", "redis-stopped"):
+        if kind == "redis":
+            subprocess.run(["scripts/services", "restart", "redis"], check=True, capture_output=True)
+        else:
+            subprocess.run(["scripts/services", "stop", "redis"], check=True, capture_output=True)
+            time.sleep(REDIS_DOWN)
+            subprocess.run(["scripts/services", "start-one", "redis"], check=True, capture_output=True)
         up = time.time()
         live = [n for n, p in r.workers.items() if p.poll() is None]
 
@@ -278,9 +312,10 @@ def inject(r, kind, aim=False):
                     return False
             return True
         ok = wait_until(heartbeats, 60)
-        detail = "restart Redis (down %.1f s); every live worker heartbeating again" % (up - t0)
+        detail = "%s Redis (down %.1f s); every live worker heartbeating again" % (
+            "restart" if kind == "redis" else "stop, then start", up - t0)
         say("fault: " + detail + " (recovered in %.1f s)" % (time.time() - t0))
-        return ("redis", time.time() - t0, detail, ok)
+        return (kind, time.time() - t0, detail, ok)
     if kind == "postgres":
         before = psql_soft("SELECT extract(epoch FROM expires_at) FROM %s.scheduler_lease" % r.schema)
         subprocess.run(["scripts/services", "restart", "postgres"], check=True, capture_output=True)
@@ -347,7 +382,8 @@ def main():
             problems.append("no recovery from a %s fault" % kind)
     print("| fault | count | recovery median s | recovery max s |")
     print("|---|---|---|---|")
-    for kind in ("worker", "worker (idle)", "scheduler", "redis", "postgres"):
+    for kind in ("worker", "worker (idle)", "worker-frozen", "worker-frozen (idle)", "scheduler", "scheduler-frozen",
+                 "redis", "redis-stopped", "postgres"):
         if kind in by_kind:
             v = by_kind[kind]
             print("| %s | %d | %.1f | %.1f |" % (kind, len(v), statistics.median(v), max(v)))
