@@ -25,7 +25,8 @@ struct FaultInjectionTests {
         #expect(out.status == 0, "\(out.stdout.suffix(4000))\n\(out.stderr.suffix(3000))")
         #expect(out.stdout.contains("nothing lost, nothing doubled"))
         for fault in [
-            "| scheduler | 1 |", "| redis | 1 |", "| postgres | 1 |", "| scheduler-frozen | 1 |", "| redis-stopped | 1 |",
+            "| scheduler | 1 |", "| redis | 1 |", "| postgres | 1 |", "| scheduler-frozen | 1 |",
+            "| redis-stopped | 1 |",
             "| worker-frozen",
         ] {
             #expect(out.stdout.contains(fault), "\(fault) missing:\n\(out.stdout)")
