@@ -39,6 +39,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // C libraries, wrapped once: only the two client modules import them.
@@ -83,7 +85,13 @@ let package = Package(
         // what they share (Common).
         .target(name: "Tasks", dependencies: core + ["CRegex", "CZlib", crypto]),
         .executableTarget(name: "Worker", dependencies: commandDependencies),
-        .executableTarget(name: "Scheduler", dependencies: commandDependencies),
+        // The scheduler posts alerts over HTTP(S): only it links the HTTP client.
+        .executableTarget(
+            name: "Scheduler",
+            dependencies: commandDependencies + [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]),
         .executableTarget(name: "etlctl", dependencies: commandDependencies),
         // The web UI and JSON API (Hummingbird): a library so that tests drive its router directly.
         .target(

@@ -1,7 +1,9 @@
 import ArgumentParser
+import AsyncHTTPClient
 import ETLSupport
 import Foundation
 import Logging
+import NIOCore
 import Orchestration
 import ServiceLifecycle
 import Tasks
@@ -20,6 +22,17 @@ struct SchedulerCommand: AsyncParsableCommand {
             """
     )
 
+    /// Alerts' POSTs (HTTP and HTTPS), from the alert sender's thread.
+    static let post: AlertSender.Post = { url, body, timeout in
+        var request = try HTTPClient.Request(url: url.absoluteString, method: .POST)
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .data(body)
+        let response = try HTTPClient.shared.execute(
+            request: request, deadline: .now() + .milliseconds(Int64(timeout * 1000))
+        ).wait()
+        return Int(response.status.code)
+    }
+
     func run() async throws {
         ProcessSignals.prepare()
         let logger = Logger(label: "etl.scheduler")
@@ -27,7 +40,7 @@ struct SchedulerCommand: AsyncParsableCommand {
             let env = try Environment.load()
             try LoggingSetup.bootstrap(env)
             let service = try SchedulerService(
-                env: env, registry: try Catalog.registry(environment: env), logger: logger)
+                env: env, registry: try Catalog.registry(environment: env), logger: logger, post: Self.post)
             try await ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
                 .run()
         } catch {

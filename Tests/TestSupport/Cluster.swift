@@ -217,7 +217,7 @@ public final class Cluster {
 
     public func stopAll() {
         for p in workers + schedulers + others where p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        for p in workers + schedulers + others { p.waitUntilExit() }
+        for p in workers + schedulers + others { _ = TestServices.waitForExit(p) }
     }
 
     /// Starts a webserver on a port the system picks (`ETL_WEB_PORT=0`) and returns it with the

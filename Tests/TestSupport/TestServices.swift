@@ -155,7 +155,7 @@ public enum TestServices {
     /// miss the exit of a child that ends within a few milliseconds of another (seen with the quick
     /// `ip` commands of NetworkLab: the child stayed a zombie and `waitUntilExit` never returned),
     /// so the child is also reaped here.
-    static func waitForExit(_ p: Process) -> Int32 {
+    public static func waitForExit(_ p: Process) -> Int32 {
         let pid = p.processIdentifier
         while p.isRunning {
             var raw: Int32 = 0

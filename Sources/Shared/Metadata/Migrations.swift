@@ -173,6 +173,50 @@ public enum Migrations {
                 ADD COLUMN IF NOT EXISTS lease_pid_starts timestamptz[] NOT NULL DEFAULT '{}';
             """
         ),
+        (
+            8, "alerts",
+            """
+            -- What to tell operators (a run that failed or succeeded, a dead letter): one row per
+            -- thing, made once (its key is unique) by the leading scheduler, one delivery row per
+            -- configured target (named "webhook 1", never by its URL: a secret), and every attempt
+            -- to send it. See MetadataStore+alerts and Orchestration's Alerts.
+            CREATE TABLE IF NOT EXISTS @S.alert (
+                alert_id     bigserial PRIMARY KEY,
+                key          text NOT NULL UNIQUE,
+                kind         text NOT NULL,
+                dag_id       text,
+                run_id       bigint,
+                task_id      text,
+                logical_date timestamptz,
+                message      text NOT NULL,
+                created_at   timestamptz NOT NULL DEFAULT now()
+            );
+            CREATE TABLE IF NOT EXISTS @S.alert_delivery (
+                alert_id   bigint NOT NULL REFERENCES @S.alert ON DELETE CASCADE,
+                target     text NOT NULL,
+                attempts   int NOT NULL DEFAULT 0,
+                next_at    timestamptz NOT NULL DEFAULT now(),
+                sent_at    timestamptz,
+                gave_up_at timestamptz,
+                last_error text,
+                PRIMARY KEY (alert_id, target)
+            );
+            CREATE INDEX IF NOT EXISTS alert_delivery_due ON @S.alert_delivery (next_at)
+                WHERE sent_at IS NULL AND gave_up_at IS NULL;
+            CREATE TABLE IF NOT EXISTS @S.alert_attempt (
+                alert_id bigint NOT NULL REFERENCES @S.alert ON DELETE CASCADE,
+                target   text NOT NULL,
+                at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+                ok       boolean NOT NULL,
+                detail   text NOT NULL
+            );
+            -- The dead letters already turned into alerts: the stream id read up to.
+            CREATE TABLE IF NOT EXISTS @S.alert_cursor (
+                name  text PRIMARY KEY,
+                value text NOT NULL
+            );
+            """
+        ),
     ]
 }
 

@@ -30,7 +30,16 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     private var lastReconcile = 0.0
     private var store: MetadataStore!
     private var queue: TaskQueue!
-    private var leading = false
+    /// Whether this scheduler leads (read by the alert sender's thread too).
+    private var leading: Bool {
+        get { leadingLock.withLock { leadingValue } }
+        set { leadingLock.withLock { leadingValue = newValue } }
+    }
+    private var leadingValue = false
+    private let leadingLock = NSLock()
+    /// Webhooks for failed (and, when asked, succeeded) runs and dead letters, and what posts to them.
+    let alertSettings: AlertSettings
+    let post: AlertSender.Post?
     private var lastRenew = 0.0
     private var lastTick = 0.0
     /// Postgres's clock, read at every lease renewal: schedules, timeouts and retries are judged
@@ -42,8 +51,17 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     private var reenqueued: [MetadataStore.AttemptKey: Double] = [:]
     private var lastLeaseSweep = 0.0
 
-    public init(env: Environment, registry: Registry, logger: Logger) throws {
+    /// `post` sends alerts (the scheduler executable gives an HTTP client); nil: none are sent, and
+    /// configured webhooks are refused.
+    public init(env: Environment, registry: Registry, logger: Logger, post: AlertSender.Post? = nil) throws {
         self.env = env
+        alertSettings = try AlertSettings(environment: env)
+        if !alertSettings.webhooks.isEmpty && post == nil {
+            throw ConfigError(
+                variable: "ETL_ALERT_WEBHOOKS", problem: "this program cannot send alerts",
+                fix: "unset it here; the scheduler executable sends them")
+        }
+        self.post = post
         self.registry = registry
         self.logger = logger
         id = env["ETL_SCHEDULER_NAME"] ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
@@ -70,6 +88,13 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             redis: try RedisConnection(config: RedisConfig(environment: env)), keys: RedisKeys(environment: env))
         try queue.ensureGroups(queues: registry.queues.isEmpty ? ["default"] : registry.queues)
         logger.info("scheduler started", metadata: ["scheduler": "\(id)", "dags": "\(registry.dags.count)"])
+        if let post, !alertSettings.webhooks.isEmpty {
+            AlertSender(
+                settings: alertSettings, env: env, schema: schema, logger: logger, post: post,
+                isLeading: { [weak self] in self?.leading ?? false }, stop: stop
+            ).start()
+            logger.info("alerts go to \(alertSettings.webhooks.count) webhook(s)")
+        }
         var errors = ErrorBackoff()
         while !stop.isSet {
             do {
@@ -225,6 +250,11 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     }
 
     private func finish(dag: DAG, run: MetadataStore.Run, ok: Bool) throws {
+        // The alert first: a scheduler that dies between the two finishes the run again on the next
+        // pass, and the alert is made once (by its key).
+        if !ok || alertSettings.onSuccess {
+            try store.recordRunAlert(run: run.id, failed: !ok, targets: alertSettings.targets)
+        }
         try store.setRunState(run.id, ok ? .success : .failed)
         poolWaiting.remove(run.id)
         finishedSeen[run.id] = nil
