@@ -78,7 +78,11 @@ struct ScaleOutTests {
         let ran = try c.store.pg.query(
             "SELECT DISTINCT worker FROM \(c.schema).task_instance WHERE worker IS NOT NULL"
         ).rows.map { try $0.decode(String.self, 0) }
-        #expect(Set(ran).count >= 2, "every task ran on \(ran)")
+        let hosts = Set(ran.map { $0.split(separator: "/").first.map(String.init) ?? $0 })
+        #expect(hosts.count >= 2, "every task ran on \(ran)")
+        let leader = try c.store.pg.query("SELECT holder FROM \(c.schema).scheduler_lease").rows[0].decode(
+            String.self, 0)
+        #expect(["a", "b"].contains(leader), "the lease is held by \(leader)")
         let from = Set(
             try c.store.pg.query(
                 "SELECT DISTINCT host(client_addr) FROM pg_stat_activity WHERE client_addr IS NOT NULL"

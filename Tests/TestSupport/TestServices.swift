@@ -165,7 +165,7 @@ public enum TestServices {
             usleep(2_000)
         }
         p.waitUntilExit()
-        return p.terminationStatus
+        return p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus
     }
 
     /// A TCP port on 127.0.0.1 that nothing listens on right now.

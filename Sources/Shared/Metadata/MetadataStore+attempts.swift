@@ -203,13 +203,16 @@ extension MetadataStore {
     /// Ends `leases` now (a worker handing its tasks back after its grace, or a slot's tasks waiting
     /// behind a long one): other runners take the attempts over at once. `forgetBackends`: the
     /// backends recorded under them are not ended by the take-over (they are the slot's own
-    /// session, which goes on running the long task).
+    /// session, which goes on running the long task), and the runner is forgotten.
     public func expireLeases(_ leases: [Lease], forgetBackends: Bool = false) throws {
         guard !leases.isEmpty else { return }
         try pg.query(
             """
             UPDATE \(s).task_instance t SET lease_expires_at = clock_timestamp() - interval '1 second',
               lease_pids = CASE WHEN $5 THEN '{}' ELSE t.lease_pids END,
+              -- Nor is it this runner's any more: started again by it, it is a new delivery (a new
+              -- epoch), which the hand-back's uncounted one makes up for.
+              lease_runner = CASE WHEN $5 THEN NULL ELSE t.lease_runner END,
               lease_pid_starts = CASE WHEN $5 THEN '{}' ELSE t.lease_pid_starts END,
               -- Handed back, not lost: the take-over that follows does not count as a delivery.
               lease_deliveries = greatest(t.lease_deliveries - 1, 0)
@@ -282,8 +285,8 @@ extension MetadataStore {
     public func expiredLeases(grace: Double) throws -> [EnqueuedAttempt] {
         try attempts(
             """
-            t.state = 'running' AND t.lease_runner IS NOT NULL
-              AND t.lease_expires_at < clock_timestamp() - make_interval(secs => $1)
+            -- (A handed-back lease has no runner any more, but an expiry.)
+            t.state = 'running' AND t.lease_expires_at < clock_timestamp() - make_interval(secs => $1)
             """, [grace])
     }
 
