@@ -40,12 +40,7 @@ public final class Cluster {
             + TestServices.randomSuffix()
         schema = "q_" + tag
         prefix = "test:\(tag):"
-        var e = TestServices.environment.values
-        if let lab {
-            // The lab's servers, not the test servers (nor their ports and run folder).
-            for k in ["ETL_RUN_DIR", "ETL_PG_PORT", "ETL_REDIS_PORT"] { e[k] = nil }
-            e.merge(lab.servers) { _, x in x }
-        }
+        var e = lab?.environment ?? TestServices.environment.values
         e["ETL_SCHEMA"] = schema
         // The pipelines' schemas too (every program creates them at start-up): the test's own, so it
         // never reads what another test or an earlier run made.

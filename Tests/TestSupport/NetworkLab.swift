@@ -97,9 +97,7 @@ public final class NetworkLab: @unchecked Sendable {  // used from one test at a
             try ip(["addr", "add", "\(net).254/24", "dev", rootLink])
             try ip(["link", "set", rootLink, "up"])
             _ = try host("db")
-            let out = try TestServices.run(
-                TestServices.repoRoot.appendingPathComponent("scripts/services").path, ["start"],
-                environment: servicesEnvironment(), timeout: 120, namespace: namespace("db"))
+            let out = try runServices(["start"])
             guard out.status == 0 else {
                 throw TestSetupError(message: "the lab's servers did not start on \(net).1: \(out.stderr)")
             }
@@ -151,9 +149,7 @@ public final class NetworkLab: @unchecked Sendable {  // used from one test at a
 
     /// `scripts/services <args>` on the db host, for the lab's servers (e.g. `stop redis`).
     public func services(_ args: String...) throws {
-        let out = try TestServices.run(
-            TestServices.repoRoot.appendingPathComponent("scripts/services").path, args,
-            environment: servicesEnvironment(), timeout: 120, namespace: namespace("db"))
+        let out = try runServices(args)
         guard out.status == 0 else {
             throw TestSetupError(message: "scripts/services \(args.joined(separator: " ")) on the lab: \(out.stderr)")
         }
@@ -162,6 +158,21 @@ public final class NetworkLab: @unchecked Sendable {  // used from one test at a
     /// How to start `path` on `host`: `ip netns exec` runs it in place (the pid is the program's).
     public func command(on host: String, _ path: String, _ args: [String]) throws -> (String, [String]) {
         (Self.ip, ["netns", "exec", try self.host(host), path] + args)
+    }
+
+    /// The test environment with the lab's servers in place of the test servers (and without their
+    /// ports and run folder): what programs and connections on the lab start from.
+    public var environment: [String: String] {
+        var e = TestServices.environment.values
+        for k in ["ETL_RUN_DIR", "ETL_PG_PORT", "ETL_REDIS_PORT"] { e[k] = nil }
+        return e.merging(servers) { _, x in x }
+    }
+
+    /// `scripts/services <args>` on the db host, with the lab's run folder, ports and addresses.
+    private func runServices(_ args: [String]) throws -> TestServices.Output {
+        try TestServices.run(
+            TestServices.repoRoot.appendingPathComponent("scripts/services").path, args,
+            environment: servicesEnvironment(), timeout: 120, namespace: namespace("db"))
     }
 
     private func servicesEnvironment() -> [String: String] {
@@ -204,9 +215,7 @@ public final class NetworkLab: @unchecked Sendable {  // used from one test at a
         guard !closed else { return }
         closed = true
         if hosts["db"] != nil {
-            _ = try? TestServices.run(
-                TestServices.repoRoot.appendingPathComponent("scripts/services").path, ["destroy"],
-                environment: servicesEnvironment(), timeout: 120, namespace: namespace("db"))
+            _ = try? runServices(["destroy"])
         }
         for ns in order.map(namespace) + [lan] { _ = try? TestServices.run(Self.ip, ["netns", "delete", ns]) }
         _ = try? TestServices.run(Self.ip, ["link", "delete", rootLink])

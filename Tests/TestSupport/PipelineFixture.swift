@@ -48,7 +48,7 @@ public final class PipelineFixture {
         values = v
         settings = try PipelineSettings(environment: Environment(v))
         if database {
-            let servers = lab.map { Environment(TestServices.environment.values.merging($0.servers) { _, x in x }) }
+            let servers = lab.map { Environment($0.environment) }
             let conn = try PostgresConnection(config: PostgresConfig(environment: servers ?? TestServices.environment))
             try PipelineSchemas.ensure(conn, settings)
             pg = conn
