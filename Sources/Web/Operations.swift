@@ -308,6 +308,17 @@ extension Backend {
         try await self.run { [self] c in try operations(c, user).clearFailed(dag: id, run: run) }
     }
 
+    /// Cancels a task (etlctl tasks cancel): returns what it did, in words, and whether it did anything.
+    func cancel(dag id: String, run: Int64, task: String, by user: String) async throws -> (String, Bool) {
+        try await self.run { [self] c in
+            let outcome = try operations(c, user).cancel(dag: id, run: run, task: task)
+            if case .alreadyEnded = outcome {
+                return (OperatorActions.describe(outcome, task: task, run: run), false)
+            }
+            return (OperatorActions.describe(outcome, task: task, run: run), true)
+        }
+    }
+
     func markFailed(dag id: String, run: Int64, by user: String) async throws -> Bool {
         try await self.run { [self] c in try operations(c, user).markFailed(dag: id, run: run) }
     }

@@ -84,7 +84,9 @@ enum Pages {
     }
 
     static let legend: HTML = {
-        let states = ["scheduled", "queued", "running", "success", "failed", "up_for_retry", "upstream_failed"]
+        let states = [
+            "scheduled", "queued", "running", "success", "failed", "up_for_retry", "upstream_failed", "cancelled",
+        ]
         let items: [HTML] = states.map {
             "<span>\(Layout.square($0, title: $0)) \($0.replacingOccurrences(of: "_", with: " "))</span>"
         }
@@ -132,7 +134,7 @@ enum Pages {
         let colours = [
             "success": "#2e9e47", "failed": "#d64235", "running": "#40a9e0", "queued": "#9a8be0",
             "scheduled": "#c9ced6",
-            "up_for_retry": "#f0b429", "upstream_failed": "#f28b30",
+            "up_for_retry": "#f0b429", "upstream_failed": "#f28b30", "cancelled": "#8e5bd0",
         ]
         var nodes: [HTML] = []
         for (name, p) in pos.sorted(by: { $0.key < $1.key }) {
@@ -284,11 +286,12 @@ enum Pages {
         let dagPath = "/dags/\(HTML.component(dag))"
         let r = detail.run
         let rows: [HTML] = detail.tasks.map { t in
+            let taskPath = "\(dagPath)/runs/\(r.id)/tasks/\(HTML.component(t.task))"
             let retry: HTML =
-                ["failed", "upstream_failed", "success"].contains(t.state)
-                ? Layout.button(
-                    "Retry", action: "\(dagPath)/runs/\(r.id)/tasks/\(HTML.component(t.task))/retry", session: session)
-                : ""
+                ["failed", "upstream_failed", "success", "cancelled"].contains(t.state)
+                ? Layout.button("Retry", action: "\(taskPath)/retry", session: session)
+                : ["scheduled", "queued", "running", "up_for_retry"].contains(t.state)
+                    ? Layout.button("Cancel", action: "\(taskPath)/cancel", session: session, style: "danger") : ""
             return """
                 <tr><td><a href="\(dagPath)/runs/\(r.id)/tasks/\(HTML.component(t.task))">\(t.task)</a></td>\
                 <td>\(Layout.square(t.state, title: t.state)) \(t.state)</td>

@@ -332,6 +332,14 @@ public struct WebApp: Sendable {
                     : "Cleared \(n) task(s) of run \(run); they run again."
             })
         router.post(
+            "/dags/:dag/runs/:run/tasks/:task/cancel",
+            use: action(back: backToDAG) { _, context, user in
+                let (message, _) = try await backend.cancel(
+                    dag: try context.parameters.require("dag"), run: try Self.runID(context),
+                    task: try context.parameters.require("task"), by: user)
+                return message.prefix(1).uppercased() + message.dropFirst() + "."
+            })
+        router.post(
             "/dags/:dag/runs/:run/clear-failed",
             use: action(back: backToDAG) { _, context, user in
                 let dag = try context.parameters.require("dag")
@@ -500,6 +508,14 @@ public struct WebApp: Sendable {
                     dag: try context.parameters.require("dag"), run: try Self.runID(context),
                     task: try context.parameters.require("task"), by: user)
                 return Done(ok: true, message: "cleared", count: n)
+            })
+        api.post(
+            "dags/:dag/runs/:run/tasks/:task/cancel",
+            use: self.api { _, context, user in
+                let (message, changed) = try await backend.cancel(
+                    dag: try context.parameters.require("dag"), run: try Self.runID(context),
+                    task: try context.parameters.require("task"), by: user)
+                return Done(ok: changed, message: message)
             })
         api.post(
             "dags/:dag/runs/:run/clear-failed",

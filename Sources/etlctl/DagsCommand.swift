@@ -158,7 +158,7 @@ func waitForRun(store: MetadataStore, dag: String, run: Int64, timeout: Double, 
             lastDraw = monotonicSeconds()
             let done = tasks.filter { $0.state == "success" }.count
             let running = tasks.filter { $0.state == "running" }.count
-            let failed = tasks.filter { $0.state == "failed" || $0.state == "upstream_failed" }.count
+            let failed = tasks.filter { TaskState(rawValue: $0.state)?.isFailure == true }.count
             let width = 20
             let filled = tasks.isEmpty ? 0 : width * done / tasks.count
             let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)

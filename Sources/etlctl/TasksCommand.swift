@@ -11,8 +11,8 @@ import Workflow
 
 struct TasksCmd: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "tasks", abstract: "List, retry and clear task instances.",
-        subcommands: [List.self, Retry.self, Clear.self])
+        commandName: "tasks", abstract: "List, retry, cancel and clear task instances.",
+        subcommands: [List.self, Retry.self, Cancel.self, Clear.self])
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -70,6 +70,45 @@ struct TasksCmd: ParsableCommand {
             let id = try ctx.runID(dag: dag, run: runID, store: try ops.store)
             let n = try failing { try ops.retry(dag: d.id, run: id, task: task) }
             print("cleared \(n) task(s) of \(dag) run \(id); the scheduler runs them again")
+        }
+    }
+
+    struct Cancel: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stop a running task (or one not started yet); it is not retried.",
+            discussion: """
+                Its worker interrupts it within a few seconds and rolls back what it had not committed
+                (a load keeps the days or chunks it committed, and a retry resumes from them). What depends
+                on it becomes upstream-failed and the run fails; `etlctl tasks retry` runs it again.
+                --wait waits until it has stopped.
+                Example:
+                  etlctl tasks cancel b2b load_tables --run 12 --wait
+                """)
+        @Argument(help: "The DAG id.") var dag: String
+        @Argument(help: "The task id.") var task: String
+        @Option(name: .customLong("run"), help: "The run id (default: the latest).") var runID: Int64?
+        @Flag(help: "Wait until the task has stopped (up to 60 s), then print how it ended.") var wait = false
+        func run() throws {
+            let ctx = try Context()
+            let d = try ctx.dag(dag)
+            _ = try ctx.task(d, task)
+            let ops = ctx.operations()
+            let store = try ops.store
+            let id = try ctx.runID(dag: dag, run: runID, store: store)
+            let outcome = try failing { try ops.cancel(dag: d.id, run: id, task: task) }
+            print(OperatorActions.describe(outcome, task: task, run: id))
+            guard wait, case .stopping = outcome else { return }
+            let end = Date().addingTimeInterval(60)
+            while Date() < end {
+                if let row = try store.taskRows(run: id).first(where: { $0.task == task }), row.state != "running" {
+                    print("\(task) of run \(id): \(row.state)\(row.error.map { " (\($0))" } ?? "")")
+                    if row.state != TaskState.cancelled.rawValue { throw ExitCode(1) }
+                    return
+                }
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+            print("\(task) of run \(id) is still running after 60 s")
+            throw ExitCode(1)
         }
     }
 

@@ -176,7 +176,7 @@ struct RunAdvanceTests {
     static func naiveBlocked(_ id: String, _ dag: DAG, _ s: [String: TaskState]) -> Bool {
         guard s[id] == .scheduled || s[id] == .upstreamFailed else { return false }
         return dag.task(id)!.upstream.contains { u in
-            s[u] == .failed || s[u] == .upstreamFailed || naiveBlocked(u, dag, s)
+            s[u] == .failed || s[u] == .cancelled || s[u] == .upstreamFailed || naiveBlocked(u, dag, s)
         }
     }
 
@@ -211,7 +211,7 @@ struct RunAdvanceTests {
             #expect(Set(plan.ready).isDisjoint(with: blocked))
             #expect(Set(plan.ready).count == plan.ready.count)
 
-            let finished: Set<TaskState> = [.success, .failed, .upstreamFailed]
+            let finished: Set<TaskState> = [.success, .failed, .upstreamFailed, .cancelled]
             if after.values.allSatisfy(finished.contains) {
                 #expect(plan.outcome == .finish(succeeded: after.values.allSatisfy { $0 == .success }))
             } else if runState == .queued && after.values.contains(where: { $0 != .scheduled }) {

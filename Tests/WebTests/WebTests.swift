@@ -380,6 +380,25 @@ struct WebTests {
             // The task and what depends on it.
             #expect(states["extract"] == .scheduled && states["publish"] == .scheduled)
 
+            // Cancel: a button for each task not ended; a task not started is cancelled at once.
+            let runPage = try await b.get(client, "/dags/example_diamond/runs/\(run)").text
+            #expect(runPage.contains("/dags/example_diamond/runs/\(run)/tasks/clean/cancel"))
+            let cancel = try await b.post(client, "/dags/example_diamond/runs/\(run)/tasks/clean/cancel")
+            #expect(cancel.status == .seeOther)
+            #expect(try fx.store.instances(run: run)["clean"]?.state == .cancelled)
+            let bearer: HTTPFields = [.authorization: "Bearer \(WebFixture.token)"]
+            let api = try await client.execute(
+                uri: "/api/dags/example_diamond/runs/\(run)/tasks/enrich/cancel", method: .post, headers: bearer)
+            #expect(api.status == .ok && (api.json as? [String: Any])?["ok"] as? Bool == true, "\(api.text)")
+            #expect(try fx.store.instances(run: run)["enrich"]?.state == .cancelled)
+            let again = try await client.execute(
+                uri: "/api/dags/example_diamond/runs/\(run)/tasks/enrich/cancel", method: .post, headers: bearer)
+            #expect((again.json as? [String: Any])?["ok"] as? Bool == false, "\(again.text)")
+            #expect(again.text.contains("had ended already (cancelled)"))
+            let after = try await b.get(client, "/dags/example_diamond/runs/\(run)").text
+            #expect(after.contains("/dags/example_diamond/runs/\(run)/tasks/clean/retry"))
+            #expect(!after.contains("/dags/example_diamond/runs/\(run)/tasks/clean/cancel"))
+
             #expect(try await b.post(client, "/dags/example_diamond/runs/\(run)/mark-failed").status == .seeOther)
             #expect(try fx.store.run(run)?.state == .failed)
             #expect(try fx.store.instances(run: run)["extract"]?.state == .failed)

@@ -29,7 +29,7 @@ extension MetadataStore {
             ), why AS (
               SELECT string_agg(task_id || ': ' || coalesce(nullif(left(split_part(error, E'\\n', 1), 300), ''), state),
                   E'\\n' ORDER BY state = 'upstream_failed', task_id) AS text
-              FROM \(s).task_instance WHERE run_id = $1 AND state IN ('failed', 'upstream_failed')
+              FROM \(s).task_instance WHERE run_id = $1 AND state IN ('failed', 'cancelled', 'upstream_failed')
             ), new AS (
               INSERT INTO \(s).alert (key, kind, dag_id, run_id, logical_date, message)
               SELECT $2 || ':' || r.run_id, $2, r.dag_id, r.run_id, r.logical_date, coalesce(why.text, '')

@@ -85,8 +85,11 @@ extension MetadataStore {
             ), cur AS (
               SELECT t.run_id, t.task_id, t.try_number, i.n,
                 t.state = 'running' AND t.lease_runner = $5 AS mine,
+                -- An attempt asked to stop is taken by nobody else (the scheduler ends it, if its
+                -- runner does not); its own runner starting it again records it cancelled.
                 t.state = 'queued' OR (t.state = 'running' AND (t.lease_runner IS NULL OR t.lease_runner = $5
-                    OR coalesce(t.lease_expires_at < clock_timestamp(), true))) AS takeable,
+                    OR coalesce(t.lease_expires_at < clock_timestamp(), true))
+                    AND (t.cancel_requested_at IS NULL OR t.lease_runner = $5)) AS takeable,
                 t.state = 'running' AS was_running, t.lease_pids AS old_pids, t.lease_pid_starts AS old_starts,
                 CASE WHEN t.lease_try = t.try_number THEN t.lease_deliveries ELSE 0 END AS deliveries
               FROM \(s).task_instance t JOIN input i USING (run_id, task_id, try_number)
@@ -164,8 +167,11 @@ extension MetadataStore {
 
     /// Pushes the expiry of `leases` `ttl` seconds past Postgres's now, for those still held under
     /// their epoch and not expired (an expired lease is never revived: another runner may be
-    /// ending its backends). Returns the leases renewed, and Postgres's clock.
-    public func renewLeases(_ leases: [Lease], ttl: Double) throws -> (renewed: Set<Lease>, now: Date) {
+    /// ending its backends). Returns the leases renewed, those of them an operator asked to stop
+    /// (with who asked), and Postgres's clock.
+    public func renewLeases(
+        _ leases: [Lease], ttl: Double
+    ) throws -> (renewed: Set<Lease>, cancel: [Lease: String], now: Date) {
         let rows = try pg.query(
             """
             WITH input AS (
@@ -176,10 +182,12 @@ extension MetadataStore {
               FROM input i
               WHERE t.run_id = i.run_id AND t.task_id = i.task_id AND t.try_number = i.try_number
                 AND t.lease_epoch = i.epoch AND t.state = 'running' AND t.lease_expires_at >= clock_timestamp()
-              RETURNING t.run_id, t.task_id, t.try_number, t.lease_epoch
+              RETURNING t.run_id, t.task_id, t.try_number, t.lease_epoch,
+                CASE WHEN t.cancel_requested_at IS NOT NULL THEN coalesce(t.cancel_requested_by, 'an operator') END
+                    AS cancel_by
             )
-            SELECT run_id, task_id, try_number, lease_epoch, clock_timestamp() FROM renewed
-            UNION ALL SELECT NULL, NULL, NULL, NULL, clock_timestamp()
+            SELECT run_id, task_id, try_number, lease_epoch, clock_timestamp(), cancel_by FROM renewed
+            UNION ALL SELECT NULL, NULL, NULL, NULL, clock_timestamp(), NULL
             """,
             [
                 PostgresArray(leases.map { String($0.key.run) }), PostgresArray(leases.map(\.key.task)),
@@ -188,16 +196,18 @@ extension MetadataStore {
             ], planEachTime: leases.count > Self.smallBatch
         ).rows
         var renewed = Set<Lease>()
+        var cancel: [Lease: String] = [:]
         var now = Date()
         for r in rows {
             now = try r.decode(Date.self, 4)
             guard let run = try r.decode(Int64?.self, 0) else { continue }
-            renewed.insert(
-                Lease(
-                    key: AttemptKey(run: run, task: try r.decode(String.self, 1), tryNumber: try r.decode(Int.self, 2)),
-                    epoch: try r.decode(Int64.self, 3)))
+            let lease = Lease(
+                key: AttemptKey(run: run, task: try r.decode(String.self, 1), tryNumber: try r.decode(Int.self, 2)),
+                epoch: try r.decode(Int64.self, 3))
+            renewed.insert(lease)
+            if let by = try r.decode(String?.self, 5) { cancel[lease] = by }
         }
-        return (renewed, now)
+        return (renewed, cancel, now)
     }
 
     /// Ends `leases` now (a worker handing its tasks back after its grace, or a slot's tasks waiting
@@ -286,7 +296,9 @@ extension MetadataStore {
         try attempts(
             """
             -- (A handed-back lease has no runner any more, but an expiry.)
+            -- (One asked to stop is ended by the scheduler instead: see overdueCancels.)
             t.state = 'running' AND t.lease_expires_at < clock_timestamp() - make_interval(secs => $1)
+              AND t.cancel_requested_at IS NULL
             """, [grace])
     }
 
@@ -394,6 +406,7 @@ extension MetadataStore {
             let n = try tx.query(
                 """
                 UPDATE \(s).task_instance SET state = 'scheduled', next_try_at = NULL, error = NULL, ended_at = NULL,
+                  cancel_requested_at = NULL, cancel_requested_by = NULL,
                   max_tries = try_number + (max_tries - least(try_number, max_tries)) + 1
                 WHERE run_id = $1 AND task_id = ANY($2::text[]) AND state NOT IN ('queued', 'running')
                 """, [run, PostgresArray(tasks.sorted())]

@@ -217,6 +217,21 @@ public enum Migrations {
             );
             """
         ),
+        (
+            9, "cancel",
+            """
+            -- An operator's cancel: a running task is asked to stop (its worker sees the request at its
+            -- next lease renewal, interrupts the task and records it cancelled); a task not running yet
+            -- is cancelled at once. See MetadataStore+cancel.
+            ALTER TABLE @S.task_instance DROP CONSTRAINT IF EXISTS task_instance_state_check;
+            ALTER TABLE @S.task_instance ADD CONSTRAINT task_instance_state_check
+                CHECK (state IN ('scheduled', 'queued', 'running', 'success', 'failed', 'up_for_retry',
+                                 'upstream_failed', 'cancelled'));
+            ALTER TABLE @S.task_instance
+                ADD COLUMN IF NOT EXISTS cancel_requested_at timestamptz,
+                ADD COLUMN IF NOT EXISTS cancel_requested_by text;
+            """
+        ),
     ]
 }
 

@@ -28,7 +28,8 @@ public final class TaskContext {
     public init(
         message: TaskMessage, pg: PostgresConnection, schema: String, deadline: Double?,
         firstUse: ((PostgresConnection) throws -> Void)? = nil,
-        connect: (() throws -> PostgresConnection)? = nil, leaseLost: @escaping () -> Bool = { false }
+        connect: (() throws -> PostgresConnection)? = nil, leaseLost: @escaping () -> Bool = { false },
+        cancelled: @escaping () -> String? = { nil }
     ) {
         self.message = message
         self.connection = pg
@@ -37,10 +38,13 @@ public final class TaskContext {
         self.firstUse = firstUse
         self.connect = connect
         self.leaseLost = leaseLost
+        self.cancelled = cancelled
     }
 
     private let connect: (() throws -> PostgresConnection)?
     private let leaseLost: () -> Bool
+    /// Who asked to stop the attempt (`etlctl tasks cancel`, the run page), once someone did.
+    private let cancelled: () -> String?
 
     /// A Postgres connection of the task's own, committing on its own (load metadata, a ledger,
     /// chunked loads), beside the attempt's transaction (`pg`). Its backend is registered under the
@@ -82,11 +86,18 @@ public final class TaskContext {
 
     public var logText: String { lines.isEmpty ? "" : lines.joined(separator: "\n") + "\n" }
 
-    /// Throws once the attempt is past its timeout, or its lease is gone (another runner has it
-    /// now, or it was ended); long tasks call it between chunks of work.
+    /// Throws once the attempt is past its timeout, an operator cancelled it, or its lease is gone
+    /// (another runner has it now, or it was ended); long tasks call it between chunks of work.
     public func checkDeadline() throws {
         if let deadline, monotonicSeconds() > deadline { throw TaskTimeout() }
+        if let by = cancelled() { throw Cancelled(by: by) }
         if leaseLost() { throw LeaseGone() }
+    }
+
+    /// Thrown by `checkDeadline` once an operator asked the attempt to stop.
+    public struct Cancelled: Error, CustomStringConvertible {
+        public let by: String
+        public var description: String { "cancelled by \(by)" }
     }
 
     /// Thrown by `checkDeadline` once the attempt's lease is no longer this runner's.

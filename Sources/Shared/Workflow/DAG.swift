@@ -93,7 +93,7 @@ public struct DAG: Sendable {
             let t = task(id)!
             guard states[id] == .scheduled || states[id] == .upstreamFailed else { continue }
             if t.upstream.contains(where: {
-                states[$0] == .failed || states[$0] == .upstreamFailed || blocked.contains($0)
+                states[$0]?.isFailure == true || blocked.contains($0)
             }) {
                 blocked.insert(id)
             }

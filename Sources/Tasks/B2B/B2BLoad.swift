@@ -177,7 +177,10 @@ public enum B2BLoad {
             }
             return result
         } catch {
-            for (_, id) in ids { try? loads.broke(id, error: "\(error)") }
+            // A statement cancelled by a cancel of the task says why in the operator's words.
+            var why = "\(error)"
+            do { try checkDeadline() } catch { why = "\(error) (\(why))" }
+            for (_, id) in ids { try? loads.broke(id, error: why) }
             throw error
         }
     }

@@ -121,6 +121,19 @@ public enum ExampleDAGs {
             try DAG(
                 "example_report", schedule: .manual, startDate: start, tags: ["example"],
                 upstreamDAGs: ["example_upstream"], maxActiveRuns: 1, tasks: [noop("summarize")]),
+            // Long tasks to cancel, each stuck in a different place (a statement on a connection
+            // of its own, a statement on the attempt's connection, its own code between checks),
+            // fetched in one batch with a quick one that must not be touched; retries left, which
+            // a cancel must not use.
+            try DAG(
+                "example_cancel", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: [
+                    TaskSpec("in_own", operation: "write_then_wait", arguments: ["on": "own"], retries: 2),
+                    TaskSpec("in_attempt", operation: "write_then_wait", arguments: ["on": "attempt"], retries: 2),
+                    TaskSpec("in_loop", operation: "write_then_wait", arguments: ["on": "loop"], retries: 2),
+                    TaskSpec("quick", operation: "record"),
+                    noop("after", ["in_own"]),
+                ]),
             // Four tasks that could run side by side, in a pool of one slot: one at a time.
             try DAG(
                 "example_pooled", schedule: .manual, startDate: start, tags: ["example"],
@@ -207,6 +220,7 @@ public enum ExampleDAGs {
             // The NUL (which Postgres text cannot hold) checks that a worker stores such an error.
             throw ExampleFailure(message: "\(ctx.message.task) fails on purpose after writing\u{0}")
         },
+        "write_then_wait": { ctx in try writeThenWait(ctx) },
         "write_then_block": { ctx in
             try record(ctx)
             let s = Double(ctx.message.arguments["seconds"] ?? "3") ?? 3
@@ -214,6 +228,41 @@ public enum ExampleDAGs {
             sleepSeconds(s)
         },
     ]
+
+    /// Commits one row on a connection of its own (`committed`, in example_execution), writes
+    /// another it never commits (`uncommitted`, on that connection, or in the attempt's
+    /// transaction for `on: attempt`), then waits two minutes: in a statement (`own`, `attempt`)
+    /// or in its own code, checking between steps (`loop`). A cancel must stop it and leave the
+    /// committed row alone.
+    static func writeThenWait(_ ctx: TaskContext) throws {
+        let on = ctx.message.arguments["on"] ?? "own"
+        let pg = try ctx.ownConnection()
+        defer { pg.close() }
+        func mark(_ phase: String, _ c: PostgresConnection) throws {
+            try c.query(
+                """
+                INSERT INTO \(ctx.schema).example_execution (run_id, task_id, try_number, phase, os_pid, backend_pid)
+                VALUES ($1, $2, $3, $4, $5, pg_backend_pid())
+                """, [ctx.message.runID, ctx.message.task, ctx.message.tryNumber, phase, Int(getpid())])
+        }
+        try mark("committed", pg)
+        ctx.log("committed one row; now writing one it never commits, then waiting (\(on))")
+        switch on {
+        case "attempt":
+            try mark("uncommitted", try ctx.pg)
+            try ctx.pg.query("SELECT pg_sleep(120)")
+        case "loop":
+            try pg.transaction { tx in
+                try mark("uncommitted", tx)
+                try ctx.sleep(120)
+            }
+        default:
+            try pg.transaction { tx in
+                try mark("uncommitted", tx)
+                try tx.query("SELECT pg_sleep(120)")
+            }
+        }
+    }
 
     static func record(_ ctx: TaskContext) throws {
         try ctx.pg.query(

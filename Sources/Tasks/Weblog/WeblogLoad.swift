@@ -724,7 +724,10 @@ public enum WeblogLoad {
             } catch let e as TakenOver {
                 throw e  // the other loader goes on with the load: it is not broken
             } catch {
-                try? loads.broke(load, error: "range \(part): \(error)")
+                // A statement cancelled by a cancel of the task says why in the operator's words.
+                var why = "\(error)"
+                do { try checkDeadline() } catch { why = "\(error) (\(why))" }
+                try? loads.broke(load, error: "range \(part): \(why)")
                 throw error
             }
         }

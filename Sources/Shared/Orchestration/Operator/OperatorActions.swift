@@ -105,6 +105,35 @@ public struct OperatorActions {
         return n
     }
 
+    /// Cancels `task` of run `run`: a running attempt stops within a few seconds (its worker
+    /// interrupts it and rolls back what it had not committed), one not started yet is cancelled
+    /// now. A cancelled task is not retried; `retry` runs it again. What depends on it becomes
+    /// upstream-failed, and the run fails.
+    public func cancel(dag: String, run: Int64, task: String) throws -> MetadataStore.CancelOutcome {
+        let d = try self.dag(dag)
+        _ = try self.task(d, task)
+        try checkRun(run, of: dag)
+        guard let outcome = try store.requestCancel(run: run, task: task, by: actor) else {
+            throw OperatorError(
+                .notFound,
+                "run \(run) of '\(dag)' has no instance of task '\(task)' yet. Fix: wait until the run starts")
+        }
+        // Not running: the scheduler marks what depends on it now rather than at its next pass.
+        if outcome == .cancelled { try queue.wakeScheduler(dag: dag, run: run, reason: "cancelled", by: actor) }
+        return outcome
+    }
+
+    /// What a cancel did, in words.
+    public static func describe(_ outcome: MetadataStore.CancelOutcome, task: String, run: Int64) -> String {
+        switch outcome {
+        case .stopping(let tryNumber):
+            return "cancelling \(task) of run \(run) (try \(tryNumber)): its worker stops it within a few seconds"
+        case .cancelled: return "cancelled \(task) of run \(run) before it ran"
+        case .alreadyEnded(let state):
+            return "\(task) of run \(run) had ended already (\(state.rawValue)): nothing to cancel"
+        }
+    }
+
     /// Restarts the failed and upstream-failed tasks of run `run` with what depends on them.
     public func clearFailed(dag: String, run: Int64) throws -> Int {
         let d = try self.dag(dag)

@@ -50,6 +50,8 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     /// Running attempts with an expired lease enqueued again, and when (one copy per 30 s).
     private var reenqueued: [MetadataStore.AttemptKey: Double] = [:]
     private var lastLeaseSweep = 0.0
+    /// Seconds a worker has to carry out a cancel before the scheduler ends the attempt itself.
+    let cancelGrace: Double
 
     /// `post` sends alerts (the scheduler executable gives an HTTP client); nil: none are sent, and
     /// configured webhooks are refused.
@@ -68,6 +70,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         schema = env["ETL_SCHEMA"] ?? "etl"
         leaseTTL = try env.seconds("ETL_SCHEDULER_LEASE", default: 5, range: 1...600)
         reconcileEvery = try env.seconds("ETL_SCHEDULER_RECONCILE", default: 15, range: 0.5...3600)
+        cancelGrace = try env.seconds("ETL_CANCEL_GRACE", default: 15, range: 1...3600)
         codec = try MessageCodec(environment: env)
     }
 
@@ -166,6 +169,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         if now - lastLeaseSweep >= 2 {
             lastLeaseSweep = now
             try reenqueueExpired()
+            try endOverdueCancels()
         }
         if now - lastReconcile >= reconcileEvery {
             lastReconcile = now
@@ -483,6 +487,27 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         }
         if fixed > 0 {
             logger.warning("enqueued \(fixed) running task(s) again: their runner's lease expired")
+        }
+    }
+
+    /// Cancelled attempts whose worker did not stop them within `ETL_CANCEL_GRACE` (it froze, was
+    /// cut off, or died with the request standing): the sessions registered under their lease are
+    /// ended (their open transactions roll back) and the attempt is recorded cancelled, fenced as a
+    /// timeout is, so the late runner's end is refused.
+    private func endOverdueCancels() throws {
+        for c in try store.overdueCancels(after: cancelGrace) {
+            try store.endLeaseBackends(run: c.key.run, task: c.key.task, tryNumber: c.key.tryNumber)
+            if try store.finishAttempt(
+                run: c.key.run, task: c.key.task, tryNumber: c.key.tryNumber, state: .cancelled,
+                error: "cancelled by \(c.by)", retryAt: nil,
+                log: "--- cancelled by \(c.by); its worker did not stop it within \(cancelGrace) s, so the "
+                    + "scheduler ended its sessions ---\n")
+            {
+                logger.warning(
+                    "ended a cancelled task its worker did not stop",
+                    metadata: ["dag": "\(c.dag)", "task": "\(c.key.task)", "run": "\(c.key.run)"])
+                if let run = try store.run(c.key.run) { try advance(run) }
+            }
         }
     }
 

@@ -95,6 +95,43 @@ public final class WorkerService: @unchecked Sendable {
     /// ran is in the round's transaction, which commits or rolls back as one).
     private var begun: [Int: Set<MetadataStore.Lease>] = [:]
 
+    /// The leases an operator asked to stop, with who asked (from the last renewal), and those
+    /// whose request was logged already.
+    private var cancelRequests: [MetadataStore.Lease: String] = [:]
+    private var cancelSeen = Set<MetadataStore.Lease>()
+    /// Per slot, while a task's own code runs: its lease and the slot session's pid (a cancel
+    /// interrupts that session's statement only then, never the slot's own bookkeeping).
+    private var interruptible: [Int: (lease: MetadataStore.Lease, pid: Int32)] = [:]
+
+    func cancelRequest(_ lease: MetadataStore.Lease) -> String? { lock.withLock { cancelRequests[lease] } }
+
+    /// Interrupts the tasks an operator asked to stop: the statement running on their own
+    /// connections, and on the slot's session while the task's code runs on it (under the lock, so
+    /// the slot cannot go on to other work meanwhile). Sent again at every renewal while the task
+    /// runs: a cancel that arrived between two statements does nothing, and the task's next
+    /// `checkDeadline` stops it.
+    private func interruptCancelled(store: MetadataStore, _ requests: [MetadataStore.Lease: String]) {
+        let fresh = lock.withLock { () -> [MetadataStore.Lease: String] in
+            cancelRequests = requests
+            let fresh = requests.filter { !cancelSeen.contains($0.key) }
+            cancelSeen = cancelSeen.intersection(requests.keys).union(requests.keys)
+            return fresh
+        }
+        for (lease, by) in fresh {
+            logger.warning(
+                "cancel requested by \(by): \(lease.key.task) of run \(lease.key.run) try \(lease.key.tryNumber) stops",
+                metadata: ["worker": "\(id)"])
+        }
+        for lease in requests.keys {
+            lock.withLock {
+                let slotPID = interruptible.values.first { $0.lease == lease }?.pid
+                do { try store.cancelStatements(lease, slotPID: slotPID) } catch {
+                    logger.warning("could not interrupt a cancelled task: \(error)", metadata: ["worker": "\(id)"])
+                }
+            }
+        }
+    }
+
     /// The slot's attempts just started (or started again): what was handed back before is over.
     private func hold(_ slot: Int, _ leases: [MetadataStore.Lease]) {
         lock.withLock {
@@ -290,6 +327,7 @@ public final class WorkerService: @unchecked Sendable {
             do {
                 let r = try store.renewLeases(Array(leases), ttl: leaseTTL)
                 clock.set(r.now)
+                interruptCancelled(store: store, r.cancel)
                 let gone = leases.subtracting(r.renewed)
                 // A lease may have ended between the read and the renewal (its task finished): only
                 // those still held count as lost.
@@ -691,28 +729,51 @@ public final class WorkerService: @unchecked Sendable {
                     try MetadataStore(pg: c, schema: schema).registerBackend(lease, on: c)
                 }
             },
-            leaseLost: { [weak self] in self?.isLost(lease) ?? false })
+            leaseLost: { [weak self] in self?.isLost(lease) ?? false },
+            cancelled: { [weak self] in self?.cancelRequest(lease) })
         ctx.log("attempt \(message.tryNumber) of \(message.dag).\(message.task) on \(id)/\(slot)")
         let startedAt = Date()
+        // Asked to stop before it began (it waited in the batch, or was started again).
+        if let by = cancelRequest(lease) { return cancelledEnd(job, by: by, ctx: ctx, startedAt: startedAt) }
         var failure: Error?
         do {
+            let pid = tx.backendPID
+            lock.withLock { interruptible[slot] = (lease, pid) }
+            defer { lock.withLock { interruptible[slot] = nil } }
             try job.op(ctx)
-            if ctx.usedDatabase {
+        } catch {
+            failure = error
+        }
+        do {
+            if let by = cancelRequest(lease), failure != nil {
+                // Whatever the interruption made it throw: a cancelled statement, a check.
+                if ctx.usedDatabase {
+                    try tx.query("ROLLBACK TO SAVEPOINT etl_task")
+                    try tx.query("RELEASE SAVEPOINT etl_task")
+                }
+                ctx.log("stopped: \(failure.map { "\($0)" } ?? "")")
+                return cancelledEnd(job, by: by, ctx: ctx, startedAt: startedAt)
+            }
+            if failure == nil, ctx.usedDatabase {
                 // Fails when the task left the transaction aborted (an error it swallowed).
                 try tx.query("RELEASE SAVEPOINT etl_task")
             }
-        } catch let e as PostgresError where e.isConnectionProblem || e.isLockTimeout {
-            throw e  // not the task's fault: the messages stay pending and run again
-        } catch let e as MetadataStore.LeaseLost {
-            throw e  // another runner has the attempt now
-        } catch is TaskContext.LeaseGone {
-            throw MetadataStore.LeaseLost(lease: lease)
         } catch {
             failure = error
+        }
+        switch failure {
+        case let e as PostgresError where e.isConnectionProblem || e.isLockTimeout:
+            throw e  // not the task's fault: the messages stay pending and run again
+        case let e as MetadataStore.LeaseLost:
+            throw e  // another runner has the attempt now
+        case is TaskContext.LeaseGone:
+            throw MetadataStore.LeaseLost(lease: lease)
+        case .some:
             if ctx.usedDatabase {
                 try tx.query("ROLLBACK TO SAVEPOINT etl_task")
                 try tx.query("RELEASE SAVEPOINT etl_task")
             }
+        case nil: break
         }
         guard let failure else {
             ctx.log("succeeded")
@@ -726,6 +787,18 @@ public final class WorkerService: @unchecked Sendable {
         ctx.log("failed: \(failure)")
         return Ran(
             job: job, end: failedEnd(job, error: failure, log: ctx.logText, startedAt: startedAt),
+            wrote: false)
+    }
+
+    /// How a cancelled attempt ends: `cancelled`, not retried (what it had not committed was rolled back).
+    private func cancelledEnd(_ job: Job, by: String, ctx: TaskContext, startedAt: Date) -> Ran {
+        logger.warning("\(job.label) cancelled by \(by)", metadata: ["worker": "\(id)"])
+        ctx.log("cancelled by \(by); what it had not committed was rolled back")
+        return Ran(
+            job: job,
+            end: .init(
+                key: job.key, state: .cancelled, error: "cancelled by \(by)", retryAt: nil, log: ctx.logText,
+                startedAt: startedAt, epoch: job.epoch),
             wrote: false)
     }
 
