@@ -104,7 +104,10 @@ enum Layout {
         ("/dags", "DAGs"), ("/queues", "Queues & workers"), ("/loads", "Loads"), ("/reports", "Reports"),
     ]
 
-    static func page(_ title: String, section: String, session: Session?, flash: String? = nil, _ body: HTML) -> HTML {
+    /// `refresh`: seconds after which the browser loads the page again (a running attempt's log).
+    static func page(
+        _ title: String, section: String, session: Session?, flash: String? = nil, refresh: Int? = nil, _ body: HTML
+    ) -> HTML {
         let nav: [HTML] = sections.map { s in
             s.path == section
                 ? "<a class=\"on\" href=\"\(s.path)\">\(s.title)</a>" : "<a href=\"\(s.path)\">\(s.title)</a>"
@@ -119,7 +122,8 @@ enum Layout {
         let note: HTML = flash.map { "<div class=\"flash\">\($0)</div>" } ?? ""
         return """
             <!doctype html><html lang="en"><head>\
-            <meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+            <meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">\
+            \(refresh.map { HTML(raw: "<meta http-equiv=\"refresh\" content=\"\($0)\">") } ?? "")
             <title>\(title) · ETL</title><style>\(HTML(raw: style))</style></head><body>
             <header><span class="brand">Swift ETL</span>\(nav)\(user)</header>
             <main><h1>\(title)</h1>\(note)\(body)</main></body></html>

@@ -340,7 +340,12 @@ enum Pages {
             <p><a href="\(dagPath)/runs/\(run)">← run \(run) of \(dag)</a> \(retry)</p>
             \(list.isEmpty ? HTML("<p class=\"muted\">No attempts yet.</p>") : HTML("\(items)"))
             """
-        return Layout.page("\(dag) · \(task) · run \(run)", section: "/dags", session: session, flash: flash, body)
+        // A running attempt's log grows (its worker writes new lines about every second): the page
+        // loads itself again every 2 s while it runs (no script: a meta refresh).
+        let running = list.last?.state == "running"
+        return Layout.page(
+            "\(dag) · \(task) · run \(run)", section: "/dags", session: session, flash: flash,
+            refresh: running ? 2 : nil, body)
     }
 
     // MARK: Queues

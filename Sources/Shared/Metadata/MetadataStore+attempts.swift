@@ -302,6 +302,20 @@ extension MetadataStore {
             """, [grace])
     }
 
+    /// Appends `chunk` to the log of a running attempt whose row names `worker` (a worker slot):
+    /// the lines a task logged so far, written while it runs. False when the attempt is not running
+    /// there any more (ended, or taken over): the runner keeps the lines for its end's record.
+    public func appendLog(_ key: AttemptKey, worker: String, _ chunk: String) throws -> Bool {
+        try pg.query(
+            """
+            UPDATE \(s).task_attempt SET log = log || $5
+            WHERE run_id = $1 AND task_id = $2 AND try_number = $3 AND worker = $4 AND state = 'running'
+            """,
+            // Postgres text cannot hold NUL (a parameter would end there): U+FFFD, as in arrays.
+            [key.run, key.task, key.tryNumber, worker, chunk.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}")]
+        ).affectedRows == 1
+    }
+
     /// How an attempt ended.
     public struct AttemptEnd: Sendable {
         public let key: AttemptKey

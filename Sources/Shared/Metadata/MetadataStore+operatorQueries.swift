@@ -159,6 +159,43 @@ extension MetadataStore {
         }
     }
 
+    /// The newest attempt of a task as a follower of its log sees it: its log from character
+    /// `offset` on (the whole log when it is another try than `tryNumber`), its state and error,
+    /// and the task instance's state (for a task that ends without an attempt).
+    public struct LogTail: Sendable {
+        public let tryNumber: Int?
+        public let worker: String?
+        public let state: String?
+        public let error: String?
+        /// The log's length in characters, and its text from the offset asked for.
+        public let length: Int
+        public let text: String
+        public let taskState: String?
+    }
+
+    public func logTail(run: Int64, task: String, tryNumber: Int?, offset: Int) throws -> LogTail {
+        let rows = try pg.query(
+            """
+            SELECT a.try_number, a.worker, a.state, a.error, length(a.log),
+              substr(a.log, CASE WHEN a.try_number = $3 THEN $4 + 1 ELSE 1 END), t.state
+            FROM \(schema).task_instance t
+            LEFT JOIN LATERAL (
+              SELECT * FROM \(schema).task_attempt a WHERE a.run_id = t.run_id AND a.task_id = t.task_id
+              ORDER BY a.try_number DESC LIMIT 1
+            ) a ON true
+            WHERE t.run_id = $1 AND t.task_id = $2
+            """, [run, task, tryNumber, offset]
+        ).rows
+        guard let r = rows.first else {
+            return LogTail(tryNumber: nil, worker: nil, state: nil, error: nil, length: 0, text: "", taskState: nil)
+        }
+        return LogTail(
+            tryNumber: try r.decode(Int?.self, 0), worker: try r.decode(String?.self, 1),
+            state: try r.decode(String?.self, 2), error: try r.decode(String?.self, 3),
+            length: try r.decode(Int?.self, 4) ?? 0, text: try r.decode(String?.self, 5) ?? "",
+            taskState: try r.decode(String.self, 6))
+    }
+
     /// The newest `perDAG` runs of every DAG, newest first within a DAG.
     public func recentRuns(perDAG: Int) throws -> [RunRow] {
         try pg.query(

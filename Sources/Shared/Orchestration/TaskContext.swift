@@ -7,14 +7,22 @@ import RedisClient
 import Workflow
 
 /// What a running task sees: its message, a Postgres connection (inside the attempt's
-/// transaction), its deadline, and a log that is saved with the attempt.
+/// transaction), its deadline, and a log that its worker writes to the attempt's row while it runs.
 public final class TaskContext {
     public let message: TaskMessage
     /// The metadata schema (tables of the example DAGs live there too).
     public let schema: String
     /// Monotonic time after which the attempt has timed out, if it has a timeout.
     public let deadline: Double?
-    private(set) var lines: [String] = []
+    /// The log's lines; those before `flushed` are in Postgres already (the worker's log flusher
+    /// wrote them while the task ran). `lineLock` guards both; `flushLock` is held while a flush
+    /// is written, so the attempt's end (which writes the rest) waits for it and the lines stay in
+    /// order; once `closed`, nothing more is flushed.
+    private var lines: [String] = []
+    private var flushed = 0
+    private var closed = false
+    private let lineLock = NSLock()
+    private let flushLock = NSLock()
     private let connection: PostgresConnection
     private let firstUse: ((PostgresConnection) throws -> Void)?
     /// Whether the task asked for `pg` (only then can it have written anything through it).
@@ -79,12 +87,42 @@ public final class TaskContext {
     /// What `afterCommit` was given, in order.
     public private(set) var committed: [(PostgresConnection) throws -> Void] = []
 
-    /// Appends a line to the attempt's log.
+    /// Appends a line to the attempt's log. The worker writes it to Postgres within about a second
+    /// while the task runs (`etlctl logs --follow`, the attempt page), and what is left at the end.
     public func log(_ line: String) {
-        lines.append("\(PostgresTimestamp.format(Date())) \(line)")
+        let stamped = "\(PostgresTimestamp.format(Date())) \(line)"
+        lineLock.withLock { lines.append(stamped) }
     }
 
-    public var logText: String { lines.isEmpty ? "" : lines.joined(separator: "\n") + "\n" }
+    /// The whole log, flushed or not (for a task's own use and tests).
+    public var logText: String { lineLock.withLock { Self.text(lines[...]) } }
+
+    static func text(_ lines: ArraySlice<String>) -> String {
+        lines.isEmpty ? "" : lines.joined(separator: "\n") + "\n"
+    }
+
+    /// For the log flusher: writes the lines not flushed yet with `write` (false: they were not
+    /// written, and go with a later flush or the end). Does nothing once the log is closed.
+    func flush(_ write: (String) -> Bool) {
+        flushLock.withLock {
+            let (chunk, upTo) = lineLock.withLock { () -> (String, Int) in
+                closed ? ("", flushed) : (Self.text(lines[flushed...]), lines.count)
+            }
+            guard !chunk.isEmpty, write(chunk) else { return }
+            lineLock.withLock { flushed = upTo }
+        }
+    }
+
+    /// The attempt ends: waits for a flush under way, closes the log and returns the lines that
+    /// were not flushed (the end's record appends them).
+    func closeLog() -> String {
+        flushLock.withLock {
+            lineLock.withLock {
+                closed = true
+                return Self.text(lines[flushed...])
+            }
+        }
+    }
 
     /// Throws once the attempt is past its timeout, an operator cancelled it, or its lease is gone
     /// (another runner has it now, or it was ended); long tasks call it between chunks of work.

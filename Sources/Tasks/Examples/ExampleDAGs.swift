@@ -134,6 +134,10 @@ public enum ExampleDAGs {
                     TaskSpec("quick", operation: "record"),
                     noop("after", ["in_own"]),
                 ]),
+            // Logs a line every 0.2 s for 8 s: its log must reach Postgres while it runs.
+            try DAG(
+                "example_live_log", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: [TaskSpec("chatty", operation: "chatty", arguments: ["lines": "40", "every": "0.2"])]),
             // Four tasks that could run side by side, in a pool of one slot: one at a time.
             try DAG(
                 "example_pooled", schedule: .manual, startDate: start, tags: ["example"],
@@ -221,6 +225,14 @@ public enum ExampleDAGs {
             throw ExampleFailure(message: "\(ctx.message.task) fails on purpose after writing\u{0}")
         },
         "write_then_wait": { ctx in try writeThenWait(ctx) },
+        "chatty": { ctx in
+            let lines = Int(ctx.message.arguments["lines"] ?? "40") ?? 40
+            let every = Double(ctx.message.arguments["every"] ?? "0.2") ?? 0.2
+            for i in 0..<lines {
+                ctx.log("line \(i) of \(lines)")
+                try ctx.sleep(every)
+            }
+        },
         "write_then_block": { ctx in
             try record(ctx)
             let s = Double(ctx.message.arguments["seconds"] ?? "3") ?? 3

@@ -29,6 +29,8 @@ public final class WorkerService: @unchecked Sendable {
     /// Seconds an attempt's lease lasts unless renewed (`ETL_LEASE_TTL`, default 10); the renewer
     /// pushes it on every quarter of that.
     let leaseTTL: Double
+    /// Seconds between writes of the running tasks' new log lines (`ETL_LOG_FLUSH_EVERY`, default 1).
+    let logFlushEvery: Double
     /// Takeovers after which an attempt's message goes to the dead letters (`ETL_MAX_DELIVERIES`).
     let maxDeliveries: Int
     /// The sessions of the tasks' own connections: worker session limits (PostgresConfig.worker).
@@ -68,6 +70,7 @@ public final class WorkerService: @unchecked Sendable {
         schema = env["ETL_SCHEMA"] ?? "etl"
         self.prefetch = try prefetch ?? env.integer("ETL_WORKER_PREFETCH", default: 64, range: 1...1000)
         leaseTTL = try env.seconds("ETL_LEASE_TTL", default: 10, range: 2...3600)
+        logFlushEvery = try env.seconds("ETL_LOG_FLUSH_EVERY", default: 1, range: 0.1...60)
         maxDeliveries = try env.integer("ETL_MAX_DELIVERIES", default: 5, range: 1...1000)
         pgConfig = try PostgresConfig.worker(environment: env)
         var slot = pgConfig
@@ -104,6 +107,39 @@ public final class WorkerService: @unchecked Sendable {
     private var interruptible: [Int: (lease: MetadataStore.Lease, pid: Int32)] = [:]
 
     func cancelRequest(_ lease: MetadataStore.Lease) -> String? { lock.withLock { cancelRequests[lease] } }
+
+    /// Per slot, the task running now: its context, attempt and the worker column of its attempt row.
+    private var liveLogs: [Int: (ctx: TaskContext, key: MetadataStore.AttemptKey, worker: String)] = [:]
+
+    /// Writes the running tasks' new log lines every second (`ETL_LOG_FLUSH_EVERY`), from a thread
+    /// and a session of its own, so that `etlctl logs --follow` and the attempt page show them as
+    /// they come and a worker's death loses at most the last second. A line not written (Postgres
+    /// out of reach, the attempt ended or taken over meanwhile) stays with the task and goes with a
+    /// later flush or with the attempt's end.
+    private func flushLoop() {
+        var config = pgConfig
+        config.applicationName = "\(pgConfig.applicationName) log flusher"
+        config.reconnectTimeout = 1
+        // A flush never waits long: the attempt's end waits for a flush under way.
+        config.sessionLimits = [("lock_timeout", "1000"), ("statement_timeout", "3000")]
+        var store: MetadataStore?
+        while !stop.isSet || runningCount > 0 {
+            sleepSeconds(logFlushEvery)
+            let live = lock.withLock { Array(liveLogs.values) }
+            guard !live.isEmpty else { continue }
+            do {
+                if store == nil { store = MetadataStore(pg: try PostgresConnection(config: config), schema: schema) }
+            } catch {
+                continue
+            }
+            for l in live {
+                l.ctx.flush { chunk in
+                    (try? store?.appendLog(l.key, worker: l.worker, chunk)) ?? false
+                }
+            }
+        }
+        store?.pg.close()
+    }
 
     /// Interrupts the tasks an operator asked to stop: the statement running on their own
     /// connections, and on the slot's session while the task's code runs on it (under the lock, so
@@ -248,6 +284,8 @@ public final class WorkerService: @unchecked Sendable {
             renewing.signal()
         }
         renewer.start()
+        let flusher = Thread { [self] in flushLoop() }
+        flusher.start()
         var threads: [Thread] = []
         let done = DispatchGroup()
         for slot in 0..<concurrency {
@@ -732,6 +770,9 @@ public final class WorkerService: @unchecked Sendable {
             leaseLost: { [weak self] in self?.isLost(lease) ?? false },
             cancelled: { [weak self] in self?.cancelRequest(lease) })
         ctx.log("attempt \(message.tryNumber) of \(message.dag).\(message.task) on \(id)/\(slot)")
+        // Its log reaches Postgres while it runs (the flusher), until it ends.
+        lock.withLock { liveLogs[slot] = (ctx, job.key, "\(id)/\(slot)") }
+        defer { lock.withLock { liveLogs[slot] = nil } }
         let startedAt = Date()
         // Asked to stop before it began (it waited in the batch, or was started again).
         if let by = cancelRequest(lease) { return cancelledEnd(job, by: by, ctx: ctx, startedAt: startedAt) }
@@ -780,13 +821,13 @@ public final class WorkerService: @unchecked Sendable {
             return Ran(
                 job: job,
                 end: .init(
-                    key: job.key, state: .success, error: nil, retryAt: nil, log: ctx.logText, startedAt: startedAt,
-                    epoch: job.epoch),
+                    key: job.key, state: .success, error: nil, retryAt: nil, log: ctx.closeLog(),
+                    startedAt: startedAt, epoch: job.epoch),
                 wrote: ctx.usedDatabase, afterCommit: ctx.committed)
         }
         ctx.log("failed: \(failure)")
         return Ran(
-            job: job, end: failedEnd(job, error: failure, log: ctx.logText, startedAt: startedAt),
+            job: job, end: failedEnd(job, error: failure, log: ctx.closeLog(), startedAt: startedAt),
             wrote: false)
     }
 
@@ -797,7 +838,7 @@ public final class WorkerService: @unchecked Sendable {
         return Ran(
             job: job,
             end: .init(
-                key: job.key, state: .cancelled, error: "cancelled by \(by)", retryAt: nil, log: ctx.logText,
+                key: job.key, state: .cancelled, error: "cancelled by \(by)", retryAt: nil, log: ctx.closeLog(),
                 startedAt: startedAt, epoch: job.epoch),
             wrote: false)
     }
