@@ -41,6 +41,42 @@ extension MetadataStore {
             """, [run, failed ? "run_failed" : "run_success", PostgresArray(targets)])
     }
 
+    /// Records the alerts that `tasks` of `run` failed with no tries left (those of them failed
+    /// now), each message the first line of the task's error; once per task and try.
+    public func recordTaskAlerts(run: Int64, tasks: [String], targets: [String]) throws {
+        guard !targets.isEmpty, !tasks.isEmpty else { return }
+        try pg.query(
+            """
+            WITH new AS (
+              INSERT INTO \(s).alert (key, kind, dag_id, run_id, task_id, logical_date, message)
+              SELECT 'task_failed:' || r.run_id || ':' || t.task_id || ':' || t.try_number, 'task_failed', r.dag_id,
+                r.run_id, t.task_id, r.logical_date,
+                t.task_id || ': ' || coalesce(nullif(left(split_part(t.error, E'\\n', 1), 300), ''), t.state)
+              FROM \(s).dag_run r JOIN \(s).task_instance t USING (run_id)
+              WHERE r.run_id = $1 AND t.task_id = ANY($2::text[]) AND t.state = 'failed'
+              ON CONFLICT (key) DO NOTHING
+              RETURNING alert_id
+            )
+            INSERT INTO \(s).alert_delivery (alert_id, target) SELECT alert_id, t FROM new, unnest($3::text[]) AS t
+            """, [run, PostgresArray(tasks), PostgresArray(targets)])
+    }
+
+    /// Records that `run` has not finished by its deadline (`message` says which), once per run.
+    public func recordDeadlineAlert(run: Int64, message: String, targets: [String]) throws {
+        guard !targets.isEmpty else { return }
+        try pg.query(
+            """
+            WITH new AS (
+              INSERT INTO \(s).alert (key, kind, dag_id, run_id, logical_date, message)
+              SELECT 'deadline_missed:' || run_id, 'deadline_missed', dag_id, run_id, logical_date, $2
+              FROM \(s).dag_run WHERE run_id = $1
+              ON CONFLICT (key) DO NOTHING
+              RETURNING alert_id
+            )
+            INSERT INTO \(s).alert_delivery (alert_id, target) SELECT alert_id, t FROM new, unnest($3::text[]) AS t
+            """, [run, message, PostgresArray(targets)])
+    }
+
     /// A dead letter to tell about.
     public struct DeadLetterAlert: Sendable {
         public let entryID: String

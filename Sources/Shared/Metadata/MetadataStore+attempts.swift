@@ -427,7 +427,9 @@ extension MetadataStore {
             ).affectedRows
             if n > 0 {
                 // Reopened as queued: the scheduler admits it under the DAG's max active runs.
-                try tx.query("UPDATE \(s).dag_run SET state = 'queued', ended_at = NULL WHERE run_id = $1", [run])
+                try tx.query(
+                    "UPDATE \(s).dag_run SET state = 'queued', ended_at = NULL, reopened_at = now() WHERE run_id = $1",
+                    [run])
             }
             return n
         }

@@ -112,6 +112,33 @@ extension MetadataStore {
         }
     }
 
+    /// Whether `run` has been waiting (since it was made, or last reopened by a clear) longer than
+    /// `seconds`, on Postgres's clock.
+    public func waitedLonger(run: Int64, than seconds: Double) throws -> Bool {
+        try pg.query(
+            """
+            SELECT clock_timestamp() - coalesce(reopened_at, created_at) > make_interval(secs => $2)
+            FROM \(s).dag_run WHERE run_id = $1
+            """, [run, seconds]
+        ).rows.first?.decode(Bool.self, 0) ?? false
+    }
+
+    /// The scheduled runs not finished yet whose DAG is among `dags`.
+    public func unfinishedScheduledRuns(dags: [String]) throws -> [Run] {
+        guard !dags.isEmpty else { return [] }
+        return try pg.query(
+            """
+            SELECT run_id, dag_id, logical_date, state FROM \(s).dag_run
+            WHERE state IN ('queued', 'running') AND run_type = 'scheduled' AND dag_id = ANY($1::text[])
+            ORDER BY run_id
+            """, [PostgresArray(dags)]
+        ).rows.map {
+            Run(
+                id: try $0.decode(Int64.self, 0), dag: try $0.decode(String.self, 1),
+                logicalDate: try $0.decode(Date.self, 2), state: try MetadataStore.runState($0, 3))
+        }
+    }
+
     public func setRunState(_ run: Int64, _ state: RunState) throws {
         let ended = state.isFinished
         try pg.query(

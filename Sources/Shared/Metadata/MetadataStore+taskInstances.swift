@@ -109,6 +109,15 @@ extension MetadataStore {
     /// chain's one task at a time) keep their prepared plan and save the planning time.
     static let smallBatch = 8
 
+    /// Ends the run's tasks that have not started as upstream-failed with `reason` as their error
+    /// (a run that waited too long for upstream runs or its inputs).
+    public func failWaitingTasks(run: Int64, reason: String) throws {
+        try pg.query(
+            "UPDATE \(s).task_instance SET state = 'upstream_failed', ended_at = now(), error = $2 WHERE run_id = $1 "
+                + "AND state = 'scheduled'",
+            [run, reason])
+    }
+
     public func markUpstreamFailed(run: Int64, tasks: [String]) throws {
         guard !tasks.isEmpty else { return }
         try pg.query(

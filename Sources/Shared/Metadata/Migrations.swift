@@ -232,6 +232,14 @@ public enum Migrations {
                 ADD COLUMN IF NOT EXISTS cancel_requested_by text;
             """
         ),
+        (
+            10, "run waits",
+            """
+            -- When a run was last reopened by clearing its tasks: its wait for upstream runs and
+            -- inputs (ETL_UPSTREAM_WAIT_LIMIT) counts from then, or from its creation.
+            ALTER TABLE @S.dag_run ADD COLUMN IF NOT EXISTS reopened_at timestamptz;
+            """
+        ),
     ]
 }
 

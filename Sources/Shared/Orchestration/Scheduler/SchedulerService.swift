@@ -52,6 +52,9 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
     private var lastLeaseSweep = 0.0
     /// Seconds a worker has to carry out a cancel before the scheduler ends the attempt itself.
     let cancelGrace: Double
+    /// Per-DAG deadlines and how long a run may wait for upstream runs or inputs.
+    let runDeadlines: RunDeadlines
+    private var lastDeadlineCheck = 0.0
 
     /// `post` sends alerts (the scheduler executable gives an HTTP client); nil: none are sent, and
     /// configured webhooks are refused.
@@ -71,6 +74,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         leaseTTL = try env.seconds("ETL_SCHEDULER_LEASE", default: 5, range: 1...600)
         reconcileEvery = try env.seconds("ETL_SCHEDULER_RECONCILE", default: 15, range: 0.5...3600)
         cancelGrace = try env.seconds("ETL_CANCEL_GRACE", default: 15, range: 1...3600)
+        runDeadlines = try RunDeadlines(environment: env, registry: registry)
         codec = try MessageCodec(environment: env)
     }
 
@@ -91,12 +95,13 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             redis: try RedisConnection(config: RedisConfig(environment: env)), keys: RedisKeys(environment: env))
         try queue.ensureGroups(queues: registry.queues.isEmpty ? ["default"] : registry.queues)
         logger.info("scheduler started", metadata: ["scheduler": "\(id)", "dags": "\(registry.dags.count)"])
-        if let post, !alertSettings.webhooks.isEmpty {
+        if !alertSettings.targets.isEmpty {
             AlertSender(
                 settings: alertSettings, env: env, schema: schema, logger: logger, post: post,
                 isLeading: { [weak self] in self?.leading ?? false }, stop: stop
             ).start()
-            logger.info("alerts go to \(alertSettings.webhooks.count) webhook(s)")
+            let mail = alertSettings.mailTo.isEmpty ? "" : " and \(alertSettings.mailTo.count) e-mail address(es)"
+            logger.info("alerts go to \(alertSettings.webhooks.count) webhook(s)\(mail)")
         }
         var errors = ErrorBackoff()
         while !stop.isSet {
@@ -171,6 +176,10 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             try reenqueueExpired()
             try endOverdueCancels()
         }
+        if now - lastDeadlineCheck >= 10 {
+            lastDeadlineCheck = now
+            try checkDeadlines()
+        }
         if now - lastReconcile >= reconcileEvery {
             lastReconcile = now
             // Only tasks queued a while ago: a message added a moment ago is surely still there.
@@ -190,6 +199,12 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             if succeeded.count == notices.count {
                 try advanceAfterSuccess(run, finished: succeeded.flatMap { $0 })
             } else {
+                // Tasks that failed for good are told about on their own, before their run ends.
+                let failed = notices.flatMap { n -> [String] in
+                    guard case .completion(let e) = n, e.state == TaskState.failed.rawValue else { return [] }
+                    return e.allTasks
+                }
+                try store.recordTaskAlerts(run: runID, tasks: failed, targets: alertSettings.targets)
                 try advance(run)
             }
         }
@@ -347,7 +362,9 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         // Waiting on another DAG holds no worker: the tasks are simply not enqueued yet.
         switch rules.upstream(try store.runStates(of: dag.upstreamDAGs, logicalDate: run.logicalDate)) {
         case .go: break
-        case .wait: return false
+        case .wait(let dags):
+            try failIfWaitedTooLong(run, dag: dag, for: "the runs of \(dags.joined(separator: ", ")) for its date")
+            return false
         case .failed(let dags):
             // It cannot succeed: it ends now rather than wait for ever (clearing the upstream runs
             // and this one starts it again).
@@ -369,6 +386,7 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
                 logger.info(
                     "run waits for its inputs", metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "for": "\(waiting)"])
             }
+            try failIfWaitedTooLong(run, dag: dag, for: "its inputs (\(waiting))")
             return false
         }
         inputWaits[run.id] = nil
@@ -394,7 +412,12 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
                 timedOut = true
             }
         }
-        if timedOut { tasks = try store.instances(run: run.id).mapValues(\.progress) }
+        if timedOut {
+            tasks = try store.instances(run: run.id).mapValues(\.progress)
+            try store.recordTaskAlerts(
+                run: run.id, tasks: tasks.filter { $0.value.state == .failed }.map(\.key),
+                targets: alertSettings.targets)
+        }
 
         let plan = rules.plan(tasks, runState: run.state, now: clock.now())
         if !plan.blocked.isEmpty { try store.markUpstreamFailed(run: run.id, tasks: plan.blocked) }
@@ -489,6 +512,40 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             logger.warning("enqueued \(fixed) running task(s) again: their runner's lease expired")
         }
     }
+
+    /// A run that waited for upstream runs or its inputs longer than `ETL_UPSTREAM_WAIT_LIMIT` ends
+    /// as failed, its tasks upstream-failed with the reason, instead of waiting for ever (clearing
+    /// it makes it wait again, from then).
+    private func failIfWaitedTooLong(_ run: MetadataStore.Run, dag: DAG, for what: String) throws {
+        guard let limit = runDeadlines.waitLimit, try store.waitedLonger(run: run.id, than: limit) else { return }
+        let reason =
+            "waited over \(RunDeadlines.minutes(limit)) min for \(what) (ETL_UPSTREAM_WAIT_LIMIT); "
+            + "once they are there, clear this run's tasks to run it"
+        try store.failWaitingTasks(run: run.id, reason: reason)
+        logger.warning("run failed: \(reason)", metadata: ["dag": "\(dag.id)", "run": "\(run.id)"])
+        if try store.allFinished(run: run.id) != nil { try finish(dag: dag, run: run, ok: false) }
+    }
+
+    /// Scheduled runs not finished by their DAG's deadline (`ETL_DAG_DEADLINES`) raise a
+    /// `deadline_missed` alert, once per run; the run goes on.
+    private func checkDeadlines() throws {
+        guard !runDeadlines.deadlines.isEmpty else { return }
+        let now = clock.now()
+        for run in try store.unfinishedScheduledRuns(dags: Array(runDeadlines.deadlines.keys))
+        where !deadlineMissed.contains(run.id) {
+            guard let dag = registry.dag(run.dag), let due = runDeadlines.due(dag, logicalDate: run.logicalDate),
+                now > due
+            else { continue }
+            deadlineMissed.insert(run.id)
+            let message =
+                "not finished \(RunDeadlines.minutes(runDeadlines.deadlines[dag.id] ?? 0)) min after its interval ended (deadline \(PostgresTimestamp.format(due))); "
+                + "it is \(run.state.rawValue)"
+            logger.warning(
+                "deadline missed: \(message)", metadata: ["dag": "\(dag.id)", "run": "\(run.id)"])
+            try store.recordDeadlineAlert(run: run.id, message: message, targets: alertSettings.targets)
+        }
+    }
+    private var deadlineMissed = Set<Int64>()
 
     /// Cancelled attempts whose worker did not stop them within `ETL_CANCEL_GRACE` (it froze, was
     /// cut off, or died with the request standing): the sessions registered under their lease are
