@@ -11,8 +11,8 @@ import Workflow
 
 struct TasksCmd: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "tasks", abstract: "List, retry, cancel and clear task instances.",
-        subcommands: [List.self, Retry.self, Cancel.self, Clear.self])
+        commandName: "tasks", abstract: "List, retry, cancel, clear and test task instances.",
+        subcommands: [List.self, Retry.self, Cancel.self, Clear.self, TaskTest.self])
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -37,7 +37,7 @@ public final class TaskContext {
         message: TaskMessage, pg: PostgresConnection, schema: String, deadline: Double?,
         firstUse: ((PostgresConnection) throws -> Void)? = nil,
         connect: (() throws -> PostgresConnection)? = nil, leaseLost: @escaping () -> Bool = { false },
-        cancelled: @escaping () -> String? = { nil }
+        cancelled: @escaping () -> String? = { nil }, echo: ((String) -> Void)? = nil
     ) {
         self.message = message
         self.connection = pg
@@ -47,7 +47,11 @@ public final class TaskContext {
         self.connect = connect
         self.leaseLost = leaseLost
         self.cancelled = cancelled
+        self.echo = echo
     }
+
+    /// Also gets every line as it is logged (`etlctl tasks test` prints them).
+    private let echo: ((String) -> Void)?
 
     private let connect: (() throws -> PostgresConnection)?
     private let leaseLost: () -> Bool
@@ -92,6 +96,7 @@ public final class TaskContext {
     public func log(_ line: String) {
         let stamped = "\(PostgresTimestamp.format(Date())) \(line)"
         lineLock.withLock { lines.append(stamped) }
+        echo?(stamped)
     }
 
     /// The whole log, flushed or not (for a task's own use and tests).
