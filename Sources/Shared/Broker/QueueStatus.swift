@@ -168,6 +168,22 @@ extension TaskQueue {
     /// How many dead letters there are.
     public func deadLetterCount() throws -> Int { try redis.command("XLEN", keys.dead).int ?? 0 }
 
+    /// Dead letters added before `cutoff` (by their stream id's time): how many there are, and,
+    /// unless `dryRun`, deleted (`XTRIM MINID`, exact). Retention's way to bound the stream, so no
+    /// dead letter is ever dropped unseen by a length cap.
+    public func trimDeadLetters(before cutoff: Date, dryRun: Bool) throws -> Int {
+        let ms = Int64(cutoff.timeIntervalSince1970 * 1000)
+        if !dryRun { return try redis.command("XTRIM", keys.dead, "MINID", "\(ms)-0").int ?? 0 }
+        var n = 0
+        var from = "-"
+        while true {
+            let page = try redis.command("XRANGE", keys.dead, from, "(\(ms)-0", "COUNT", 1000).array ?? []
+            n += page.count
+            guard page.count == 1000, let last = page.last?.array?.first?.string else { return n }
+            from = "(" + last
+        }
+    }
+
     /// Deletes every dead letter; returns how many there were.
     public func purgeDeadLetters() throws -> Int {
         let n = try deadLetterCount()

@@ -197,7 +197,7 @@ public final class TaskQueue {
 
     private static let deadLetterScript = RedisScript(
         """
-        redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'queue', ARGV[3], 'reason', ARGV[4],
+        redis.call('XADD', KEYS[2], '*', 'queue', ARGV[3], 'reason', ARGV[4],
                    'body', ARGV[5], 'sig', ARGV[6], 'at', ARGV[7], 'original_id', ARGV[2])
         redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
         redis.call('XDEL', KEYS[1], ARGV[2])

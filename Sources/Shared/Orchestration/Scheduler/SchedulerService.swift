@@ -36,6 +36,8 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         set { leadingLock.withLock { leadingValue = newValue } }
     }
     private var leadingValue = false
+    /// Whether this scheduler leads now (housekeeping threads of the scheduler program ask).
+    public var isLeading: Bool { leading }
     private let leadingLock = NSLock()
     /// Webhooks for failed (and, when asked, succeeded) runs and dead letters, and what posts to them.
     let alertSettings: AlertSettings
