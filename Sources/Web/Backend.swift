@@ -11,6 +11,8 @@ import Workflow
 
 /// One Postgres and one Redis connection, used by one request at a time.
 final class Connections {
+    /// Where the request being served comes from (`client <address>`), for the audit trail.
+    var origin = "unknown"
     let pg: PostgresConnection
     let store: MetadataStore
     let queue: TaskQueue
@@ -117,10 +119,12 @@ public final class Backend: @unchecked Sendable {
     /// Runs `body` with a connection pair on a backend thread. A pair whose call failed is closed
     /// rather than returned, so a broken connection never serves the next request.
     func run<T: Sendable>(_ body: @escaping @Sendable (Connections) throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { (k: CheckedContinuation<T, Error>) in
+        let origin = RequestOrigin.client
+        return try await withCheckedThrowingContinuation { (k: CheckedContinuation<T, Error>) in
             work.async { [self] in
                 do {
                     let c = try take()
+                    c.origin = origin
                     do {
                         let v = try body(c)
                         give(c)
@@ -141,4 +145,10 @@ public final class Backend: @unchecked Sendable {
             }
         }
     }
+}
+
+/// Where the request a handler serves comes from, for the audit trail: set around each action's
+/// handler (`WebApp.action`, `WebApp.api`), read by `Backend.run` before it leaves the task.
+enum RequestOrigin {
+    @TaskLocal static var client = "unknown"
 }

@@ -102,6 +102,7 @@ enum Layout {
 
     static let sections: [(path: String, title: String)] = [
         ("/dags", "DAGs"), ("/queues", "Queues & workers"), ("/loads", "Loads"), ("/reports", "Reports"),
+        ("/audit", "Audit"),
     ]
 
     /// `refresh`: seconds after which the browser loads the page again (a running attempt's log).

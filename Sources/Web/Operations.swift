@@ -327,8 +327,22 @@ extension Backend {
         try await run { [self] c in try operations(c, user).requeueDeadLetters(ids: ids) }
     }
 
+    /// Records a web event that is not an operator action (a login) in the audit trail.
+    func audit(actor: String, action: String, ok: Bool, error: String? = nil) async {
+        _ = try? await run { c in
+            try c.store.recordAudit(
+                actor: actor, origin: c.origin, action: action, target: "", detail: "", ok: ok, error: error)
+        }
+    }
+
+    /// The audit trail, newest first.
+    func auditRows(limit: Int, action: String?) async throws -> [MetadataStore.AuditRow] {
+        try await run { c in try c.store.auditRows(limit: limit, action: action) }
+    }
+
     /// The operator actions on this request's connections, in the name of the web user.
     private func operations(_ c: Connections, _ user: String) -> OperatorActions {
-        OperatorActions(registry: registry, store: { c.store }, queue: { c.queue }, actor: "web:\(user)")
+        OperatorActions(
+            registry: registry, store: { c.store }, queue: { c.queue }, actor: "web:\(user)", origin: c.origin)
     }
 }

@@ -430,6 +430,28 @@ enum Pages {
 
     // MARK: Loads
 
+    /// The audit trail: every operator action, newest first.
+    static func audit(_ list: [MetadataStore.AuditRow], session: Session) -> HTML {
+        let rows: [HTML] = list.map { a in
+            """
+            <tr><td>\(HTML.time(a.at))</td><td>\(a.actor)</td><td>\(a.origin)</td><td>\(a.action)</td>\
+            <td>\(a.target)</td><td>\(a.detail)</td>\
+            <td>\(Layout.square(a.ok ? "success" : "failed", title: a.ok ? "done" : "refused")) \(a.ok ? "done" : "refused")</td>\
+            <td class="err">\(String((a.error ?? "").prefix(200)))</td></tr>
+            """
+        }
+        let body: HTML =
+            list.isEmpty
+            ? "<p class=\"muted\">No operator action yet.</p>"
+            : """
+            <p class="muted">The newest \(list.count) operator actions (web UI, API, etlctl; \
+            <code>etlctl audit</code> shows the same).</p>
+            <table><tr><th>When</th><th>Who</th><th>From</th><th>Action</th><th>On</th><th>Detail</th>\
+            <th>Outcome</th><th>Error</th></tr>\(rows)</table>
+            """
+        return Layout.page("Audit", section: "/audit", session: session, body)
+    }
+
     static func loads(_ list: [LoadQueries.Load], pipeline: String?, session: Session) -> HTML {
         let filters: [HTML] = PipelineDAGs.ingestions.map { p in
             p == pipeline ? "<b>\(p)</b>" : "<a href=\"/loads?pipeline=\(p)\">\(p)</a>"

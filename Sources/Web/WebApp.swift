@@ -155,7 +155,10 @@ public struct WebApp: Sendable {
         { request, context in
             let user = context.session?.user ?? "api"
             do {
-                return Self.redirect(back(request, context), flash: try await body(request, context, user))
+                let flash = try await RequestOrigin.$client.withValue("client \(context.remoteAddress ?? "unknown")") {
+                    try await body(request, context, user)
+                }
+                return Self.redirect(back(request, context), flash: flash)
             } catch {
                 return Self.failure(error, api: false, session: context.session, logger: context.logger)
             }
@@ -168,7 +171,10 @@ public struct WebApp: Sendable {
     ) -> @Sendable (Request, WebContext) async throws -> Response {
         { request, context in
             do {
-                return Self.json(try await body(request, context, context.session?.user ?? "api-token"))
+                let value = try await RequestOrigin.$client.withValue("client \(context.remoteAddress ?? "unknown")") {
+                    try await body(request, context, context.session?.user ?? "api-token")
+                }
+                return Self.json(value)
             } catch {
                 return Self.failure(error, api: true, session: context.session, logger: context.logger)
             }
@@ -179,6 +185,7 @@ public struct WebApp: Sendable {
 
     func addAuthRoutes(_ router: Router<WebContext>) {
         let config = config
+        let backend = backend
         let sessions = sessions
         let throttle = throttle
         router.get("/login") { request, _ in
@@ -208,9 +215,16 @@ public struct WebApp: Sendable {
                 context.logger.warning(
                     "wrong login",
                     metadata: ["user": "\(user.prefix(64))", "client": "\(context.remoteAddress ?? "unknown")"])
+                await RequestOrigin.$client.withValue("client \(address)") {
+                    await backend.audit(
+                        actor: "web:\(user.prefix(64))", action: "login", ok: false, error: "wrong user or password")
+                }
                 return Self.html(Pages.login(error: "Wrong user or password.", next: next), status: .unauthorized)
             }
             throttle.succeeded(client)
+            await RequestOrigin.$client.withValue("client \(address)") {
+                await backend.audit(actor: "web:\(user)", action: "login", ok: true)
+            }
             let (cookie, _) = sessions.issue(user: user)
             var r = Self.redirect(next)
             r.setCookie(
@@ -366,6 +380,11 @@ public struct WebApp: Sendable {
             use: action(back: { _, _ in "/queues" }) { _, context, user in
                 let ids: Set<String>? = Forms.yes(context.form["all"]) ? nil : Set([context.form["id"] ?? ""])
                 return "Requeued \(try await backend.requeueDeadLetters(ids: ids, by: user)) message(s)."
+            })
+        router.get(
+            "/audit",
+            use: page { _, _, session, _ in
+                Self.html(Pages.audit(try await backend.auditRows(limit: 500, action: nil), session: session))
             })
         router.get(
             "/loads",
@@ -530,6 +549,14 @@ public struct WebApp: Sendable {
                 let changed = try await backend.markFailed(
                     dag: try context.parameters.require("dag"), run: try Self.runID(context), by: user)
                 return Done(ok: changed, message: changed ? "marked failed" : "the run had already ended")
+            })
+        api.get(
+            "audit",
+            use: self.api { request, _, _ in
+                let limit = request.uri.queryParameters.get("limit", as: Int.self) ?? 100
+                return try await backend.auditRows(
+                    limit: min(max(limit, 1), 10_000),
+                    action: request.uri.queryParameters.get("action").map { String($0) })
             })
         api.get("queues", use: self.api { _, _, _ in try await backend.queueOverview() })
         api.get("workers", use: self.api { _, _, _ in try await backend.workers() })

@@ -37,10 +37,14 @@ struct DB: ParsableCommand {
             let ctx = try Context()
             let store = try ctx.store()
             let settings = try failing { try PipelineSettings(environment: ctx.env) }
-            let counts = try failing {
+            let clean = {
                 try Retention.clean(
                     pg: store.pg, schema: ctx.schema, loads: settings.loads, queue: try ctx.queue(),
                     olderThan: Retention.age(olderThan)!, dryRun: dryRun)
+            }
+            let counts = try failing {
+                dryRun
+                    ? try clean() : try ctx.operations().audited("db-clean", "older than \(olderThan)") { try clean() }
             }
             if json {
                 Output.encoded(counts)

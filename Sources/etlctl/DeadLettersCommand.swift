@@ -58,7 +58,9 @@ struct DeadLetters: ParsableCommand {
         func run() throws {
             let ctx = try Context()
             let queue = try ctx.queue()
-            let n = try failing { try queue.purgeDeadLetters() }
+            let n = try failing {
+                try ctx.operations().audited("purge", "dead letters") { try queue.purgeDeadLetters() }
+            }
             print("purged \(n) dead letter(s)")
         }
     }

@@ -88,6 +88,15 @@ struct TaskTest: ParsableCommand {
             dag: dag, runID: 0, task: task, logicalDate: PostgresTimestamp.format(logical), tryNumber: 1,
             queue: spec.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
         let start = monotonicSeconds()
+        // Writing the real schemas is an operator action like any other: it is recorded.
+        if real {
+            try failing {
+                try base.operations().audited(
+                    "tasks-test", "\(dag) task \(task)",
+                    detail: "--real, date \(PostgresTimestamp.format(logical).prefix(10))"
+                ) {}
+            }
+        }
         do {
             // As a worker does: the task's writes through `pg` commit together when it succeeds.
             let hooks = try pg.transaction { tx -> [(PostgresConnection) throws -> Void] in

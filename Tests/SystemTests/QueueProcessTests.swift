@@ -504,5 +504,16 @@ struct QueueOperatorTests {
         let queues = try ctl("queues", "--json")
         #expect(queues.status == 0)
         #expect(try JSONSerialization.jsonObject(with: Data(queues.stdout.utf8)) is [String: Any])
+        // etlctl's actions are in the audit trail with its host and OS user.
+        let audit = try ctl("audit", "--json")
+        let trail = try JSONSerialization.jsonObject(with: Data(audit.stdout.utf8)) as? [[String: Any]] ?? []
+        let trigger = trail.first {
+            $0["action"] as? String == "trigger" && $0["target"] as? String == "example_diamond"
+        }
+        #expect(trigger?["actor"] as? String == "etlctl", "\(audit.stdout)")
+        #expect((trigger?["origin"] as? String)?.contains(", OS user ") == true, "\(audit.stdout)")
+        #expect(trail.contains { $0["action"] as? String == "clear-failed" && $0["ok"] as? Bool == true })
+        // Both of its triggers (the run that succeeded and the one that failed).
+        #expect(trail.filter { $0["action"] as? String == "trigger" }.count >= 2, "\(audit.stdout)")
     }
 }

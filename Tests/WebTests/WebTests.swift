@@ -409,6 +409,24 @@ struct WebTests {
             #expect(try await b.post(client, "/dead-letters/requeue", ["all": "1"]).status == .seeOther)
             #expect(try fx.cluster.queue.redis.command("XLEN", fx.cluster.queue.keys.dead).int == 0)
             #expect(try fx.cluster.queue.redis.command("XLEN", fx.cluster.queue.keys.queue("default")).int == 1)
+
+            // Every action above is in the audit trail: who, what, on what, from where, its outcome.
+            let trail = try fx.store.auditRows(limit: 100)
+            let actions = trail.map { "\($0.actor) \($0.action) \($0.target) \($0.ok)" }
+            for want in [
+                "web:admin login  true", "web:admin pause example_chain true", "web:admin unpause example_chain true",
+                "web:admin trigger example_chain true", "web:admin trigger example_chain false",
+                "web:admin retry example_diamond run \(run) task extract true",
+                "web:admin cancel example_diamond run \(run) task clean true",
+                "web:api-token cancel example_diamond run \(run) task enrich true",
+                "web:admin mark-failed example_diamond run \(run) true", "web:admin requeue dead letters true",
+            ] {
+                #expect(actions.contains(want), "\(want) not in \(actions)")
+            }
+            #expect(trail.allSatisfy { $0.origin.hasPrefix("client ") }, "\(trail.map(\.origin))")
+            #expect(trail.first { $0.action == "trigger" && !$0.ok }?.error?.contains("already has a run") == true)
+            let page = try await b.get(client, "/audit").text
+            #expect(page.contains("mark-failed") && page.contains("example_diamond run \(run) task clean"))
         }
     }
 

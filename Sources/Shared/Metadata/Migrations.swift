@@ -240,6 +240,25 @@ public enum Migrations {
             ALTER TABLE @S.dag_run ADD COLUMN IF NOT EXISTS reopened_at timestamptz;
             """
         ),
+        (
+            11, "audit",
+            """
+            -- Every operator action (web UI, API, etlctl): who, when, what, on what, from where, and
+            -- whether it went through. See MetadataStore+audit and OperatorActions.
+            CREATE TABLE IF NOT EXISTS @S.audit (
+                id      bigserial PRIMARY KEY,
+                at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+                actor   text NOT NULL,
+                origin  text NOT NULL,
+                action  text NOT NULL,
+                target  text NOT NULL DEFAULT '',
+                detail  text NOT NULL DEFAULT '',
+                ok      boolean NOT NULL,
+                error   text
+            );
+            CREATE INDEX IF NOT EXISTS audit_at ON @S.audit (at DESC);
+            """
+        ),
     ]
 }
 

@@ -122,6 +122,14 @@ extension OperatorActions {
     /// Carries `plan` out: makes the missing runs (type backfill), clears the reruns, wakes the
     /// scheduler. Returns the plan with every step's run.
     public func backfill(_ plan: [BackfillStep], rerun: Rerun) throws -> [BackfillStep] {
+        let dates = plan.map { String(PostgresTimestamp.format($0.logicalDate).prefix(10)) }.sorted()
+        return try audited(
+            "backfill", Array(Set(plan.map(\.dag))).sorted().joined(separator: ","),
+            detail: "\(dates.first ?? "-")..\(dates.last ?? "-"), rerun \(rerun.rawValue)"
+        ) { try backfillUnaudited(plan, rerun: rerun) }
+    }
+
+    private func backfillUnaudited(_ plan: [BackfillStep], rerun: Rerun) throws -> [BackfillStep] {
         let store = try self.store
         var done: [BackfillStep] = []
         for var step in plan {
@@ -138,7 +146,7 @@ extension OperatorActions {
                     _ = try store.clear(run: run, tasks: Set(d.tasks.map(\.id)))
                     try queue.wakeScheduler(dag: d.id, run: run, reason: "backfill", by: actor)
                 } else {
-                    _ = try clearFailed(dag: d.id, run: run)  // wakes the scheduler itself
+                    _ = try clearFailedUnaudited(dag: d.id, run: run)  // wakes the scheduler itself
                 }
             case .keep: break
             }

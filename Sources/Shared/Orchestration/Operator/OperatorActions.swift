@@ -27,15 +27,43 @@ public struct OperatorActions {
     private let openQueue: () throws -> TaskQueue
     /// Who acts ("etlctl", "web:admin"): named on the scheduler's wake-up message and in reasons.
     public let actor: String
+    /// From where, for the audit trail: `client <address>` (web), `host <name>, OS user <name>` (etlctl).
+    public let origin: String
 
     public init(
         registry: Registry, store: @escaping () throws -> MetadataStore, queue: @escaping () throws -> TaskQueue,
-        actor: String
+        actor: String, origin: String = OperatorActions.localOrigin
     ) {
         self.registry = registry
         openStore = store
         openQueue = queue
         self.actor = actor
+        self.origin = origin
+    }
+
+    /// This process's host and OS user (what etlctl's actions are recorded with).
+    public static var localOrigin: String {
+        let user = getpwuid(geteuid()).flatMap { String(validatingCString: $0.pointee.pw_name) } ?? "uid \(geteuid())"
+        return "host \(ProcessInfo.processInfo.hostName), OS user \(user)"
+    }
+
+    /// Runs an operator action and records it in the audit trail (`MetadataStore+audit`), done or
+    /// refused. An action whose record cannot be written (Postgres down) stands; the miss is said
+    /// on standard error.
+    public func audited<T>(
+        _ action: String, _ target: String, detail: String = "", _ body: () throws -> T
+    ) throws -> T {
+        let result: Result<T, Error> = Result { try body() }
+        let error: String? =
+            if case .failure(let e) = result { "\(e)" } else { nil }
+        do {
+            try store.recordAudit(
+                actor: actor, origin: origin, action: action, target: target, detail: detail, ok: error == nil,
+                error: error)
+        } catch {
+            FileHandle.standardError.write(Data("audit: \(action) \(target) by \(actor) not recorded: \(error)\n".utf8))
+        }
+        return try result.get()
     }
 
     /// The metadata store (opened on first use by the caller's closure).
@@ -60,8 +88,10 @@ public struct OperatorActions {
 
     /// Pauses or unpauses `dag` (a paused DAG gets no new runs and no new tasks).
     public func setPaused(_ dag: String, _ paused: Bool) throws {
-        _ = try self.dag(dag)
-        _ = try store.setPaused(dag, paused)  // the scheduler reads pauses at every tick
+        try audited(paused ? "pause" : "unpause", dag) {
+            _ = try self.dag(dag)
+            _ = try store.setPaused(dag, paused)  // the scheduler reads pauses at every tick
+        }
     }
 
     /// The logical date of `dag`'s latest complete interval at `now`: the run its scheduler makes when
@@ -81,6 +111,12 @@ public struct OperatorActions {
     /// Creates a manual run of `dag` for `logicalDate` and wakes the scheduler; `conflict` when the
     /// DAG has a run for that date already.
     public func trigger(_ dag: String, logicalDate: Date) throws -> Int64 {
+        try audited("trigger", dag, detail: "date \(PostgresTimestamp.format(logicalDate).prefix(10))") {
+            try triggerUnaudited(dag, logicalDate: logicalDate)
+        }
+    }
+
+    private func triggerUnaudited(_ dag: String, logicalDate: Date) throws -> Int64 {
         let d = try self.dag(dag)
         guard let run = try store.createRun(d, logicalDate: logicalDate, type: .manual) else {
             throw OperatorError(
@@ -97,12 +133,14 @@ public struct OperatorActions {
     /// Runs `task` of run `run` again, with everything downstream of it; returns how many task
     /// instances were cleared.
     public func retry(dag: String, run: Int64, task: String) throws -> Int {
-        let d = try self.dag(dag)
-        _ = try self.task(d, task)
-        try checkRun(run, of: dag)
-        let n = try store.clear(run: run, tasks: d.downstream(of: [task]).union([task]))
-        try queue.wakeScheduler(dag: dag, run: run, reason: "cleared", by: actor)
-        return n
+        try audited("retry", "\(dag) run \(run) task \(task)") {
+            let d = try self.dag(dag)
+            _ = try self.task(d, task)
+            try checkRun(run, of: dag)
+            let n = try store.clear(run: run, tasks: d.downstream(of: [task]).union([task]))
+            try queue.wakeScheduler(dag: dag, run: run, reason: "cleared", by: actor)
+            return n
+        }
     }
 
     /// Cancels `task` of run `run`: a running attempt stops within a few seconds (its worker
@@ -110,6 +148,10 @@ public struct OperatorActions {
     /// now. A cancelled task is not retried; `retry` runs it again. What depends on it becomes
     /// upstream-failed, and the run fails.
     public func cancel(dag: String, run: Int64, task: String) throws -> MetadataStore.CancelOutcome {
+        try audited("cancel", "\(dag) run \(run) task \(task)") { try cancelUnaudited(dag: dag, run: run, task: task) }
+    }
+
+    private func cancelUnaudited(dag: String, run: Int64, task: String) throws -> MetadataStore.CancelOutcome {
         let d = try self.dag(dag)
         _ = try self.task(d, task)
         try checkRun(run, of: dag)
@@ -136,6 +178,10 @@ public struct OperatorActions {
 
     /// Restarts the failed and upstream-failed tasks of run `run` with what depends on them.
     public func clearFailed(dag: String, run: Int64) throws -> Int {
+        try audited("clear-failed", "\(dag) run \(run)") { try clearFailedUnaudited(dag: dag, run: run) }
+    }
+
+    func clearFailedUnaudited(dag: String, run: Int64) throws -> Int {
         let d = try self.dag(dag)
         try checkRun(run, of: dag)
         let failed = Set(
@@ -148,6 +194,10 @@ public struct OperatorActions {
     /// Restarts every failed task (and what depends on it) of every run of `dag`, or of every DAG
     /// when nil; returns how many task instances were cleared.
     public func clearAllFailed(dag: String?) throws -> Int {
+        try audited("clear-failed", dag ?? "every DAG") { try clearAllFailedUnaudited(dag: dag) }
+    }
+
+    private func clearAllFailedUnaudited(dag: String?) throws -> Int {
         if let dag { _ = try self.dag(dag) }
         var total = 0
         for f in try store.failedTasks(dag: dag) {
@@ -161,13 +211,17 @@ public struct OperatorActions {
 
     /// Marks run `run` failed with the operator's name as the reason; false when it had ended.
     public func markFailed(dag: String, run: Int64) throws -> Bool {
-        _ = try self.dag(dag)
-        try checkRun(run, of: dag)
-        return try store.markRunFailed(run, reason: "marked failed by \(actor)")
+        try audited("mark-failed", "\(dag) run \(run)") {
+            _ = try self.dag(dag)
+            try checkRun(run, of: dag)
+            return try store.markRunFailed(run, reason: "marked failed by \(actor)")
+        }
     }
 
     /// Puts dead letters back on their queues (all when `ids` is nil); returns how many.
     public func requeueDeadLetters(ids: Set<String>?) throws -> Int {
-        try queue.requeueDeadLetters(ids: ids)
+        try audited("requeue", "dead letters", detail: ids.map { $0.sorted().joined(separator: ",") } ?? "all") {
+            try queue.requeueDeadLetters(ids: ids)
+        }
     }
 }
