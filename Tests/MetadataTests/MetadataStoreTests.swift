@@ -45,6 +45,39 @@ struct MetadataStoreTests {
         #expect(try c.store.startAttempt(run: run, task: "extract", tryNumber: 1, worker: "w"))
     }
 
+    @Test(
+        """
+        a run whose tasks all ended is a success only when none failed, was upstream-failed or was cancelled; \
+        a failure of an attempt asked to stop is recorded as its cancel, not a retry
+        """)
+    func endsOfARun() throws {
+        let c = try Cluster()
+        let dag = try #require(c.registry.dag("example_diamond"))
+        let run = try #require(
+            try c.store.createRun(dag, logicalDate: Date(timeIntervalSince1970: 1_717_200_000), type: .manual))
+        let s = c.schema
+        try c.store.pg.query("UPDATE \(s).task_instance SET state = 'success' WHERE run_id = $1", [run])
+        #expect(try c.store.allFinished(run: run) == true)
+        for bad in ["failed", "upstream_failed", "cancelled"] {
+            try c.store.pg.query(
+                "UPDATE \(s).task_instance SET state = $2 WHERE run_id = $1 AND task_id = 'publish'", [run, bad])
+            #expect(try c.store.allFinished(run: run) == false, "\(bad)")
+        }
+        // An attempt asked to stop that ends in a failure with retries left: cancelled, no retry.
+        try c.store.pg.query(
+            "UPDATE \(s).task_instance SET state = 'scheduled' WHERE run_id = $1 AND task_id = 'publish'", [run])
+        let tries = try c.store.markQueued(run: run, tasks: ["publish"])
+        let n = try #require(tries.first?.tryNumber)
+        #expect(try c.store.startAttempt(run: run, task: "publish", tryNumber: n, worker: "w"))
+        #expect(try c.store.requestCancel(run: run, task: "publish", by: "test") == .stopping(tryNumber: n))
+        #expect(
+            try c.store.finishAttempt(
+                run: run, task: "publish", tryNumber: n, state: .upForRetry, error: "canceling statement",
+                retryAt: Date(), log: ""))
+        let row = try #require(try c.store.taskRows(run: run).first { $0.task == "publish" })
+        #expect(row.state == "cancelled" && row.error == "cancelled by test (canceling statement)", "\(row)")
+    }
+
     @Test("migrations run safely twice")
     func migrationsTwice() throws {
         let (pg, schema) = try TestServices.isolatedPostgres()

@@ -167,6 +167,37 @@ struct CancelTests {
 
     @Test(
         """
+        cancelling a task that waits in a batch behind another's statement on the slot's session leaves that \
+        statement alone: the first task succeeds once, the cancelled one ends without running
+        """)
+    func cancelBehindABatchMate() throws {
+        let c = try Cluster(extra: ["ETL_LEASE_TTL": "4", "ETL_CANCEL_GRACE": "60"])
+        defer { c.stopAll() }
+        try c.startScheduler()
+        try c.startWorker(["--concurrency", "1"])
+        let run = try c.trigger("example_cancel_mate")
+        try c.waitFor("the sleeper's statement under way", timeout: 30) {
+            try c.store.pg.query(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep($1)%'"
+            ).rows[0].decode(Int.self, 0) > 0 && c.store.instances(run: run)["victim"]?.state == .running
+        }
+        let out = try TestServices.run(
+            Cluster.binDir.appendingPathComponent("etlctl").path,
+            ["tasks", "cancel", "example_cancel_mate", "victim", "--run", "\(run)", "--wait"], environment: c.env)
+        #expect(out.status == 0, "\(out.stdout)\(out.stderr)")
+        #expect(try c.wait(run: run, timeout: 30) == .failed)
+        let states = try c.store.instances(run: run)
+        #expect(states["sleeper"]?.state == .success && states["sleeper"]?.tryNumber == 1, "\(c.logs())")
+        #expect(states["victim"]?.state == .cancelled)
+        #expect(try c.effects(run: run).map(\.task) == ["sleeper"])
+        #expect(
+            try c.store.pg.query(
+                "SELECT count(*) FROM \(c.schema).example_execution WHERE run_id = $1 AND task_id = 'victim'", [run]
+            ).rows[0].decode(Int.self, 0) == 0, "the cancelled task ran")
+    }
+
+    @Test(
+        """
         A task whose worker is frozen when it is cancelled is ended by the scheduler after \
         ETL_CANCEL_GRACE, its sessions ended (its uncommitted row rolled back), and not taken over
         """)

@@ -26,10 +26,15 @@ extension MetadataStore {
             """
             WITH r AS (
               SELECT run_id, dag_id, logical_date FROM \(s).dag_run WHERE run_id = $1
-            ), why AS (
-              SELECT string_agg(task_id || ': ' || coalesce(nullif(left(split_part(error, E'\\n', 1), 300), ''), state),
-                  E'\\n' ORDER BY state = 'upstream_failed', task_id) AS text
+            ), bad AS (
+              SELECT task_id || ': ' || coalesce(nullif(left(split_part(error, E'\\n', 1), 300), ''), state) AS line,
+                row_number() OVER (ORDER BY state = 'upstream_failed', task_id) AS n
               FROM \(s).task_instance WHERE run_id = $1 AND state IN ('failed', 'cancelled', 'upstream_failed')
+            ), why AS (
+              -- The first 50 tasks (a message stays small whatever the run's size), then how many more.
+              SELECT string_agg(line, E'\\n' ORDER BY n) FILTER (WHERE n <= 50)
+                  || CASE WHEN count(*) > 50 THEN E'\\n... and ' || (count(*) - 50) || ' more' ELSE '' END AS text
+              FROM bad
             ), new AS (
               INSERT INTO \(s).alert (key, kind, dag_id, run_id, logical_date, message)
               SELECT $2 || ':' || r.run_id, $2, r.dag_id, r.run_id, r.logical_date, coalesce(why.text, '')

@@ -121,7 +121,9 @@ extension MetadataStore {
                   clock_timestamp(),
                 state = 'running',
                 log = CASE WHEN \(s).task_attempt.worker = EXCLUDED.worker AND \(s).task_attempt.state = 'running' THEN
-                    \(s).task_attempt.log
+                    -- Lines it wrote before its round was rolled back stay (live logs): say it starts over.
+                    \(s).task_attempt.log || CASE WHEN \(s).task_attempt.log <> ''
+                        THEN E'--- its round was rolled back; started again by the same worker ---\\n' ELSE '' END
                            ELSE \(s).task_attempt.log || E'\\n--- delivered again to ' || EXCLUDED.worker || E' ---\\n'
                                END
               RETURNING 1
@@ -369,9 +371,19 @@ extension MetadataStore {
               SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::timestamptz[],
                   $7::text[], $8::timestamptz[], $9::bigint[])
                 WITH ORDINALITY AS i(run_id, task_id, try_number, state, error, next_try_at, log, started_at, epoch, n)
+            ), cancel AS (
+              -- A failure of an attempt an operator asked to stop is its cancel, never a retry: whatever
+              -- the interruption made it throw, however it ended (its worker, a timeout).
+              SELECT i.n, 'cancelled by ' || coalesce(t.cancel_requested_by, 'an operator')
+                  || coalesce(' (' || left(split_part(i.error, E'\\n', 1), 300) || ')', '') AS error
+              FROM input i JOIN \(s).task_instance t USING (run_id, task_id, try_number)
+              WHERE t.cancel_requested_at IS NOT NULL AND i.state IN ('failed', 'up_for_retry')
             ), ti AS (
-              UPDATE \(s).task_instance t SET state = i.state, ended_at = clock_timestamp(), error = i.error,
-                  next_try_at = i.next_try_at,
+              UPDATE \(s).task_instance t SET
+                state = CASE WHEN i.n IN (SELECT n FROM cancel) THEN 'cancelled' ELSE i.state END,
+                ended_at = clock_timestamp(),
+                error = coalesce((SELECT c.error FROM cancel c WHERE c.n = i.n), i.error),
+                next_try_at = CASE WHEN i.n IN (SELECT n FROM cancel) THEN NULL ELSE i.next_try_at END,
                 started_at = coalesce(t.started_at, i.started_at, clock_timestamp()),
                 lease_expires_at = NULL, lease_pids = '{}', lease_pid_starts = '{}'
               FROM input i
@@ -384,11 +396,14 @@ extension MetadataStore {
               SELECT i.n FROM input i JOIN \(s).task_instance t USING (run_id, task_id, try_number)
               WHERE i.epoch IS NOT NULL AND t.lease_epoch <> i.epoch
             ), attempt AS (
-              UPDATE \(s).task_attempt a SET state = CASE WHEN i.n IN (SELECT n FROM ti) THEN i.state
+              UPDATE \(s).task_attempt a SET state = CASE WHEN i.n IN (SELECT n FROM cancel)
+                    AND i.n IN (SELECT n FROM ti) THEN 'cancelled' WHEN i.n IN (SELECT n FROM ti) THEN i.state
                     WHEN i.n IN (SELECT n FROM taken) THEN a.state ELSE 'superseded' END,
                 started_at = coalesce((SELECT ti.started_at FROM ti WHERE ti.n = i.n), a.started_at),
                 ended_at = CASE WHEN i.n IN (SELECT n FROM taken) THEN a.ended_at ELSE clock_timestamp() END,
-                error = CASE WHEN i.n IN (SELECT n FROM taken) THEN a.error ELSE i.error END,
+                error = CASE WHEN i.n IN (SELECT n FROM taken) THEN a.error
+                    ELSE coalesce((SELECT c.error FROM cancel c WHERE c.n = i.n AND c.n IN (SELECT n FROM ti)), i.error)
+                    END,
                 log = a.log || CASE WHEN i.n IN (SELECT n FROM taken) THEN
                     E'--- the end of a runner whose lease was taken over (refused); its log: ---\\n' ELSE '' END
                     || i.log
@@ -428,7 +443,7 @@ extension MetadataStore {
             if n > 0 {
                 // Reopened as queued: the scheduler admits it under the DAG's max active runs.
                 try tx.query(
-                    "UPDATE \(s).dag_run SET state = 'queued', ended_at = NULL, reopened_at = now() WHERE run_id = $1",
+                    "UPDATE \(s).dag_run SET state = 'queued', ended_at = NULL, waiting_since = NULL WHERE run_id = $1",
                     [run])
             }
             return n

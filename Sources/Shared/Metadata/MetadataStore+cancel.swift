@@ -102,10 +102,12 @@ extension MetadataStore {
     }
 
     /// Cancels the statement that the sessions registered under `lease` run now (the task's own
-    /// connections), and that of `slotPID` (the attempt's connection, while the task runs on it).
-    /// A session between statements is left alone: the task's next `checkDeadline` stops it.
+    /// connections), never those in `slotSessions` (the worker's slot sessions, shared by the
+    /// tasks of a batch and its bookkeeping), and that of `slotPID` (the attempt's connection,
+    /// while the task's own code runs on it). A session between statements is left alone: the
+    /// task's next `checkDeadline` stops it.
     @discardableResult
-    public func cancelStatements(_ lease: Lease, slotPID: Int32?) throws -> Int {
+    public func cancelStatements(_ lease: Lease, slotPID: Int32?, slotSessions: [Int32]) throws -> Int {
         try pg.query(
             """
             SELECT count(pg_cancel_backend(x.pid)) FROM (
@@ -114,10 +116,14 @@ extension MetadataStore {
               JOIN pg_stat_activity a ON a.pid = b.pid AND a.backend_start = b.started
               WHERE t.run_id = $1 AND t.task_id = $2 AND t.try_number = $3 AND t.lease_epoch = $4
                 AND t.state = 'running' AND a.state = 'active' AND a.pid <> pg_backend_pid()
-                AND a.pid IS DISTINCT FROM $5::int
+                AND a.pid IS DISTINCT FROM $5::int AND a.pid <> ALL($6::int[])
               UNION SELECT $5::int WHERE $5::int IS NOT NULL
             ) x
-            """, [lease.key.run, lease.key.task, lease.key.tryNumber, lease.epoch, slotPID.map { Int($0) }]
+            """,
+            [
+                lease.key.run, lease.key.task, lease.key.tryNumber, lease.epoch, slotPID.map { Int($0) },
+                PostgresArray(slotSessions.map { String($0) }),
+            ]
         ).first.map { try $0.decode(Int.self, 0) } ?? 0
     }
 }

@@ -322,7 +322,8 @@ extension MetadataStore {
             SELECT r.dag_id, extract(epoch FROM a.ended_at - a.started_at)::float8, a.ended_at FROM
                 \(schema).task_attempt a
             JOIN \(schema).dag_run r USING (run_id)
-            WHERE a.ended_at > $1 AND a.state IN ('success', 'failed', 'up_for_retry') ORDER BY a.ended_at LIMIT $2
+            WHERE a.ended_at > $1 AND a.state IN ('success', 'failed', 'up_for_retry', 'cancelled') ORDER BY a.ended_at
+              LIMIT $2
             """, [since, limit]
         ).rows.map { (try $0.decode(String.self, 0), try $0.decode(Double.self, 1), try $0.decode(Date.self, 2)) }
     }

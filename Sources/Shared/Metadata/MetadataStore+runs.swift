@@ -112,13 +112,14 @@ extension MetadataStore {
         }
     }
 
-    /// Whether `run` has been waiting (since it was made, or last reopened by a clear) longer than
-    /// `seconds`, on Postgres's clock.
+    /// Whether `run` has been waiting longer than `seconds` (on Postgres's clock), counted from the
+    /// first time this asks while it waits (a run queued behind max active runs is not waiting yet;
+    /// a clear starts the count again).
     public func waitedLonger(run: Int64, than seconds: Double) throws -> Bool {
         try pg.query(
             """
-            SELECT clock_timestamp() - coalesce(reopened_at, created_at) > make_interval(secs => $2)
-            FROM \(s).dag_run WHERE run_id = $1
+            UPDATE \(s).dag_run SET waiting_since = coalesce(waiting_since, clock_timestamp()) WHERE run_id = $1
+            RETURNING clock_timestamp() - waiting_since > make_interval(secs => $2)
             """, [run, seconds]
         ).rows.first?.decode(Bool.self, 0) ?? false
     }

@@ -77,7 +77,7 @@ extension MetadataStore {
             SELECT EXISTS (SELECT 1 FROM \(s).task_instance WHERE run_id = $1 AND state IN ('scheduled', 'queued',
                 'running', 'up_for_retry')),
                    NOT EXISTS (SELECT 1 FROM \(s).task_instance WHERE run_id = $1 AND state IN ('failed',
-                       'upstream_failed'))
+                       'upstream_failed', 'cancelled'))
             """, [run]
         ).rows[0]
         if try r.decode(Bool.self, 0) { return nil }

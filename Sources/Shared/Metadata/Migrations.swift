@@ -235,9 +235,9 @@ public enum Migrations {
         (
             10, "run waits",
             """
-            -- When a run was last reopened by clearing its tasks: its wait for upstream runs and
-            -- inputs (ETL_UPSTREAM_WAIT_LIMIT) counts from then, or from its creation.
-            ALTER TABLE @S.dag_run ADD COLUMN IF NOT EXISTS reopened_at timestamptz;
+            -- Since when a run admitted to start waits for its upstream DAGs' runs or its inputs
+            -- (ETL_UPSTREAM_WAIT_LIMIT counts from then; a clear starts the count again).
+            ALTER TABLE @S.dag_run ADD COLUMN IF NOT EXISTS waiting_since timestamptz;
             """
         ),
         (

@@ -134,6 +134,14 @@ public enum ExampleDAGs {
                     TaskSpec("quick", operation: "record"),
                     noop("after", ["in_own"]),
                 ]),
+            // A task in a 3 s statement on the attempt's connection, fetched with one cancelled while
+            // it waits behind: the cancel must not interrupt the first one's statement.
+            try DAG(
+                "example_cancel_mate", schedule: .manual, startDate: start, tags: ["example"],
+                tasks: [
+                    TaskSpec("sleeper", operation: "sql_sleep", arguments: ["seconds": "3"]),
+                    TaskSpec("victim", operation: "write_then_wait", arguments: ["on": "loop", "seconds": "8"]),
+                ]),
             // Logs a line every 0.2 s for 8 s: its log must reach Postgres while it runs.
             try DAG(
                 "example_live_log", schedule: .manual, startDate: start, tags: ["example"],
@@ -225,6 +233,11 @@ public enum ExampleDAGs {
             throw ExampleFailure(message: "\(ctx.message.task) fails on purpose after writing\u{0}")
         },
         "write_then_wait": { ctx in try writeThenWait(ctx) },
+        // One statement of `seconds` on the attempt's connection, then its row.
+        "sql_sleep": { ctx in
+            try ctx.pg.query("SELECT pg_sleep($1)", [Double(ctx.message.arguments["seconds"] ?? "3") ?? 3])
+            try record(ctx)
+        },
         "chatty": { ctx in
             let lines = Int(ctx.message.arguments["lines"] ?? "40") ?? 40
             let every = Double(ctx.message.arguments["every"] ?? "0.2") ?? 0.2
@@ -243,11 +256,12 @@ public enum ExampleDAGs {
 
     /// Commits one row on a connection of its own (`committed`, in example_execution), writes
     /// another it never commits (`uncommitted`, on that connection, or in the attempt's
-    /// transaction for `on: attempt`), then waits two minutes: in a statement (`own`, `attempt`)
+    /// transaction for `on: attempt`), then waits (`seconds`, default two minutes): in a statement (`own`, `attempt`)
     /// or in its own code, checking between steps (`loop`). A cancel must stop it and leave the
     /// committed row alone.
     static func writeThenWait(_ ctx: TaskContext) throws {
         let on = ctx.message.arguments["on"] ?? "own"
+        let seconds = Double(ctx.message.arguments["seconds"] ?? "120") ?? 120
         let pg = try ctx.ownConnection()
         defer { pg.close() }
         func mark(_ phase: String, _ c: PostgresConnection) throws {
@@ -262,16 +276,16 @@ public enum ExampleDAGs {
         switch on {
         case "attempt":
             try mark("uncommitted", try ctx.pg)
-            try ctx.pg.query("SELECT pg_sleep(120)")
+            try ctx.pg.query("SELECT pg_sleep($1)", [seconds])
         case "loop":
             try pg.transaction { tx in
                 try mark("uncommitted", tx)
-                try ctx.sleep(120)
+                try ctx.sleep(seconds)
             }
         default:
             try pg.transaction { tx in
                 try mark("uncommitted", tx)
-                try tx.query("SELECT pg_sleep(120)")
+                try tx.query("SELECT pg_sleep($1)", [seconds])
             }
         }
     }

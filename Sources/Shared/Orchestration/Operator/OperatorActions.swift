@@ -184,11 +184,19 @@ public struct OperatorActions {
     func clearFailedUnaudited(dag: String, run: Int64) throws -> Int {
         let d = try self.dag(dag)
         try checkRun(run, of: dag)
-        let failed = Set(
-            try store.taskRows(run: run).filter { $0.state == "failed" || $0.state == "upstream_failed" }.map(\.task))
-        let n = try store.clear(run: run, tasks: d.downstream(of: failed).union(failed))
+        let n = try store.clear(run: run, tasks: try Self.toClear(d, run: run, store: store))
         if n > 0 { try queue.wakeScheduler(dag: dag, run: run, reason: "cleared", by: actor) }
         return n
+    }
+
+    /// What "clear failed" restarts in a run: its failed and upstream-failed tasks and what
+    /// depends on them, except what a cancelled task still blocks (a cancel stands until that task
+    /// is retried itself: clearing behind it would only fail the run again).
+    static func toClear(_ d: DAG, run: Int64, store: MetadataStore) throws -> Set<String> {
+        let rows = try store.taskRows(run: run)
+        let failed = Set(rows.filter { $0.state == "failed" || $0.state == "upstream_failed" }.map(\.task))
+        let behindCancel = d.downstream(of: Set(rows.filter { $0.state == "cancelled" }.map(\.task)))
+        return d.downstream(of: failed).union(failed).subtracting(behindCancel)
     }
 
     /// Restarts every failed task (and what depends on it) of every run of `dag`, or of every DAG
@@ -202,9 +210,9 @@ public struct OperatorActions {
         var total = 0
         for f in try store.failedTasks(dag: dag) {
             guard let d = registry.dag(f.dag) else { continue }  // a DAG no longer in this build
-            let set = Set(f.tasks)
-            total += try store.clear(run: f.run, tasks: d.downstream(of: set).union(set))
-            try queue.wakeScheduler(dag: f.dag, run: f.run, reason: "cleared", by: actor)
+            let n = try store.clear(run: f.run, tasks: try Self.toClear(d, run: f.run, store: store))
+            total += n
+            if n > 0 { try queue.wakeScheduler(dag: f.dag, run: f.run, reason: "cleared", by: actor) }
         }
         return total
     }

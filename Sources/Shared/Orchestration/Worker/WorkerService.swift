@@ -62,6 +62,7 @@ public final class WorkerService: @unchecked Sendable {
         self.registry = registry
         self.queues = queues
         self.concurrency = concurrency
+        slotGates = (0..<max(1, concurrency)).map { _ in NSLock() }
         self.logger = logger
         let host = ProcessInfo.processInfo.hostName
         id = env["ETL_WORKER_NAME"] ?? "\(host)-\(getpid())"
@@ -105,6 +106,12 @@ public final class WorkerService: @unchecked Sendable {
     /// Per slot, while a task's own code runs: its lease and the slot session's pid (a cancel
     /// interrupts that session's statement only then, never the slot's own bookkeeping).
     private var interruptible: [Int: (lease: MetadataStore.Lease, pid: Int32)] = [:]
+    /// Per slot, its session's backend (as it last started attempts): a cancel of one task never
+    /// interrupts these through the lease's list (they serve the whole batch).
+    private var slotSessions: [Int: Int32] = [:]
+    /// Per slot, held while a cancel is sent to its session, and by the slot as it leaves the
+    /// task's code: the slot cannot move on to other work while that statement is cancelled.
+    private let slotGates: [NSLock]
 
     func cancelRequest(_ lease: MetadataStore.Lease) -> String? { lock.withLock { cancelRequests[lease] } }
 
@@ -159,11 +166,24 @@ public final class WorkerService: @unchecked Sendable {
                 metadata: ["worker": "\(id)"])
         }
         for lease in requests.keys {
-            lock.withLock {
-                let slotPID = interruptible.values.first { $0.lease == lease }?.pid
-                do { try store.cancelStatements(lease, slotPID: slotPID) } catch {
-                    logger.warning("could not interrupt a cancelled task: \(error)", metadata: ["worker": "\(id)"])
+            let (slot, sessions) = lock.withLock {
+                (interruptible.first { $0.value.lease == lease }?.key, Array(slotSessions.values))
+            }
+            // The global lock is never held across the statement: only the gate of the slot whose
+            // session runs the task's code, checked again once held.
+            let send = { (slotPID: Int32?) in
+                do { try store.cancelStatements(lease, slotPID: slotPID, slotSessions: sessions) } catch {
+                    self.logger.warning(
+                        "could not interrupt a cancelled task: \(error)", metadata: ["worker": "\(self.id)"])
                 }
+            }
+            if let slot {
+                slotGates[slot].withLock {
+                    let pid = lock.withLock { interruptible[slot]?.lease == lease ? interruptible[slot]?.pid : nil }
+                    send(pid)
+                }
+            } else {
+                send(nil)
             }
         }
     }
@@ -275,7 +295,9 @@ public final class WorkerService: @unchecked Sendable {
         var renewerConfig = slotConfig
         renewerConfig.reconnectTimeout = min(2, pgConfig.reconnectTimeout)
         // A renewal waiting on a row lock gives up well before the lease runs out, to try again.
-        renewerConfig.sessionLimits = [("lock_timeout", "\(Int(leaseTTL * 250))")]
+        renewerConfig.sessionLimits = [
+            ("lock_timeout", "\(Int(leaseTTL * 250))"), ("statement_timeout", "\(Int(leaseTTL * 500))"),
+        ]
         renewerConfig.applicationName = "\(pgConfig.applicationName) lease renewer"
         let renewerPG = UncheckedBox(try PostgresConnection(config: renewerConfig))
         let renewing = DispatchSemaphore(value: 0)
@@ -567,6 +589,8 @@ public final class WorkerService: @unchecked Sendable {
             var acks: [(delivery: TaskQueue.Delivery, event: CompletionEvent?)] = []
             // A hand-back under way must land before these attempts start again, not after.
             while lock.withLock({ handBackInFlight.contains(slot) }) { usleep(5_000) }
+            let session = store.pg.backendPID
+            lock.withLock { slotSessions[slot] = session }
             let outcomes = try store.startAttempts(
                 rest.map(\.key), worker: "\(id)/\(slot)", runner: runner(slot), ttl: leaseTTL, limit: maxDeliveries)
             var toRun: [Job] = []
@@ -780,7 +804,7 @@ public final class WorkerService: @unchecked Sendable {
         do {
             let pid = tx.backendPID
             lock.withLock { interruptible[slot] = (lease, pid) }
-            defer { lock.withLock { interruptible[slot] = nil } }
+            defer { slotGates[slot].withLock { lock.withLock { interruptible[slot] = nil } } }
             try job.op(ctx)
         } catch {
             failure = error

@@ -58,7 +58,13 @@ public enum ChildProgram {
         var pid: pid_t = 0
         let cArgs = argv.map { strdup($0) } + [nil]
         defer { for a in cArgs { free(a) } }
-        let spawned = posix_spawn(&pid, path, &actions, nil, cArgs, environ)
+        // Its own small environment, never the caller's (which holds the database password, the
+        // signing key, webhook URLs): what a mail program needs to find its configuration.
+        let keep = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME"]
+        let env = ProcessInfo.processInfo.environment
+        let cEnv = keep.compactMap { k in env[k].map { strdup("\(k)=\($0)") } } + [nil]
+        defer { for e in cEnv { free(e) } }
+        let spawned = posix_spawn(&pid, path, &actions, nil, cArgs, cEnv)
         close(inPipe[0])
         close(errPipe[1])
         guard spawned == 0 else {
@@ -66,18 +72,28 @@ public enum ChildProgram {
             close(errPipe[0])
             throw Failure(description: "cannot start \(path): \(String(cString: strerror(spawned)))")
         }
-        // The message is small (well under a pipe's buffer); a program that exits early makes the
-        // write fail with EPIPE, which its status then explains.
+        // Written as the program reads it, within the deadline (a program that stops reading, or
+        // exits early, cannot hold this thread: EPIPE and EAGAIN are not waited on).
         signal(SIGPIPE, SIG_IGN)
-        input.withUnsafeBytes { raw in
-            var off = 0
-            while off < raw.count {
-                let n = write(inPipe[1], raw.baseAddress! + off, raw.count - off)
-                if n <= 0 { break }
-                off += n
+        _ = fcntl(inPipe[1], F_SETFL, fcntl(inPipe[1], F_GETFL) | O_NONBLOCK)
+        let bytes = [UInt8](input)
+        var written = 0
+        var inputOpen = true
+        func feed() {
+            guard inputOpen else { return }
+            while written < bytes.count {
+                let n = bytes.withUnsafeBytes { write(inPipe[1], $0.baseAddress! + written, bytes.count - written) }
+                if n > 0 {
+                    written += n
+                } else {
+                    if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
+                    break  // EPIPE: it stopped reading; its status says why
+                }
             }
+            close(inPipe[1])
+            inputOpen = false
         }
-        close(inPipe[1])
+        defer { if inputOpen { close(inPipe[1]) } }
         _ = fcntl(errPipe[0], F_SETFL, fcntl(errPipe[0], F_GETFL) | O_NONBLOCK)
         var errBytes: [UInt8] = []
         func drain() {
@@ -92,6 +108,7 @@ public enum ChildProgram {
         let end = monotonicSeconds() + timeout
         var raw: Int32 = 0
         while true {
+            feed()
             drain()
             let r = waitpid(pid, &raw, WNOHANG)
             if r == pid { break }
