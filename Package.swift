@@ -41,6 +41,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        // bcrypt for the web users' passwords (its C implementation, no hand-made hashing).
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
     ],
     targets: [
         // C libraries, wrapped once: only the two client modules import them.
@@ -71,7 +73,11 @@ let package = Package(
             path: "Sources/Shared/Broker"),
         // The metadata store in Postgres: migrations, runs, task instances, attempts, the scheduler's lease.
         .target(
-            name: "Metadata", dependencies: ["ETLSupport", "PostgresClient", "Workflow", log],
+            name: "Metadata",
+            dependencies: [
+                "ETLSupport", "PostgresClient", "Workflow", log,
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+            ],
             path: "Sources/Shared/Metadata"),
         // What runs tasks: the registry of DAGs and operations, a task's context.
         .target(

@@ -15,6 +15,8 @@ public struct WebContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var remoteAddress: String?
     var session: Session?
+    /// The role of whoever asks (the session's user as stored now, or the token's).
+    var role: MetadataStore.Role?
     /// True when the request authenticated with the API bearer token (no CSRF token needed: a
     /// browser never sends it on its own).
     var viaToken = false

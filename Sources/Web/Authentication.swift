@@ -20,7 +20,18 @@ struct Authentication: RouterMiddleware {
     typealias Context = WebContext
     let sessions: Sessions
     let config: WebConfig
+    let backend: Backend
     static let open: Set<String> = ["/login", "/healthz"]
+
+    /// The role a request needs: admin for the users' page and API, operator for every other
+    /// state-changing request (but logout), viewer (any signed-in user or the token) for reading.
+    static func required(method: HTTPRequest.Method, path: String) -> MetadataStore.Role {
+        if path == "/users" || path.hasPrefix("/users/") || path == "/api/users" || path.hasPrefix("/api/users/") {
+            return .admin
+        }
+        if method != .get && method != .head && path != "/logout" { return .operator }
+        return .viewer
+    }
 
     func handle(
         _ request: Request, context: WebContext, next: (Request, WebContext) async throws -> Response
@@ -39,8 +50,13 @@ struct Authentication: RouterMiddleware {
                     status: .unauthorized)
             }
             context.viaToken = true
-        } else if let cookie = request.cookies[Sessions.cookieName]?.value, let s = sessions.verify(cookie) {
+            context.role = config.tokenRole
+        } else if let cookie = request.cookies[Sessions.cookieName]?.value, let s = sessions.verify(cookie),
+            // A user removed since the login is signed out; a changed role applies at once.
+            let role = try await backend.role(of: s.user)
+        {
             context.session = s
+            context.role = role
         } else if machine {
             var r = WebApp.jsonError(
                 "log in first: send Authorization: Bearer <ETL_WEB_API_TOKEN>, or a session cookie from /login",
@@ -50,6 +66,19 @@ struct Authentication: RouterMiddleware {
         } else {
             let next = request.method == .get ? path + (request.uri.query.map { "?" + $0 } ?? "") : "/dags"
             return WebApp.redirect("/login?next=" + HTML.component(next))
+        }
+        let needed = Self.required(method: request.method, path: path)
+        if let role = context.role, role < needed {
+            let who = context.viaToken ? "the API token" : "user \(context.session?.user ?? "?")"
+            let message =
+                "\(who) is a \(role.rawValue); this needs the \(needed.rawValue) role or above. Fix: an admin runs "
+                + (context.viaToken
+                    ? "the webserver with ETL_WEB_API_TOKEN_ROLE=\(needed.rawValue)"
+                    : "etlctl users set-role \(context.session?.user ?? "NAME") \(needed.rawValue)")
+            context.logger.warning("refused: \(message)", metadata: ["path": "\(path)"])
+            return machine
+                ? WebApp.jsonError(message, status: .forbidden)
+                : WebApp.html(Pages.error(message, session: context.session), status: .forbidden)
         }
         if request.method != .get && request.method != .head {
             context.form = Forms.parse(try await request.collectBody(upTo: context.maxUploadSize))

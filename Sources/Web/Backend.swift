@@ -68,13 +68,29 @@ public final class Backend: @unchecked Sendable {
         slots = DispatchSemaphore(value: maxConnections)
     }
 
-    /// Creates the metadata tables if needed and records the DAGs, as every other program does.
-    public func prepare() throws {
+    /// Creates the metadata tables if needed and records the DAGs, as every other program does;
+    /// with `config`, its user (`ETL_WEB_USER`) becomes the first admin when there is no user yet.
+    public func prepare(config: WebConfig? = nil) throws {
         let c = try take()
         _ = try Migrator.run(c.pg, schema: schema, setup: registry.setup)
         try c.store.sync(dags: registry.dags)
+        if let config, try c.store.addFirstAdmin(config.user, password: config.initialPassword) {
+            logger.info("the configured user \(config.user) is the first admin (etlctl users manages users)")
+        }
         give(c)
     }
+
+    /// A login's role when the password is right (bcrypt, on a backend thread).
+    func checkLogin(_ user: String, password: String) async throws -> MetadataStore.Role? {
+        try await run { c in try c.store.checkLogin(user, password: password) }
+    }
+
+    /// A signed-in user's role now (nil: the user was removed).
+    func role(of user: String) async throws -> MetadataStore.Role? {
+        try await run { c in try c.store.role(of: user) }
+    }
+
+    func users() async throws -> [MetadataStore.WebUser] { try await run { c in try c.store.users() } }
 
     private func open() throws -> Connections {
         let pg = try PostgresConnection(config: pgConfig)

@@ -430,6 +430,20 @@ enum Pages {
 
     // MARK: Loads
 
+    /// The web users and their roles (admins only).
+    static func users(_ list: [MetadataStore.WebUser], session: Session) -> HTML {
+        let rows: [HTML] = list.map { u in
+            "<tr><td>\(u.name)</td><td>\(u.role.rawValue)</td><td>\(HTML.time(u.createdAt))</td><td>\(HTML.time(u.updatedAt))</td></tr>"
+        }
+        let body: HTML = """
+            <p class="muted">Roles: viewer (reads), operator (triggers, backfills, retries, clears, cancels, \
+            marks failed, pauses, requeues), admin (also users). Users are managed with \
+            <code>etlctl users add|list|remove|set-role|set-password</code>.</p>
+            <table><tr><th>User</th><th>Role</th><th>Created</th><th>Changed</th></tr>\(rows)</table>
+            """
+        return Layout.page("Users", section: "/users", session: session, body)
+    }
+
     /// The audit trail: every operator action, newest first.
     static func audit(_ list: [MetadataStore.AuditRow], session: Session) -> HTML {
         let rows: [HTML] = list.map { a in

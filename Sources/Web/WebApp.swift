@@ -59,7 +59,7 @@ public struct WebApp: Sendable {
     public func router() -> Router<WebContext> {
         let router = Router(context: WebContext.self)
         router.add(middleware: SecurityHeaders())
-        router.add(middleware: Authentication(sessions: sessions, config: config))
+        router.add(middleware: Authentication(sessions: sessions, config: config, backend: backend))
         addAuthRoutes(router)
         addPages(router)
         addAPI(router)
@@ -207,7 +207,8 @@ public struct WebApp: Sendable {
                 r.headers[.retryAfter] = String(Int(wait))
                 return r
             }
-            guard config.checkLogin(user: user, password: form["password"] ?? "") else {
+            let role = try? await backend.checkLogin(user, password: form["password"] ?? "")
+            guard role != nil else {
                 throttle.failed(client)
                 throttle.failed(address)
                 // Slow every wrong guess down; the right password is answered at once.
@@ -382,6 +383,9 @@ public struct WebApp: Sendable {
                 return "Requeued \(try await backend.requeueDeadLetters(ids: ids, by: user)) message(s)."
             })
         router.get(
+            "/users",
+            use: page { _, _, session, _ in Self.html(Pages.users(try await backend.users(), session: session)) })
+        router.get(
             "/audit",
             use: page { _, _, session, _ in
                 Self.html(Pages.audit(try await backend.auditRows(limit: 500, action: nil), session: session))
@@ -550,6 +554,7 @@ public struct WebApp: Sendable {
                     dag: try context.parameters.require("dag"), run: try Self.runID(context), by: user)
                 return Done(ok: changed, message: changed ? "marked failed" : "the run had already ended")
             })
+        api.get("users", use: self.api { _, _, _ in try await backend.users() })
         api.get(
             "audit",
             use: self.api { request, _, _ in

@@ -20,7 +20,10 @@ public struct WebConfig: Sendable {
     /// and tests that start it on port 0, so no port is taken between choosing and binding it).
     public var portFile: String?
     public let user: String
-    let passwordDigest: [UInt8]
+    /// The configured password, kept only to create the first admin (`Backend.prepare`).
+    let initialPassword: String
+    /// The role of the API bearer token (`ETL_WEB_API_TOKEN_ROLE`, default operator).
+    public let tokenRole: MetadataStore.Role
     let apiTokenDigest: [UInt8]?
     /// Signs session cookies and CSRF tokens; derived from `ETL_SECRET_KEY` so it is distinct from
     /// the key that signs task messages.
@@ -64,7 +67,14 @@ public struct WebConfig: Sendable {
         self.user = user
         digestKeyBytes = (0..<32).map { _ in UInt8.random(in: 0...255) }
         let digestKey = SymmetricKey(data: digestKeyBytes)
-        passwordDigest = Self.digest(password, digestKey)
+        initialPassword = password
+        let role = env["ETL_WEB_API_TOKEN_ROLE"] ?? "operator"
+        guard let tokenRole = MetadataStore.Role(rawValue: role) else {
+            throw ConfigError(
+                variable: "ETL_WEB_API_TOKEN_ROLE", problem: "'\(role)' is not a role",
+                fix: "use viewer, operator or admin (default operator)")
+        }
+        self.tokenRole = tokenRole
         if let token = env["ETL_WEB_API_TOKEN"] {
             guard token.utf8.count >= 16 else {
                 throw ConfigError(
@@ -97,13 +107,6 @@ public struct WebConfig: Sendable {
         var d: UInt8 = 0
         for i in a.indices { d |= a[i] ^ b[i] }
         return d == 0
-    }
-
-    func checkLogin(user: String, password: String) -> Bool {
-        // Both compared every time, so the answer takes as long for a wrong user as a wrong password.
-        let userOK = Self.same(Self.digest(user, digestKey), Self.digest(self.user, digestKey))
-        let passwordOK = Self.same(Self.digest(password, digestKey), passwordDigest)
-        return userOK && passwordOK
     }
 
     func checkAPIToken(_ token: String) -> Bool {

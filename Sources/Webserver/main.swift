@@ -44,7 +44,7 @@ struct WebserverCommand: AsyncParsableCommand {
             if let host { config.host = host }
             if let port { config.port = port }
             let backend = try Backend(environment: env)
-            try backend.prepare()
+            try backend.prepare(config: config)
             app = WebApp(backend: backend, config: config)
         } catch {
             FileHandle.standardError.write(Data("webserver: \(error)\n".utf8))

@@ -23,6 +23,7 @@ struct ETLCtl: ParsableCommand {
         subcommands: [
             Check.self, Dags.self, Runs.self, TasksCmd.self, Queues.self, Workers.self, DeadLetters.self, Logs.self,
             Generate.self, WeblogCmd.self, Loads.self, ReportsCmd.self, Summary.self, Migrate.self, DB.self, Audit.self,
+            Users.self,
         ]
     )
 }

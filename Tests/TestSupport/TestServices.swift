@@ -107,7 +107,7 @@ public enum TestServices {
     @discardableResult
     public static func run(
         _ path: String, _ args: [String], environment: [String: String]? = nil, timeout: Double = 120,
-        namespace: String? = nil
+        namespace: String? = nil, input: String? = nil
     ) throws -> Output {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
@@ -117,7 +117,13 @@ public enum TestServices {
         let err = Pipe()
         p.standardOutput = out
         p.standardError = err
+        let stdin = input.map { _ in Pipe() }
+        if let stdin { p.standardInput = stdin }
         try p.run()
+        if let stdin, let input {
+            stdin.fileHandleForWriting.write(Data(input.utf8))
+            try? stdin.fileHandleForWriting.close()
+        }
         final class Flag: @unchecked Sendable { var killed = false }
         let killed = Flag()
         let pid = p.processIdentifier

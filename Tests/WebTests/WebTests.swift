@@ -36,8 +36,9 @@ final class WebFixture: @unchecked Sendable {
         env.merge(extra) { _, x in x }
         let environment = Environment(env)
         let backend = try Backend(environment: environment)
-        try backend.prepare()
-        web = WebApp(backend: backend, config: try WebConfig(environment: environment))
+        let config = try WebConfig(environment: environment)
+        try backend.prepare(config: config)
+        web = WebApp(backend: backend, config: config)
     }
 
     var store: MetadataStore { cluster.store }
@@ -84,11 +85,22 @@ struct Browser {
         try await client.execute(uri: uri, method: .get, headers: [.cookie: cookie])
     }
 
-    /// A form POST as the page sends it (with the CSRF token unless `csrf` is false).
+    /// A form POST as the page sends it (with the CSRF token unless `csrf` is false); `api`: as a
+    /// script calls the API with this session, the token in the X-CSRF-Token header.
     func post(
-        _ client: some TestClientProtocol, _ uri: String, _ fields: [String: String] = [:], csrf withToken: Bool = true
+        _ client: some TestClientProtocol, _ uri: String, _ fields: [String: String] = [:], csrf withToken: Bool = true,
+        api: Bool = false
     ) async throws -> TestResponse {
         var f = fields
+        if api {
+            let body = f.map { "\($0.key)=\(HTML.component($0.value))" }.joined(separator: "&")
+            return try await client.execute(
+                uri: uri, method: .post,
+                headers: [
+                    .cookie: cookie, .contentType: "application/x-www-form-urlencoded",
+                    HTTPField.Name("X-CSRF-Token")!: csrf,
+                ], body: ByteBuffer(string: body))
+        }
         if withToken { f["csrf"] = csrf }
         let body = f.map { "\($0.key)=\(HTML.component($0.value))" }.joined(separator: "&")
         return try await client.execute(
@@ -568,5 +580,98 @@ extension HTTPFields {
         var out = self
         for f in other { out.append(f) }
         return out
+    }
+}
+
+@Suite("Web users and roles", .serialized, .timeLimit(.minutes(10)))
+struct WebRoleTests {
+    /// Every state-changing route, as a page's form posts it and as the API takes it.
+    static func postRoutes(run: Int64) -> [String] {
+        let page = [
+            "/dags/example_chain/pause", "/dags/example_chain/unpause", "/dags/example_chain/trigger",
+            "/dags/example_chain/backfill", "/dags/example_diamond/runs/\(run)/tasks/extract/retry",
+            "/dags/example_diamond/runs/\(run)/tasks/extract/cancel", "/dags/example_diamond/runs/\(run)/clear-failed",
+            "/dags/example_diamond/runs/\(run)/mark-failed", "/dead-letters/requeue",
+        ]
+        return page + page.map { "/api" + $0 }
+    }
+
+    @Test(
+        """
+        roles: a viewer reads but every POST route answers 403, an operator and an admin may act, only an admin \
+        sees the users; the token has its own role; a removed user's session ends; the last admin stays; \
+        etlctl users takes the password on standard input
+        """)
+    func everyPostRouteWithEachRole() async throws {
+        let fx = try WebFixture()
+        let run = try fx.cluster.trigger("example_diamond")
+        #expect(try fx.store.users().map(\.name) == ["admin"], "the configured user is the first admin")
+        try fx.store.addUser("vera", password: "viewer password", role: .viewer, cost: 4)
+        try fx.store.addUser("otto", password: "operator password", role: .operator, cost: 4)
+        let routes = Self.postRoutes(run: run)
+        try await fx.test { client in
+            let viewer = try #require(try await Browser.login(client, user: "vera", password: "viewer password"))
+            let op = try #require(try await Browser.login(client, user: "otto", password: "operator password"))
+            let admin = try #require(try await Browser.login(client))
+            for route in routes {
+                let fields =
+                    route.hasSuffix("trigger") ? ["date": "2024-05-0\(routes.firstIndex(of: route)! % 9 + 1)"] : [:]
+                let v = try await viewer.post(client, route, fields, api: route.hasPrefix("/api/"))
+                #expect(v.status == .forbidden && v.text.contains("needs the operator role"), "\(route): \(v.status)")
+                for (name, b) in [("operator", op), ("admin", admin)] {
+                    let r = try await b.post(client, route, fields, api: route.hasPrefix("/api/"))
+                    #expect(
+                        r.status != .forbidden && r.status != .unauthorized, "\(name) \(route): \(r.status) \(r.text)")
+                }
+            }
+            for path in ["/users", "/api/users"] {
+                #expect(try await viewer.get(client, path).status == .forbidden)
+                #expect(try await op.get(client, path).status == .forbidden)
+                let a = try await admin.get(client, path)
+                #expect(a.status == .ok && a.text.contains("otto"), "\(path)")
+            }
+            #expect(try await viewer.get(client, "/dags").status == .ok)
+            // The token's role (default operator) may act, not manage users.
+            let bearer: HTTPFields = [.authorization: "Bearer \(WebFixture.token)"]
+            let p = try await client.execute(uri: "/api/dags/example_chain/pause", method: .post, headers: bearer)
+            #expect(p.status == .ok)
+            #expect(try await client.execute(uri: "/api/users", method: .get, headers: bearer).status == .forbidden)
+            // A removed user is signed out at once.
+            #expect(try fx.store.removeUser("otto"))
+            #expect(try await op.get(client, "/dags").status == .seeOther)
+        }
+        #expect(throws: MetadataStore.UserError.self) { try fx.store.removeUser("admin") }
+        #expect(throws: MetadataStore.UserError.self) { try fx.store.setRole("admin", .viewer) }
+        #expect(try fx.store.checkLogin("vera", password: "wrong password") == nil)
+        #expect(try fx.store.checkLogin("nobody", password: "viewer password") == nil)
+        // etlctl users: the password on standard input, never on the command line; each change audited.
+        let bin = Cluster.binDir.appendingPathComponent("etlctl").path
+        let env = fx.cluster.env
+        let add = try TestServices.run(
+            bin, ["users", "add", "carl", "--role", "operator"], environment: env, input: "carl's password\n")
+        #expect(add.status == 0 && add.stdout.contains("added carl (operator)"), "\(add.stdout)\(add.stderr)")
+        #expect(try fx.store.checkLogin("carl", password: "carl's password") == .operator)
+        let short = try TestServices.run(bin, ["users", "add", "dora"], environment: env, input: "short\n")
+        #expect(short.status == 1 && short.stderr.contains("shorter than 8"), "\(short.stderr)")
+        #expect(try TestServices.run(bin, ["users", "set-role", "carl", "admin"], environment: env).status == 0)
+        #expect(try fx.store.role(of: "carl") == .admin)
+        let list = try TestServices.run(bin, ["users", "list", "--json"], environment: env)
+        let names = (try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]])?.compactMap {
+            $0["name"] as? String
+        }
+        #expect(names == ["admin", "carl", "vera"], "\(list.stdout)")
+        #expect(try fx.store.auditRows(limit: 10).contains { $0.action == "user-set-role" && $0.target == "carl" })
+        #expect(!list.stdout.contains("password") && !list.stdout.contains("$2"), "no hash is shown")
+    }
+
+    @Test("a viewer token (ETL_WEB_API_TOKEN_ROLE=viewer) reads the API and may not act")
+    func viewerToken() async throws {
+        let fx = try WebFixture(extra: ["ETL_WEB_API_TOKEN_ROLE": "viewer"])
+        try await fx.test { client in
+            let bearer: HTTPFields = [.authorization: "Bearer \(WebFixture.token)"]
+            #expect(try await client.execute(uri: "/api/dags", method: .get, headers: bearer).status == .ok)
+            let p = try await client.execute(uri: "/api/dags/example_chain/pause", method: .post, headers: bearer)
+            #expect(p.status == .forbidden && p.text.contains("ETL_WEB_API_TOKEN_ROLE=operator"), "\(p.text)")
+        }
     }
 }

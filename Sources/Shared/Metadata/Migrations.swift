@@ -259,6 +259,20 @@ public enum Migrations {
             CREATE INDEX IF NOT EXISTS audit_at ON @S.audit (at DESC);
             """
         ),
+        (
+            12, "web users",
+            """
+            -- The web UI's users: a bcrypt hash of each password (never the password) and a role:
+            -- viewer (reads), operator (acts on DAGs, runs, tasks and queues), admin (also users).
+            CREATE TABLE IF NOT EXISTS @S.web_user (
+                name          text PRIMARY KEY,
+                password_hash text NOT NULL,
+                role          text NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+                created_at    timestamptz NOT NULL DEFAULT now(),
+                updated_at    timestamptz NOT NULL DEFAULT now()
+            );
+            """
+        ),
     ]
 }
 
