@@ -42,6 +42,18 @@ struct Users: ParsableCommand {
         return line
     }
 
+    /// Runs a change to user `name` as an audited action; "there is no user" when it found none.
+    static func change(
+        _ action: String, _ name: String, detail: String = "", _ body: (MetadataStore) throws -> Bool
+    )
+        throws
+    {
+        let ctx = try Context()
+        let store = try ctx.store()
+        let done = try failing { try ctx.operations().audited(action, name, detail: detail) { try body(store) } }
+        guard done else { throw fail("there is no user '\(name)'. Fix: etlctl users list") }
+    }
+
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add a user (the password from standard input).")
         @Argument(help: "The user name.") var name: String
@@ -78,10 +90,7 @@ struct Users: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Remove a user (not the last admin).")
         @Argument(help: "The user name.") var name: String
         func run() throws {
-            let ctx = try Context()
-            let store = try ctx.store()
-            let done = try failing { try ctx.operations().audited("user-remove", name) { try store.removeUser(name) } }
-            guard done else { throw fail("there is no user '\(name)'. Fix: etlctl users list") }
+            try Users.change("user-remove", name) { try $0.removeUser(name) }
             print("removed \(name)")
         }
     }
@@ -93,14 +102,7 @@ struct Users: ParsableCommand {
         @Argument(help: "viewer, operator or admin.") var role: String
         func run() throws {
             let role = try Users.role(role)
-            let ctx = try Context()
-            let store = try ctx.store()
-            let done = try failing {
-                try ctx.operations().audited("user-set-role", name, detail: role.rawValue) {
-                    try store.setRole(name, role)
-                }
-            }
-            guard done else { throw fail("there is no user '\(name)'. Fix: etlctl users list") }
+            try Users.change("user-set-role", name, detail: role.rawValue) { try $0.setRole(name, role) }
             print("\(name) is now \(role.rawValue)")
         }
     }
@@ -110,13 +112,8 @@ struct Users: ParsableCommand {
             commandName: "set-password", abstract: "Set a user's password (from standard input).")
         @Argument(help: "The user name.") var name: String
         func run() throws {
-            let ctx = try Context()
-            let store = try ctx.store()
             let password = try Users.readPassword()
-            let done = try failing {
-                try ctx.operations().audited("user-set-password", name) { try store.setPassword(name, password) }
-            }
-            guard done else { throw fail("there is no user '\(name)'. Fix: etlctl users list") }
+            try Users.change("user-set-password", name) { try $0.setPassword(name, password) }
             print("set the password of \(name)")
         }
     }

@@ -51,11 +51,7 @@ public enum Retention {
               AND r.run_id <> (SELECT max(n.run_id) FROM \(s).dag_run n WHERE n.dag_id = r.dag_id)
             ORDER BY r.run_id LIMIT $3
             """
-        var after: Int64 = 0
-        while true {
-            let ids = try pg.query(runs, [cutoff, after, batch]).rows.map { try $0.decode(Int64.self, 0) }
-            guard let last = ids.last else { break }
-            after = last
+        try batches(pg, runs, cutoff: cutoff, batch: batch) { ids in
             let n = try step(pg) { tx in
                 try tx.query(
                     """
@@ -95,11 +91,7 @@ public enum Retention {
                 WHERE state IN ('finished', 'broken') AND coalesce(finished_at, broke_at, started_at) < $1 AND id > $2
                 ORDER BY id LIMIT $3
                 """
-            var afterLoad: Int64 = 0
-            while true {
-                let ids = try pg.query(old, [cutoff, afterLoad, batch]).rows.map { try $0.decode(Int64.self, 0) }
-                guard let last = ids.last else { break }
-                afterLoad = last
+            try batches(pg, old, cutoff: cutoff, batch: batch) { ids in
                 let n = try step(pg) { tx in
                     try tx.query(
                         """
@@ -128,6 +120,21 @@ public enum Retention {
         }
         if let queue { c.deadLetters = try queue.trimDeadLetters(before: cutoff, dryRun: dryRun) }
         return c
+    }
+
+    /// Runs `body` on the ids `query` selects (`$1` the cutoff, `$2` the last id seen, `$3` the
+    /// batch size), batch after batch in id order, until none is left: ids kept by `body` are
+    /// never looked at again.
+    private static func batches(
+        _ pg: PostgresConnection, _ query: String, cutoff: Date, batch: Int, _ body: ([Int64]) throws -> Void
+    ) throws {
+        var after: Int64 = 0
+        while true {
+            let ids = try pg.query(query, [cutoff, after, batch]).rows.map { try $0.decode(Int64.self, 0) }
+            guard let last = ids.last else { return }
+            after = last
+            try body(ids)
+        }
     }
 
     /// One batch: its own transaction, waiting at most 1 s for a lock (a lock timeout is tried
