@@ -90,7 +90,8 @@ enum Layout {
         .flash{padding:8px 12px;background:#fff4d6;border:1px solid #e6c65c;margin-bottom:12px}
         .s-success{background:#2e9e47}.s-failed{background:#d64235}.s-running{background:#40a9e0}\
         .s-queued{background:#9a8be0}
-        .s-scheduled{background:#c9ced6}.s-up_for_retry{background:#f0b429}.s-upstream_failed{background:#f28b30}.s-cancelled{background:#8e5bd0}\
+        .s-scheduled{background:#c9ced6}.s-up_for_retry{background:#f0b429}.s-upstream_failed{background:#f28b30}\
+        .s-cancelled{background:#8e5bd0}\
         .s-none{background:#eef0f3;border:1px dashed #c9ced6}
         pre{background:#111722;color:#dfe6f3;padding:10px;overflow:auto;max-height:480px;white-space:pre-wrap}
         .grid td{padding:2px;text-align:center}.grid td.task{text-align:left;padding:2px 8px}\

@@ -14,7 +14,8 @@ struct DB: ParsableCommand {
     struct Clean: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract:
-                "Delete finished runs, attempts, logs, alerts, rejects, load records and dead letters older than an age.",
+                "Delete finished runs, attempts, logs, alerts, rejects, load records and dead letters older than "
+                + "an age.",
             discussion: """
                 Kept whatever their age: unfinished runs, each DAG's newest run, every ledger row (what is loaded,
                 so no file or export is loaded again) and the load records a ledger row references. Deletes in

@@ -25,10 +25,14 @@ struct CancelTests {
         let c = try Cluster(extra: ["ETL_LEASE_TTL": "4", "ETL_CANCEL_GRACE": "60"])
         defer { c.stopAll() }
         try c.startScheduler()
-        // One slot: the run's four first tasks come in one batch, one after another.
-        try c.startWorker(["--concurrency", "1"])
         let bin = Cluster.binDir.appendingPathComponent("etlctl").path
         let run = try c.trigger("example_cancel")
+        // One slot: the run's four first tasks come in one batch, one after another (queued before
+        // the worker starts, so that its first fetch takes them together).
+        try c.waitFor("the first four queued", timeout: 30) {
+            try c.store.instances(run: run).values.filter { $0.state == .queued }.count == 4
+        }
+        try c.startWorker(["--concurrency", "1"])
         func rows(_ phase: String, _ task: String? = nil) throws -> Int {
             try c.store.pg.query(
                 """
@@ -41,11 +45,12 @@ struct CancelTests {
         for _ in Self.long {
             var task = ""
             try c.waitFor("a long task of example_cancel waiting", timeout: 40) {
+                // Every task of the batch is `running` from its start; the one in its wait is the
+                // one that committed its row (whichever the batch took first).
                 let states = try c.store.instances(run: run)
-                guard
-                    let t = Self.long.first(where: { states[$0]?.state == .running && took[$0] == nil }),
-                    try rows("committed", t) == 1
-                else { return false }
+                let waiting = try Self.long.filter { states[$0]?.state == .running && took[$0] == nil }
+                    .filter { try rows("committed", $0) == 1 }
+                guard let t = waiting.first else { return false }
                 task = t
                 return true
             }
@@ -174,8 +179,13 @@ struct CancelTests {
         let c = try Cluster(extra: ["ETL_LEASE_TTL": "4", "ETL_CANCEL_GRACE": "60"])
         defer { c.stopAll() }
         try c.startScheduler()
-        try c.startWorker(["--concurrency", "1"])
         let run = try c.trigger("example_cancel_mate")
+        // Both in the queue before the worker starts, so that its first fetch takes them together
+        // (a worker blocked on the queue may be handed the first message of an enqueue alone).
+        try c.waitFor("both tasks queued", timeout: 30) {
+            try c.store.instances(run: run).values.allSatisfy { $0.state == .queued }
+        }
+        try c.startWorker(["--concurrency", "1"])
         try c.waitFor("the sleeper's statement under way", timeout: 30) {
             try c.store.pg.query(
                 "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep($1)%'"

@@ -65,7 +65,8 @@ struct RetentionTests {
         for (load, n) in [(ids[0], 2), (ids[1], 1), (ids[2], 1)] {
             for i in 0..<n {
                 try c.store.pg.query(
-                    "INSERT INTO \(loads).reject (load_id, source, line_number, raw, reason) VALUES ($1, 's', $2, 'r', 'bad')",
+                    "INSERT INTO \(loads).reject (load_id, source, line_number, raw, reason) "
+                        + "VALUES ($1, 's', $2, 'r', 'bad')",
                     [load, i + 1])
             }
         }

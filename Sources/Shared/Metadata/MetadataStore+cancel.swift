@@ -56,7 +56,8 @@ extension MetadataStore {
             case .running:
                 try tx.query(
                     """
-                    UPDATE \(s).task_instance SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp()),
+                    UPDATE \(s).task_instance
+                    SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp()),
                       cancel_requested_by = coalesce(cancel_requested_by, $3)
                     WHERE run_id = $1 AND task_id = $2
                     """, [run, task, by])

@@ -454,7 +454,10 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             guard !moved.isEmpty else { continue }
             enqueued += moved.count
             var encoded: [(queue: String, body: [UInt8], signature: String)] = []
-            for m in moved {
+            // In the order given (the DAG's), not the order the UPDATE happened to return them:
+            // a worker fetching several runs them one after another in that order.
+            let position = Dictionary(chunk.enumerated().map { ($1, $0) }) { a, _ in a }
+            for m in moved.sorted(by: { position[$0.task, default: 0] < position[$1.task, default: 0] }) {
                 let spec = dag.task(m.task)!
                 let message = TaskMessage(
                     id: m.messageID, dag: dag.id, runID: run.id, task: m.task, logicalDate: date,
@@ -540,8 +543,8 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             else { continue }
             deadlineMissed.insert(run.id)
             let message =
-                "not finished \(RunDeadlines.minutes(runDeadlines.deadlines[dag.id] ?? 0)) min after its interval ended (deadline \(PostgresTimestamp.format(due))); "
-                + "it is \(run.state.rawValue)"
+                "not finished \(RunDeadlines.minutes(runDeadlines.deadlines[dag.id] ?? 0)) min after its interval "
+                + "ended (deadline \(PostgresTimestamp.format(due))); it is \(run.state.rawValue)"
             logger.warning(
                 "deadline missed: \(message)", metadata: ["dag": "\(dag.id)", "run": "\(run.id)"])
             try store.recordDeadlineAlert(run: run.id, message: message, targets: alertSettings.targets)
