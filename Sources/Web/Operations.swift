@@ -99,6 +99,25 @@ extension Backend {
         let summary: DAGSummary
         let tasks: [TaskDescription]
         let grid: [MetadataStore.GridCell]
+        /// The parameters a run may be given (`DAGParam`).
+        let params: [ParamDescription]
+    }
+
+    struct ParamDescription: Codable, Sendable {
+        let name: String
+        let type: String
+        let `default`: String
+        /// "output" (any run may set it: another value writes another output) or "manual only".
+        let effect: String
+        let help: String
+
+        init(_ p: DAGParam) {
+            name = p.name
+            type = p.typeDescription
+            `default` = p.defaultValue
+            effect = p.effect == .definesOutput ? "output" : "manual only"
+            help = p.help
+        }
     }
 
     /// One DAG: its tasks and dependencies, and its recent runs by task (one connection, reads of
@@ -121,7 +140,7 @@ extension Backend {
                 task: $0.id, operation: $0.operation, upstream: $0.upstream, retries: $0.retries,
                 timeoutSeconds: $0.timeout, queue: $0.queue)
         }
-        return DAGDetail(summary: summary, tasks: tasks, grid: grid)
+        return DAGDetail(summary: summary, tasks: tasks, grid: grid, params: d.params.map(ParamDescription.init))
     }
 
     struct RunDetail: Codable, Sendable {
@@ -272,11 +291,14 @@ extension Backend {
     }
 
     /// Creates a manual run for `date` (default today, UTC) and wakes the scheduler.
-    func trigger(_ id: String, date: String?, by user: String) async throws -> Int64 {
+    /// `params`: run parameters by name (checked where the run is made; a wrong one makes none).
+    func trigger(
+        _ id: String, date: String?, params: [String: String] = [:], by user: String
+    ) async throws -> Int64 {
         _ = try dag(id)
         let day = try date.map(Self.day) ?? Day.today()
         let logical = day.date
-        return try await run { [self] c in try operations(c, user).trigger(id, logicalDate: logical) }
+        return try await run { [self] c in try operations(c, user).trigger(id, logicalDate: logical, params: params) }
     }
 
     /// A backfill of `id` from `from` to `to` (etlctl dags backfill): makes the missing runs, for a

@@ -175,7 +175,7 @@ enum Pages {
 
     static func dag(_ full: Backend.DAGDetail, session: Session, flash: String?) -> HTML {
         let detail = Backend.DAGDetail(
-            summary: full.summary, tasks: Array(full.tasks.prefix(maxDrawnTasks)), grid: full.grid)
+            summary: full.summary, tasks: Array(full.tasks.prefix(maxDrawnTasks)), grid: full.grid, params: full.params)
         let d = detail.summary
         let dagPath = "/dags/\(HTML.component(d.dag))"
         let runs = Array(d.recentRuns.reversed())  // oldest first, as in Airflow's grid
@@ -255,10 +255,19 @@ enum Pages {
             d.upstreamDAGs.isEmpty
             ? ""
             : " <span class=\"muted\">(with \(d.upstreamDAGs.joined(separator: ", "))'s runs for the same dates)</span>"
+        // One field per run parameter, empty for its default; a wrong value is refused with the fix.
+        let paramFields: [HTML] = detail.params.map { p -> HTML in
+            let title = "\(p.help) (\(p.type); \(p.effect))"
+            let placeholder = p.default.isEmpty ? "none" : p.default
+            return """
+                 <label title="\(title)">\(p.name) <input name="param.\(p.name)" placeholder="\(placeholder)" \
+                size="10"></label>
+                """
+        }
         let body: HTML = """
             <p>\(toggle) <form class="inline" method="post" action="\(dagPath)/trigger">\
             <input type="hidden" name="csrf" value="\(session.csrf)">
-            <input name="date" placeholder="YYYY-MM-DD (today)" size="16"> <button>Trigger</button></form>
+            <input name="date" placeholder="YYYY-MM-DD (today)" size="16">\(paramFields) <button>Trigger</button></form>
             &nbsp; \(tags) <span class="muted">\(d.schedule)\(d.paused ? " · paused" : "") · \
             \(d.maxActiveRuns == 1 ? "one run at a time" : "up to \(d.maxActiveRuns) runs at a time")\
             \(poolText)</span></p>
@@ -310,10 +319,16 @@ enum Pages {
                 Layout.button(
                     "Mark failed", action: "\(dagPath)/runs/\(r.id)/mark-failed", session: session, style: "danger"))
         }
+        let given: [String] = r.params.keys.sorted().map { k in
+            let v = r.params[k] ?? ""
+            return "\(k)=\(v.isEmpty ? "(none)" : v)"
+        }
+        let parameters: HTML = given.isEmpty ? "" : "<p>Parameters: \(given.joined(separator: ", "))</p>"
         let body: HTML = """
             <p><a href="\(dagPath)">← \(dag)</a> · logical date \(HTML.time(r.logicalDate).prefix(10)) · \
             \(r.type.rawValue) · \(Layout.square(r.state.rawValue, title: r.state.rawValue)) <b>\(r.state.rawValue)</b>
             · started \(HTML.time(r.startedAt)) · \(HTML.duration(r.startedAt, r.endedAt)) \(actions)</p>
+            \(parameters)
             <table><tr><th>Task</th><th>State</th><th class="num">Try</th><th>Worker</th><th>Started</th>\
             <th>Duration</th><th>Error</th><th></th></tr>\(rows)</table>
             """
@@ -433,7 +448,10 @@ enum Pages {
     /// The web users and their roles (admins only).
     static func users(_ list: [MetadataStore.WebUser], session: Session) -> HTML {
         let rows: [HTML] = list.map { u in
-            "<tr><td>\(u.name)</td><td>\(u.role.rawValue)</td><td>\(HTML.time(u.createdAt))</td><td>\(HTML.time(u.updatedAt))</td></tr>"
+            """
+            <tr><td>\(u.name)</td><td>\(u.role.rawValue)</td><td>\(HTML.time(u.createdAt))</td>\
+            <td>\(HTML.time(u.updatedAt))</td></tr>
+            """
         }
         let body: HTML = """
             <p class="muted">Roles: viewer (reads), operator (triggers, backfills, retries, clears, cancels, \
@@ -450,7 +468,8 @@ enum Pages {
             """
             <tr><td>\(HTML.time(a.at))</td><td>\(a.actor)</td><td>\(a.origin)</td><td>\(a.action)</td>\
             <td>\(a.target)</td><td>\(a.detail)</td>\
-            <td>\(Layout.square(a.ok ? "success" : "failed", title: a.ok ? "done" : "refused")) \(a.ok ? "done" : "refused")</td>\
+            <td>\(Layout.square(a.ok ? "success" : "failed", title: a.ok ? "done" : "refused")) \
+            \(a.ok ? "done" : "refused")</td>\
             <td class="err">\(String((a.error ?? "").prefix(200)))</td></tr>
             """
         }

@@ -325,7 +325,7 @@ public struct WebApp: Sendable {
             use: action(back: backToDAG) { _, context, user in
                 let dag = try context.parameters.require("dag")
                 let date = context.form["date"].flatMap { $0.isEmpty ? nil : $0 }
-                let run = try await backend.trigger(dag, date: date, by: user)
+                let run = try await backend.trigger(dag, date: date, params: Self.params(context.form), by: user)
                 return "Triggered \(dag): run \(run)."
             })
         router.post(
@@ -453,6 +453,14 @@ public struct WebApp: Sendable {
         { _, context in Self.safeNext(context.form["back"] ?? "/dags") }
     }
 
+    /// Run parameters from a form or query: the fields `param.NAME`; an empty one is left out (the
+    /// parameter's default).
+    static func params(_ fields: [String: String]) -> [String: String] {
+        var out: [String: String] = [:]
+        for (k, v) in fields where k.hasPrefix("param.") && !v.isEmpty { out[String(k.dropFirst(6))] = v }
+        return out
+    }
+
     static func runID(_ context: WebContext) throws -> Int64 {
         guard let run = context.parameters.get("run", as: Int64.self) else {
             throw WebError.bad("a run id is a number. Fix: pick a run from the DAG's page")
@@ -513,7 +521,11 @@ public struct WebApp: Sendable {
             "dags/:dag/trigger",
             use: self.api { request, context, user in
                 let date = context.form["date"] ?? request.uri.queryParameters.get("date").map { String($0) }
-                let run = try await backend.trigger(try context.parameters.require("dag"), date: date, by: user)
+                var fields: [String: String] = [:]
+                for (k, v) in request.uri.queryParameters { fields[String(k)] = String(v) }
+                for (k, v) in context.form { fields[k] = v }
+                let run = try await backend.trigger(
+                    try context.parameters.require("dag"), date: date, params: Self.params(fields), by: user)
                 return Done(ok: true, message: "triggered", run: run)
             })
         api.post(

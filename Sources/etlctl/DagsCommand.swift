@@ -11,7 +11,7 @@ import Workflow
 struct Dags: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dags", abstract: "List, pause, unpause and trigger DAGs.",
-        subcommands: [List.self, Pause.self, Unpause.self, Trigger.self, Latest.self, Backfill.self])
+        subcommands: [List.self, Pause.self, Unpause.self, Trigger.self, Params.self, Latest.self, Backfill.self])
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -99,27 +99,73 @@ struct Dags: ParsableCommand {
         }
     }
 
+    struct Params: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List the parameters a DAG's runs may be given, with their types and defaults.",
+            discussion: """
+                "output" parameters define what a run writes (another value, another file) and may be
+                set on any manual run; "manual only" ones are refused for scheduled and backfilled runs.
+                Example:
+                  etlctl dags params popular-devices
+                """)
+        @Argument(help: "The DAG id.") var dag: String
+        @Flag(help: "One JSON array instead of a table.") var json = false
+        func run() throws {
+            let d = try Context().dag(dag)
+            func effect(_ p: DAGParam) -> String { p.effect == .definesOutput ? "output" : "manual only" }
+            if json {
+                Output.json(
+                    d.params.map {
+                        [
+                            "name": $0.name, "type": $0.typeDescription, "default": $0.defaultValue,
+                            "effect": effect($0), "help": $0.help,
+                        ]
+                    })
+            } else if d.params.isEmpty {
+                print("DAG \(dag) declares no parameters")
+            } else {
+                Output.table(
+                    ["PARAM", "TYPE", "DEFAULT", "EFFECT", "WHAT IT DOES"],
+                    d.params.map {
+                        [$0.name, $0.typeDescription, $0.defaultValue.nonEmpty ?? "-", effect($0), $0.help]
+                    })
+            }
+        }
+    }
+
     struct Trigger: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Start a run of a DAG now.",
             discussion: """
-                With --wait, exits 0 only when the run succeeded. Example:
+                With --wait, exits 0 only when the run succeeded. --param sets one of the DAG's
+                parameters for this run (etlctl dags params DAG lists them); a wrong one is refused
+                before any run is made. Examples:
                   etlctl dags trigger monthly-sales --date 2024-05-01 --wait
+                  etlctl dags trigger popular-devices --date 2024-05-01 --param top=20
                 """
         )
         @Argument(help: "The DAG id.") var dag: String
         @Option(help: "Logical date, YYYY-MM-DD (default: today).") var date: String?
+        @Option(name: .customLong("param"), help: "NAME=VALUE, one of the DAG's parameters (repeatable).")
+        var params: [String] = []
         @Flag(help: "Wait for the run to finish; exit 1 if it failed.") var wait = false
         @Option(help: "Seconds to wait with --wait.") var timeout: Double = 3600
         @Flag(help: "Print the result as JSON.") var json = false
 
         func run() throws {
             let ctx = try Context()
-            _ = try ctx.dag(dag)  // an unknown DAG is refused before any connection is made
+            let d = try ctx.dag(dag)  // an unknown DAG is refused before any connection is made
             let logical = try date.map(parseDate) ?? parseDate(String(PostgresTimestamp.format(Date()).prefix(10)))
+            // So is a wrong parameter (checked again, with the same words, where the run is made).
+            let given = try failing { try DAG.parseParams(params) }
+            _ = try failing { () -> [String: String] in
+                do { return try d.resolveParams(given, type: .manual) } catch let e as DAGParamError {
+                    throw OperatorError(.invalid, "DAG '\(dag)': \(e)")
+                }
+            }
             let ops = ctx.operations()
             let store = try ops.store
-            let run = try failing { try ops.trigger(dag, logicalDate: logical) }  // wakes the scheduler too
+            let run = try failing { try ops.trigger(dag, logicalDate: logical, params: given) }  // wakes the scheduler
             if try failing({ try store.pausedDAGs() }).contains(dag) {
                 FileHandle.standardError.write(
                     Data("etlctl: note: DAG '\(dag)' is paused; the run waits until: etlctl dags unpause \(dag)\n".utf8)

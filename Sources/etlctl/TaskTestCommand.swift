@@ -25,6 +25,8 @@ struct TaskTest: ParsableCommand {
             Examples:
               etlctl tasks test b2b create_tables --date 2025-06-01
               etlctl tasks test popular-devices report --date 2025-06-01 --real
+              etlctl tasks test popular-devices report --date 2025-06-01 --param top=20
+            --param sets a run parameter as a manual run would have it (etlctl dags params DAG).
             """)
     @Argument(help: "The DAG id.") var dag: String
     @Argument(help: "The task id.") var task: String
@@ -32,6 +34,8 @@ struct TaskTest: ParsableCommand {
     @Flag(help: "Write the real schemas and folders instead of scratch ones.") var real = false
     @Flag(help: "Drop the scratch schemas and folder first.") var fresh = false
     @Option(help: "The scratch folder (default: ETL_SCRATCH_DIR, else ./scratch).") var scratchDir: String?
+    @Option(name: .customLong("param"), help: "NAME=VALUE, one of the DAG's parameters (repeatable).")
+    var params: [String] = []
 
     func validate() throws {
         if real && fresh { throw ValidationError("--fresh drops scratch places: it does not go with --real") }
@@ -63,6 +67,12 @@ struct TaskTest: ParsableCommand {
         let settings = try failing { try PipelineSettings(environment: env) }
         let schema = env["ETL_SCHEMA"] ?? "etl"
         let spec = try base.task(try base.dag(dag), task)
+        // The parameters as a manual run of this DAG would have them (its folders those of `env`).
+        let values = try failing { () -> [String: String] in
+            do { return try registry.requireDAG(dag).resolveParams(DAG.parseParams(params), type: .manual) } catch let e
+                as DAGParamError
+            { throw OperatorError(.invalid, "DAG '\(dag)': \(e)") }
+        }
         guard let op = registry.operations[spec.operation] else {
             throw fail("task '\(task)' runs operation '\(spec.operation)', which this build does not have")
         }
@@ -79,11 +89,15 @@ struct TaskTest: ParsableCommand {
             print("dropped the scratch schemas and \(dir)")
         }
         _ = try failing { try Migrator.run(pg, schema: schema, setup: registry.setup) }
-        let where_ =
+        let destination =
             real
             ? "the real schemas and folders"
             : "scratch: schemas \(schema), \(settings.datalake), \(settings.loads), \(settings.datamart); folder \(dir)"
-        print("=== \(dag).\(task) for \(PostgresTimestamp.format(logical).prefix(10)) in this process, into \(where_)")
+        let day = PostgresTimestamp.format(logical).prefix(10)
+        print("=== \(dag).\(task) for \(day) in this process, into \(destination)")
+        if !values.isEmpty {
+            print("=== parameters: \(values.keys.sorted().map { "\($0)=\(values[$0]!)" }.joined(separator: " "))")
+        }
         let message = TaskMessage(
             dag: dag, runID: 0, task: task, logicalDate: PostgresTimestamp.format(logical), tryNumber: 1,
             queue: spec.queue, timeoutSeconds: spec.timeout, arguments: spec.arguments)
@@ -94,6 +108,7 @@ struct TaskTest: ParsableCommand {
                 try base.operations().audited(
                     "tasks-test", "\(dag) task \(task)",
                     detail: "--real, date \(PostgresTimestamp.format(logical).prefix(10))"
+                        + values.keys.sorted().map { " \($0)=\(values[$0]!)" }.joined()
                 ) {}
             }
         }
@@ -107,7 +122,7 @@ struct TaskTest: ParsableCommand {
                     echo: { line in
                         print(line)
                         fflush(nil)
-                    })
+                    }, params: values)
                 try op(ctx)
                 return ctx.committed
             }

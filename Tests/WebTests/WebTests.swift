@@ -25,7 +25,7 @@ final class WebFixture: @unchecked Sendable {
     let web: WebApp
 
     init(name: String = #function, extra: [String: String] = [:]) throws {
-        cluster = try Cluster(name: name)
+        cluster = try Cluster(name: name, extra: extra)
         pipeline = try PipelineFixture(name: name)
         var env = cluster.env.merging(pipeline.values) { _, x in x }
         env["ETL_WEB_USER"] = "admin"
@@ -335,6 +335,56 @@ struct WebTests {
             #expect(try await b.get(client, "/reports/monthly-sales/..%2F..%2Fx/report.csv").status == .badRequest)
             #expect(try await b.get(client, "/dags/no_such_dag").text.contains("no DAG named"))
             #expect(try await b.get(client, "/dags/example_diamond/runs/abc").status == .badRequest)
+        }
+    }
+
+    @Test(
+        """
+        run parameters: the DAG page lists them with a field each in the trigger form; a wrong value is refused \
+        with the fix and makes no run; a right one is recorded with the run and shown on its page; the API takes \
+        them too
+        """)
+    func triggerWithParameters() async throws {
+        let fx = try WebFixture(extra: ["ETL_PIPELINE_DAGS": "true"])
+        @Sendable func runs() throws -> [MetadataStore.RunRow] {
+            try fx.store.runRows(dag: "popular-devices", limit: 9)
+        }
+        try await fx.test { client in
+            let b = try #require(try await Browser.login(client))
+            let page = try await b.get(client, "/dags/popular-devices").text
+            #expect(page.contains("name=\"param.top\"") && page.contains("placeholder=\"5\""), "\(page)")
+            let detail = try await client.execute(
+                uri: "/api/dags/popular-devices", method: .get, headers: [.authorization: "Bearer \(WebFixture.token)"])
+            let params = (detail.json as? [String: Any])?["params"] as? [[String: Any]]
+            #expect(params?.first?["name"] as? String == "top" && params?.first?["effect"] as? String == "output")
+
+            let wrong = try await b.post(
+                client, "/dags/popular-devices/trigger", ["date": "2024-05-01", "param.top": "500"])
+            #expect(wrong.status == .badRequest && wrong.text.contains("parameter top"), "\(wrong.text)")
+            #expect(wrong.text.contains("Fix:"))
+            let unknown = try await b.post(client, "/dags/popular-devices/trigger", ["param.nope": "1"])
+            #expect(unknown.status == .badRequest && unknown.text.contains("no parameter nope"), "\(unknown.text)")
+            #expect(try runs().isEmpty)
+
+            let ok = try await b.post(
+                client, "/dags/popular-devices/trigger", ["date": "2024-05-01", "param.top": "012"])
+            #expect(ok.status == .seeOther)
+            let run = try #require(try runs().first)
+            #expect(run.params == ["top": "12"])
+            let runPage = try await b.get(client, "/dags/popular-devices/runs/\(run.id)").text
+            #expect(runPage.contains("Parameters: top=12"), "\(runPage)")
+            // An empty field is the default.
+            #expect(
+                try await b.post(client, "/dags/popular-devices/trigger", ["date": "2024-05-02", "param.top": ""])
+                    .status == .seeOther)
+            #expect(try runs().first?.params == ["top": "5"])
+            let api = try await client.execute(
+                uri: "/api/dags/popular-devices/trigger?date=2024-05-03&param.top=3", method: .post,
+                headers: [.authorization: "Bearer \(WebFixture.token)"])
+            #expect(api.status == .ok, "\(api.text)")
+            #expect(try runs().first?.params == ["top": "3"])
+            let audit = try fx.store.auditRows(limit: 10).first { $0.action == "trigger" && $0.ok }
+            #expect(audit?.detail.contains("top=3") == true, "\(String(describing: audit))")
         }
     }
 

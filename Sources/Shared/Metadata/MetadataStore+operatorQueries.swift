@@ -35,6 +35,8 @@ extension MetadataStore {
         public let state: RunState
         public let startedAt: Date?
         public let endedAt: Date?
+        /// The run's parameters (`DAGParam`), as it was created.
+        public let params: [String: String]
         enum CodingKeys: String, CodingKey {
             case id = "run"
             case dag
@@ -42,13 +44,14 @@ extension MetadataStore {
             case type, state
             case startedAt = "started_at"
             case endedAt = "ended_at"
+            case params
         }
     }
 
     public func runRows(dag: String?, limit: Int) throws -> [RunRow] {
         try pg.query(
             """
-            SELECT run_id, dag_id, logical_date, run_type, state, started_at, ended_at FROM \(schema).dag_run
+            SELECT \(Self.runColumns) FROM \(schema).dag_run
             WHERE $1::text IS NULL OR dag_id = $1 ORDER BY run_id DESC LIMIT $2
             """, [dag, limit]
         ).rows.map(Self.runRow)
@@ -57,18 +60,21 @@ extension MetadataStore {
     /// One run by id, with its type and timings.
     public func runRow(_ id: Int64) throws -> RunRow? {
         try pg.query(
-            "SELECT run_id, dag_id, logical_date, run_type, state, started_at, ended_at FROM \(schema).dag_run "
-                + "WHERE run_id = $1",
+            "SELECT \(Self.runColumns) FROM \(schema).dag_run WHERE run_id = $1",
             [id]
         )
         .rows.first.map(Self.runRow)
     }
 
+    /// What `runRow` reads, in its order.
+    static let runColumns = "run_id, dag_id, logical_date, run_type, state, started_at, ended_at, params::text"
+
     static func runRow(_ r: PostgresRow) throws -> RunRow {
         RunRow(
             id: try r.decode(Int64.self, 0), dag: try r.decode(String.self, 1), logicalDate: try r.decode(Date.self, 2),
             type: RunType(rawValue: try r.decode(String.self, 3)) ?? .manual, state: try MetadataStore.runState(r, 4),
-            startedAt: try r.decode(Date?.self, 5), endedAt: try r.decode(Date?.self, 6))
+            startedAt: try r.decode(Date?.self, 5), endedAt: try r.decode(Date?.self, 6),
+            params: params(json: try r.decode(String?.self, 7)))
     }
 
     public struct TaskRow: Codable, Sendable {
@@ -200,7 +206,7 @@ extension MetadataStore {
     public func recentRuns(perDAG: Int) throws -> [RunRow] {
         try pg.query(
             """
-            SELECT run_id, dag_id, logical_date, run_type, state, started_at, ended_at FROM (
+            SELECT \(Self.runColumns) FROM (
               SELECT *, row_number() OVER (PARTITION BY dag_id ORDER BY run_id DESC) AS n FROM \(schema).dag_run
             ) r WHERE n <= $1 ORDER BY dag_id, run_id DESC
             """, [perDAG]

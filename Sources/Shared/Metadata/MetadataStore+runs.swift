@@ -8,14 +8,19 @@ extension MetadataStore {
 
     /// Creates a run with every task `scheduled`; nil if the DAG already has a run for that date.
     @discardableResult
-    public func createRun(_ dag: DAG, logicalDate: Date, type: RunType) throws -> Int64? {
+    /// `params`: the run's parameters, resolved already (`DAG.resolveParams`); nil: the defaults.
+    public func createRun(
+        _ dag: DAG, logicalDate: Date, type: RunType, params: [String: String]? = nil
+    ) throws -> Int64? {
+        let values = try params ?? dag.resolveParams([:], type: type)
         let run = try pg.transaction { tx -> Int64? in
             guard
                 let row = try tx.query(
                     """
-                    INSERT INTO \(s).dag_run (dag_id, logical_date, run_type, state) VALUES ($1, $2, $3, 'queued')
+                    INSERT INTO \(s).dag_run (dag_id, logical_date, run_type, state, params)
+                    VALUES ($1, $2, $3, 'queued', $4::jsonb)
                     ON CONFLICT (dag_id, logical_date) DO NOTHING RETURNING run_id
-                    """, [dag.id, logicalDate, type.rawValue]
+                    """, [dag.id, logicalDate, type.rawValue, Self.paramsJSON(values)]
                 ).first
             else { return nil }
             let runID = try row.decode(Int64.self, 0)
@@ -38,6 +43,28 @@ extension MetadataStore {
         // run of 60,000 tasks unseen, the planner read the whole run for each chunk of 500).
         if run != nil && dag.tasks.count >= 1000 { try pg.query("ANALYZE \(s).task_instance") }
         return run
+    }
+
+    /// Run parameters as the JSON object `dag_run.params` holds (keys sorted).
+    public static func paramsJSON(_ params: [String: String]) -> String {
+        let data = try? JSONSerialization.data(withJSONObject: params, options: [.sortedKeys])
+        return data.flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
+    }
+
+    /// `dag_run.params` as text, back as a map (nil or malformed: none).
+    public static func params(json: String?) -> [String: String] {
+        guard let json, let data = json.data(using: .utf8),
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { return [:] }
+        return object.reduce(into: [:]) { m, kv in m[kv.key] = kv.value as? String ?? "\(kv.value)" }
+    }
+
+    /// The parameters run `run` was created with (empty for an unknown run or one made before
+    /// runs had parameters).
+    public func runParams(_ run: Int64) throws -> [String: String] {
+        Self.params(
+            json: try pg.query("SELECT params::text FROM \(s).dag_run WHERE run_id = $1", [run])
+                .rows.first?.decode(String?.self, 0))
     }
 
     /// The newest scheduled logical date of every DAG that has one.

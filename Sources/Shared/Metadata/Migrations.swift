@@ -273,6 +273,14 @@ public enum Migrations {
             );
             """
         ),
+        (
+            13, "run parameters",
+            """
+            -- The run's parameters as it was created (every one its DAG declares, defaults filled
+            -- in): what its tasks read (TaskContext.param) and its page shows. See DAGParam.
+            ALTER TABLE @S.dag_run ADD COLUMN IF NOT EXISTS params jsonb NOT NULL DEFAULT '{}';
+            """
+        ),
     ]
 }
 

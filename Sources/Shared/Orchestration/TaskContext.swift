@@ -37,8 +37,10 @@ public final class TaskContext {
         message: TaskMessage, pg: PostgresConnection, schema: String, deadline: Double?,
         firstUse: ((PostgresConnection) throws -> Void)? = nil,
         connect: (() throws -> PostgresConnection)? = nil, leaseLost: @escaping () -> Bool = { false },
-        cancelled: @escaping () -> String? = { nil }, echo: ((String) -> Void)? = nil
+        cancelled: @escaping () -> String? = { nil }, echo: ((String) -> Void)? = nil,
+        params: [String: String]? = nil
     ) {
+        self.runParams = params
         self.message = message
         self.connection = pg
         self.schema = schema
@@ -48,6 +50,21 @@ public final class TaskContext {
         self.leaseLost = leaseLost
         self.cancelled = cancelled
         self.echo = echo
+    }
+
+    /// The run's parameters: given (`etlctl tasks test --param`), or read from the run's row the
+    /// first time a task asks (`param`).
+    private var runParams: [String: String]?
+
+    /// The value of run parameter `name` (`DAGParam`) as the run was created with it, nil when the
+    /// run has none of that name (a run made before its DAG declared it: the task's default holds).
+    public func param(_ name: String) throws -> String? {
+        if runParams == nil {
+            runParams = MetadataStore.params(
+                json: try pg.query("SELECT params::text FROM \(schema).dag_run WHERE run_id = $1", [message.runID])
+                    .rows.first?.decode(String?.self, 0))
+        }
+        return runParams?[name]
     }
 
     /// Also gets every line as it is logged (`etlctl tasks test` prints them).

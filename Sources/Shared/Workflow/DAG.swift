@@ -17,14 +17,29 @@ public struct DAG: Sendable {
     /// the others wait, queued, and start in logical-date order (Airflow's `max_active_runs`,
     /// whose default, 16, this shares).
     public var maxActiveRuns: Int
+    /// The parameters a run may be given (`DAGParam`), each with its default.
+    public let params: [DAGParam]
     public private(set) var tasks: [TaskSpec]
     private var index: [String: Int]
     private var children: [String: [String]] = [:]
 
     public init(
         _ id: String, schedule: Schedule, startDate: Date, catchup: Bool = false, tags: [String] = [],
-        pausedOnCreation: Bool = true, upstreamDAGs: [String] = [], maxActiveRuns: Int = 16, tasks: [TaskSpec]
+        pausedOnCreation: Bool = true, upstreamDAGs: [String] = [], maxActiveRuns: Int = 16,
+        params: [DAGParam] = [], tasks: [TaskSpec]
     ) throws {
+        for (i, p) in params.enumerated() {
+            guard !params[..<i].contains(where: { $0.name == p.name }) else {
+                throw DAGError(dag: id, problem: "parameter \(p.name) is declared twice")
+            }
+            guard !p.name.isEmpty, p.name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+                throw DAGError(dag: id, problem: "parameter name \"\(p.name)\" is not letters, digits and _")
+            }
+            if case .failure(let e) = p.canonical(p.defaultValue) {
+                throw DAGError(dag: id, problem: "the default of \(e)")
+            }
+        }
+        self.params = params
         guard maxActiveRuns >= 1 else {
             throw DAGError(dag: id, problem: "max active runs is \(maxActiveRuns). Fix: allow at least 1")
         }

@@ -13,12 +13,22 @@ extension Pipeline {
                 try DAG(
                     report.name, schedule: try s.schedule(), startDate: startDate, tags: ["report"],
                     upstreamDAGs: report.upstreamDAGs, maxActiveRuns: maxActiveRuns,
+                    params: report.top.map { [topParam($0)] } ?? [],
                     tasks: [task("report", operation, args: ["report": report.name], pool: reportsPool)])
             },
             operations: { s, _ in
                 [
                     operation: { ctx in
                         let day = try logicalDay(ctx)
+                        if let top = try ctx.param("top").flatMap({ Int($0) }), top != report.top {
+                            // Another length: a report of its own, in its own file; the datamart's
+                            // ranking for the date stays as it is.
+                            let out = try Reports.runVariant(report, date: day, top: top, tx: ctx.pg, settings: s)
+                            ctx.log(
+                                "\(report.name) top \(top): \(out.rows.count) rows; \(out.path) is written at the end")
+                            ctx.afterCommit { _ in try Reports.writeVariant(report, out) }
+                            return
+                        }
                         let out = try Reports.run(report, date: day, tx: ctx.pg, settings: s)
                         ctx.log(
                             "\(report.name): \(out.rows.count) rows into \(s.datamart).\(report.table); \(out.path) "
@@ -28,5 +38,14 @@ extension Pipeline {
                     }
                 ]
             })
+    }
+
+    /// A ranking's length as a run parameter: part of what the report is (another length is another
+    /// report, in `date=<D>/top=<N>/`), so any run may set it.
+    static func topParam(_ length: Int) -> DAGParam {
+        DAGParam(
+            "top", .integer(1...100), default: String(length), effect: .definesOutput,
+            help: "how many rows the ranking lists; another value than \(length) writes date=<D>/top=<N>/report.csv "
+                + "and leaves the datamart's ranking as it is")
     }
 }

@@ -25,15 +25,22 @@ public enum Reports {
         /// It reads orders (of the 12 months before its date's month): a re-exported b2b day in
         /// them makes it out of date (`Freshness`).
         public let readsOrders: Bool
-        /// Fills the datamart table for `$1` (the logical date), after the old rows are deleted.
-        let insert: @Sendable (PipelineSettings) -> String
+        /// A ranking's length: how many rows it lists by default (its `top` run parameter sets
+        /// another, written as a report of its own); nil for a report that is not a ranking.
+        public let top: Int?
+        /// Fills the report's table (the datamart's, or a variant's) for `$1` (the logical date),
+        /// after the old rows are deleted; a ranking lists `$2` rows.
+        let insert: @Sendable (_ s: PipelineSettings, _ into: String) -> String
 
-        /// `insert` is an `INSERT INTO <datamart>.<table> (logical_date, <columns>...) SELECT $1::date, ...`
-        /// for the logical date `$1`; the table is defined in `sources/ddl/datamart.sql`.
+        /// `insert` is an `INSERT INTO <into> (logical_date, <columns>...) SELECT $1::date, ...` for the
+        /// logical date `$1` (a ranking: `LIMIT $2`); `into` is `<datamart>.<table>`, defined in
+        /// `sources/ddl/datamart.sql`, or a temporary table like it.
         public init(
             name: String, title: String, table: String, columns: [String], upstreamDAGs: [String], chart: Chart,
-            readsOrders: Bool = false, insert: @escaping @Sendable (PipelineSettings) -> String
+            readsOrders: Bool = false, top: Int? = nil,
+            insert: @escaping @Sendable (_ s: PipelineSettings, _ into: String) -> String
         ) {
+            self.top = top
             self.readsOrders = readsOrders
             self.name = name
             self.title = title
@@ -68,14 +75,14 @@ public enum Reports {
         }
     }
 
-    /// How many products popular-products lists.
+    /// How many products popular-products lists by default.
     public static let topProducts = 10
 
     public static let monthlySales = Report(
         name: "monthly-sales", title: "Monthly sales, last 12 months", table: "monthly_sales",
         columns: ["month", "orders", "units", "revenue"], upstreamDAGs: ["b2b"],
         chart: Chart(.columns, label: "month", value: "revenue", labelLength: 7), readsOrders: true
-    ) { s in
+    ) { s, into in
         """
         WITH bounds AS (
             SELECT (date_trunc('month', $1::date) - interval '12 months')::date AS first,
@@ -91,7 +98,7 @@ public enum Reports {
             FROM \(s.datalake).orders o JOIN \(s.datalake).sales x ON x.order_id = o.id, bounds b
             WHERE o.ordered_at >= b.first AND o.ordered_at < b.stop GROUP BY 1
         )
-        INSERT INTO \(s.datamart).monthly_sales (logical_date, month, orders, units, revenue)
+        INSERT INTO \(into) (logical_date, month, orders, units, revenue)
         SELECT $1::date, m.month, coalesce(o.orders, 0), coalesce(l.units, 0), coalesce(l.revenue, 0)
         FROM months m LEFT JOIN o USING (month) LEFT JOIN l USING (month)
         """
@@ -100,10 +107,10 @@ public enum Reports {
     public static let popularDevices = Report(
         name: "popular-devices", title: "Top 5 devices of B2B clients", table: "popular_devices",
         columns: ["rank", "device", "users", "requests"], upstreamDAGs: ["weblog", "b2b"],
-        chart: Chart(.bars, label: "device", value: "users")
-    ) { s in
+        chart: Chart(.bars, label: "device", value: "users"), top: 5
+    ) { s, into in
         """
-        INSERT INTO \(s.datamart).popular_devices (logical_date, rank, device, users, requests)
+        INSERT INTO \(into) (logical_date, rank, device, users, requests)
         SELECT $1::date, row_number() OVER (ORDER BY users DESC, requests DESC, device COLLATE "C"),
                device, users, requests
         FROM (
@@ -114,7 +121,7 @@ public enum Reports {
             WHERE w.requested_at < ($1::date + 1)::timestamp AT TIME ZONE 'UTC'
             GROUP BY w.device
             ORDER BY users DESC, requests DESC, device COLLATE "C"
-            LIMIT 5
+            LIMIT $2
         ) d
         """
     }
@@ -123,8 +130,8 @@ public enum Reports {
         name: "popular-products", title: "Most popular products in the country most users log in from",
         table: "popular_products",
         columns: ["country", "rank", "product", "units", "revenue"], upstreamDAGs: ["weblog", "ip2geo", "b2b"],
-        chart: Chart(.bars, label: "product", value: "units"), readsOrders: true
-    ) { s in
+        chart: Chart(.bars, label: "product", value: "units"), readsOrders: true, top: topProducts
+    ) { s, into in
         """
         WITH top_country AS (
             SELECT w.country_code, count(DISTINCT w.username) AS users
@@ -146,7 +153,7 @@ public enum Reports {
               AND o.ordered_at < date_trunc('month', $1::date)
             GROUP BY x.product_id
         )
-        INSERT INTO \(s.datamart).popular_products (logical_date, country, rank, product_id, product, units, revenue)
+        INSERT INTO \(into) (logical_date, country, rank, product_id, product, units, revenue)
         SELECT $1::date,
                coalesce(
                    (SELECT g.country_name FROM \(s.datalake).ip2geo g WHERE g.country_code = t.country_code LIMIT 1),
@@ -157,7 +164,7 @@ public enum Reports {
         JOIN \(s.datalake).product p ON p.id = sold.product_id AND p.valid_from <= $1::date AND $1::date < p.valid_to
         CROSS JOIN top_country t
         ORDER BY sold.units DESC, sold.revenue DESC, sold.product_id
-        LIMIT \(topProducts)
+        LIMIT $2
         """
     }
 
@@ -178,7 +185,7 @@ public enum Reports {
         // safe), never as seen.
         let started = try tx.query("SELECT clock_timestamp()::text").rows[0].decode(String.self, 0)
         try tx.query("DELETE FROM \(s.datamart).\(report.table) WHERE logical_date = $1::date", [date.description])
-        try tx.query(report.insert(s), [date.description])
+        try tx.query(report.insert(s, "\(s.datamart).\(report.table)"), insertParameters(report, date: date, top: nil))
         try tx.query(
             """
             INSERT INTO \(s.loads).report_computed (report, logical_date, computed_at)
@@ -187,6 +194,42 @@ public enum Reports {
             """, [report.name, date.description, started])
         let rows = try Self.rows(report, date: date, pg: tx, settings: s)
         return Output(path: csvPath(report, date: date, settings: s), rows: rows)
+    }
+
+    /// `$1` (the date) and, for a ranking, `$2` (its length: `top`, else the report's default).
+    static func insertParameters(_ report: Report, date: Day, top: Int?) -> [any PostgresEncodable] {
+        guard let length = top ?? report.top else { return [date.description] }
+        return [date.description, length]
+    }
+
+    /// A ranking of another length than its default (`top`, a run parameter): computed on `tx` into a
+    /// temporary table, never into the datamart (whose rows for `date` are the default ranking and
+    /// stay as they are), and written by `writeVariant` to a file of its own (`csvPath(top:)`). The
+    /// same date and length give the same rows, whenever it is computed.
+    public static func runVariant(
+        _ report: Report, date: Day, top: Int, tx: PostgresConnection, settings s: PipelineSettings
+    ) throws -> Output {
+        let temp = "pg_temp.variant_\(report.table)"
+        try tx.query("DROP TABLE IF EXISTS \(temp)")
+        try tx.query("CREATE TEMPORARY TABLE \(temp) (LIKE \(s.datamart).\(report.table)) ON COMMIT DROP")
+        try tx.query(report.insert(s, temp), insertParameters(report, date: date, top: top))
+        let rows = try Self.rows(report, date: date, pg: tx, table: temp)
+        return Output(path: csvPath(report, date: date, settings: s, top: top), rows: rows)
+    }
+
+    /// Writes a variant's rows (`runVariant`) to its CSV, atomically. Returns the path.
+    @discardableResult
+    public static func writeVariant(_ report: Report, _ out: Output) throws -> String {
+        try writeRows(report, out.rows, to: out.path)
+        return out.path
+    }
+
+    /// The header and `rows` as CSV into `path`: a temporary file, fsynced, renamed into place.
+    static func writeRows(_ report: Report, _ rows: [[String]], to path: String) throws {
+        let out = try BufferedFileWriter(path: path)
+        out.append(report.columns.joined(separator: ",") + "\n")
+        for r in rows { out.append(r.map(CSVLine.field).joined(separator: ",") + "\n") }
+        try out.commit()
     }
 
     /// Writes the report's CSV for `date` from the datamart rows as committed: read, written to a
@@ -210,11 +253,7 @@ public enum Reports {
         }
         var before = try stamp()
         for _ in 0..<10 {
-            let rows = try Self.rows(report, date: date, pg: pg, settings: s)
-            let out = try BufferedFileWriter(path: path)
-            out.append(report.columns.joined(separator: ",") + "\n")
-            for r in rows { out.append(r.map(CSVLine.field).joined(separator: ",") + "\n") }
-            try out.commit()
+            try writeRows(report, try Self.rows(report, date: date, pg: pg, settings: s), to: path)
             let after = try stamp()
             if after == before { return path }
             before = after
@@ -230,10 +269,14 @@ public enum Reports {
     public static func rows(
         _ report: Report, date: Day, pg: PostgresConnection, settings s: PipelineSettings
     ) throws -> [[String]] {
+        try rows(report, date: date, pg: pg, table: "\(s.datamart).\(report.table)")
+    }
+
+    static func rows(_ report: Report, date: Day, pg: PostgresConnection, table: String) throws -> [[String]] {
         let order = report.columns.contains("rank") ? "rank" : "month"
         let result = try pg.query(
             """
-            SELECT \(report.columns.map { "\($0)::text" }.joined(separator: ", ")) FROM \(s.datamart).\(report.table) t
+            SELECT \(report.columns.map { "\($0)::text" }.joined(separator: ", ")) FROM \(table) t
             WHERE logical_date = $1::date ORDER BY t.\(order)
             """, [date.description])
         return result.rows.map { r in (0..<report.columns.count).map { r[$0] ?? "" } }
@@ -249,8 +292,10 @@ public enum Reports {
         .rows.compactMap { $0[0].flatMap { Day(strict: $0) } }
     }
 
-    /// Where the report's CSV for `date` is written.
-    public static func csvPath(_ report: Report, date: Day, settings s: PipelineSettings) -> String {
-        "\(s.reportsDir)/\(report.name)/date=\(date)/report.csv"
+    /// Where the report's CSV for `date` is written; a ranking of another length than its default
+    /// (`top`) goes to `date=<D>/top=<N>/report.csv`.
+    public static func csvPath(_ report: Report, date: Day, settings s: PipelineSettings, top: Int? = nil) -> String {
+        guard let top, top != report.top else { return "\(s.reportsDir)/\(report.name)/date=\(date)/report.csv" }
+        return "\(s.reportsDir)/\(report.name)/date=\(date)/top=\(top)/report.csv"
     }
 }

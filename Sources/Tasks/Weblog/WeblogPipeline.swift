@@ -13,7 +13,7 @@ public enum WeblogPipeline {
         let parts = (0..<s.weblogParts).map { "load_part_\($0)" }
         return try DAG(
             "weblog", schedule: try s.schedule(), startDate: Pipeline.startDate, tags: ["ingestion"],
-            maxActiveRuns: Pipeline.maxActiveRuns,
+            maxActiveRuns: Pipeline.maxActiveRuns, params: [sourceParam(s)],
             tasks: [
                 Pipeline.task("create_tables", PipelineSchemas.createTables),
                 Pipeline.task("generate_traces", "weblog.generate", ["create_tables"]),
@@ -29,6 +29,10 @@ public enum WeblogPipeline {
         [
             PipelineSchemas.createTables: PipelineSchemas.createTablesOperation(s, env),
             "weblog.generate": { ctx in
+                if let source = try source(ctx, s) {
+                    ctx.log("source=\(source): loading the files there; no traces generated")
+                    return
+                }
                 guard s.weblogLines > 0 else {
                     ctx.log("ETL_WEBLOG_LINES=0: no traces generated; loading what is in \(s.weblogDir)")
                     return
@@ -49,8 +53,14 @@ public enum WeblogPipeline {
             "weblog.register": { ctx in
                 let pg = try ctx.ownConnection()  // the ledger, chunked loads
                 defer { pg.close() }
+                var from = s
+                if let source = try source(ctx, s) {
+                    from.weblogDir = source
+                    ctx.log("source=\(source): registering its access_log* files instead of \(s.weblogDir)'s")
+                }
                 let r = try WeblogLoad.register(
-                    pg: pg, settings: s, runID: ctx.message.runID, logicalDate: ctx.message.logicalDate, log: ctx.log)
+                    pg: pg, settings: from, runID: ctx.message.runID, logicalDate: ctx.message.logicalDate,
+                    log: ctx.log)
                 ctx.log(
                     "\(r.newFiles.count) new file(s), \(r.grown.count) grown, in \(r.ranges) range(s); "
                         + "\(r.alreadyKnown.count) already in the ledger, \(r.waiting.count) without a complete line"
@@ -86,5 +96,25 @@ public enum WeblogPipeline {
                 }
             },
         ]
+    }
+
+    /// Where a manual run reads its access logs from instead of the weblog folder (an archive of
+    /// older files, say): a folder inside it. Lines still count by their own timestamps, so a
+    /// report for a date does not depend on which run loaded them (older ones mark the reports that
+    /// read them out of date); scheduled and backfilled runs read the weblog folder only.
+    static func sourceParam(_ s: PipelineSettings) -> DAGParam {
+        DAGParam(
+            "source", .folder(root: s.weblogDir), default: "", effect: .manualOnly,
+            help: "a folder inside \(s.weblogDir) whose access_log* files this run loads (none: \(s.weblogDir) "
+                + "itself, with the day's generated file)")
+    }
+
+    /// The run's `source` folder, resolved and checked again where the task runs (it exists, is a
+    /// folder, and stays inside the weblog folder once links are followed); nil: none.
+    static func source(_ ctx: TaskContext, _ s: PipelineSettings) throws -> String? {
+        guard let value = try ctx.param("source"), !value.isEmpty else { return nil }
+        do { return try sourceParam(s).folder(value).get() } catch let e as DAGParamError {
+            throw PipelineError("\(e)")
+        }
     }
 }

@@ -110,15 +110,23 @@ public struct OperatorActions {
 
     /// Creates a manual run of `dag` for `logicalDate` and wakes the scheduler; `conflict` when the
     /// DAG has a run for that date already.
-    public func trigger(_ dag: String, logicalDate: Date) throws -> Int64 {
-        try audited("trigger", dag, detail: "date \(PostgresTimestamp.format(logicalDate).prefix(10))") {
-            try triggerUnaudited(dag, logicalDate: logicalDate)
+    /// `params` (name to value) are checked against the DAG's declared parameters first: a wrong
+    /// one is refused (`invalid`, with the fix) and no run is made.
+    public func trigger(_ dag: String, logicalDate: Date, params: [String: String] = [:]) throws -> Int64 {
+        let given = params.keys.sorted().map { "\($0)=\(params[$0]!)" }
+        let detail = (["date \(PostgresTimestamp.format(logicalDate).prefix(10))"] + given).joined(separator: " ")
+        return try audited("trigger", dag, detail: detail) {
+            try triggerUnaudited(dag, logicalDate: logicalDate, params: params)
         }
     }
 
-    private func triggerUnaudited(_ dag: String, logicalDate: Date) throws -> Int64 {
+    private func triggerUnaudited(_ dag: String, logicalDate: Date, params: [String: String]) throws -> Int64 {
         let d = try self.dag(dag)
-        guard let run = try store.createRun(d, logicalDate: logicalDate, type: .manual) else {
+        let values: [String: String]
+        do { values = try d.resolveParams(params, type: .manual) } catch let e as DAGParamError {
+            throw OperatorError(.invalid, "DAG '\(dag)': \(e)")
+        }
+        guard let run = try store.createRun(d, logicalDate: logicalDate, type: .manual, params: values) else {
             throw OperatorError(
                 .conflict,
                 "DAG '\(dag)' already has a run for \(PostgresTimestamp.format(logicalDate).prefix(10)). "
