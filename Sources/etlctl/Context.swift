@@ -72,9 +72,10 @@ final class Context {
     func task(_ dag: DAG, _ task: String) throws -> TaskSpec { try failing { try registry.requireTask(dag, task) } }
 
     /// The DAG's run for the logical date `day` (the newest, if several), if any.
+    /// The date's default run (not a run of another output, `top=3`).
     func run(dag: String, on day: Day, store: MetadataStore) throws -> MetadataStore.RunRow? {
         try failing { try store.runRows(dag: dag, limit: 1000) }.first {
-            PostgresTimestamp.format($0.logicalDate).hasPrefix(day.description)
+            PostgresTimestamp.format($0.logicalDate).hasPrefix(day.description) && $0.variant.isEmpty
         }
     }
 

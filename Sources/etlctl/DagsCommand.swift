@@ -154,15 +154,10 @@ struct Dags: ParsableCommand {
 
         func run() throws {
             let ctx = try Context()
-            let d = try ctx.dag(dag)  // an unknown DAG is refused before any connection is made
+            _ = try ctx.dag(dag)  // an unknown DAG is refused before any connection is made
             let logical = try date.map(parseDate) ?? parseDate(String(PostgresTimestamp.format(Date()).prefix(10)))
-            // So is a wrong parameter (checked again, with the same words, where the run is made).
+            // So is a malformed --param; a wrong value is refused (and audited) where the run is made.
             let given = try failing { try DAG.parseParams(params) }
-            _ = try failing { () -> [String: String] in
-                do { return try d.resolveParams(given, type: .manual) } catch let e as DAGParamError {
-                    throw OperatorError(.invalid, "DAG '\(dag)': \(e)")
-                }
-            }
             let ops = ctx.operations()
             let store = try ops.store
             let run = try failing { try ops.trigger(dag, logicalDate: logical, params: given) }  // wakes the scheduler

@@ -66,7 +66,7 @@ struct Runs: ParsableCommand {
                             "run": $0.id, "dag": $0.dag, "logical_date": PostgresTimestamp.format($0.logicalDate),
                             "type": $0.type.rawValue,
                             "state": $0.state.rawValue, "started_at": Output.jsonTime($0.startedAt),
-                            "ended_at": Output.jsonTime($0.endedAt), "params": $0.params,
+                            "ended_at": Output.jsonTime($0.endedAt), "params": $0.params, "variant": $0.variant,
                         ] as [String: Any]
                     })
             } else {

@@ -60,10 +60,22 @@ struct DAGParamTests {
             let e = Self.refusal { try d.resolveParams(["source": "archive"], type: type) }
             #expect(e.contains("for manual runs only") && e.contains("\(type) run") && e.contains("Fix:"), "\(e)")
         }
-        for outside in ["..", "archive/../..", "/etc", "\(root)-other"] {
+        try FileManager.default.createDirectory(atPath: "\(root)-other", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: "\(root)-other") }
+        for outside in [
+            "..", "archive/../..", "/etc", "\(root)-other", "\(root)/../\(root.split(separator: "/").last!)-other",
+        ] {
             let e = Self.refusal { try d.resolveParams(["source": outside], type: .manual) }
             #expect(e.contains("outside") && e.contains("Fix:"), "\(outside): \(e)")
         }
+        // The root itself is not a folder inside it; an absolute path inside it is.
+        for itself in [".", root, "\(root)/"] {
+            let e = Self.refusal { try d.resolveParams(["source": itself], type: .manual) }
+            #expect(e.contains("itself") && e.contains("Fix:"), "\(itself): \(e)")
+        }
+        #expect(try d.resolveParams(["source": "\(root)/archive"], type: .manual)["source"] == "\(root)/archive")
+        let nul = Self.refusal { try d.resolveParams(["source": "archive\u{0}x"], type: .manual) }
+        #expect(nul.contains("control character"), "\(nul)")
         let missing = Self.refusal { try d.resolveParams(["source": "nope"], type: .manual) }
         #expect(missing.contains("does not exist") && missing.contains("Fix:"), "\(missing)")
         // A link inside the root that leads out of it.

@@ -37,6 +37,8 @@ extension MetadataStore {
         public let endedAt: Date?
         /// The run's parameters (`DAGParam`), as it was created.
         public let params: [String: String]
+        /// Its output parameters that differ from their defaults (`top=3`), "" for the date's default run.
+        public let variant: String
         enum CodingKeys: String, CodingKey {
             case id = "run"
             case dag
@@ -44,7 +46,7 @@ extension MetadataStore {
             case type, state
             case startedAt = "started_at"
             case endedAt = "ended_at"
-            case params
+            case params, variant
         }
     }
 
@@ -67,14 +69,14 @@ extension MetadataStore {
     }
 
     /// What `runRow` reads, in its order.
-    static let runColumns = "run_id, dag_id, logical_date, run_type, state, started_at, ended_at, params::text"
+    static let runColumns = "run_id, dag_id, logical_date, run_type, state, started_at, ended_at, params::text, variant"
 
     static func runRow(_ r: PostgresRow) throws -> RunRow {
         RunRow(
             id: try r.decode(Int64.self, 0), dag: try r.decode(String.self, 1), logicalDate: try r.decode(Date.self, 2),
             type: RunType(rawValue: try r.decode(String.self, 3)) ?? .manual, state: try MetadataStore.runState(r, 4),
             startedAt: try r.decode(Date?.self, 5), endedAt: try r.decode(Date?.self, 6),
-            params: params(json: try r.decode(String?.self, 7)))
+            params: params(json: try r.decode(String?.self, 7)), variant: try r.decode(String.self, 8))
     }
 
     public struct TaskRow: Codable, Sendable {

@@ -17,10 +17,10 @@ extension MetadataStore {
             guard
                 let row = try tx.query(
                     """
-                    INSERT INTO \(s).dag_run (dag_id, logical_date, run_type, state, params)
-                    VALUES ($1, $2, $3, 'queued', $4::jsonb)
-                    ON CONFLICT (dag_id, logical_date) DO NOTHING RETURNING run_id
-                    """, [dag.id, logicalDate, type.rawValue, Self.paramsJSON(values)]
+                    INSERT INTO \(s).dag_run (dag_id, logical_date, run_type, state, params, variant)
+                    VALUES ($1, $2, $3, 'queued', $4::jsonb, $5)
+                    ON CONFLICT (dag_id, logical_date, variant) DO NOTHING RETURNING run_id
+                    """, [dag.id, logicalDate, type.rawValue, Self.paramsJSON(values), dag.variant(of: values)]
                 ).first
             else { return nil }
             let runID = try row.decode(Int64.self, 0)
@@ -103,7 +103,7 @@ extension MetadataStore {
         for r in try pg.query(
             """
             SELECT DISTINCT ON (dag_id) dag_id, state FROM \(s).dag_run
-            WHERE dag_id = ANY($1::text[]) AND logical_date = $2 ORDER BY dag_id, run_id DESC
+            WHERE dag_id = ANY($1::text[]) AND logical_date = $2 AND variant = '' ORDER BY dag_id, run_id DESC
             """, [PostgresArray(dags), logicalDate]
         ).rows {
             out[try r.decode(String.self, 0)] = try MetadataStore.runState(r, 1)

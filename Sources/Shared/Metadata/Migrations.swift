@@ -279,6 +279,12 @@ public enum Migrations {
             -- The run's parameters as it was created (every one its DAG declares, defaults filled
             -- in): what its tasks read (TaskContext.param) and its page shows. See DAGParam.
             ALTER TABLE @S.dag_run ADD COLUMN IF NOT EXISTS params jsonb NOT NULL DEFAULT '{}';
+            -- A run of another output ('top=3'; '' for the default) is another report: a date has
+            -- one run per DAG and variant, so a variant never takes the default run's place.
+            ALTER TABLE @S.dag_run ADD COLUMN IF NOT EXISTS variant text NOT NULL DEFAULT '';
+            ALTER TABLE @S.dag_run DROP CONSTRAINT IF EXISTS dag_run_dag_id_logical_date_key;
+            ALTER TABLE @S.dag_run ADD CONSTRAINT dag_run_dag_id_logical_date_variant_key
+                UNIQUE (dag_id, logical_date, variant);
             """
         ),
     ]

@@ -60,9 +60,11 @@ public final class TaskContext {
     /// run has none of that name (a run made before its DAG declared it: the task's default holds).
     public func param(_ name: String) throws -> String? {
         if runParams == nil {
+            // A read on the attempt's session that writes nothing: it opens no savepoint.
             runParams = MetadataStore.params(
-                json: try pg.query("SELECT params::text FROM \(schema).dag_run WHERE run_id = $1", [message.runID])
-                    .rows.first?.decode(String?.self, 0))
+                json: try connection.query(
+                    "SELECT params::text FROM \(schema).dag_run WHERE run_id = $1", [message.runID]
+                ).rows.first?.decode(String?.self, 0))
         }
         return runParams?[name]
     }

@@ -13,8 +13,8 @@ public struct DAGParam: Sendable, Equatable {
     public enum Kind: Sendable, Equatable {
         /// A whole number in the range.
         case integer(ClosedRange<Int>)
-        /// A folder given relative to `root` (or as an absolute path inside it) that must exist and
-        /// stay inside it once symbolic links are resolved.
+        /// A folder given relative to `root` (or as an absolute path inside it) that must exist, be
+        /// another folder than the root, and stay inside it once symbolic links are resolved.
         case folder(root: String)
     }
 
@@ -67,11 +67,13 @@ public struct DAGParam: Sendable, Equatable {
             return .success(String(n))
         case .folder(let root):
             if value.isEmpty { return .success("") }
+            guard !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+                return .failure(
+                    DAGParamError(name, "the value holds a control character. Fix: name a folder inside \(root)"))
+            }
             var v = value
             while v.count > 1 && v.hasSuffix("/") { v.removeLast() }
-            let parts = v.split(separator: "/", omittingEmptySubsequences: true)
-            let inside = v.hasPrefix("/") ? v == root || v.hasPrefix(root + "/") : true
-            guard inside, !parts.contains("..") else {
+            guard !v.split(separator: "/").contains("..") else {
                 return .failure(
                     DAGParamError(
                         name,
@@ -90,24 +92,22 @@ public struct DAGParam: Sendable, Equatable {
         case .failure(let e): return .failure(e)
         case .success(let v):
             if v.isEmpty { return .success(nil) }
-            let path = v.hasPrefix("/") ? v : "\(root)/\(v)"
-            guard let real = realpath(path, nil) else {
+            // Resolved where this runs: the trigger's host checks it, the task's host again.
+            let base = Self.absolute(root)
+            let path = v.hasPrefix("/") ? v : "\(base)/\(v)"
+            guard let resolved = Self.resolved(path) else {
                 return .failure(
                     DAGParamError(
                         name,
                         "\(path) does not exist. Fix: create it, or name an existing folder inside \(root)"))
             }
-            defer { free(real) }
-            let resolved = String(cString: real)
-            let realRoot = realpath(root, nil).map { p in
-                defer { free(p) }
-                return String(cString: p)
+            guard let realRoot = Self.resolved(base) else {
+                return .failure(DAGParamError(name, "\(root), its allowed folder, does not exist here. Fix: create it"))
             }
-            guard let realRoot, resolved == realRoot || resolved.hasPrefix(realRoot + "/") else {
+            guard resolved.hasPrefix(realRoot + "/") else {
+                let why = resolved == realRoot ? "is \(root) itself" : "leads outside \(root) (to \(resolved))"
                 return .failure(
-                    DAGParamError(
-                        name,
-                        "\(path) leads outside \(root) (to \(resolved)). Fix: name a folder inside \(root)"))
+                    DAGParamError(name, "\(path) \(why). Fix: name a folder inside \(root)"))
             }
             var isDir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: resolved, isDirectory: &isDir), isDir.boolValue else {
@@ -116,6 +116,20 @@ public struct DAGParam: Sendable, Equatable {
             }
             return .success(resolved)
         }
+    }
+
+    /// `path` made absolute against the working directory, without trailing slashes.
+    static func absolute(_ path: String) -> String {
+        var p = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+        return p
+    }
+
+    /// `path` with every symbolic link followed, nil when it does not exist.
+    public static func resolved(_ path: String) -> String? {
+        guard let p = realpath(path, nil) else { return nil }
+        defer { free(p) }
+        return String(cString: p)
     }
 }
 
@@ -183,4 +197,14 @@ extension DAG {
     }
 
     public func param(_ name: String) -> DAGParam? { params.first { $0.name == name } }
+
+    /// What sets a run with `params` apart from the date's default run: its output parameters that
+    /// differ from their defaults (`top=3`), "" for none. A date has one run per variant: a run of
+    /// another output is another report, and never takes the place of the date's default run.
+    public func variant(of params: [String: String]) -> String {
+        self.params.filter { $0.effect == .definesOutput }.compactMap { p in
+            guard let v = params[p.name], v != p.defaultValue else { return nil }
+            return "\(p.name)=\(v)"
+        }.joined(separator: ",")
+    }
 }

@@ -44,7 +44,7 @@ public struct PipelineSummary: Encodable, Sendable {
         var ids: [Int64] = []
         for dag in PipelineDAGs.names {
             let r = try store.runRows(dag: dag, limit: 1000).first {
-                PostgresTimestamp.format($0.logicalDate).hasPrefix(prefix)
+                PostgresTimestamp.format($0.logicalDate).hasPrefix(prefix) && $0.variant.isEmpty
             }
             if let r { ids.append(r.id) }
             runs.append(

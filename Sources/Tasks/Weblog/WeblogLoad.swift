@@ -68,20 +68,33 @@ public enum WeblogLoad {
             .sorted()
     }
 
+    /// `also`: folders whose `access_log*` files are registered too (a manual run's `source`,
+    /// resolved); a file there that is a link leading out of its folder is skipped, with a line in
+    /// the log.
     public static func register(
         pg: PostgresConnection, settings s: PipelineSettings, runID: Int64?, logicalDate: String?,
-        log: (String) -> Void
+        also: [String] = [], log: (String) -> Void
     ) throws -> Registered {
         var result = Registered()
-        let dir = s.weblogDir
         try resolveOldLedger(pg: pg, settings: s, log: log)
         // A refusal counts for the runs that see the refused file: this registration (again, on a
         // retry) marks the ones it still finds, so a file moved away no longer fails this run.
         if let runID {
             try pg.query("UPDATE \(s.loads).weblog_seen SET run_id = NULL WHERE run_id = $1", [runID])
         }
-        for name in logFiles(dir) {
-            let path = "\(dir)/\(name)"
+        let candidates =
+            logFiles(s.weblogDir).map { (name: $0, path: "\(s.weblogDir)/\($0)") }
+            + also.flatMap { dir in
+                logFiles(dir).compactMap { name -> (name: String, path: String)? in
+                    let path = "\(dir)/\(name)"
+                    guard let real = DAGParam.resolved(path), real.hasPrefix(dir + "/") else {
+                        log("\(path) leads outside \(dir): not read")
+                        return nil
+                    }
+                    return (name, path)
+                }
+            }
+        for (name, path) in candidates {
             guard let st = fileStat(path), st.regular else { continue }
             // The same path, size and modification time as a ledger file: skip without reading it.
             if try pg.query(

@@ -29,10 +29,6 @@ public enum WeblogPipeline {
         [
             PipelineSchemas.createTables: PipelineSchemas.createTablesOperation(s, env),
             "weblog.generate": { ctx in
-                if let source = try source(ctx, s) {
-                    ctx.log("source=\(source): loading the files there; no traces generated")
-                    return
-                }
                 guard s.weblogLines > 0 else {
                     ctx.log("ETL_WEBLOG_LINES=0: no traces generated; loading what is in \(s.weblogDir)")
                     return
@@ -53,14 +49,11 @@ public enum WeblogPipeline {
             "weblog.register": { ctx in
                 let pg = try ctx.ownConnection()  // the ledger, chunked loads
                 defer { pg.close() }
-                var from = s
-                if let source = try source(ctx, s) {
-                    from.weblogDir = source
-                    ctx.log("source=\(source): registering its access_log* files instead of \(s.weblogDir)'s")
-                }
+                let source = try source(ctx, s)
+                if let source { ctx.log("source=\(source): registering its access_log* files too") }
                 let r = try WeblogLoad.register(
-                    pg: pg, settings: from, runID: ctx.message.runID, logicalDate: ctx.message.logicalDate,
-                    log: ctx.log)
+                    pg: pg, settings: s, runID: ctx.message.runID, logicalDate: ctx.message.logicalDate,
+                    also: source.map { [$0] } ?? [], log: ctx.log)
                 ctx.log(
                     "\(r.newFiles.count) new file(s), \(r.grown.count) grown, in \(r.ranges) range(s); "
                         + "\(r.alreadyKnown.count) already in the ledger, \(r.waiting.count) without a complete line"
@@ -98,15 +91,16 @@ public enum WeblogPipeline {
         ]
     }
 
-    /// Where a manual run reads its access logs from instead of the weblog folder (an archive of
-    /// older files, say): a folder inside it. Lines still count by their own timestamps, so a
-    /// report for a date does not depend on which run loaded them (older ones mark the reports that
-    /// read them out of date); scheduled and backfilled runs read the weblog folder only.
+    /// A folder a manual run loads the access logs of too (an archive of older files, say), beside
+    /// the weblog folder's: a folder inside it. The run does all a default run does as well, and the
+    /// lines count by their own timestamps, so a report for a date does not depend on which run
+    /// loaded them (older ones mark the reports that read them out of date); scheduled and
+    /// backfilled runs take none.
     static func sourceParam(_ s: PipelineSettings) -> DAGParam {
         DAGParam(
             "source", .folder(root: s.weblogDir), default: "", effect: .manualOnly,
-            help: "a folder inside \(s.weblogDir) whose access_log* files this run loads (none: \(s.weblogDir) "
-                + "itself, with the day's generated file)")
+            help: "a folder inside \(s.weblogDir) whose access_log* files this run loads too, besides "
+                + "\(s.weblogDir)'s own")
     }
 
     /// The run's `source` folder, resolved and checked again where the task runs (it exists, is a

@@ -100,7 +100,10 @@ extension OperatorActions {
         let dates = try backfillDates(try self.dag(dag), from: from, to: to)
         var existing: [String: [Date: MetadataStore.RunRow]] = [:]
         for d in dags {
-            for r in try store.runRows(dag: d.id, limit: 100_000) { existing[d.id, default: [:]][r.logicalDate] = r }
+            // The dates' default runs: a run of another output (`top=3`) is another report.
+            for r in try store.runRows(dag: d.id, limit: 100_000) where r.variant.isEmpty {
+                existing[d.id, default: [:]][r.logicalDate] = r
+            }
         }
         var steps: [BackfillStep] = []
         for date in dates {
@@ -139,7 +142,9 @@ extension OperatorActions {
                 // Made meanwhile (the scheduler's run for the latest date): that run is the date's run.
                 step.run =
                     try store.createRun(d, logicalDate: step.logicalDate, type: .backfill)
-                    ?? store.runRows(dag: d.id, limit: 100_000).first { $0.logicalDate == step.logicalDate }?.id
+                    ?? store.runRows(dag: d.id, limit: 100_000).first {
+                        $0.logicalDate == step.logicalDate && $0.variant.isEmpty
+                    }?.id
             case .rerun:
                 guard let run = step.run else { break }
                 if rerun == .all {

@@ -113,23 +113,33 @@ public struct OperatorActions {
     /// `params` (name to value) are checked against the DAG's declared parameters first: a wrong
     /// one is refused (`invalid`, with the fix) and no run is made.
     public func trigger(_ dag: String, logicalDate: Date, params: [String: String] = [:]) throws -> Int64 {
-        let given = params.keys.sorted().map { "\($0)=\(params[$0]!)" }
+        // Audited with the values the run records (canonical, defaults filled in) when they are
+        // valid, with those given when they are not.
+        let resolved = try? self.dag(dag).resolveParams(params, type: .manual)
+        let shown = resolved ?? params
+        let given = shown.keys.sorted().map { "\($0)=\(shown[$0]!)" }
         let detail = (["date \(PostgresTimestamp.format(logicalDate).prefix(10))"] + given).joined(separator: " ")
         return try audited("trigger", dag, detail: detail) {
             try triggerUnaudited(dag, logicalDate: logicalDate, params: params)
         }
     }
 
-    private func triggerUnaudited(_ dag: String, logicalDate: Date, params: [String: String]) throws -> Int64 {
-        let d = try self.dag(dag)
-        let values: [String: String]
-        do { values = try d.resolveParams(params, type: .manual) } catch let e as DAGParamError {
+    /// The run parameters `given` for a manual run of `dag`, checked, or `invalid` with the fix.
+    public func runParams(_ dag: String, _ given: [String: String]) throws -> [String: String] {
+        do { return try self.dag(dag).resolveParams(given, type: .manual) } catch let e as DAGParamError {
             throw OperatorError(.invalid, "DAG '\(dag)': \(e)")
         }
+    }
+
+    private func triggerUnaudited(_ dag: String, logicalDate: Date, params: [String: String]) throws -> Int64 {
+        let d = try self.dag(dag)
+        let values = try runParams(dag, params)
         guard let run = try store.createRun(d, logicalDate: logicalDate, type: .manual, params: values) else {
+            let variant = d.variant(of: values)
             throw OperatorError(
                 .conflict,
-                "DAG '\(dag)' already has a run for \(PostgresTimestamp.format(logicalDate).prefix(10)). "
+                "DAG '\(dag)' already has a run for \(PostgresTimestamp.format(logicalDate).prefix(10))"
+                    + (variant.isEmpty ? "" : " with \(variant)") + ". "
                     + "Fix: pick another date, or clear its failed tasks "
                     + "(Clear failed on the DAG's page, or etlctl tasks clear --failed \(dag))"
             )
