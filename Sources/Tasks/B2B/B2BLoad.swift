@@ -453,7 +453,11 @@ public enum B2BLoad {
             if let path {
                 var v = CSVValidator(spec: spec, known: known)
                 let cols = spec.columns.map(\.name) + ["export_day"]
-                try tx.copyIn("COPY \(s.datalake).\(spec.table) (\(cols.joined(separator: ", "))) FROM STDIN") { w in
+                // Small chunks: a day's file is about one default chunk, and sent whole at its end
+                // Postgres would start on it only once every line is checked; sent as they come,
+                // its insert work runs beside the checks of the lines after them.
+                let copy = "COPY \(s.datalake).\(spec.table) (\(cols.joined(separator: ", "))) FROM STDIN"
+                try tx.copyIn(copy, chunkSize: 16 * 1024) { w in
                     try v.run(path: path) { values in try w.writeRow(values + [d]) }
                 }
                 known = v.known
