@@ -61,10 +61,7 @@ public final class TaskContext {
     public func param(_ name: String) throws -> String? {
         if runParams == nil {
             // A read on the attempt's session that writes nothing: it opens no savepoint.
-            runParams = MetadataStore.params(
-                json: try connection.query(
-                    "SELECT params::text FROM \(schema).dag_run WHERE run_id = $1", [message.runID]
-                ).rows.first?.decode(String?.self, 0))
+            runParams = try MetadataStore(pg: connection, schema: schema).runParams(message.runID)
         }
         return runParams?[name]
     }

@@ -196,8 +196,6 @@ extension DAG {
         return out
     }
 
-    public func param(_ name: String) -> DAGParam? { params.first { $0.name == name } }
-
     /// What sets a run with `params` apart from the date's default run: its output parameters that
     /// differ from their defaults (`top=3`), "" for none. A date has one run per variant: a run of
     /// another output is another report, and never takes the place of the date's default run.
