@@ -322,3 +322,143 @@ struct CSVLineTests {
         #expect(CSVLine.split("") == [""])
     }
 }
+
+/// The validator's plain path (a line checked on its bytes) must accept exactly the lines the full
+/// check accepts, with the same values, and leave every other line to it: run over good rows and
+/// many mutations of them, with and without the plain path, both runs must agree on everything.
+@Suite("CSV plain path against the full check", .timeLimit(.minutes(10)))
+struct CSVPlainPathTests {
+    struct Outcome: Equatable {
+        var rows: [[String]] = []
+        var rejects: [String] = []
+        var known: [String: Set<String>] = [:]
+        var read: Int64 = 0
+        var accepted: Int64 = 0
+    }
+
+    static func run(
+        _ spec: CSVTableSpec, path: String, known: [String: Set<String>], plain: Bool
+    ) throws -> (
+        Outcome, plainRows: Int
+    ) {
+        var v = CSVValidator(spec: spec, known: known)
+        var o = Outcome()
+        var plainRows = 0
+        let onPlain: ((UnsafeBufferPointer<UInt8>) throws -> Void)? =
+            plain
+            ? { line in
+                plainRows += 1
+                o.rows.append(
+                    line.split(separator: 44, omittingEmptySubsequences: false).map {
+                        String(decoding: $0, as: UTF8.self)
+                    })
+            } : nil
+        try v.run(path: path, plain: onPlain) { o.rows.append($0) }
+        o.rejects = v.rejects.map { "\($0.line)|\($0.raw)|\($0.reason)" }
+        o.known = v.known
+        o.read = v.read
+        o.accepted = v.accepted
+        return (o, plainRows)
+    }
+
+    /// SplitMix64: the same mutations on every run.
+    struct Mix {
+        var state: UInt64
+        mutating func next(_ n: Int) -> Int {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return Int((z ^ (z >> 31)) % UInt64(n))
+        }
+    }
+
+    static let pieces: [[UInt8]] =
+        [
+            "0", "1", "9", "00", "-", ".", ",", " ", "\"", "\\", "T", ":", "\t", "\r", "+", "e", "a", "Z", "é",
+            "\u{A0}",
+            "\u{200B}", "\u{FEFF}", "2024-02-29", "23:59:59", "99", "1e3", "0.5", "\u{7F}",
+        ].map { Array($0.utf8) }
+
+    static func mutate(_ line: [UInt8], _ r: inout Mix) -> [UInt8] {
+        var l = line
+        for _ in 0...r.next(2) {
+            let at = l.isEmpty ? 0 : r.next(l.count)
+            let piece = pieces[r.next(pieces.count)]
+            switch r.next(4) {
+            case 0: l.insert(contentsOf: piece, at: r.next(l.count + 1))
+            case 1: if !l.isEmpty { l.remove(at: at) }
+            case 2: if !l.isEmpty { l.replaceSubrange(at...at, with: piece) }
+            default:  // a field replaced whole
+                var fields = l.split(separator: 44, omittingEmptySubsequences: false).map(Array.init)
+                fields[r.next(fields.count)] = piece
+                l = Array(fields.joined(separator: [44]))
+            }
+        }
+        return l
+    }
+
+    @Test("every table's good rows and 4,000 mutations: the same rows, values, rejects, keys and counts")
+    func sameOutcome() throws {
+        let fx = try PipelineFixture(database: false)
+        let day = Day(strict: "2024-02-29")!
+        let known: [String: Set<String>] = [
+            "company": ["30-71234567-1", "30-71234567-6"], "product": ["1", "2", "10"],
+            "customer": ["AR-1", "BR-2"], "orders": ["1", "2", "20089000001"],
+            "inventory": ["30-71234567-1\u{1F}1", "30-71234567-6\u{1F}2"],
+        ]
+        let good: [(CSVTableSpec, [String])] = [
+            (B2B.tables[0], ["30-71234567-2,Good S.A.,true", "30-71234567-3,Other,false", "30-71234567-4,Third,true"]),
+            (B2B.tables[1], ["3,30-71234567-1,Tea,2.50", "4,30-71234567-6,Mate,10", "5,30-71234567-1,Yerba,0.5"]),
+            (B2B.tables[2], ["30-71234567-1,2,1.25,0", "30-71234567-6,1,100.00,7", "30-71234567-1,10,3,12"]),
+            (
+                B2B.tables[3],
+                [
+                    "AR-3,Ana Paz,1990-02-28,Calle 1,AR,ana.paz", "BR-4,Bo,2000-12-31,Rua 2,BR,bo_4",
+                    "CL-5,C,1904-02-29,X,CL,c-5",
+                ]
+            ),
+            (
+                B2BLoad.ordersSpec(day: day),
+                [
+                    "3,30-71234567-1,AR-1,2024-02-29 00:00:00", "4,30-71234567-6,BR-2,2024-02-29 23:59:59.123456",
+                    "20089000005,30-71234567-1,BR-2,2024-02-29 12:30:00",
+                ]
+            ),
+            (
+                B2B.tables[5],
+                ["1,1,1,3,2.50,7.50", "2,1,2,1,0.05,0.05", "20089000001,2,10,12,1.5,18.00", "2,2,1,2,3,6"]
+            ),
+            (B2B.inventoryRemoved, ["30-71234567-1,1", "30-71234567-6,2"]),
+        ]
+        // Near misses, each next to a good form.
+        let tricky = [
+            "5,30-71234567-1,AR-1,2024-02-29 12:30:00.", "6,30-71234567-1,AR-1,2024-02-29 12:30:00Z",
+            "7,30-71234567-1,AR-1,2024-02-29T12:30:00", "8,30-71234567-1,AR-1,2024-02-29  12:30:00",
+            "9,30-71234567-1,AR-1,2024-02-29 12:30:60", "10,30-71234567-1,AR-1,2024-02-29 24:00:00",
+            "11,30-71234567-1,AR-1,2024-02-29 12:30:5.5", "012,30-71234567-1,AR-1,2024-02-29 12:30:00",
+            "-13,30-71234567-1,AR-1,2024-02-29 12:30:00", "+14,30-71234567-1,AR-1,2024-02-29 12:30:00",
+            "15,30-71234567-1,AR-1,2024-02-29 12:30:00 ", "16,30-71234567-1,AR-1,2024-03-01 00:00:00",
+            "3,1,1,3,2.50,7.5", "3,2,1,3,2.5,7.50", "3,3,1,3,02.50,7.50", "3,4,1,3,2.50,007.50", "3,5,1,03,2.50,7.50",
+            "3,6,1,3,2.500,7.50", "3,7,1,3,.50,1.50", "3,8,1,3,2.,7.50", "3,9,1,3,2.50,7.50,",
+            "30-71234567-7,Yes,TRUE", "30-71234567-8,Yes,t", "30-71234567-9, Spaced ,true",
+            "AR-6,Dee,1990-2-28,X,AR,dee", "AR-7,Dee,1900-02-29,X,AR,dee7", "AR-8,Dee,0000-01-01,X,AR,dee8",
+        ]
+        var r = Mix(state: 20_261_207)
+        for (n, (spec, rows)) in good.enumerated() {
+            var lines = rows + tricky
+            for _ in 0..<600 {
+                let base = Array(rows[r.next(rows.count)].utf8)
+                lines.append(String(decoding: r.next(5) == 0 ? base : Self.mutate(base, &r), as: UTF8.self))
+            }
+            let header = spec.columns.map(\.name).joined(separator: ",")
+            let path = try fx.write("t\(n).csv", ([header] + lines).joined(separator: "\n") + "\n")
+            let (full, _) = try Self.run(spec, path: path, known: known, plain: false)
+            let (fast, plainRows) = try Self.run(spec, path: path, known: known, plain: true)
+            #expect(fast == full, "\(spec.table)")
+            // The plain path did take the good rows (the test would prove nothing otherwise).
+            #expect(plainRows >= rows.count && plainRows < Int(full.accepted) + 1, "\(spec.table): \(plainRows)")
+            #expect(full.rejects.count > 100, "\(spec.table): the mutations were rejected too")
+        }
+    }
+}

@@ -75,6 +75,20 @@ public final class PostgresCopyWriter {
         if buffer.count >= chunkSize { try flush() }
     }
 
+    /// Appends one row in COPY's text format from a CSV line whose fields need neither unquoting
+    /// nor escaping (no quote, backslash, tab or line break: its commas are its only separators),
+    /// followed by `suffix` (more fields, each after a tab, already in COPY's text format).
+    public func writeRow(plainCSV line: UnsafeBufferPointer<UInt8>, suffix: [UInt8] = []) throws {
+        let start = buffer.count
+        buffer.append(contentsOf: line)
+        buffer.withUnsafeMutableBufferPointer { b in
+            for i in start..<b.count where b[i] == 44 { b[i] = 9 }
+        }
+        buffer.append(contentsOf: suffix)
+        buffer.append(10)
+        if buffer.count >= chunkSize { try flush() }
+    }
+
     /// Hands the buffered bytes to libpq.
     public func flush() throws {
         guard !buffer.isEmpty, !serverEnded else {

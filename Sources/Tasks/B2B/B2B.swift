@@ -13,9 +13,8 @@ import Workflow
 public enum B2B {
     /// NN-NNNNNNNN-N.
     static let cuit = CSVColumn.Kind.text(
-        valid: { s in
-            let u = Array(s.utf8)
-            return u.count == 13 && u[2] == 45 && u[11] == 45
+        valid: { u in
+            u.count == 13 && u[2] == 45 && u[11] == 45
                 && u.enumerated().allSatisfy { i, c in i == 2 || i == 11 || (c >= 48 && c <= 57) }
         }, what: "a CUIT like 30-71234567-1")
     static let name = CSVColumn.Kind.text(valid: nil, what: "")
@@ -60,13 +59,13 @@ public enum B2B {
                 CSVColumn(
                     "country_code",
                     .text(
-                        valid: { s in s.utf8.count == 2 && s.utf8.allSatisfy { $0 >= 65 && $0 <= 90 } },
+                        valid: { u in u.count == 2 && u.allSatisfy { $0 >= 65 && $0 <= 90 } },
                         what: "a two-letter country code like AR")),
                 CSVColumn(
                     "username",
                     .text(
-                        valid: { s in
-                            s.utf8.allSatisfy {
+                        valid: { u in
+                            u.allSatisfy {
                                 ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 46 || $0 == 95 || $0 == 45
                             }
                         }, what: "a user name of lower-case letters, digits, '.', '_' or '-'")),
@@ -97,6 +96,12 @@ public enum B2B {
                 guard let q = Int64(v[3]), let p = cents(v[4]), let t = cents(v[5]) else { return nil }
                 let (product, overflow) = q.multipliedReportingOverflow(by: p)
                 return !overflow && product == t ? nil : "total \(v[5]) is not quantity \(q) × unit price \(v[4])"
+            },
+            plainRowCheck: { row in
+                guard let q = row.scaled(3, scale: 0), let p = row.scaled(4, scale: 2), let t = row.scaled(5, scale: 2)
+                else { return false }
+                let (product, overflow) = q.multipliedReportingOverflow(by: p)
+                return !overflow && product == t
             }),
     ]
 

@@ -457,8 +457,11 @@ public enum B2BLoad {
                 // Postgres would start on it only once every line is checked; sent as they come,
                 // its insert work runs beside the checks of the lines after them.
                 let copy = "COPY \(s.datalake).\(spec.table) (\(cols.joined(separator: ", "))) FROM STDIN"
+                let suffix = Array("\t\(d)".utf8)
                 try tx.copyIn(copy, chunkSize: 16 * 1024) { w in
-                    try v.run(path: path) { values in try w.writeRow(values + [d]) }
+                    try v.run(path: path, plain: { line in try w.writeRow(plainCSV: line, suffix: suffix) }) {
+                        values in try w.writeRow(values + [d])
+                    }
                 }
                 known = v.known
                 r.read = v.read
@@ -479,11 +482,12 @@ public enum B2BLoad {
     static func ordersSpec(day: Day) -> CSVTableSpec {
         let o = facts[0]
         let prefix = day.description
+        let bytes = Array(prefix.utf8)
         var spec = CSVTableSpec(
             table: o.table, file: o.file, columns: o.columns, key: o.key, references: o.references,
             rowCheck: { v in
                 v[3].hasPrefix(prefix) ? nil : "ordered_at \(v[3]) is not on the export's day \(prefix)"
-            })
+            }, plainRowCheck: { row in row.hasPrefix(3, bytes) })
         spec.isReferenced = true
         return spec
     }

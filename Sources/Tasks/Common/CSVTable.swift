@@ -10,8 +10,9 @@ import Workflow
 /// A column of a CSV source: its name (the CSV header and the table column) and what a valid value is.
 public struct CSVColumn: Sendable {
     public enum Kind: Sendable {
-        /// Non-empty text; `valid` (when given) says whether it has the right shape, described by `what`.
-        case text(valid: (@Sendable (String) -> Bool)?, what: String)
+        /// Non-empty text; `valid` (when given) says whether its UTF-8 bytes have the right shape,
+        /// described by `what`.
+        case text(valid: (@Sendable (UnsafeBufferPointer<UInt8>) -> Bool)?, what: String)
         /// A whole number in `min...max` (`max` defaults to Postgres `integer`'s).
         case integer(min: Int64, max: Int64 = Int64(Int32.max))
         case decimal(scale: Int, digits: Int)
@@ -33,7 +34,8 @@ public struct CSVColumn: Sendable {
         switch kind {
         case .text(let valid, let what):
             if v.isEmpty { return .failure(.init("\(name) is empty")) }
-            if let valid, !valid(v) { return .failure(.init("\(name) \"\(v)\" is not \(what)")) }
+            var bytes = v
+            if let valid, !bytes.withUTF8(valid) { return .failure(.init("\(name) \"\(v)\" is not \(what)")) }
             return .success(v)
         case .integer(let min, let max):
             guard let n = Int64(v) else { return .failure(.init("\(name) \"\(v)\" is not a whole number")) }
@@ -137,12 +139,16 @@ public struct CSVTableSpec: Sendable {
     /// A check across columns (e.g. total = quantity × unit price), given the checked values in
     /// column order.
     public let rowCheck: (@Sendable ([String]) -> String?)?
+    /// The same check on a plain line's bytes (`CSVPlainRow`, every field already checked): true
+    /// when `rowCheck` would pass it. A spec with a `rowCheck` and none of this never takes the
+    /// plain path.
+    public let plainRowCheck: (@Sendable (CSVPlainRow) -> Bool)?
     /// Whether another table refers to this one (then its accepted keys are kept for the checks).
     public var isReferenced = true
 
     public init(
         table: String, file: String, columns: [CSVColumn], key: [String], references: [Reference] = [],
-        rowCheck: (@Sendable ([String]) -> String?)? = nil
+        rowCheck: (@Sendable ([String]) -> String?)? = nil, plainRowCheck: (@Sendable (CSVPlainRow) -> Bool)? = nil
     ) {
         self.table = table
         self.file = file
@@ -150,6 +156,7 @@ public struct CSVTableSpec: Sendable {
         self.key = key
         self.references = references
         self.rowCheck = rowCheck
+        self.plainRowCheck = plainRowCheck
     }
 }
 
@@ -167,8 +174,17 @@ public struct CSVValidator {
     private var seen: [String: Int64] = [:]
     private var keyIndex: [Int] = []
     private var refIndex: [(cols: [Int], table: String)] = []
+    /// While `run` goes: the keys of the tables referred to (in `refIndex`'s order) and this
+    /// table's accepted keys, taken out of `known` so that adding one copies nothing.
+    private var refKeys: [Set<String>] = []
+    private var ownKeys: Set<String> = []
+    /// The plain path's scratch: field bounds and a key's bytes.
+    private var starts: [Int] = []
+    private var ends: [Int] = []
+    private var keyBytes: [UInt8] = []
 
     public init(spec: CSVTableSpec, known: [String: Set<String>]) {
+        precondition(!spec.references.contains { $0.table == spec.table }, "\(spec.table) refers to itself")
         self.spec = spec
         self.known = known
         let names = spec.columns.map(\.name)
@@ -178,13 +194,39 @@ public struct CSVValidator {
 
     /// Reads `path`, calling `accept` with each good row's values in column order.
     public mutating func run(path: String, accept: ([String]) throws -> Void) throws {
+        try run(path: path, plain: nil, accept: accept)
+    }
+
+    /// Reads `path`; each good row goes to `plain` as its line's bytes (without the line break)
+    /// when the line is plain (`CSVPlainRow`: its values are its fields as they are), else to
+    /// `accept` as values in column order.
+    public mutating func run(
+        path: String, plain: ((UnsafeBufferPointer<UInt8>) throws -> Void)?, accept: ([String]) throws -> Void
+    ) throws {
         let reader = try LineReader(path: path)
         var lineNumber: Int64 = 0
         var header: [String]?
+        refKeys = refIndex.map { known[$0.table] ?? [] }
+        if spec.isReferenced { ownKeys = known.removeValue(forKey: spec.table) ?? [] }
+        defer {
+            if spec.isReferenced { known[spec.table] = ownKeys }
+            ownKeys = []
+            refKeys = []
+        }
+        let plainChecked = spec.rowCheck == nil || spec.plainRowCheck != nil
         // A record is one line: no column of these tables holds a line break, so a quote left open
         // is an error of that line rather than the start of a record that swallows the next ones.
         try reader.forEachLine { bytes, _, cut in
             lineNumber += 1
+            if let plain, plainChecked, header != nil, !cut, bytes.last == 10 {
+                let line = UnsafeBufferPointer(rebasing: bytes.dropLast())
+                if acceptPlain(line, line: lineNumber) {
+                    read += 1
+                    accepted += 1
+                    try plain(line)
+                    return true
+                }
+            }
             var text = String(decoding: bytes, as: UTF8.self)
             while text.last == "\n" || text.last == "\r" { text.removeLast() }
             if lineNumber == 1 && text.hasPrefix("\u{FEFF}") { text.removeFirst() }  // a UTF-8 byte order mark
@@ -233,6 +275,39 @@ public struct CSVValidator {
         }
     }
 
+    /// A key of the fields at `cols`, as `check` joins them.
+    private mutating func key(_ row: CSVPlainRow, _ cols: [Int]) -> String {
+        if cols.count == 1 { return String(decoding: row.field(cols[0]), as: UTF8.self) }
+        keyBytes.removeAll(keepingCapacity: true)
+        for (n, c) in cols.enumerated() {
+            if n > 0 { keyBytes.append(0x1F) }
+            keyBytes.append(contentsOf: row.field(c))
+        }
+        return String(decoding: keyBytes, as: UTF8.self)
+    }
+
+    /// The plain path: true when the line is plain and passes every check `check` makes (then its
+    /// key is recorded as `check` would); false leaves the line to the full path, which decides.
+    private mutating func acceptPlain(_ line: UnsafeBufferPointer<UInt8>, line number: Int64) -> Bool {
+        guard CSVPlainRow.split(line, starts: &starts, ends: &ends), starts.count == spec.columns.count else {
+            return false
+        }
+        let (starts, ends) = (self.starts, self.ends)
+        return starts.withUnsafeBufferPointer { s in
+            ends.withUnsafeBufferPointer { e in
+                let row = CSVPlainRow(line: line, starts: s, ends: e)
+                for (i, c) in spec.columns.enumerated() where !c.acceptsAsIs(row.field(i)) { return false }
+                if let check = spec.plainRowCheck, !check(row) { return false }
+                for (n, r) in refIndex.enumerated() where !refKeys[n].contains(key(row, r.cols)) { return false }
+                let k = key(row, keyIndex)
+                guard seen[k] == nil else { return false }
+                seen[k] = number
+                if spec.isReferenced { ownKeys.insert(k) }
+                return true
+            }
+        }
+    }
+
     mutating func check(_ fields: [String], line: Int64) -> Result<[String], CSVRowError> {
         guard fields.count == spec.columns.count else {
             return .failure(
@@ -250,9 +325,9 @@ public struct CSVValidator {
             }
         }
         if let rowCheck = spec.rowCheck, let problem = rowCheck(values) { return .failure(.init(problem)) }
-        for (cols, table) in refIndex {
+        for (n, (cols, table)) in refIndex.enumerated() {
             let k = cols.map { values[$0] }.joined(separator: "\u{1F}")
-            if known[table]?.contains(k) != true {
+            if !refKeys[n].contains(k) {
                 let names = cols.map { spec.columns[$0].name }.joined(separator: ",")
                 return .failure(
                     .init(
@@ -270,7 +345,7 @@ public struct CSVValidator {
                 ))
         }
         seen[key] = line
-        if spec.isReferenced { known[spec.table, default: []].insert(key) }
+        if spec.isReferenced { ownKeys.insert(key) }
         return .success(values)
     }
 }
