@@ -108,6 +108,46 @@ struct PostgresClientTests {
         #expect(ids == [2, 4])
     }
 
+    @Test("a script's statements answer one by one; a failed one is thrown and rolls its transaction back")
+    func scriptResults() throws {
+        let (pg, schema) = try TestServices.isolatedPostgres()
+        defer { TestServices.dropSchema(pg, schema) }
+        try pg.execute(script: "CREATE TABLE t (id int PRIMARY KEY)")
+        let r = try pg.executeEach(
+            script: "INSERT INTO t SELECT generate_series(1, 3); SELECT count(*) FROM t; DELETE FROM t WHERE id > 1")
+        #expect(r.map(\.affectedRows) == [3, 1, 2])
+        #expect(try r[1].rows[0].decode(Int.self, 0) == 3)
+        let dup = #expect(throws: PostgresError.self) {
+            try pg.transaction { tx in
+                _ = try tx.executeEach(
+                    script: "INSERT INTO t VALUES (5); INSERT INTO t VALUES (1); INSERT INTO t VALUES (6)")
+            }
+        }
+        #expect(dup?.sqlState == "23505")
+        // Nothing of the failed transaction stays, and the session goes on.
+        let ids = try pg.query("SELECT id FROM t ORDER BY id").rows.map { try $0.decode(Int.self, 0) }
+        #expect(ids == [1])
+    }
+
+    @Test("a plain CSV line goes into COPY with its commas as tabs and the suffix after it")
+    func copyPlainCSV() throws {
+        let (pg, schema) = try TestServices.isolatedPostgres()
+        defer { TestServices.dropSchema(pg, schema) }
+        try pg.execute(script: "CREATE TABLE s (a bigint, b text, c numeric(6, 2), d date)")
+        let lines = ["1,two words,3.50", "4,,0.5"]
+        try pg.copyIn("COPY s FROM STDIN", chunkSize: 1024) { w in
+            for l in lines {
+                var l = l
+                try l.withUTF8 { try w.writeRow(plainCSV: $0, suffix: Array("\t2024-02-29".utf8)) }
+            }
+        }
+        // An empty field is an empty text, as COPY's text format has it (NULL would be \N).
+        let rows = try pg.query("SELECT concat_ws('|', a, b, c, d) FROM s ORDER BY a").rows.map {
+            try $0.decode(String.self, 0)
+        }
+        #expect(rows == ["1|two words|3.50|2024-02-29", "4||0.50|2024-02-29"])
+    }
+
     @Test("a constraint violation carries its SQLSTATE and keeps row values out of the short message")
     func constraintViolation() throws {
         let (pg, schema) = try TestServices.isolatedPostgres()

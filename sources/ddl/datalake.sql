@@ -93,7 +93,11 @@ CREATE TABLE IF NOT EXISTS orders (
     export_day        date NOT NULL,
     CHECK (ordered_at >= export_day AND ordered_at < export_day + 1)
 );
-CREATE INDEX IF NOT EXISTS orders_export_day ON orders (export_day);
+-- A day's facts are found by their export day (a re-exported day is deleted and loaded again).
+-- Days load in order, so a day's rows sit together: a BRIN index finds them at next to no cost per
+-- inserted row, where a btree on export_day took a quarter of the initial load's insert time.
+DROP INDEX IF EXISTS orders_export_day;
+CREATE INDEX IF NOT EXISTS orders_export_day_brin ON orders USING brin (export_day);
 
 -- The line items of an order (from the same day's export).
 CREATE TABLE IF NOT EXISTS sales (
@@ -106,7 +110,8 @@ CREATE TABLE IF NOT EXISTS sales (
     export_day date NOT NULL,
     PRIMARY KEY (order_id, line)
 );
-CREATE INDEX IF NOT EXISTS sales_export_day ON sales (export_day);
+DROP INDEX IF EXISTS sales_export_day;
+CREATE INDEX IF NOT EXISTS sales_export_day_brin ON sales USING brin (export_day);
 
 -- IPv4 ranges and their country, in the shape of IP2Location LITE DB1.
 CREATE TABLE IF NOT EXISTS ip2geo (

@@ -196,6 +196,30 @@ public final class PostgresConnection {
         _ = try consume(result, sql: sql)
     }
 
+    /// Runs `;`-separated statements without parameters in one round trip and returns each one's
+    /// result, in order. The first error is thrown once the server has answered the whole script
+    /// (in a transaction, the statements after a failed one do not run).
+    public func executeEach(script sql: String) throws -> [PostgresResult] {
+        let h = try liveHandle()
+        guard PQsendQuery(h, sql) == 1 else {
+            throw lostOrFailed(message: String(cString: PQerrorMessage(h)), sql: sql)
+        }
+        var results: [PostgresResult] = []
+        var failure: Error?
+        // (`consume` drops the session on a COPY result: there is nothing more to read then.)
+        while handle != nil, let r = PQgetResult(h) {
+            do {
+                let one = try consume(r, sql: sql)
+                if failure == nil { results.append(one) }
+            } catch {
+                if failure == nil { failure = error }
+            }
+        }
+        if let failure { throw failure }
+        if PQstatus(h) != CONNECTION_OK { throw lostOrFailed(message: String(cString: PQerrorMessage(h)), sql: sql) }
+        return results
+    }
+
     /// Turns a `PGresult*` into rows or an error, and frees it.
     private func consume(_ result: OpaquePointer?, sql: String) throws -> PostgresResult {
         guard let result else {

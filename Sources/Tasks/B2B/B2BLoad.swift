@@ -149,6 +149,17 @@ public enum B2BLoad {
                     ? "\(s.b2bDir)/\(t.file) + \(s.exportDir)/day=*/\(t.file)" : "\(s.exportDir)/day=*/\(t.file)",
                 runID: runID, logicalDate: last.description)
         }
+        // The dimensions' stage tables, made once for the load's session (not once a day: making
+        // and dropping temporary tables costs the catalog work of real ones).
+        for spec in dimensions + [B2B.inventoryRemoved] {
+            let t = spec.table == B2B.inventoryRemoved.table ? "inventory" : spec.table
+            try pg.execute(
+                script: """
+                    DROP TABLE IF EXISTS pg_temp.\(stage(spec));
+                    CREATE TEMP TABLE \(stage(spec)) AS SELECT \(spec.columns.map(\.name).joined(separator: ", "))
+                    FROM \(s.datalake).\(t) WITH NO DATA
+                    """)
+        }
         var result = Result()
         do {
             try loadDays(
@@ -256,8 +267,11 @@ public enum B2BLoad {
                     } else {
                         var validOn = try keys(pg: pg, s: s, validOn: day)
                         try pg.transaction { tx in
+                            var pending: [String: B2B.TableResult] = [:]
                             let n = try loadFacts(
-                                files, replace: true, tx: tx, s: s, known: &validOn, ids: ids, result: &result)
+                                files, replace: true, tx: tx, s: s, known: &validOn, ids: ids, pending: &pending,
+                                result: &result)
+                            try addCounts(pending, ids: ids, tx: tx, s: s)
                             try tx.query(
                                 """
                                 UPDATE \(s.loads).b2b_day SET signature = $2, facts_checksum = $3, run_id = $4,
@@ -277,18 +291,22 @@ public enum B2BLoad {
                     }
                     var known = latest.map { day < $0 } == true ? try keys(pg: pg, s: s, validOn: day) : current
                     try pg.transaction { tx in
+                        // The day's counts go to the load records in one statement at its end.
+                        var pending: [String: B2B.TableResult] = [:]
                         for (spec, path) in files.dimensions {
                             try mergeDimension(
                                 spec, path: path, day: day, tx: tx, s: s, known: &known, ids: ids,
-                                result: &result)
+                                pending: &pending, result: &result)
                         }
                         if let removed = files.removed {
                             try removeCatalogRows(
                                 path: removed, day: day, tx: tx, s: s, known: &known, ids: ids,
-                                result: &result)
+                                pending: &pending, result: &result)
                         }
                         let n = try loadFacts(
-                            files, replace: false, tx: tx, s: s, known: &known, ids: ids, result: &result)
+                            files, replace: false, tx: tx, s: s, known: &known, ids: ids, pending: &pending,
+                            result: &result)
+                        try addCounts(pending, ids: ids, tx: tx, s: s)
                         try tx.query(
                             """
                             INSERT INTO \(s.loads).b2b_day (day, signature, facts_checksum, dims_checksum, orders,
@@ -328,19 +346,18 @@ public enum B2BLoad {
         return known
     }
 
+    /// The temporary table a dimension file is staged in before its merge.
+    static func stage(_ spec: CSVTableSpec) -> String { "b2b_stage_\(spec.table)" }
+
     /// Validates a dimension file and merges it as of `day` (type 2).
     static func mergeDimension(
         _ spec: CSVTableSpec, path: String, day: Day, tx: PostgresConnection, s: PipelineSettings,
-        known: inout [String: Set<String>], ids: [String: Int64], result: inout Result
+        known: inout [String: Set<String>], ids: [String: Int64], pending: inout [String: B2B.TableResult],
+        result: inout Result
     ) throws {
         let t = "\(s.datalake).\(spec.table)"
         let cols = spec.columns.map(\.name)
-        let stage = "b2b_stage_\(spec.table)"
-        try tx.execute(
-            script: """
-                DROP TABLE IF EXISTS pg_temp.\(stage);
-                CREATE TEMP TABLE \(stage) AS SELECT \(cols.joined(separator: ", ")) FROM \(t) WITH NO DATA
-                """)
+        let stage = stage(spec)
         var v = CSVValidator(spec: spec, known: known)
         try tx.copyIn("COPY \(stage) (\(cols.joined(separator: ", "))) FROM STDIN") { w in
             try v.run(path: path) { values in try w.writeRow(values) }
@@ -351,59 +368,45 @@ public enum B2BLoad {
         let differs =
             "(\(rest.map { "t.\($0)" }.joined(separator: ", "))) IS DISTINCT FROM "
             + "(\(rest.map { "s.\($0)" }.joined(separator: ", ")))"
-        let d = day.description
-        let unchanged = try tx.query(
-            """
-            SELECT count(*) FROM \(stage) s JOIN \(t) t ON \(keyMatch) AND t.valid_to = 'infinity'
-            WHERE NOT \(differs)
-            """
-        ).rows[0].decode(Int64.self, 0)
-        // A version that began the same day is corrected in place; an older one ends and a new one starts.
-        let sameDay = try tx.query(
-            """
-            UPDATE \(t) t SET \(rest.map { "\($0) = s.\($0)" }.joined(separator: ", ")) FROM \(stage) s
-            WHERE \(keyMatch) AND t.valid_to = 'infinity' AND t.valid_from = $1::date AND \(differs)
-            """, [d]
-        ).affectedRows
-        let ended = try tx.query(
-            """
-            UPDATE \(t) t SET valid_to = $1::date FROM \(stage) s
-            WHERE \(keyMatch) AND t.valid_to = 'infinity' AND t.valid_from < $1::date AND \(differs)
-            """, [d]
-        ).affectedRows
-        let added = try tx.query(
-            """
-            INSERT INTO \(t) (\(cols.joined(separator: ", ")), valid_from)
-            SELECT \(cols.map { "s.\($0)" }.joined(separator: ", ")), $1::date FROM \(stage) s
-            WHERE NOT EXISTS (SELECT 1 FROM \(t) t WHERE \(keyMatch) AND t.valid_to = 'infinity')
-            """, [d]
-        ).affectedRows
-        try tx.query("DROP TABLE \(stage)")
-        var r = B2B.TableResult(table: spec.table)
-        r.read = v.read
-        r.loaded = v.accepted
-        r.rejected = Int64(v.rejects.count)
-        r.unchanged = unchanged
-        r.updated = Int64(sameDay + ended)
-        r.inserted = Int64(added - ended)
-        r.bytes = fileSize(path)
-        try record(r, id: ids[spec.table]!, rejects: v.rejects, source: path, tx: tx, s: s, result: &result)
+        // In one round trip (a Day's text is digits and dashes). A version that began the same day
+        // is corrected in place; an older one ends and a new one starts.
+        let d = "'\(day)'::date"
+        let r = try tx.executeEach(
+            script: """
+                SELECT count(*) FROM \(stage) s JOIN \(t) t ON \(keyMatch) AND t.valid_to = 'infinity'
+                WHERE NOT \(differs);
+                UPDATE \(t) t SET \(rest.map { "\($0) = s.\($0)" }.joined(separator: ", ")) FROM \(stage) s
+                WHERE \(keyMatch) AND t.valid_to = 'infinity' AND t.valid_from = \(d) AND \(differs);
+                UPDATE \(t) t SET valid_to = \(d) FROM \(stage) s
+                WHERE \(keyMatch) AND t.valid_to = 'infinity' AND t.valid_from < \(d) AND \(differs);
+                INSERT INTO \(t) (\(cols.joined(separator: ", ")), valid_from)
+                SELECT \(cols.map { "s.\($0)" }.joined(separator: ", ")), \(d) FROM \(stage) s
+                WHERE NOT EXISTS (SELECT 1 FROM \(t) t WHERE \(keyMatch) AND t.valid_to = 'infinity');
+                DELETE FROM \(stage)
+                """)
+        let (sameDay, ended, added) = (r[1].affectedRows, r[2].affectedRows, r[3].affectedRows)
+        var c = B2B.TableResult(table: spec.table)
+        c.read = v.read
+        c.loaded = v.accepted
+        c.rejected = Int64(v.rejects.count)
+        c.unchanged = try r[0].rows[0].decode(Int64.self, 0)
+        c.updated = Int64(sameDay + ended)
+        c.inserted = Int64(added - ended)
+        c.bytes = fileSize(path)
+        try record(
+            c, id: ids[spec.table]!, rejects: v.rejects, source: path, tx: tx, s: s, pending: &pending, result: &result)
     }
 
     /// Ends the catalog rows a day's export removes.
     static func removeCatalogRows(
         path: String, day: Day, tx: PostgresConnection, s: PipelineSettings, known: inout [String: Set<String>],
-        ids: [String: Int64], result: inout Result
+        ids: [String: Int64], pending: inout [String: B2B.TableResult], result: inout Result
     ) throws {
         let t = "\(s.datalake).inventory"
-        try tx.execute(
-            script: """
-                DROP TABLE IF EXISTS pg_temp.b2b_stage_removed;
-                CREATE TEMP TABLE b2b_stage_removed AS SELECT company_cuit, product_id FROM \(t) WITH NO DATA
-                """)
+        let stage = stage(B2B.inventoryRemoved)
         var v = CSVValidator(spec: B2B.inventoryRemoved, known: known)
         var gone: [String] = []
-        try tx.copyIn("COPY b2b_stage_removed (company_cuit, product_id) FROM STDIN") { w in
+        try tx.copyIn("COPY \(stage) (company_cuit, product_id) FROM STDIN") { w in
             try v.run(path: path) { values in
                 gone.append(values.joined(separator: "\u{1F}"))
                 try w.writeRow(values)
@@ -411,23 +414,23 @@ public enum B2BLoad {
         }
         for k in gone { known["inventory"]?.remove(k) }
         let match = "t.company_cuit = s.company_cuit AND t.product_id = s.product_id AND t.valid_to = 'infinity'"
-        let dropped = try tx.query(
-            "DELETE FROM \(t) t USING b2b_stage_removed s WHERE \(match) AND t.valid_from = $1::date",
-            [day.description]
-        ).affectedRows
-        let ended = try tx.query(
-            "UPDATE \(t) t SET valid_to = $1::date FROM b2b_stage_removed s WHERE \(match) AND t.valid_from < $1::date",
-            [day.description]
-        ).affectedRows
-        try tx.query("DROP TABLE b2b_stage_removed")
-        var r = B2B.TableResult(table: "inventory")
-        r.read = v.read
-        r.loaded = v.accepted
-        r.rejected = Int64(v.rejects.count)
-        r.removed = Int64(dropped + ended)
-        r.unchanged = v.accepted - r.removed
-        r.bytes = fileSize(path)
-        try record(r, id: ids["inventory"]!, rejects: v.rejects, source: path, tx: tx, s: s, result: &result)
+        let d = "'\(day)'::date"
+        let r = try tx.executeEach(
+            script: """
+                DELETE FROM \(t) t USING \(stage) s WHERE \(match) AND t.valid_from = \(d);
+                UPDATE \(t) t SET valid_to = \(d) FROM \(stage) s WHERE \(match) AND t.valid_from < \(d);
+                DELETE FROM \(stage)
+                """)
+        var c = B2B.TableResult(table: "inventory")
+        c.read = v.read
+        c.loaded = v.accepted
+        c.rejected = Int64(v.rejects.count)
+        c.removed = Int64(r[0].affectedRows + r[1].affectedRows)
+        c.unchanged = v.accepted - c.removed
+        c.bytes = fileSize(path)
+        try record(
+            c, id: ids["inventory"]!, rejects: v.rejects, source: path, tx: tx, s: s, pending: &pending, result: &result
+        )
     }
 
     /// Appends a day's orders and sales (after deleting the day's old ones, for a re-exported day);
@@ -435,7 +438,8 @@ public enum B2BLoad {
     @discardableResult
     static func loadFacts(
         _ files: DayFiles, replace: Bool, tx: PostgresConnection, s: PipelineSettings,
-        known: inout [String: Set<String>], ids: [String: Int64], result: inout Result
+        known: inout [String: Set<String>], ids: [String: Int64], pending: inout [String: B2B.TableResult],
+        result: inout Result
     ) throws -> (orders: Int64, sales: Int64) {
         var loaded: [String: Int64] = [:]
         let d = files.day.description
@@ -470,9 +474,12 @@ public enum B2BLoad {
                 r.inserted = v.accepted
                 loaded[spec.table] = v.accepted
                 r.bytes = fileSize(path)
-                try record(r, id: ids[spec.table]!, rejects: v.rejects, source: path, tx: tx, s: s, result: &result)
+                try record(
+                    r, id: ids[spec.table]!, rejects: v.rejects, source: path, tx: tx, s: s, pending: &pending,
+                    result: &result)
             } else if r.removed > 0 {
-                try record(r, id: ids[spec.table]!, rejects: [], source: "", tx: tx, s: s, result: &result)
+                try record(
+                    r, id: ids[spec.table]!, rejects: [], source: "", tx: tx, s: s, pending: &pending, result: &result)
             }
         }
         return (loaded["orders"] ?? 0, loaded["sales"] ?? 0)
@@ -492,22 +499,39 @@ public enum B2BLoad {
         return spec
     }
 
-    /// Adds a file's counts to its table's load record and the result, and stores its rejects, in
-    /// the day's transaction.
+    /// Stores a file's rejects (in the day's transaction) and adds its counts to the result and to
+    /// the day's pending counts, which `addCounts` writes to the load records.
     static func record(
         _ r: B2B.TableResult, id: Int64, rejects: [Rejection], source: String, tx: PostgresConnection,
-        s: PipelineSettings, result: inout Result
+        s: PipelineSettings, pending: inout [String: B2B.TableResult], result: inout Result
     ) throws {
         try Rejection.store(rejects, load: id, source: source, schema: s.loads, on: tx)
+        pending[r.table, default: B2B.TableResult(table: r.table)].add(r)
+        if let i = result.tables.firstIndex(where: { $0.table == r.table }) { result.tables[i].add(r) }
+    }
+
+    /// Adds a day's counts to its tables' load records, in one statement of the day's transaction.
+    static func addCounts(
+        _ pending: [String: B2B.TableResult], ids: [String: Int64], tx: PostgresConnection, s: PipelineSettings
+    ) throws {
+        let rows = pending.values.sorted { $0.table < $1.table }
+        guard !rows.isEmpty else { return }
+        func column(_ f: (B2B.TableResult) -> Int64) -> PostgresArray { PostgresArray(rows.map(f)) }
         try tx.query(
             """
-            UPDATE \(s.loads).load SET rows_read = rows_read + $2, rows_loaded = rows_loaded + $3,
-                   rows_rejected = rows_rejected + $4, rows_inserted = rows_inserted + $5,
-                   rows_updated = rows_updated + $6, rows_unchanged = rows_unchanged + $7,
-                   rows_removed = rows_removed + $8, bytes = bytes + $9
-            WHERE id = $1
-            """, [id, r.read, r.loaded, r.rejected, r.inserted, r.updated, r.unchanged, r.removed, r.bytes])
-        if let i = result.tables.firstIndex(where: { $0.table == r.table }) { result.tables[i].add(r) }
+            UPDATE \(s.loads).load l SET rows_read = l.rows_read + c.read, rows_loaded = l.rows_loaded + c.loaded,
+                   rows_rejected = l.rows_rejected + c.rejected, rows_inserted = l.rows_inserted + c.inserted,
+                   rows_updated = l.rows_updated + c.updated, rows_unchanged = l.rows_unchanged + c.unchanged,
+                   rows_removed = l.rows_removed + c.removed, bytes = l.bytes + c.bytes
+            FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                        $7::bigint[], $8::bigint[], $9::bigint[])
+                 AS c(id, read, loaded, rejected, inserted, updated, unchanged, removed, bytes)
+            WHERE l.id = c.id
+            """,
+            [
+                PostgresArray(rows.map { ids[$0.table]! }), column(\.read), column(\.loaded), column(\.rejected),
+                column(\.inserted), column(\.updated), column(\.unchanged), column(\.removed), column(\.bytes),
+            ])
     }
 
     static func fileSize(_ path: String) -> Int64 {
