@@ -436,7 +436,10 @@ struct CSVPlainPathTests {
             "5,30-71234567-1,AR-1,2024-02-29 12:30:00.", "6,30-71234567-1,AR-1,2024-02-29 12:30:00Z",
             "7,30-71234567-1,AR-1,2024-02-29T12:30:00", "8,30-71234567-1,AR-1,2024-02-29  12:30:00",
             "9,30-71234567-1,AR-1,2024-02-29 12:30:60", "10,30-71234567-1,AR-1,2024-02-29 24:00:00",
-            "11,30-71234567-1,AR-1,2024-02-29 12:30:5.5", "012,30-71234567-1,AR-1,2024-02-29 12:30:00",
+            "11,30-71234567-1,AR-1,2024-02-29 12:30:5.5", "17,30-71234567-1,AR-1,2024-02-29 23:59:59.999999",
+            "18,30-71234567-1,AR-1,2024-02-29 23:59:59.999999999999999", "19,30-71234567-1,AR-1,2024-02-29 12:30:0x1p1",
+            "20,30-71234567-1,AR-1,2024-02-29 +1:30:00", "21,30-71234567-1,AR-1,2024-+2-29 12:30:00",
+            "012,30-71234567-1,AR-1,2024-02-29 12:30:00",
             "-13,30-71234567-1,AR-1,2024-02-29 12:30:00", "+14,30-71234567-1,AR-1,2024-02-29 12:30:00",
             "15,30-71234567-1,AR-1,2024-02-29 12:30:00 ", "16,30-71234567-1,AR-1,2024-03-01 00:00:00",
             "3,1,1,3,2.50,7.5", "3,2,1,3,2.5,7.50", "3,3,1,3,02.50,7.50", "3,4,1,3,2.50,007.50", "3,5,1,03,2.50,7.50",
@@ -459,6 +462,10 @@ struct CSVPlainPathTests {
             // The plain path did take the good rows (the test would prove nothing otherwise).
             #expect(plainRows >= rows.count && plainRows < Int(full.accepted) + 1, "\(spec.table): \(plainRows)")
             #expect(full.rejects.count > 100, "\(spec.table): the mutations were rejected too")
+            // The same file with CRLF line ends: the same outcome on both paths.
+            let crlf = try fx.write("t\(n)-crlf.csv", ([header] + lines).joined(separator: "\r\n") + "\r\n")
+            #expect(try Self.run(spec, path: crlf, known: known, plain: false).0 == full, "\(spec.table) CRLF")
+            #expect(try Self.run(spec, path: crlf, known: known, plain: true).0 == full, "\(spec.table) CRLF")
         }
     }
 }

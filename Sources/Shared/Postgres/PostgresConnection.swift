@@ -197,8 +197,9 @@ public final class PostgresConnection {
     }
 
     /// Runs `;`-separated statements without parameters in one round trip and returns each one's
-    /// result, in order. The first error is thrown once the server has answered the whole script
-    /// (in a transaction, the statements after a failed one do not run).
+    /// result, in order. The first error is thrown once the server has answered the whole script.
+    /// The statements after a failed one do not run; outside a transaction the script is one
+    /// implicit transaction, so the ones before it are rolled back too.
     public func executeEach(script sql: String) throws -> [PostgresResult] {
         let h = try liveHandle()
         guard PQsendQuery(h, sql) == 1 else {

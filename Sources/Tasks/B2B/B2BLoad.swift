@@ -149,19 +149,19 @@ public enum B2BLoad {
                     ? "\(s.b2bDir)/\(t.file) + \(s.exportDir)/day=*/\(t.file)" : "\(s.exportDir)/day=*/\(t.file)",
                 runID: runID, logicalDate: last.description)
         }
-        // The dimensions' stage tables, made once for the load's session (not once a day: making
-        // and dropping temporary tables costs the catalog work of real ones).
-        for spec in dimensions + [B2B.inventoryRemoved] {
-            let t = spec.table == B2B.inventoryRemoved.table ? "inventory" : spec.table
-            try pg.execute(
-                script: """
-                    DROP TABLE IF EXISTS pg_temp.\(stage(spec));
-                    CREATE TEMP TABLE \(stage(spec)) AS SELECT \(spec.columns.map(\.name).joined(separator: ", "))
-                    FROM \(s.datalake).\(t) WITH NO DATA
-                    """)
-        }
         var result = Result()
         do {
+            // The dimensions' stage tables, made once for the load's session (not once a day: making
+            // and dropping temporary tables costs the catalog work of real ones).
+            for spec in dimensions + [B2B.inventoryRemoved] {
+                let t = spec.table == B2B.inventoryRemoved.table ? "inventory" : spec.table
+                try pg.execute(
+                    script: """
+                        DROP TABLE IF EXISTS pg_temp.\(stage(spec));
+                        CREATE TEMP TABLE \(stage(spec)) AS SELECT \(spec.columns.map(\.name).joined(separator: ", "))
+                        FROM \(s.datalake).\(t) WITH NO DATA
+                        """)
+            }
             try loadDays(
                 pg: pg, s: s, runID: runID, last: last, ids: ids, result: &result, log: log,
                 checkDeadline: {
@@ -369,7 +369,9 @@ public enum B2BLoad {
             "(\(rest.map { "t.\($0)" }.joined(separator: ", "))) IS DISTINCT FROM "
             + "(\(rest.map { "s.\($0)" }.joined(separator: ", ")))"
         // In one round trip (a Day's text is digits and dashes). A version that began the same day
-        // is corrected in place; an older one ends and a new one starts.
+        // is corrected in place; an older one ends and a new one starts. The stage is emptied by
+        // TRUNCATE: a DELETE would leave its dead rows for every later merge to scan (autovacuum
+        // does not visit temporary tables).
         let d = "'\(day)'::date"
         let r = try tx.executeEach(
             script: """
@@ -382,7 +384,7 @@ public enum B2BLoad {
                 INSERT INTO \(t) (\(cols.joined(separator: ", ")), valid_from)
                 SELECT \(cols.map { "s.\($0)" }.joined(separator: ", ")), \(d) FROM \(stage) s
                 WHERE NOT EXISTS (SELECT 1 FROM \(t) t WHERE \(keyMatch) AND t.valid_to = 'infinity');
-                DELETE FROM \(stage)
+                TRUNCATE \(stage)
                 """)
         let (sameDay, ended, added) = (r[1].affectedRows, r[2].affectedRows, r[3].affectedRows)
         var c = B2B.TableResult(table: spec.table)
@@ -419,7 +421,7 @@ public enum B2BLoad {
             script: """
                 DELETE FROM \(t) t USING \(stage) s WHERE \(match) AND t.valid_from = \(d);
                 UPDATE \(t) t SET valid_to = \(d) FROM \(stage) s WHERE \(match) AND t.valid_from < \(d);
-                DELETE FROM \(stage)
+                TRUNCATE \(stage)
                 """)
         var c = B2B.TableResult(table: "inventory")
         c.read = v.read

@@ -1,5 +1,3 @@
-import ETLSupport
-
 /// A plain CSV line: printable ASCII only, no quote, no backslash, and no field that begins or ends
 /// with a blank, split at its commas. Such a line needs no unquoting, no trimming and no escaping for
 /// COPY's text format, so it can be checked and sent on its bytes: `CSVValidator` takes this path for
@@ -95,20 +93,11 @@ extension CSVColumn {
             guard decimals > 0, decimals <= scale else { return false }
             return v[(i + 1)...].allSatisfy { $0 >= 48 && $0 <= 57 }
         case .date:
-            return v.count == 10 && Self.plainDate(v)
+            return CivilDateCheck.date(bytes: v)
         case .timestamp:
-            // YYYY-MM-DD HH:MM:SS, and a fraction of a second; the "T" form is rewritten by `check`.
-            guard v.count >= 19, Self.plainDate(UnsafeBufferPointer(rebasing: v[0..<10])), v[10] == 32,
-                v[13] == 58, v[16] == 58
-            else { return false }
-            func two(_ at: Int) -> Int? {
-                let (a, b) = (v[at], v[at + 1])
-                guard a >= 48 && a <= 57 && b >= 48 && b <= 57 else { return nil }
-                return Int(a - 48) * 10 + Int(b - 48)
-            }
-            guard let h = two(11), let m = two(14), let s = two(17), h <= 23, m <= 59, s <= 59 else { return false }
-            if v.count == 19 { return true }
-            return v.count > 20 && v[19] == 46 && v[20...].allSatisfy { $0 >= 48 && $0 <= 57 }
+            // YYYY-MM-DD HH:MM:SS[.ffffff]; the "T" form is rewritten by `check`.
+            return v.count >= 19 && v[10] == 32 && CivilDateCheck.date(bytes: UnsafeBufferPointer(rebasing: v[0..<10]))
+                && CivilDateCheck.time(bytes: UnsafeBufferPointer(rebasing: v[11...]))
         case .boolean:
             // The forms `check` returns unchanged.
             return v.elementsEqual("true".utf8) || v.elementsEqual("false".utf8)
@@ -133,19 +122,4 @@ extension CSVColumn {
         return negative ? -n : n
     }
 
-    /// YYYY-MM-DD of digits, a real day.
-    static func plainDate(_ v: UnsafeBufferPointer<UInt8>) -> Bool {
-        guard v.count == 10, v[4] == 45, v[7] == 45 else { return false }
-        func number(_ r: Range<Int>) -> Int? {
-            var n = 0
-            for i in r {
-                guard v[i] >= 48 && v[i] <= 57 else { return nil }
-                n = n * 10 + Int(v[i] - 48)
-            }
-            return n
-        }
-        guard let y = number(0..<4), let m = number(5..<7), let d = number(8..<10) else { return false }
-        guard y >= 1, (1...12).contains(m), (1...31).contains(d) else { return false }
-        return CivilDate.fromDays(CivilDate.toDays(year: y, month: m, day: d)) == (y, m, d)
-    }
 }

@@ -60,7 +60,7 @@ public struct CSVColumn: Sendable {
             return .success(v)
         case .timestamp:
             let s = v.utf8.contains(84) ? v.replacingOccurrences(of: "T", with: " ") : v  // 84: "T"
-            let pieces = s.split(separator: " ")
+            let pieces = s.split(separator: " ", omittingEmptySubsequences: false)
             guard pieces.count == 2, CivilDateCheck.date(String(pieces[0])), CivilDateCheck.time(String(pieces[1]))
             else {
                 return .failure(.init("\(name) \"\(v)\" is not a timestamp (YYYY-MM-DD HH:MM:SS)"))
@@ -100,22 +100,45 @@ extension Character {
     var isASCIIDigit: Bool { isASCII && isNumber }
 }
 
+/// A day and a time of day as the CSV sources write them, checked on their bytes (the plain path's
+/// checks are these same functions).
 enum CivilDateCheck {
     static func date(_ s: String) -> Bool {
-        let p = s.split(separator: "-", omittingEmptySubsequences: false)
-        guard p.count == 3, p[0].count == 4, p[1].count == 2, p[2].count == 2,
-            let y = Int(p[0]), let m = Int(p[1]), let d = Int(p[2]), y >= 1, (1...12).contains(m), (1...31).contains(d)
+        var s = s
+        return s.withUTF8 { date(bytes: $0) }
+    }
+
+    static func time(_ s: String) -> Bool {
+        var s = s
+        return s.withUTF8 { time(bytes: $0) }
+    }
+
+    /// The digits at `r` as a number; nil if any is not a digit.
+    private static func number(_ v: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) -> Int? {
+        var n = 0
+        for i in r {
+            guard v[i] >= 48 && v[i] <= 57 else { return nil }
+            n = n * 10 + Int(v[i] - 48)
+        }
+        return n
+    }
+
+    /// YYYY-MM-DD, digits only, a real day (2024-02-30 is not).
+    static func date(bytes v: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard v.count == 10, v[4] == 45, v[7] == 45, let y = number(v, 0..<4), let m = number(v, 5..<7),
+            let d = number(v, 8..<10), y >= 1, (1...12).contains(m), (1...31).contains(d)
         else { return false }
         // A real day survives the round trip through day numbers; 2024-02-30 comes back as March 1.
         return CivilDate.fromDays(CivilDate.toDays(year: y, month: m, day: d)) == (y, m, d)
     }
 
-    static func time(_ s: String) -> Bool {
-        let p = s.split(separator: ":", omittingEmptySubsequences: false)
-        guard p.count == 3, p.allSatisfy({ $0.count == 2 || ($0.count > 2 && $0.contains(".")) }),
-            let h = Int(p[0]), let m = Int(p[1]), let sec = Double(p[2])
+    /// HH:MM:SS, and at most 6 decimals of a second (what Postgres keeps: more would be rounded,
+    /// 23:59:59.9999999 to the next day).
+    static func time(bytes v: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard v.count == 8 || (v.count >= 10 && v.count <= 15 && v[8] == 46), v[2] == 58, v[5] == 58,
+            let h = number(v, 0..<2), let m = number(v, 3..<5), let s = number(v, 6..<8), h <= 23, m <= 59, s <= 59
         else { return false }
-        return (0...23).contains(h) && (0...59).contains(m) && sec >= 0 && sec < 60
+        return v.count == 8 || number(v, 9..<v.count) != nil
     }
 }
 
@@ -218,17 +241,18 @@ public struct CSVValidator {
         // is an error of that line rather than the start of a record that swallows the next ones.
         try reader.forEachLine { bytes, _, cut in
             lineNumber += 1
-            if let plain, plainChecked, header != nil, !cut, bytes.last == 10 {
-                let line = UnsafeBufferPointer(rebasing: bytes.dropLast())
-                if acceptPlain(line, line: lineNumber) {
-                    read += 1
-                    accepted += 1
-                    try plain(line)
-                    return true
-                }
+            // The line without its line break, LF or CRLF (as a String, "\r\n" is one Character,
+            // which a check for "\n" or "\r" does not see).
+            var end = bytes.count
+            while end > 0, bytes[end - 1] == 10 || bytes[end - 1] == 13 { end -= 1 }
+            let line = UnsafeBufferPointer(rebasing: bytes[0..<end])
+            if let plain, plainChecked, header != nil, !cut, bytes.last == 10, acceptPlain(line, line: lineNumber) {
+                read += 1
+                accepted += 1
+                try plain(line)
+                return true
             }
-            var text = String(decoding: bytes, as: UTF8.self)
-            while text.last == "\n" || text.last == "\r" { text.removeLast() }
+            var text = String(decoding: line, as: UTF8.self)
             if lineNumber == 1 && text.hasPrefix("\u{FEFF}") { text.removeFirst() }  // a UTF-8 byte order mark
             if header == nil && (cut || CSVLine.split(Substring(text)) == nil) {
                 throw PipelineError(
