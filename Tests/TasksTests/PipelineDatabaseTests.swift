@@ -167,6 +167,34 @@ struct PipelineDatabaseTests {
         return r
     }
 
+    @Test("an IP-to-country file with CRLF line ends loads as its LF form does")
+    func ip2geoCRLF() throws {
+        let meta = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
+        defer { meta.close() }
+        let lf = try PipelineFixture(name: "ip2geolf")
+        let lfResult = try IP2Geo.load(tx: lf.pg!, meta: meta, settings: lf.settings, runID: 1, logicalDate: nil)
+        // The same file with CRLF line ends, in a sources folder of its own (the DDL linked in).
+        let repo = TestServices.repoRoot.appendingPathComponent("sources").path
+        let sources = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "etl-crlf-\(TestServices.randomSuffix())"
+        ).path
+        defer { try? FileManager.default.removeItem(atPath: sources) }
+        try FileManager.default.createDirectory(atPath: "\(sources)/data", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: "\(sources)/ddl", withDestinationPath: "\(repo)/ddl")
+        let text = try String(contentsOfFile: "\(repo)/data/ip2geo.csv", encoding: .utf8)
+        try text.replacingOccurrences(of: "\n", with: "\r\n").write(
+            toFile: "\(sources)/data/ip2geo.csv", atomically: true, encoding: .utf8)
+        let crlf = try PipelineFixture(
+            name: "ip2geocrlf", extra: ["ETL_SOURCES_DIR": sources, "ETL_B2B_DIR": "\(repo)/data"])
+        let crlfResult = try IP2Geo.load(tx: crlf.pg!, meta: meta, settings: crlf.settings, runID: 1, logicalDate: nil)
+        #expect(lfResult.loaded > 1000 && lfResult.rejected == 0)
+        #expect(
+            [crlfResult.read, crlfResult.loaded, crlfResult.rejected] == [
+                lfResult.read, lfResult.loaded, lfResult.rejected,
+            ])
+        #expect(try crlf.digest("\(crlf.settings.datalake).ip2geo") == lf.digest("\(lf.settings.datalake).ip2geo"))
+    }
+
     @Test("the three reports on the hand-worked dataset")
     func reports() throws {
         let fx = try fixture()

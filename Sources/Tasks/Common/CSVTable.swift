@@ -241,11 +241,7 @@ public struct CSVValidator {
         // is an error of that line rather than the start of a record that swallows the next ones.
         try reader.forEachLine { bytes, _, cut in
             lineNumber += 1
-            // The line without its line break, LF or CRLF (as a String, "\r\n" is one Character,
-            // which a check for "\n" or "\r" does not see).
-            var end = bytes.count
-            while end > 0, bytes[end - 1] == 10 || bytes[end - 1] == 13 { end -= 1 }
-            let line = UnsafeBufferPointer(rebasing: bytes[0..<end])
+            let line = LineReader.withoutLineBreak(bytes)
             if let plain, plainChecked, header != nil, !cut, bytes.last == 10, acceptPlain(line, line: lineNumber) {
                 read += 1
                 accepted += 1

@@ -39,6 +39,14 @@ public final class LineReader {
 
     deinit { buffer.deallocate() }
 
+    /// A line without its line break: LF, CRLF, or any run of them at its end. (Decoded, "\r\n" is
+    /// one `Character`, which a test for "\n" or "\r" does not match: strip the bytes instead.)
+    public static func withoutLineBreak(_ line: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
+        var end = line.count
+        while end > 0, line[end - 1] == 10 || line[end - 1] == 13 { end -= 1 }
+        return UnsafeBufferPointer(rebasing: line[0..<end])
+    }
+
     /// Calls `body` with each line (including its `\n` when present), its start offset and
     /// whether it was cut; stops at `end` or at the end of the file, or when `body` returns false.
     /// A cut line's bytes are valid only during the call: its rest is skipped after it.

@@ -44,8 +44,7 @@ public enum IP2Geo {
                     var number: Int64 = 0
                     try LineReader(path: path).forEachLine { bytes, _, _ in
                         number += 1
-                        var text = String(decoding: bytes, as: UTF8.self)
-                        while text.last == "\n" || text.last == "\r" { text.removeLast() }
+                        let text = String(decoding: LineReader.withoutLineBreak(bytes), as: UTF8.self)
                         if text.isEmpty { return true }
                         read += 1
                         func reject(_ why: String) { rejects.append(Rejection(line: number, raw: text, reason: why)) }

@@ -7,7 +7,8 @@ public enum CSVLine {
     /// One field written for a CSV record: quoted (with doubled quotes) when it holds a comma, a
     /// quote or a line break.
     public static func field(_ s: String) -> String {
-        guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
+        // On the bytes: "\r\n" is one Character, equal to neither "\n" nor "\r".
+        guard s.utf8.contains(where: { $0 == 44 || $0 == 34 || $0 == 10 || $0 == 13 }) else { return s }
         return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 

@@ -24,7 +24,8 @@ public enum RuleFile {
             entry = nil
         }
         var number = 0
-        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // "\r\n" is one Character: a CRLF file splits on it, not on "\n".
+        for raw in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             number += 1
             var line = Substring(raw)
             if line.last == "\r" { line = line.dropLast() }
