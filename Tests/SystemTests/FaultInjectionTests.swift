@@ -24,6 +24,8 @@ struct FaultInjectionTests {
             TestServices.repoRoot.appendingPathComponent("bench/faults/run").path, [], environment: e, timeout: 1200)
         #expect(out.status == 0, "\(out.stdout.suffix(4000))\n\(out.stderr.suffix(3000))")
         #expect(out.stdout.contains("nothing lost, nothing doubled"))
+        // Every worker that stopped was killed by the script: none gave up on a restarting server.
+        #expect(out.stdout.contains("workers that exited by themselves: 0"), "\(out.stdout)")
         for fault in [
             "| scheduler | 1 |", "| redis | 1 |", "| postgres | 1 |", "| scheduler-frozen | 1 |",
             "| redis-stopped | 1 |",

@@ -159,6 +159,28 @@ struct QueueProcessTests {
         #expect(ran >= 1 && ran < 5, "the 1 s task was timed out after \(ran) s")
     }
 
+    @Test("a worker started while Redis is down waits for it (it used to exit), then runs the DAG's tasks")
+    func workerWaitsForRedisAtStart() throws {
+        let redis = try PrivateRedisServer()
+        let c = try Cluster(extra: [
+            "REDIS_URL": "redis://127.0.0.1:\(redis.config.port)/0", "ETL_REDIS_PASSWORD": redis.password,
+            "ETL_REDIS_RECONNECT_TIMEOUT": "30",
+        ])
+        defer { c.stopAll() }
+        redis.stop()
+        let worker = try c.startWorker()
+        sleep(3)
+        #expect(worker.isRunning, "the worker exited while Redis was down:\n\(c.logs())")
+        try redis.start()
+        // The test's own connection saw the server go: its first command says so, the next reconnects.
+        _ = try? c.queue.ensureGroups(queues: ["default"])
+        try c.queue.ensureGroups(queues: ["default"])
+        try c.startScheduler()
+        let run = try c.trigger("example_diamond")
+        #expect(try c.wait(run: run) == .success, "\(c.logs())")
+        #expect(try c.effects(run: run).count == 6)
+    }
+
     @Test("a worker killed with SIGKILL mid-task: the task finishes on another worker, in effect once")
     func workerKilledMidTask() throws {
         let c = try Cluster()

@@ -72,6 +72,9 @@ class Run:
             "ETL_WORKER_DEAD_AFTER": "3", "ETL_SCHEDULER_LEASE": "3", "ETL_SCHEDULER_RECONCILE": "3",
         })
         self.workers, self.schedulers, self.n = {}, {}, 0
+        # Workers this script killed, and those that ended by themselves (a worker must wait out a
+        # Redis or Postgres restart, not exit: each is reported as a problem, and replaced).
+        self.killed, self.exited = set(), []
 
     def spawn(self, program, name, args=()):
         self.n += 1
@@ -84,6 +87,15 @@ class Run:
         name = "%s-w%d" % (self.label, self.n + 1)
         self.workers[name] = self.spawn("worker", name, ["--concurrency", "2"])
         return name
+
+    def top_up(self):
+        """Replaces the workers that ended without being killed, so that WORKERS stay live (the
+        periodic kills assume as much: with one worker left, every kill hits the one running the
+        tasks, and a load that needs longer than KILL_EVERY never ends)."""
+        for name, p in list(self.workers.items()):
+            if p.poll() is not None and name not in self.killed and name not in self.exited:
+                self.exited.append(name)
+                say("worker %s exited by itself (exit status %s); %s started" % (name, p.returncode, self.start_worker()))
 
     def start_scheduler(self):
         name = "%s-s%d" % (self.label, self.n + 1)
@@ -160,7 +172,7 @@ def run_clean():
     r = Run("clean")
     r.start()
     say("clean run: 2 schedulers, %d workers, six DAGs for %s (a backfill and the daily schedule)" % (WORKERS, ", ".join(DATES)))
-    if not wait_until(r.finished, 1800, 0.2):
+    if not wait_until(lambda: r.top_up() or r.finished(), 1800, 0.2):
         raise SystemExit("the clean run did not finish in 30 minutes; logs in %s" % r.dir)
     r.duration = time.time() - r.t0
     r.settle()
@@ -182,6 +194,7 @@ def run_faulty(clean):
     time.sleep(0.5)
     next_kill = time.time()
     while not r.finished():
+        r.top_up()
         if plan:
             faults.append(inject(r, plan.pop(0), aim=True))
             next_kill = time.time() + KILL_EVERY
@@ -236,6 +249,7 @@ def inject(r, kind, aim=False):
             os.kill(r.workers[name].pid, signal.SIGSTOP)
             replacement = "no worker"
         else:
+            r.killed.add(name)
             r.workers[name].kill()
             r.workers[name].wait()
             replacement = r.start_worker()
@@ -388,6 +402,11 @@ def main():
             v = by_kind[kind]
             print("| %s | %d | %.1f | %.1f |" % (kind, len(v), statistics.median(v), max(v)))
     print("tasks redelivered after a worker died: %s; attempts retried (try > 1): %s" % (redelivered, retried))
+    exited = clean.exited + faulty.exited
+    print("workers that exited by themselves: %d%s" % (len(exited), " (%s)" % ", ".join(exited) if exited else ""))
+    if exited:
+        problems.append("workers exited by themselves instead of waiting for Redis or Postgres: %s (see their logs)"
+                        % ", ".join(exited))
     print("reports shown out of date and recomputed by a backfill: clean run %d, faulty run %d"
           % (len(clean.recomputed), len(faulty.recomputed)))
     print("rows compared with the clean run: %d (datamart and datalake), and the %d report files byte for byte"

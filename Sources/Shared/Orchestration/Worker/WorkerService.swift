@@ -272,9 +272,11 @@ public final class WorkerService: @unchecked Sendable {
     public func runBlocking() throws -> Outcome {
         let codec = try MessageCodec(environment: env)
         let keys = RedisKeys(environment: env)
-        let setup = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: keys)
+        let setup = TaskQueue(redis: try openRedis(), keys: keys)
         try setup.ensureGroups(queues: queues)
-        let pg = try PostgresConnection(config: pgConfig)
+        let pg = try opening("Postgres", timeout: pgConfig.reconnectTimeout) {
+            try PostgresConnection(config: pgConfig)
+        }
         try Migrator.run(pg, schema: schema, setup: registry.setup)
         pg.close()
         logger.info(
@@ -284,8 +286,7 @@ public final class WorkerService: @unchecked Sendable {
             ])
 
         // The heartbeat has a connection of its own: connections are not shared between threads.
-        let beatQueue = UncheckedBox(
-            TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: keys))
+        let beatQueue = UncheckedBox(TaskQueue(redis: try openRedis(), keys: keys))
         let beating = DispatchSemaphore(value: 0)
         let heartbeat = Thread { [self] in
             heartbeatLoop(queue: beatQueue.value)
@@ -299,7 +300,10 @@ public final class WorkerService: @unchecked Sendable {
             ("lock_timeout", "\(Int(leaseTTL * 250))"), ("statement_timeout", "\(Int(leaseTTL * 500))"),
         ]
         renewerConfig.applicationName = "\(pgConfig.applicationName) lease renewer"
-        let renewerPG = UncheckedBox(try PostgresConnection(config: renewerConfig))
+        let renewerPG = UncheckedBox(
+            try opening("Postgres", timeout: pgConfig.reconnectTimeout) {
+                try PostgresConnection(config: renewerConfig)
+            })
         let renewing = DispatchSemaphore(value: 0)
         let renewer = Thread { [self] in
             renewLoop(store: MetadataStore(pg: renewerPG.value, schema: schema))
@@ -428,10 +432,29 @@ public final class WorkerService: @unchecked Sendable {
         }
     }
 
+    /// Opens a connection the worker needs to start (or a slot to run), waiting for a server that
+    /// is down for now as a lost connection is waited for later (ETL_REDIS_RECONNECT_TIMEOUT,
+    /// ETL_PG_RECONNECT_TIMEOUT): a worker started while Redis or Postgres restarts stopped at once,
+    /// and a slot that started then stopped with it (Celery retries its broker at start-up too).
+    private func opening<T>(_ server: String, timeout: Double, _ open: () throws -> T) throws -> T {
+        try Backoff(base: 0.05, cap: 2, jitter: 0.3).retry(
+            timeout: timeout, server: server, endpoint: server, logger: logger,
+            isRetryable: { e in
+                (e as? RedisError)?.code == .connectionFailed || (e as? PostgresError)?.code == .connectionFailed
+            }, open)
+    }
+
+    private func openRedis() throws -> RedisConnection {
+        let config = try RedisConfig(environment: env)
+        return try opening("Redis", timeout: config.reconnectTimeout) { try RedisConnection(config: config) }
+    }
+
     private func slotLoop(slot: Int, codec: MessageCodec, keys: RedisKeys) throws {
         let consumer = "\(id)/\(slot)"
-        let queue = TaskQueue(redis: try RedisConnection(config: RedisConfig(environment: env)), keys: keys)
-        let pg = try PostgresConnection(config: slotConfig)
+        let queue = TaskQueue(redis: try openRedis(), keys: keys)
+        let pg = try opening("Postgres", timeout: pgConfig.reconnectTimeout) {
+            try PostgresConnection(config: slotConfig)
+        }
         // A start may commit without waiting for its WAL flush: if Postgres loses it in a crash,
         // the session breaks with it, the batch never finishes and its messages run again. The
         // batch transaction (the tasks' writes and their ends) commits durably: see below.
