@@ -115,19 +115,37 @@ struct TasksCmd: ParsableCommand {
     struct Clear: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Restart failed tasks and what depends on them.",
-            discussion: "Example:\n  etlctl tasks clear --failed weblog")
+            discussion: """
+                Examples:
+                  etlctl tasks clear --failed weblog                     (every run of weblog)
+                  etlctl tasks clear --failed weblog --date 2026-12-06   (only its run for that date)
+                """)
         @Flag(help: "Clear failed and upstream-failed tasks (required, so nothing else is cleared by mistake).")
         var failed = false
         @Argument(help: "Only this DAG.") var dag: String?
+        @Option(help: "Only the DAG's run for this logical date, YYYY-MM-DD (needs the DAG).") var date: String?
         func validate() throws {
             guard failed else {
                 throw ValidationError("say which tasks: --failed. Example: etlctl tasks clear --failed b2b")
+            }
+            if date != nil, dag == nil {
+                throw ValidationError(
+                    "--date needs the DAG. Example: etlctl tasks clear --failed b2b --date 2026-12-06")
             }
         }
         func run() throws {
             let ctx = try Context()
             if let dag { _ = try ctx.dag(dag) }
             let ops = ctx.operations()
+            if let dag, let date {
+                let when = try day(date)
+                guard let r = try ctx.run(dag: dag, on: when, store: try ops.store) else {
+                    throw fail("DAG '\(dag)' has no run for \(when). Fix: etlctl dags trigger \(dag) --date \(when)")
+                }
+                let n = try failing { try ops.clearFailed(dag: dag, run: r.id) }
+                print("cleared \(n) task(s) of \(dag) run \(r.id) (\(when))")
+                return
+            }
             let total = try failing { try ops.clearAllFailed(dag: dag) }
             print("cleared \(total) task(s)")
         }
