@@ -237,11 +237,26 @@ struct B2BHistoryTests {
         #expect(r.daysLoaded.isEmpty && r.daysReplaced.isEmpty)
         #expect(try tables(fx) == whole)
         #expect(try fx.count("SELECT count(*) FROM \(s.loads).b2b_day WHERE replaced_at IS NOT NULL") == 0)
+        // The next day's export, as generate_orders makes it, with other settings (more orders a
+        // day): the archived days are in the ledger, so they are not written again from today's
+        // settings, and the load adds only the new day.
+        let pg = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
+        defer { pg.close() }
+        let loaded = try B2BLoad.loadedDays(pg: pg, s)
+        #expect(loaded.count == Self.day.daysSince1970 - Self.start.daysSince1970 + 1)
+        let more = try PlatformHistory.export(upTo: Self.next, ordersPerDay: 60, seed: 5, settings: s, loaded: loaded)
+        #expect(more.days == 1 && more.first == Self.next && more.archived == 2)
+        for d in [Self.start, Day("2024-02-10")!] { #expect(!fm.fileExists(atPath: PlatformHistory.dayDir(d, s))) }
+        let r2 = try load(fx, upTo: Self.next, run: 3)
+        #expect(r2.daysLoaded == [Self.next] && r2.daysReplaced.isEmpty)
+        let before = try tables(fx, where: "export_day <= '\(Self.day)'")
+        #expect(before["orders"] == whole["orders"] && before["sales"] == whole["sales"])
         // A day not loaded yet still has to be there.
-        try export(fx, upTo: Self.next)
-        try fm.removeItem(atPath: PlatformHistory.dayDir(Self.next, s))
-        let e = #expect(throws: PipelineError.self) { try load(fx, upTo: Self.next, run: 3) }
-        #expect("\(e.map { "\($0)" } ?? "")".contains("export for \(Self.next) is missing"))
+        let third = Day(daysSince1970: Self.next.daysSince1970 + 1)
+        _ = try PlatformHistory.export(upTo: third, ordersPerDay: 60, seed: 5, settings: s, loaded: loaded)
+        try fm.removeItem(atPath: PlatformHistory.dayDir(third, s))
+        let e = #expect(throws: PipelineError.self) { try load(fx, upTo: third, run: 4) }
+        #expect("\(e.map { "\($0)" } ?? "")".contains("export for \(third) is missing"))
     }
 
     @Test("ETL_HISTORY_START moved after a first load: refused, naming the loaded history's start")

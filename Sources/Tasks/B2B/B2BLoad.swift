@@ -206,6 +206,14 @@ public enum B2BLoad {
         return sorted.map(\.description).joined(separator: ", ")
     }
 
+    /// The days in the ledger (loaded, whether or not their export folders are still there).
+    public static func loadedDays(pg: PostgresConnection, _ s: PipelineSettings) throws -> Set<Day> {
+        Set(
+            try pg.query("SELECT day::text FROM \(s.loads).b2b_day").rows.compactMap {
+                Day(strict: try $0.decode(String.self, 0))
+            })
+    }
+
     private static func loadDays(
         pg: PostgresConnection, s: PipelineSettings, runID: Int64?, last: Day, ids: [String: Int64],
         result: inout Result, log: (String) -> Void, checkDeadline: () throws -> Void

@@ -24,7 +24,15 @@ public enum B2BPipeline {
                     return
                 }
                 let day = try Pipeline.logicalDay(ctx)
-                let r = try PlatformHistory.export(upTo: day, ordersPerDay: s.orders, seed: s.seed, settings: s)
+                let r = try PlatformHistory.export(
+                    upTo: day, ordersPerDay: s.orders, seed: s.seed, settings: s,
+                    loaded: try B2BLoad.loadedDays(pg: ctx.pg, s))
+                if r.archived > 0 {
+                    ctx.log(
+                        "\(r.archived) loaded day(s) have no export folder (archived): kept as loaded, "
+                            + "not exported again"
+                    )
+                }
                 if let first = r.first, let last = r.last {
                     ctx.log(
                         "exported \(r.days) day(s), \(first)..\(last): \(r.orders) orders with \(r.lines) sales lines "

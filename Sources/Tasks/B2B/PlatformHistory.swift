@@ -33,11 +33,16 @@ public enum PlatformHistory {
         public var lines: Int64 = 0
         public var first: Day?
         public var last: Day?
+        /// Loaded days whose folders are gone (archived), not written again.
+        public var archived = 0
     }
 
-    /// Exports every day from the history's start to `last` that has no folder yet.
+    /// Exports every day from the history's start to `last` that has no folder yet, except the days in
+    /// `loaded` (the b2b ledger's): a loaded day whose folder was archived stays as it was loaded, and is
+    /// not written again from today's settings (ETL_ORDERS, ETL_SEED, ETL_B2B_DIR may have changed since).
     public static func export(
-        upTo last: Day, ordersPerDay: Int, seed: UInt64, settings s: PipelineSettings, progress: ProgressBar? = nil
+        upTo last: Day, ordersPerDay: Int, seed: UInt64, settings s: PipelineSettings, loaded: Set<Day> = [],
+        progress: ProgressBar? = nil
     ) throws -> Summary {
         guard ordersPerDay <= maxOrdersPerDay else {
             throw PipelineError("\(ordersPerDay) orders per day is more than \(maxOrdersPerDay): lower ETL_ORDERS")
@@ -54,7 +59,9 @@ public enum PlatformHistory {
             let changes = day == s.historyStart ? Changes() : state.draw(day: day, seed: seed)
             state.apply(changes)
             let dir = dayDir(day, s)
-            if !FileManager.default.fileExists(atPath: dir) {
+            if loaded.contains(day), !FileManager.default.fileExists(atPath: dir) {
+                summary.archived += 1
+            } else if !FileManager.default.fileExists(atPath: dir) {
                 let (orders, lines) = try write(
                     day: day, changes: changes, state: state, orders: ordersPerDay,
                     seed: seed, to: dir)
