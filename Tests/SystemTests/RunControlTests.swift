@@ -108,6 +108,34 @@ struct RunControlTests {
         #expect(try c.store.run(down)?.state == .failed)
         #expect(try c.store.taskRows(run: down).map(\.state) == ["upstream_failed"])
     }
+
+    @Test("a report-like run whose upstream run fails ends at once, also while its DAG's one slot is taken")
+    func upstreamFailureWhileTheSlotIsTaken() throws {
+        let c = try Cluster()
+        try c.startScheduler()
+        try c.startWorker(["--concurrency", "2"])
+        _ = try c.trigger("example_upstream", date: Self.day(1))
+        let holder = try c.trigger("example_slow_report", date: Self.day(1))
+        try c.waitFor("the first date's report task running", timeout: 20) {
+            try c.store.taskRows(run: holder).first?.state == "running"
+        }
+        // The next date's report run waits for the slot; its upstream run fails (a cancelled task,
+        // through the scheduler, as a task failure would).
+        let waiting = try c.trigger("example_slow_report", date: Self.day(2))
+        let up = try c.trigger("example_upstream", date: Self.day(2))
+        let ops = OperatorActions(registry: c.registry, store: { c.store }, queue: { c.queue }, actor: "test")
+        _ = try ops.cancel(dag: "example_upstream", run: up, task: "produce")
+        try c.waitFor("the waiting run ended", timeout: 20) { try c.store.run(waiting)?.state.isFinished ?? false }
+        // It ended while the first date's run still held the slot (its task sleeps 8 s), not after.
+        #expect(try c.store.run(holder)?.state == .running)
+        #expect(try c.store.run(up)?.state == .failed)
+        #expect(try c.store.run(waiting)?.state == .failed)
+        #expect(try c.store.taskRows(run: waiting).map(\.state) == ["upstream_failed"])
+        try c.waitFor("the first date's run finished", timeout: 30) {
+            try c.store.run(holder)?.state.isFinished ?? false
+        }
+        #expect(try c.store.run(holder)?.state == .success)
+    }
 }
 
 /// `etlctl dags backfill` with real processes.

@@ -121,6 +121,11 @@ public enum ExampleDAGs {
             try DAG(
                 "example_report", schedule: .manual, startDate: start, tags: ["example"],
                 upstreamDAGs: ["example_upstream"], maxActiveRuns: 1, tasks: [noop("summarize")]),
+            // The same with a task that holds the DAG's one slot for a while.
+            try DAG(
+                "example_slow_report", schedule: .manual, startDate: start, tags: ["example"],
+                upstreamDAGs: ["example_upstream"], maxActiveRuns: 1,
+                tasks: [TaskSpec("summarize", operation: "sleep", arguments: ["seconds": "8"])]),
             // Long tasks to cancel, each stuck in a different place (a statement on a connection
             // of its own, a statement on the attempt's connection, its own code between checks),
             // fetched in one batch with a quick one that must not be touched; retries left, which

@@ -348,6 +348,18 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         guard let dag = registry.dag(run.dag) else { return false }
         if pausedCache.contains(dag.id) { return false }
         let rules = RunAdvance(dag: dag)
+        let upstream = rules.upstream(try store.runStates(of: dag.upstreamDAGs, logicalDate: run.logicalDate))
+        if case .failed(let dags) = upstream {
+            // It cannot succeed: it ends now rather than wait for ever, also while its DAG's runs of
+            // other dates hold every slot (clearing the upstream runs and this one starts it again).
+            let waiting = try store.instances(run: run.id).filter { $0.value.state == .scheduled }.map(\.key).sorted()
+            try store.markUpstreamFailed(run: run.id, tasks: waiting)
+            logger.warning(
+                "run failed: an upstream DAG's run for its date failed",
+                metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "upstream": "\(dags.joined(separator: ","))"])
+            if try store.allFinished(run: run.id) != nil { try finish(dag: dag, run: run, ok: false) }
+            return false
+        }
         // A queued run starts only when the DAG's max active runs allow it (oldest date first); a
         // running one holds its slot to the end.
         if run.state == .queued && !admitted {
@@ -362,21 +374,12 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             }
         }
         // Waiting on another DAG holds no worker: the tasks are simply not enqueued yet.
-        switch rules.upstream(try store.runStates(of: dag.upstreamDAGs, logicalDate: run.logicalDate)) {
+        switch upstream {
         case .go: break
         case .wait(let dags):
             try failIfWaitedTooLong(run, dag: dag, for: "the runs of \(dags.joined(separator: ", ")) for its date")
             return false
-        case .failed(let dags):
-            // It cannot succeed: it ends now rather than wait for ever (clearing the upstream runs
-            // and this one starts it again).
-            let waiting = try store.instances(run: run.id).filter { $0.value.state == .scheduled }.map(\.key).sorted()
-            try store.markUpstreamFailed(run: run.id, tasks: waiting)
-            logger.warning(
-                "run failed: an upstream DAG's run for its date failed",
-                metadata: ["dag": "\(dag.id)", "run": "\(run.id)", "upstream": "\(dags.joined(separator: ","))"])
-            if try store.allFinished(run: run.id) != nil { try finish(dag: dag, run: run, ok: false) }
-            return false
+        case .failed: return false  // ended above
         }
         lastFullPass[run.id] = monotonicSeconds()
         // Its input data for the date must be complete before it starts (a watermark, whoever loads it).
