@@ -248,6 +248,49 @@ struct PipelineDatabaseTests {
         #expect(try fx.count("SELECT count(*) FROM \(fx.settings.datamart).popular_devices") == 5)
     }
 
+    @Test(
+        "an ip2geo load that renames a country makes popular-products out of date, and only it; the same file does not")
+    func ip2geoNamesChanged() throws {
+        let fx = try fixture()
+        _ = try loadB2B(fx)
+        let meta = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
+        defer { meta.close() }
+        let pg = fx.pg!
+        var s = fx.settings
+        _ = try IP2Geo.load(tx: pg, meta: meta, settings: s, runID: 1, logicalDate: nil)
+        _ = try Self.weblog(fx)
+        _ = try loadWeblogs(fx)
+        let day = Day("2024-06-15")!
+        for r in Reports.all { _ = try Reports.run(r, date: day, tx: pg, settings: s) }
+        let names = "SELECT count(*) FROM \(s.loads).ip2geo_names"
+        #expect(try fx.count(names) == 1)
+        // The same file again: the same names, nothing out of date.
+        _ = try IP2Geo.load(tx: pg, meta: meta, settings: s, runID: 2, logicalDate: nil)
+        #expect(try fx.count(names) == 1)
+        #expect(try Freshness.computed(pg: pg, settings: s).allSatisfy { $0.outOfDate.isEmpty })
+        // A new file that renames Argentina (the ranges unchanged), in a sources folder of its own.
+        let repo = TestServices.repoRoot.appendingPathComponent("sources").path
+        let sources = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "etl-names-\(TestServices.randomSuffix())"
+        ).path
+        defer { try? FileManager.default.removeItem(atPath: sources) }
+        try FileManager.default.createDirectory(atPath: "\(sources)/data", withIntermediateDirectories: true)
+        let text = try String(contentsOfFile: "\(repo)/data/ip2geo.csv", encoding: .utf8)
+        try text.replacingOccurrences(of: "\"AR\",\"Argentina\"", with: "\"AR\",\"Argentine Republic\"").write(
+            toFile: "\(sources)/data/ip2geo.csv", atomically: true, encoding: .utf8)
+        s.sourcesDir = sources
+        _ = try IP2Geo.load(tx: pg, meta: meta, settings: s, runID: 3, logicalDate: nil)
+        #expect(try fx.count(names) == 2)
+        let status = Dictionary(
+            uniqueKeysWithValues: try Freshness.computed(pg: pg, settings: s).map { ($0.report, $0.outOfDate) })
+        #expect(status["popular-products"]?.first?.hasPrefix("ip2geo country names changed at ") == true, "\(status)")
+        #expect(status["popular-devices"] == [] && status["monthly-sales"] == [], "\(status)")
+        // Recomputed, it names the country as the table does now, and is current again.
+        let again = try Reports.run(Reports.popularProducts, date: day, tx: pg, settings: s)
+        #expect(again.rows.first?.first == "Argentine Republic")
+        #expect(try Freshness.computed(pg: pg, settings: s, report: "popular-products").first?.outOfDate == [])
+    }
+
     @Test("a file offered twice, or copied under another name, is loaded once; rows read = loaded + rejected")
     func fileLoadedOnce() throws {
         let fx = try fixture()

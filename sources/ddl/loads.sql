@@ -183,3 +183,15 @@ SELECT f.id AS file_id, f.name, f.path, r.segment, r.load_id,
        CASE WHEN bool_and(r.state = 'done') THEN max(r.loaded_at) END AS loaded_at
 FROM weblog_file f JOIN weblog_range r ON r.file_id = f.id
 GROUP BY f.id, f.name, f.path, r.segment, r.load_id;
+
+-- The country names of the IP-to-country table, one row each time a load changed them (a checksum
+-- of its distinct (country_code, country_name) pairs). popular-products names its country from the
+-- table as it is (an access-log line's country code is fixed when the line is loaded), so a report
+-- computed before a later version is shown out of date. The first version changes nothing.
+CREATE TABLE IF NOT EXISTS ip2geo_names (
+    id          bigserial PRIMARY KEY,
+    checksum    text NOT NULL,
+    countries   bigint NOT NULL,
+    load_id     bigint REFERENCES load (id) ON DELETE SET NULL,
+    changed_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);

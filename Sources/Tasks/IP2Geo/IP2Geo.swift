@@ -80,6 +80,7 @@ public enum IP2Geo {
                     }
                 }
                 try Rejection.store(rejects, load: id, source: path, schema: s.loads, on: tx)
+                try recordNames(load: id, tx: tx, s)
                 try loads.finish(
                     id, read: read, loaded: loaded, rejected: Int64(rejects.count), bytes: Int64(bytes), on: tx)
             }
@@ -88,5 +89,24 @@ public enum IP2Geo {
             if id >= 0 { try? loads.broke(id, error: "\(error)") }
             throw error
         }
+    }
+
+    /// A new row in `loads.ip2geo_names` when the table's country names differ from the last one's
+    /// (reports that name countries from it and were computed before are then out of date).
+    static func recordNames(load: Int64, tx: PostgresConnection, _ s: PipelineSettings) throws {
+        try tx.query(
+            """
+            WITH now AS (
+                SELECT coalesce(md5(string_agg(country_code || ',' || country_name, E'\\n'
+                                               ORDER BY country_code COLLATE "C", country_name COLLATE "C")),
+                                '-') AS checksum,
+                       count(*) AS countries
+                FROM (SELECT DISTINCT country_code, country_name FROM \(s.datalake).ip2geo) p
+            )
+            INSERT INTO \(s.loads).ip2geo_names (checksum, countries, load_id)
+            SELECT now.checksum, now.countries, $1 FROM now
+            WHERE now.checksum IS DISTINCT FROM
+                  (SELECT checksum FROM \(s.loads).ip2geo_names ORDER BY id DESC LIMIT 1)
+            """, [String(load)])
     }
 }

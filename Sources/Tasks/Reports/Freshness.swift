@@ -6,8 +6,9 @@ import PostgresClient
 /// A report for D reads fixed inputs (see the README's report definitions), so it changes only
 /// when one of those inputs is corrected: a b2b export day in its order window re-exported and
 /// loaded again, or access-log lines with timestamps on or before D loaded after it was computed
-/// (late lines, a grown or newly found file). Such a report is out of date until it is computed
-/// again (a backfill with `--rerun all` for its dates).
+/// (late lines, a grown or newly found file), or, for the report that names countries from the
+/// IP-to-country table, a load that changed the table's country names. Such a report is out of
+/// date until it is computed again (a backfill with `--rerun all` for its dates).
 public enum Freshness {
     public struct Computed: Sendable, Codable, Equatable {
         public let report: String
@@ -40,6 +41,12 @@ public enum Freshness {
                        FROM (\(weblogLoads(s))) w
                        WHERE rc.report = ANY($4::text[]) AND w.loaded_at > rc.computed_at
                          AND w.first_day <= rc.logical_date
+                       UNION ALL
+                       SELECT 'ip2geo country names changed at '
+                              || to_char(v.changed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')
+                       FROM \(s.loads).ip2geo_names v
+                       WHERE rc.report = ANY($5::text[]) AND v.changed_at > rc.computed_at
+                         AND EXISTS (SELECT 1 FROM \(s.loads).ip2geo_names p WHERE p.id < v.id)
                    ) x), '')
             FROM \(s.loads).report_computed rc
             WHERE ($1::text IS NULL OR rc.report = $1) AND ($2::date IS NULL OR rc.logical_date = $2::date)
@@ -48,7 +55,7 @@ public enum Freshness {
             """,
             [
                 report, date?.description, arrayLiteral(Reports.all.filter(\.readsOrders).map(\.name)),
-                arrayLiteral(readers(of: "weblog")),
+                arrayLiteral(readers(of: "weblog")), arrayLiteral(readers(of: "ip2geo")),
             ])
         return try rows.rows.map { r in
             let why = try r.decode(String.self, 3)

@@ -149,14 +149,15 @@ public enum Reports {
             JOIN \(s.datalake).customer c ON c.document_number = o.customer_document
               AND c.valid_from <= $1::date AND $1::date < c.valid_to
             JOIN top_country t ON t.country_code = c.country_code
-            WHERE o.ordered_at >= date_trunc('month', $1::date) - interval '12 months'
-              AND o.ordered_at < date_trunc('month', $1::date)
+            WHERE o.ordered_at >= date_trunc('month', $1::date::timestamp) - interval '12 months'
+              AND o.ordered_at < date_trunc('month', $1::date::timestamp)
             GROUP BY x.product_id
         )
         INSERT INTO \(into) (logical_date, country, rank, product_id, product, units, revenue)
         SELECT $1::date,
                coalesce(
-                   (SELECT g.country_name FROM \(s.datalake).ip2geo g WHERE g.country_code = t.country_code LIMIT 1),
+                   (SELECT min(g.country_name COLLATE "C") FROM \(s.datalake).ip2geo g
+                    WHERE g.country_code = t.country_code),
                    t.country_code),
                row_number() OVER (ORDER BY sold.units DESC, sold.revenue DESC, sold.product_id),
                sold.product_id, p.name, sold.units, sold.revenue
