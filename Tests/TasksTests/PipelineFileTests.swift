@@ -136,6 +136,7 @@ struct PipelineFileTests {
         var lines = 0
         var loginOK = 0
         var withCountry = 0
+        var outside = 0  // good lines not in the 24 hours before the file's end
         var reasons = Set<String>()
         // Each customer's country, to check that IPs are coherent with it.
         var countryOf: [String: String] = [:]
@@ -151,6 +152,7 @@ struct PipelineFileTests {
                 }
                 if r.record.method == "POST" && r.record.path == "/login" && r.record.status == 200 { loginOK += 1 }
                 if r.country != nil { withCountry += 1 }
+                if r.record.timestamp < 1_717_200_000 - 86_400 || r.record.timestamp >= 1_717_200_000 { outside += 1 }
             case .failure(let why):
                 bad += 1
                 reasons.insert(why.reason.count > 40 ? String(why.reason.prefix(40)) : why.reason)
@@ -162,6 +164,7 @@ struct PipelineFileTests {
         #expect(good == 20_000 - a.badLines)
         #expect(loginOK > 100)
         #expect(withCountry == good)
+        #expect(outside == 0, "\(outside) lines outside 2024-05-31")
         print("weblog generator rejects: \(reasons)")
         #expect(reasons.count >= 5, "\(reasons)")
     }

@@ -309,7 +309,18 @@ struct WeblogFilesTests {
                 """) == 1)
     }
 
-    @Test("a gzipped file that does not decompress is refused with the reason; the other files load")
+    @Test("Debian's names (access.log, access.log.1) are loaded as Apache's are; other names are not looked at")
+    func debianNames() throws {
+        let fx = try PipelineFixture()
+        try fx.write("apache-logs/access.log.1", Self.lines(1...5))
+        try fx.write("apache-logs/access.log", Self.lines(6...8))
+        try fx.write("apache-logs/error.log", Self.lines(9...9))
+        let r = try load(fx, run: 1)
+        #expect(r.registered.newFiles.sorted() == ["access.log", "access.log.1"] && r.part.read == 8)
+        #expect(try stored(fx).sorted() == paths(1...8).sorted())
+    }
+
+    @Test("a gzip file cut short is refused with the reason, the other files load; one written a moment ago waits")
     func corruptGzipRefused() throws {
         let fx = try PipelineFixture()
         let s = fx.settings
@@ -318,8 +329,15 @@ struct WeblogFilesTests {
         let gz = try Data(contentsOf: URL(fileURLWithPath: path + ".gz"))
         try gz.prefix(gz.count / 2).write(to: URL(fileURLWithPath: path + ".gz"))  // cut short
         try fx.write("apache-logs/access_log", Self.lines(5001...5010))
-        let r = try load(fx, run: 1)
-        #expect(r.registered.newFiles == ["access_log"] && r.part.read == 10)
+        // Written to just now: still being written (gzip > file), so it waits, refused by nothing.
+        let first = try load(fx, run: 1)
+        #expect(first.registered.newFiles == ["access_log"] && first.part.read == 10)
+        #expect(first.registered.waiting == ["access_log.3.gz"] && first.finalized.refused.isEmpty)
+        // Last written to an hour ago: cut short, refused.
+        try FileManager.default.setAttributes(
+            [.modificationDate: Date().addingTimeInterval(-3600)], ofItemAtPath: path + ".gz")
+        let r = try load(fx, run: 2)
+        #expect(r.registered.newFiles.isEmpty && r.part.read == 0)
         #expect(
             r.finalized.refused.count == 1 && r.finalized.refused[0].contains("\(path).gz"), "\(r.finalized.refused)")
         #expect(r.finalized.refused.first?.contains("gzip") == true)

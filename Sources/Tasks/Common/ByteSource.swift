@@ -65,7 +65,8 @@ public final class ByteSource {
                 if code == Z_BUF_ERROR {
                     throw UnreadableFile(
                         "cannot read \(path) as gzip: it ends in the middle of its compressed stream (cut short,"
-                            + " or still being written). Fix: check the file (gzip -t), or restore it")
+                            + " or still being written). Fix: check the file (gzip -t), or restore it",
+                        cutShort: true)
                 }
             }
             return Int(n)
@@ -105,5 +106,10 @@ private func systemRead(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count:
 /// A file that cannot be opened or read (or decompressed), with the reason.
 public struct UnreadableFile: Error, CustomStringConvertible {
     public let description: String
-    public init(_ description: String) { self.description = description }
+    /// The file ends in the middle of a gzip stream: cut short, or still being written.
+    public let cutShort: Bool
+    public init(_ description: String, cutShort: Bool = false) {
+        self.description = description
+        self.cutShort = cutShort
+    }
 }

@@ -282,7 +282,9 @@ public struct WeblogGenerator {
                 session = requests.session(loggedIn: v.loggedIn, &rng)
             }
             let kind = session.removeLast()
-            t += step * Double(1 + rng.below(2)) * 0.5 + step * 0.25
+            // Line n falls in the n-th step of the 24 hours, a quarter or three quarters into it:
+            // every line is in the day before `end` (a random walk ran past midnight by minutes).
+            t = Double(options.end) - span + step * (Double(written) + 0.25 + 0.5 * Double(rng.below(2)))
             let v = visitors[visitor]
             if options.badRate > 0 && rng.chance(options.badRate) {
                 Self.appendBad(&buf.buffer, kind: rng.below(6), prefix: v.prefixes[prefix], time: &clock, t: Int64(t))

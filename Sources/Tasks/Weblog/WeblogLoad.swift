@@ -12,7 +12,7 @@ import Workflow
 /// them: a file grows, is renamed (`access_log` → `access_log.1`), gzipped, and a new file takes
 /// its old name.
 ///
-/// - `register` looks at every `access_log*` file in the weblog folder. A file is known by the
+/// - `register` looks at every `access_log*` and `access.log*` file in the weblog folder. A file is known by the
 ///   SHA-256 of its first line and of the bytes registered so far (`loads.weblog_file`): the same
 ///   first line and bytes are the same file under whatever name; complete lines after them are a
 ///   new segment of it (one load, cut at line starts into byte ranges, `loads.weblog_range`, line
@@ -59,16 +59,21 @@ public enum WeblogLoad {
             regular: (st.st_mode & S_IFMT) == S_IFREG)
     }
 
-    /// The weblog folder's `access_log*` regular files, by name.
+    /// How long a gzip file that ends mid-stream is taken to be still being written (seconds since
+    /// it was last modified); after that it is cut short, and refused.
+    static let gzipWriteGrace: Double = 600
+
+    /// The weblog folder's `access_log*` (Apache's default name) and `access.log*` (Debian's)
+    /// regular files, by name.
     static func logFiles(_ dir: String) -> [String] {
         // Not a file being written under a temporary name (the generator's, BufferedFileWriter's
         // `<name>.tmp-<pid>-<n>`, left behind by a killed worker).
         ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
-            .filter { $0.hasPrefix("access_log") && !$0.contains(".tmp-") }
+            .filter { ($0.hasPrefix("access_log") || $0.hasPrefix("access.log")) && !$0.contains(".tmp-") }
             .sorted()
     }
 
-    /// `also`: folders whose `access_log*` files are registered too (a manual run's `source`,
+    /// `also`: folders whose `access_log*` and `access.log*` files are registered too (a manual run's `source`,
     /// resolved); a file there that is a link leading out of its folder is skipped, with a line in
     /// the log.
     public static func register(
@@ -125,6 +130,16 @@ public enum WeblogLoad {
                     pg: pg, settings: s, path: path, name: name, stat: st, runID: runID, logicalDate: logicalDate,
                     result: &result, log: log)
             } catch let e as UnreadableFile {
+                // A gzip file cut short that was written to a moment ago is still being written
+                // (logrotate's compress, gzip > file): it waits, as a trailing line without its newline does.
+                let age = Date().timeIntervalSince1970 - Double(st.mtimeNs) / 1e9
+                if e.cutShort, age < gzipWriteGrace {
+                    log(
+                        "\(name) ends in the middle of its compressed stream and was written to \(max(0, Int(age))) s"
+                            + " ago: it is still being written; it waits for the next run")
+                    result.waiting.append(name)
+                    continue
+                }
                 // A file that cannot be read (a corrupt gzip) is refused like a changed one; the others go on.
                 try pg.transaction { tx in
                     try refuse(
@@ -752,7 +767,7 @@ public enum WeblogLoad {
     }
 
     /// Where ledger file `file` is now: its recorded path when that still holds it (its first line,
-    /// and for a plain file at least `end` bytes), else the `access_log*` file in the weblog folder
+    /// and for a plain file at least `end` bytes), else the log file in the weblog folder
     /// that does (it was rotated after registration; the ledger is updated). Whether it is gzipped.
     static func locate(
         pg: PostgresConnection, settings s: PipelineSettings, file: Int64, end: Int64, log: (String) -> Void
@@ -786,9 +801,10 @@ public enum WeblogLoad {
         let size = fileStat(recorded).map { "\($0.size) bytes" } ?? "missing"
         throw PipelineError(
             "\(recorded) (ledger file \(file)) is \(size) and does not hold the registered bytes up to \(end)"
-                + " (missing, shorter, or starting with another line), and no access_log* file in \(s.weblogDir)"
-                + " does: a loaded log must not change. Fix: restore the file (under any access_log* name in that"
-                + " folder), or give new data a new file name; then clear the load_part tasks"
+                + " (missing, shorter, or starting with another line), and no log file in \(s.weblogDir)"
+                + " does: a loaded log must not change. Fix: restore the file (under any access_log* or"
+                + " access.log* name in that folder), or give new data a new file name; then clear the load_part"
+                + " tasks"
         )
     }
 

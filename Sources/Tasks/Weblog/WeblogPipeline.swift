@@ -50,7 +50,7 @@ public enum WeblogPipeline {
                 let pg = try ctx.ownConnection()  // the ledger, chunked loads
                 defer { pg.close() }
                 let source = try source(ctx, s)
-                if let source { ctx.log("source=\(source): registering its access_log* files too") }
+                if let source { ctx.log("source=\(source): registering its access_log* and access.log* files too") }
                 let r = try WeblogLoad.register(
                     pg: pg, settings: s, runID: ctx.message.runID, logicalDate: ctx.message.logicalDate,
                     also: source.map { [$0] } ?? [], log: ctx.log)
@@ -99,7 +99,7 @@ public enum WeblogPipeline {
     static func sourceParam(_ s: PipelineSettings) -> DAGParam {
         DAGParam(
             "source", .folder(root: s.weblogDir), default: "", effect: .manualOnly,
-            help: "a folder inside \(s.weblogDir) whose access_log* files this run loads too, besides "
+            help: "a folder inside \(s.weblogDir) whose access_log* and access.log* files this run loads too, besides "
                 + "\(s.weblogDir)'s own")
     }
 
