@@ -48,7 +48,9 @@ struct HistoryTests {
         "every DAG run for two dates at once, in both orders: datamart rows and CSV bytes as one at a time"
     )
     func twoDatesAtOnce() throws {
-        let dates = ["2024-06-14", "2024-06-15"]
+        // Across a month's end, so that the two dates' 12-month windows differ (the later one reads the
+        // earlier one's month).
+        let dates = ["2024-06-30", "2024-07-01"]
         // One date at a time.
         let one = try PipelineFixture(extra: Self.small)
         do {
@@ -61,7 +63,9 @@ struct HistoryTests {
         }
         let expected = try reports(one, dates)
         #expect(expected.count == 6)
-        #expect(expected["monthly-sales 2024-06-15"]?.split(separator: "\n").count ?? 0 >= 12 + 2 + 12)
+        #expect(expected["monthly-sales 2024-07-01"]?.split(separator: "\n").count ?? 0 >= 12 + 2 + 12)
+        #expect(expected["monthly-sales 2024-06-30"] != expected["monthly-sales 2024-07-01"])
+        #expect(expected["monthly-sales 2024-07-01"]?.contains("2024-06-01") == true)
         for order in [dates, dates.reversed()] {
             let fx = try PipelineFixture(extra: Self.small)
             let c = try cluster(fx)
