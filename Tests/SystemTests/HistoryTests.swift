@@ -119,5 +119,12 @@ struct HistoryTests {
         let marks = try TestServices.run(Self.etlctl, ["loads", "watermarks"], environment: c.env)
         #expect(
             marks.status == 0 && marks.stdout.contains("b2b") && marks.stdout.contains("2024-06-15"), "\(marks.stdout)")
+        // The independent recomputation (Python, from the README's definitions and the export files)
+        // agrees with every report of the 8 dates after the backfills.
+        let check = try TestServices.run(
+            "/usr/bin/python3", [TestServices.repoRoot.appendingPathComponent("scripts/check-reports").path],
+            environment: c.env, timeout: 300)
+        let oks = check.stdout.split(separator: "\n").filter { $0.contains(" ok (") }
+        #expect(check.status == 0 && oks.count == 8 * 3, "\(check.stdout)\n\(check.stderr)")
     }
 }
