@@ -119,12 +119,12 @@ struct RunControlTests {
         try c.waitFor("the first date's report task running", timeout: 20) {
             try c.store.taskRows(run: holder).first?.state == "running"
         }
-        // The next date's report run waits for the slot; its upstream run fails (a cancelled task,
-        // through the scheduler, as a task failure would).
+        // The next date's report run waits for the slot; its upstream run is marked failed by an
+        // operator (which ends it outside the scheduler's own finish).
         let waiting = try c.trigger("example_slow_report", date: Self.day(2))
         let up = try c.trigger("example_upstream", date: Self.day(2))
         let ops = OperatorActions(registry: c.registry, store: { c.store }, queue: { c.queue }, actor: "test")
-        _ = try ops.cancel(dag: "example_upstream", run: up, task: "produce")
+        #expect(try ops.markFailed(dag: "example_upstream", run: up))
         try c.waitFor("the waiting run ended", timeout: 20) { try c.store.run(waiting)?.state.isFinished ?? false }
         // It ended while the first date's run still held the slot (its task sleeps 8 s), not after.
         #expect(try c.store.run(holder)?.state == .running)

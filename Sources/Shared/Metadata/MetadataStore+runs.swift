@@ -139,6 +139,24 @@ extension MetadataStore {
         }
     }
 
+    /// Of the queued runs `runs` (id and the DAGs it waits for), those one of whose upstream DAGs'
+    /// latest run for the same logical date failed: one query for all (the tick asks it every second,
+    /// also for the runs that its DAG's max active runs keep waiting).
+    public func runsWithFailedUpstream(_ runs: [(run: Int64, upstream: [String])]) throws -> Set<Int64> {
+        let pairs = runs.flatMap { r in r.upstream.map { (r.run, $0) } }
+        guard !pairs.isEmpty else { return [] }
+        return Set(
+            try pg.query(
+                """
+                SELECT DISTINCT p.run_id FROM unnest($1::bigint[], $2::text[]) AS p(run_id, up)
+                JOIN \(s).dag_run r ON r.run_id = p.run_id AND r.state = 'queued'
+                WHERE (SELECT u.state FROM \(s).dag_run u
+                       WHERE u.dag_id = p.up AND u.logical_date = r.logical_date AND u.variant = ''
+                       ORDER BY u.run_id DESC LIMIT 1) = 'failed'
+                """, [PostgresArray(pairs.map { String($0.0) }), PostgresArray(pairs.map(\.1))]
+            ).rows.map { try $0.decode(Int64.self, 0) })
+    }
+
     /// Whether `run` has been waiting longer than `seconds` (on Postgres's clock), counted from the
     /// first time this asks while it waits (a run queued behind max active runs is not waiting yet;
     /// a clear starts the count again).

@@ -325,7 +325,21 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
             // Work under way holds its slot: no admission query for it.
             if try needsFullPass(a.run, dag: dag) { try advance(a.run, admitted: true) }
         }
-        for (dagID, runs) in Dictionary(grouping: withWork, by: \.run.dag).sorted(by: { $0.key < $1.key }) {
+        // Queued runs whose upstream run for their date failed end now, also those that their DAG's
+        // max active runs keep waiting (an upstream run marked failed by an operator wakes nothing).
+        let waitingOnOthers = withWork.filter { !$0.inFlight && $0.run.state == .queued }.compactMap { a in
+            registry.dag(a.run.dag).flatMap { d in
+                d.upstreamDAGs.isEmpty || paused.contains(d.id) ? nil : (run: a.run.id, upstream: d.upstreamDAGs)
+            }
+        }
+        var ended = Set<Int64>()
+        if !waitingOnOthers.isEmpty {
+            ended = try store.runsWithFailedUpstream(waitingOnOthers)
+            for a in withWork where ended.contains(a.run.id) { try advance(a.run) }
+        }
+        for (dagID, runs) in Dictionary(grouping: withWork.filter { !ended.contains($0.run.id) }, by: \.run.dag)
+            .sorted(by: { $0.key < $1.key })
+        {
             guard let dag = registry.dag(dagID), !paused.contains(dag.id) else { continue }
             let byID = Dictionary(uniqueKeysWithValues: runs.map { ($0.run.id, $0.run) })
             var (free, order) = RunLimits.candidates(
@@ -352,6 +366,9 @@ public final class SchedulerService: @unchecked Sendable {  // its state is used
         if case .failed(let dags) = upstream {
             // It cannot succeed: it ends now rather than wait for ever, also while its DAG's runs of
             // other dates hold every slot (clearing the upstream runs and this one starts it again).
+            // `run` may be a caller's stale copy (finish() walks a list read before): ended already
+            // (by a nested finish, or it succeeded), it is left as it is.
+            guard let now = try store.run(run.id), !now.state.isFinished else { return false }
             let waiting = try store.instances(run: run.id).filter { $0.value.state == .scheduled }.map(\.key).sorted()
             try store.markUpstreamFailed(run: run.id, tasks: waiting)
             logger.warning(
