@@ -64,4 +64,28 @@ struct TaskTestCommandTests {
             bin, ["tasks", "test", "b2b", "load_tables", "--real", "--fresh"], environment: c.env)
         #expect(both.status != 0 && both.stderr.contains("--fresh"), "\(both.stderr)")
     }
+
+    @Test("a generated access log that was registered and then archived is not generated again for its date")
+    func archivedLogNotRegenerated() throws {
+        let small = ["ETL_HISTORY_START": "2024-06-01", "ETL_WEBLOG_LINES": "500"]
+        let fx = try PipelineFixture(extra: small)
+        let c = try Cluster.pipelines(fx, small)
+        defer { c.stopAll() }
+        let bin = Cluster.binDir.appendingPathComponent("etlctl").path
+        func real(_ task: String) throws -> TestServices.Output {
+            let out = try TestServices.run(
+                bin, ["tasks", "test", "weblog", task, "--date", "2024-06-03", "--real"], environment: c.env)
+            #expect(out.status == 0, "\(task): \(out.stdout)\(out.stderr)")
+            return out
+        }
+        for task in ["create_tables", "generate_traces", "register_files"] { _ = try real(task) }
+        let path = "\(fx.settings.weblogDir)/access_log_20240604T000000.log"
+        #expect(FileManager.default.fileExists(atPath: path))
+        let archive = fx.dir.appendingPathComponent("archive").path
+        try FileManager.default.createDirectory(atPath: archive, withIntermediateDirectories: true)
+        try FileManager.default.moveItem(atPath: path, toPath: "\(archive)/access_log_20240604T000000.log")
+        let again = try real("generate_traces")
+        #expect(again.stdout.contains("was loaded already and is no longer there"), "\(again.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
 }

@@ -59,6 +59,19 @@ public enum WeblogLoad {
             regular: (st.st_mode & S_IFMT) == S_IFREG)
     }
 
+    /// Whether the ledger has a file last seen under `name` (or `name.gz`); false before the
+    /// ledger exists (fresh schemas, before create_tables).
+    static func inLedger(pg: PostgresConnection, _ s: PipelineSettings, name: String) throws -> Bool {
+        // (Two statements: a query naming a missing table fails when it is parsed.)
+        guard
+            try pg.query("SELECT to_regclass($1) IS NOT NULL", ["\(s.loads).weblog_file"]).rows[0].decode(
+                Bool.self, 0)
+        else { return false }
+        return try pg.query(
+            "SELECT 1 FROM \(s.loads).weblog_file WHERE name IN ($1, $1 || '.gz') LIMIT 1", [name]
+        ).rows.count > 0
+    }
+
     /// How long a gzip file that ends mid-stream is taken to be still being written (seconds since
     /// it was last modified); after that it is cut short, and refused.
     static let gzipWriteGrace: Double = 600
@@ -132,10 +145,12 @@ public enum WeblogLoad {
             } catch let e as UnreadableFile {
                 // A gzip file cut short that was written to a moment ago is still being written
                 // (logrotate's compress, gzip > file): it waits, as a trailing line without its newline does.
+                // Only in the weblog folder, which every run looks at (a manual run's `source` folder is
+                // looked at once), and only when written to in the past 10 minutes (not in the future).
                 let age = Date().timeIntervalSince1970 - Double(st.mtimeNs) / 1e9
-                if e.cutShort, age < gzipWriteGrace {
+                if e.cutShort, age >= 0, age < gzipWriteGrace, path == "\(s.weblogDir)/\(name)" {
                     log(
-                        "\(name) ends in the middle of its compressed stream and was written to \(max(0, Int(age))) s"
+                        "\(name) ends in the middle of its compressed stream and was written to \(Int(age)) s"
                             + " ago: it is still being written; it waits for the next run")
                     result.waiting.append(name)
                     continue
