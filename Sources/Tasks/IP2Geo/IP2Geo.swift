@@ -38,6 +38,7 @@ public enum IP2Geo {
             try tx.transaction { tx in
                 try loads.takeOver(pipeline: "ip2geo", tx: tx)
                 id = try loads.begin(pipeline: "ip2geo", source: path, runID: runID, logicalDate: logicalDate)
+                try recordNames(load: nil, tx: tx, s, baseline: true)
                 try tx.execute(script: "TRUNCATE \(s.datalake).ip2geo")
                 try tx.copyIn("COPY \(s.datalake).ip2geo (ip_from, ip_to, country_code, country_name) FROM STDIN") {
                     w in
@@ -93,7 +94,23 @@ public enum IP2Geo {
 
     /// A new row in `loads.ip2geo_names` when the table's country names differ from the last one's
     /// (reports that name countries from it and were computed before are then out of date).
-    static func recordNames(load: Int64, tx: PostgresConnection, _ s: PipelineSettings) throws {
+    /// `baseline`: before the table is replaced, the names it holds when none were recorded yet (a
+    /// datalake from before `ip2geo_names`, whose reports read these names), so that the load after
+    /// it is compared with them.
+    static func recordNames(
+        load: Int64?, tx: PostgresConnection, _ s: PipelineSettings, baseline: Bool = false
+    )
+        throws
+    {
+        if baseline {
+            let none = try tx.query(
+                """
+                SELECT NOT EXISTS (SELECT 1 FROM \(s.loads).ip2geo_names)
+                       AND EXISTS (SELECT 1 FROM \(s.datalake).ip2geo)
+                """
+            ).rows[0].decode(Bool.self, 0)
+            guard none else { return }
+        }
         try tx.query(
             """
             WITH now AS (
@@ -107,6 +124,6 @@ public enum IP2Geo {
             SELECT now.checksum, now.countries, $1 FROM now
             WHERE now.checksum IS DISTINCT FROM
                   (SELECT checksum FROM \(s.loads).ip2geo_names ORDER BY id DESC LIMIT 1)
-            """, [String(load)])
+            """, [load.map(String.init)])
     }
 }
