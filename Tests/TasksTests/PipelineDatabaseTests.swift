@@ -167,6 +167,20 @@ struct PipelineDatabaseTests {
         return r
     }
 
+    /// A sources folder of its own (the repository's DDL linked in) whose ip2geo.csv is the
+    /// repository's, changed by `change`; the caller removes it.
+    static func ip2geoSources(_ tag: String, _ change: (String) -> String) throws -> String {
+        let repo = TestServices.repoRoot.appendingPathComponent("sources").path
+        let sources = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "etl-\(tag)-\(TestServices.randomSuffix())"
+        ).path
+        try FileManager.default.createDirectory(atPath: "\(sources)/data", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: "\(sources)/ddl", withDestinationPath: "\(repo)/ddl")
+        let text = try String(contentsOfFile: "\(repo)/data/ip2geo.csv", encoding: .utf8)
+        try change(text).write(toFile: "\(sources)/data/ip2geo.csv", atomically: true, encoding: .utf8)
+        return sources
+    }
+
     @Test("an IP-to-country file with CRLF line ends loads as its LF form does")
     func ip2geoCRLF() throws {
         let meta = try PostgresConnection(config: PostgresConfig(environment: TestServices.environment))
@@ -174,16 +188,9 @@ struct PipelineDatabaseTests {
         let lf = try PipelineFixture(name: "ip2geolf")
         let lfResult = try IP2Geo.load(tx: lf.pg!, meta: meta, settings: lf.settings, runID: 1, logicalDate: nil)
         // The same file with CRLF line ends, in a sources folder of its own (the DDL linked in).
-        let repo = TestServices.repoRoot.appendingPathComponent("sources").path
-        let sources = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "etl-crlf-\(TestServices.randomSuffix())"
-        ).path
+        let sources = try Self.ip2geoSources("crlf") { $0.replacingOccurrences(of: "\n", with: "\r\n") }
         defer { try? FileManager.default.removeItem(atPath: sources) }
-        try FileManager.default.createDirectory(atPath: "\(sources)/data", withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(atPath: "\(sources)/ddl", withDestinationPath: "\(repo)/ddl")
-        let text = try String(contentsOfFile: "\(repo)/data/ip2geo.csv", encoding: .utf8)
-        try text.replacingOccurrences(of: "\n", with: "\r\n").write(
-            toFile: "\(sources)/data/ip2geo.csv", atomically: true, encoding: .utf8)
+        let repo = TestServices.repoRoot.appendingPathComponent("sources").path
         let crlf = try PipelineFixture(
             name: "ip2geocrlf", extra: ["ETL_SOURCES_DIR": sources, "ETL_B2B_DIR": "\(repo)/data"])
         let crlfResult = try IP2Geo.load(tx: crlf.pg!, meta: meta, settings: crlf.settings, runID: 1, logicalDate: nil)
@@ -269,15 +276,10 @@ struct PipelineDatabaseTests {
         #expect(try fx.count(names) == 1)
         #expect(try Freshness.computed(pg: pg, settings: s).allSatisfy { $0.outOfDate.isEmpty })
         // A new file that renames Argentina (the ranges unchanged), in a sources folder of its own.
-        let repo = TestServices.repoRoot.appendingPathComponent("sources").path
-        let sources = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "etl-names-\(TestServices.randomSuffix())"
-        ).path
+        let sources = try Self.ip2geoSources("names") {
+            $0.replacingOccurrences(of: "\"AR\",\"Argentina\"", with: "\"AR\",\"Argentine Republic\"")
+        }
         defer { try? FileManager.default.removeItem(atPath: sources) }
-        try FileManager.default.createDirectory(atPath: "\(sources)/data", withIntermediateDirectories: true)
-        let text = try String(contentsOfFile: "\(repo)/data/ip2geo.csv", encoding: .utf8)
-        try text.replacingOccurrences(of: "\"AR\",\"Argentina\"", with: "\"AR\",\"Argentine Republic\"").write(
-            toFile: "\(sources)/data/ip2geo.csv", atomically: true, encoding: .utf8)
         s.sourcesDir = sources
         _ = try IP2Geo.load(tx: pg, meta: meta, settings: s, runID: 3, logicalDate: nil)
         #expect(try fx.count(names) == 2)
