@@ -189,6 +189,12 @@ public final class PostgresConnection {
         return name
     }
 
+    /// Whether table (or view) `qualified` (`schema.name`) exists: a query naming a missing table fails
+    /// when it is parsed, so code that may run before its tables are made asks first.
+    public func tableExists(_ qualified: String) throws -> Bool {
+        try query("SELECT to_regclass($1) IS NOT NULL", [qualified]).rows[0].decode(Bool.self, 0)
+    }
+
     /// Runs one or more `;`-separated statements without parameters (DDL, migrations).
     public func execute(script sql: String) throws {
         let h = try liveHandle()

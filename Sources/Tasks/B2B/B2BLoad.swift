@@ -209,9 +209,7 @@ public enum B2BLoad {
     /// The days in the ledger (loaded, whether or not their export folders are still there).
     public static func loadedDays(pg: PostgresConnection, _ s: PipelineSettings) throws -> Set<Day> {
         // (No ledger yet, e.g. `etlctl tasks test` on fresh schemas before create_tables: nothing loaded.)
-        guard
-            try pg.query("SELECT to_regclass($1) IS NOT NULL", ["\(s.loads).b2b_day"]).rows[0].decode(Bool.self, 0)
-        else { return [] }
+        guard try pg.tableExists("\(s.loads).b2b_day") else { return [] }
         return Set(
             try pg.query("SELECT day::text FROM \(s.loads).b2b_day").rows.compactMap {
                 Day(strict: try $0.decode(String.self, 0))

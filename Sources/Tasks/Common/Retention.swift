@@ -85,7 +85,7 @@ public enum Retention {
                 """, [cutoff, !dryRun]
             ).rows[0].decode(Int.self, 0)
         }
-        if try pg.query("SELECT to_regclass($1) IS NOT NULL", ["\(loads).load"]).rows[0].decode(Bool.self, 0) {
+        if try pg.tableExists("\(loads).load") {
             let old = """
                 SELECT id FROM \(loads).load
                 WHERE state IN ('finished', 'broken') AND coalesce(finished_at, broke_at, started_at) < $1 AND id > $2

@@ -94,23 +94,18 @@ public enum IP2Geo {
 
     /// A new row in `loads.ip2geo_names` when the table's country names differ from the last one's
     /// (reports that name countries from it and were computed before are then out of date).
-    /// `baseline`: before the table is replaced, the names it holds when none were recorded yet (a
-    /// datalake from before `ip2geo_names`, whose reports read these names), so that the load after
-    /// it is compared with them.
+    /// `baseline`: before the table is replaced, the names it holds, only when none were recorded yet
+    /// (a datalake from before `ip2geo_names`, whose reports read these names), so that the load
+    /// after it is compared with them.
     static func recordNames(
         load: Int64?, tx: PostgresConnection, _ s: PipelineSettings, baseline: Bool = false
     )
         throws
     {
-        if baseline {
-            let none = try tx.query(
-                """
-                SELECT NOT EXISTS (SELECT 1 FROM \(s.loads).ip2geo_names)
-                       AND EXISTS (SELECT 1 FROM \(s.datalake).ip2geo)
-                """
-            ).rows[0].decode(Bool.self, 0)
-            guard none else { return }
-        }
+        let onlyFirst =
+            baseline
+            ? "AND NOT EXISTS (SELECT 1 FROM \(s.loads).ip2geo_names) AND EXISTS (SELECT 1 FROM \(s.datalake).ip2geo)"
+            : ""
         try tx.query(
             """
             WITH now AS (
@@ -123,7 +118,7 @@ public enum IP2Geo {
             INSERT INTO \(s.loads).ip2geo_names (checksum, countries, load_id)
             SELECT now.checksum, now.countries, $1 FROM now
             WHERE now.checksum IS DISTINCT FROM
-                  (SELECT checksum FROM \(s.loads).ip2geo_names ORDER BY id DESC LIMIT 1)
+                  (SELECT checksum FROM \(s.loads).ip2geo_names ORDER BY id DESC LIMIT 1) \(onlyFirst)
             """, [load.map(String.init)])
     }
 }

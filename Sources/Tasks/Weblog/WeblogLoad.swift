@@ -62,11 +62,7 @@ public enum WeblogLoad {
     /// Whether the ledger has a file last seen under `name` (or `name.gz`); false before the
     /// ledger exists (fresh schemas, before create_tables).
     static func inLedger(pg: PostgresConnection, _ s: PipelineSettings, name: String) throws -> Bool {
-        // (Two statements: a query naming a missing table fails when it is parsed.)
-        guard
-            try pg.query("SELECT to_regclass($1) IS NOT NULL", ["\(s.loads).weblog_file"]).rows[0].decode(
-                Bool.self, 0)
-        else { return false }
+        guard try pg.tableExists("\(s.loads).weblog_file") else { return false }
         return try pg.query(
             "SELECT 1 FROM \(s.loads).weblog_file WHERE name IN ($1, $1 || '.gz') LIMIT 1", [name]
         ).rows.count > 0
